@@ -1,0 +1,1 @@
+"""The four autofix-ml services and the command line."""

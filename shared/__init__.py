@@ -1,0 +1,1 @@
+"""Shared package of autofix-ml: settings, metric catalogue, API models, tables, database, errors."""

@@ -1,0 +1,139 @@
+"""Engine and session factory, timestamp handling, and each engine's bulk fast path."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+
+from shared.catalogue import METRIC_NAMES, METRICS
+
+INTEGER_METRICS = frozenset(m.name for m in METRICS if m.is_integer)
+
+SAMPLE_COLUMNS: tuple[str, ...] = ("timestamp", "host", *METRIC_NAMES, "label")
+SQLITE_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def is_sqlite(url_or_engine: str | AsyncEngine | AsyncConnection) -> bool:
+    if isinstance(url_or_engine, str):
+        return make_url(url_or_engine).get_backend_name() == "sqlite"
+    return url_or_engine.dialect.name == "sqlite"
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An async engine for `url`; SQLite gets WAL, a busy timeout and its folder created."""
+    if is_sqlite(url):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = _create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_pre_ping", True)
+    return _create_async_engine(url, **kwargs)
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One session per request: commits on success, rolls back on error."""
+    async with factory() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+def utc(value: datetime) -> datetime:
+    """A timezone-aware UTC datetime; naive values (SQLite) are taken as UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def db_timestamp(value: datetime, *, sqlite: bool) -> datetime | str:
+    """A timestamp as the driver stores it: aware for asyncpg, SQLAlchemy's text form for SQLite."""
+    value = utc(value)
+    if sqlite:
+        return value.replace(tzinfo=None).strftime(SQLITE_DATETIME_FORMAT)
+    return value
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+async def bulk_insert_samples(
+    conn: AsyncConnection, rows: Iterable[Sequence[Any]], *, columns: Sequence[str] = SAMPLE_COLUMNS
+) -> int:
+    """Insert sample tuples (in `columns` order, timestamps aware) on the engine's fast path.
+
+    PostgreSQL: binary COPY (`copy_records_to_table`). SQLite: the driver's `executemany`.
+    Runs inside the caller's transaction.
+    """
+    sqlite = conn.dialect.name == "sqlite"
+    ts_index = columns.index("timestamp")
+    int_indexes = [i for i, c in enumerate(columns) if c in INTEGER_METRICS]
+    records: list[tuple[Any, ...]] = []
+    for row in rows:
+        record = [_clean(v) for v in row]
+        record[ts_index] = db_timestamp(record[ts_index], sqlite=sqlite)
+        for i in int_indexes:
+            if record[i] is not None:
+                record[i] = int(round(record[i]))
+        records.append(tuple(record))
+    if not records:
+        return 0
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    if sqlite:
+        placeholders = ", ".join("?" for _ in columns)
+        column_sql = ", ".join(f'"{c}"' for c in columns)
+        assert driver is not None
+        await driver.executemany(
+            f"INSERT INTO metrics_history ({column_sql}) VALUES ({placeholders})", records
+        )
+    else:
+        assert driver is not None
+        await driver.copy_records_to_table(
+            "metrics_history", records=records, columns=list(columns)
+        )
+    return len(records)
+
+
+async def ping(engine: AsyncEngine) -> bool:
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        return True
+    except Exception:
+        return False

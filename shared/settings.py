@@ -1,0 +1,109 @@
+"""Configuration from the environment (pydantic-settings); names as in the spec where it has them."""
+
+from __future__ import annotations
+
+import socket
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE_PATH = Path("var") / "autofix-ml.db"
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class Settings(BaseSettings):
+    """Every setting, read once per process; `Settings(database_url=...)` in tests."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}",
+        validation_alias=_env("DATABASE_URL"),
+        description="SQLAlchemy async URL: postgresql+asyncpg://... or sqlite+aiosqlite:///...",
+    )
+    ml_enabled: bool = Field(default=True, validation_alias=_env("ML_ENABLED"))
+    collection_interval: float = Field(
+        default=60.0, gt=0, validation_alias=_env("ML_COLLECTION_INTERVAL")
+    )
+    retention_days: float = Field(
+        default=90.0, gt=0, validation_alias=_env("ML_DATA_RETENTION_DAYS")
+    )
+    retention_check_seconds: float = Field(
+        default=3600.0, gt=0, validation_alias=_env("ML_RETENTION_CHECK_SECONDS")
+    )
+    buffer_size: int = Field(default=10_000, ge=1, validation_alias=_env("ML_BUFFER_SIZE"))
+
+    # Where the collector reads application metrics (Prometheus text format); empty: the gateway's.
+    scrape_url: str = Field(default="", validation_alias=_env("ML_SCRAPE_URL"))
+    scrape_active_requests_metric: str = Field(
+        default="autofix_http_requests_in_progress",
+        validation_alias=_env("ML_SCRAPE_ACTIVE_REQUESTS_METRIC"),
+    )
+    scrape_errors_metric: str = Field(
+        default="autofix_http_request_errors_total",
+        validation_alias=_env("ML_SCRAPE_ERRORS_METRIC"),
+    )
+    scrape_latency_metric: str = Field(
+        default="autofix_http_request_duration_seconds",
+        validation_alias=_env("ML_SCRAPE_LATENCY_METRIC"),
+    )
+    scrape_timeout: float = Field(default=2.0, gt=0, validation_alias=_env("ML_SCRAPE_TIMEOUT"))
+
+    hostname: str = Field(default_factory=socket.gethostname, validation_alias=_env("AUTOFIX_HOST"))
+    bind_host: str = Field(default="127.0.0.1", validation_alias=_env("AUTOFIX_BIND_HOST"))
+    api_port: int = Field(default=5000, validation_alias=_env("AUTOFIX_API_PORT"))
+    collector_port: int = Field(default=8001, validation_alias=_env("AUTOFIX_COLLECTOR_PORT"))
+    trainer_port: int = Field(default=8002, validation_alias=_env("AUTOFIX_TRAINER_PORT"))
+    forecaster_port: int = Field(default=8003, validation_alias=_env("AUTOFIX_FORECASTER_PORT"))
+    collector_url: str = Field(default="", validation_alias=_env("COLLECTOR_URL"))
+    trainer_url: str = Field(default="", validation_alias=_env("TRAINER_URL"))
+    forecaster_url: str = Field(default="", validation_alias=_env("FORECASTER_URL"))
+
+    http_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias=_env("AUTOFIX_HTTP_TIMEOUT"),
+        description="Seconds the gateway waits on a service before answering 503.",
+    )
+    http_connect_timeout: float = Field(
+        default=1.0, gt=0, validation_alias=_env("AUTOFIX_HTTP_CONNECT_TIMEOUT")
+    )
+    health_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        validation_alias=_env("AUTOFIX_HEALTH_CACHE_SECONDS"),
+        description="How long the gateway reuses the services' health answers.",
+    )
+    log_level: str = Field(default="info", validation_alias=_env("AUTOFIX_LOG_LEVEL"))
+
+    def service_url(self, service: str) -> str:
+        """Base URL of a service: its *_URL setting, else loopback on its port."""
+        explicit = {
+            "collector": self.collector_url,
+            "trainer": self.trainer_url,
+            "forecaster": self.forecaster_url,
+        }[service]
+        if explicit:
+            return explicit.rstrip("/")
+        return f"http://127.0.0.1:{self.port(service)}"
+
+    def port(self, service: str) -> int:
+        return {
+            "api": self.api_port,
+            "collector": self.collector_port,
+            "trainer": self.trainer_port,
+            "forecaster": self.forecaster_port,
+        }[service]
+
+    def effective_scrape_url(self) -> str:
+        return self.scrape_url or f"http://127.0.0.1:{self.api_port}/metrics"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
