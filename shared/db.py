@@ -46,6 +46,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cursor.close()
 
         return engine
+    connect_args = kwargs.pop("connect_args", {})
+    connect_args.setdefault("server_settings", {"timezone": "UTC"})
+    kwargs["connect_args"] = connect_args
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)

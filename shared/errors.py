@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -59,43 +59,43 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
-    async def _app_error(_request: Request, exc: AppError) -> ORJSONResponse:
-        return ORJSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> ORJSONResponse:
-        return ORJSONResponse({"detail": _field_errors(exc)}, status_code=422)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _field_errors(exc)}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
-        return ORJSONResponse(
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )
 
     @app.exception_handler(IntegrityError)
-    async def _integrity(_request: Request, exc: IntegrityError) -> ORJSONResponse:
+    async def _integrity(_request: Request, exc: IntegrityError) -> JSONResponse:
         log.warning("integrity error: %s", exc.orig)
-        return ORJSONResponse({"detail": "conflict with stored data"}, status_code=409)
+        return JSONResponse({"detail": "conflict with stored data"}, status_code=409)
 
     @app.exception_handler(OperationalError)
-    async def _operational(_request: Request, exc: OperationalError) -> ORJSONResponse:
+    async def _operational(_request: Request, exc: OperationalError) -> JSONResponse:
         log.error("database unavailable: %s", exc.orig)
-        return ORJSONResponse({"detail": "database unavailable"}, status_code=503)
+        return JSONResponse({"detail": "database unavailable"}, status_code=503)
 
     @app.exception_handler(DBAPIError)
-    async def _dbapi(_request: Request, exc: DBAPIError) -> ORJSONResponse:
+    async def _dbapi(_request: Request, exc: DBAPIError) -> JSONResponse:
         if exc.connection_invalidated:
-            return ORJSONResponse({"detail": "database unavailable"}, status_code=503)
+            return JSONResponse({"detail": "database unavailable"}, status_code=503)
         log.exception("database error")
-        return ORJSONResponse({"detail": "internal error"}, status_code=500)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
 
     @app.exception_handler(OSError)
-    async def _os_error(_request: Request, exc: OSError) -> ORJSONResponse:
+    async def _os_error(_request: Request, exc: OSError) -> JSONResponse:
         # asyncpg raises plain OSError / ConnectionRefusedError when the server is away.
         log.error("I/O error: %s", exc)
-        return ORJSONResponse({"detail": "database unavailable"}, status_code=503)
+        return JSONResponse({"detail": "database unavailable"}, status_code=503)
 
     @app.exception_handler(Exception)
-    async def _unhandled(_request: Request, exc: Exception) -> ORJSONResponse:
+    async def _unhandled(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return ORJSONResponse({"detail": "internal error"}, status_code=500)
+        return JSONResponse({"detail": "internal error"}, status_code=500)

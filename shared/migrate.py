@@ -13,7 +13,7 @@ import migrations
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 
 
-def alembic_config(url: str, *, stdout: io.TextIOBase | None = None) -> Config:
+def alembic_config(url: str, *, stdout: io.StringIO | None = None) -> Config:
     cfg = Config(stdout=stdout) if stdout is not None else Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))

@@ -63,7 +63,7 @@ class _SampleBase(BaseModel):
         return value
 
 
-MetricSample = create_model(  # type: ignore[call-overload]
+MetricSample = create_model(
     "MetricSample",
     __base__=_SampleBase,
     __doc__="One sample of any of the 14 metrics; absent metrics are stored as null.",
@@ -74,7 +74,7 @@ MetricSample = create_model(  # type: ignore[call-overload]
 class IngestRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    samples: list[MetricSample] = Field(  # type: ignore[valid-type]
+    samples: list[MetricSample] = Field(
         min_length=1, max_length=10_000, description="Samples to store, 1 to 10,000 per request."
     )
 

@@ -1,0 +1,297 @@
+"""SQL of the collector: store samples, statistics, export streams, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import math
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from shared.catalogue import METRIC_NAMES
+from shared.db import SAMPLE_COLUMNS, bulk_insert_samples, db_timestamp, utc, utcnow
+from shared.tables import metrics_history as mh
+
+ExportFormat = Literal["json", "csv"]
+
+
+@dataclass(frozen=True, slots=True)
+class SampleFilter:
+    host: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def clauses(self) -> list[sa.ColumnElement[bool]]:
+        out: list[sa.ColumnElement[bool]] = []
+        if self.host is not None:
+            out.append(mh.c.host == self.host)
+        if self.start is not None:
+            out.append(mh.c.timestamp >= self.start)
+        if self.end is not None:
+            out.append(mh.c.timestamp <= self.end)
+        return out
+
+
+async def insert_samples(conn: AsyncConnection, samples: Sequence[dict[str, Any]]) -> int:
+    rows = ([s.get(c) for c in SAMPLE_COLUMNS] for s in samples)
+    return await bulk_insert_samples(conn, rows)
+
+
+async def summary(conn: AsyncConnection) -> tuple[int, datetime | None, datetime | None]:
+    """Row count, oldest and newest timestamp of all stored samples."""
+    row = (
+        await conn.execute(
+            sa.select(sa.func.count(), sa.func.min(mh.c.timestamp), sa.func.max(mh.c.timestamp))
+        )
+    ).one()
+    oldest = utc(row[1]) if row[1] is not None else None
+    newest = utc(row[2]) if row[2] is not None else None
+    return int(row[0]), oldest, newest
+
+
+async def statistics(conn: AsyncConnection, flt: SampleFilter) -> dict[str, Any]:
+    """The spec's statistics in one scan, grouped by (host, label) and combined here."""
+    postgres = conn.dialect.name == "postgresql"
+    columns: list[Any] = [
+        mh.c.host,
+        mh.c.label,
+        sa.func.count().label("n"),
+        sa.func.min(mh.c.timestamp),
+        sa.func.max(mh.c.timestamp),
+    ]
+    for name in METRIC_NAMES:
+        col = mh.c[name]
+        value = sa.cast(col, sa.Float) if postgres else col
+        columns += [
+            sa.func.count(col),
+            sa.func.sum(value),
+            sa.func.sum(value * value),
+            sa.func.min(col),
+            sa.func.max(col),
+        ]
+    query = sa.select(*columns).where(*flt.clauses()).group_by(mh.c.host, mh.c.label)
+    rows = (await conn.execute(query)).all()
+
+    total = 0
+    labels: dict[str, int] = {}
+    hosts: set[str] = set()
+    start: datetime | None = None
+    end: datetime | None = None
+    acc = {name: [0, 0.0, 0.0, math.inf, -math.inf] for name in METRIC_NAMES}
+    for row in rows:
+        host, label, n, lo, hi = row[0], row[1], int(row[2]), row[3], row[4]
+        total += n
+        labels[label] = labels.get(label, 0) + n
+        hosts.add(host)
+        lo, hi = utc(lo), utc(hi)
+        start = lo if start is None or lo < start else start
+        end = hi if end is None or hi > end else end
+        for i, name in enumerate(METRIC_NAMES):
+            count, s, sq, mn, mx = row[5 + 5 * i : 10 + 5 * i]
+            if not count:
+                continue
+            a = acc[name]
+            a[0] += int(count)
+            a[1] += float(s)
+            a[2] += float(sq)
+            a[3] = min(a[3], float(mn))
+            a[4] = max(a[4], float(mx))
+    metrics: dict[str, dict[str, Any]] = {}
+    for name, (count, s, sq, mn, mx) in acc.items():
+        if not count:
+            metrics[name] = {"mean": None, "std": None, "min": None, "max": None, "count": 0}
+            continue
+        mean = s / count
+        var = max(sq - s * s / count, 0.0) / (count - 1) if count > 1 else 0.0
+        metrics[name] = {"mean": mean, "std": math.sqrt(var), "min": mn, "max": mx, "count": count}
+    duration = (end - start).total_seconds() / 3600.0 if start and end else 0.0
+    return {
+        "total_samples": total,
+        "metrics": metrics,
+        "data_duration_hours": duration,
+        "label_distribution": dict(sorted(labels.items(), key=lambda kv: -kv[1])),
+        "hosts": sorted(hosts),
+        "start": start,
+        "end": end,
+    }
+
+
+async def delete_older_than(conn: AsyncConnection, days: float) -> int:
+    cutoff = utcnow() - timedelta(days=days)
+    result = await conn.execute(sa.delete(mh).where(mh.c.timestamp < cutoff))
+    return int(result.rowcount or 0)
+
+
+# ---------------------------------------------------------------- export
+
+EXPORT_COLUMNS: tuple[str, ...] = ("timestamp", "host", *METRIC_NAMES, "label")
+_CHUNK_ROWS = 5000
+
+
+def _pg_where(flt: SampleFilter) -> tuple[str, list[Any]]:
+    parts: list[str] = []
+    args: list[Any] = []
+    if flt.host is not None:
+        args.append(flt.host)
+        parts.append(f"host = ${len(args)}")
+    if flt.start is not None:
+        args.append(flt.start)
+        parts.append(f"timestamp >= ${len(args)}")
+    if flt.end is not None:
+        args.append(flt.end)
+        parts.append(f"timestamp <= ${len(args)}")
+    return (" WHERE " + " AND ".join(parts)) if parts else "", args
+
+
+def _pg_export_query(fmt: ExportFormat, flt: SampleFilter) -> tuple[str, list[Any]]:
+    where, args = _pg_where(flt)
+    iso = "to_json(timestamp) #>> '{}'"
+    if fmt == "csv":
+        cols = ", ".join([f"{iso} AS timestamp", "host", *METRIC_NAMES, "label"])
+        select = f"SELECT {cols} FROM metrics_history{where} ORDER BY timestamp, id"
+        return (
+            f"COPY ({select}) TO STDOUT WITH (FORMAT csv, HEADER true)",
+            args,
+        )
+    pairs = ", ".join(
+        [
+            f"'timestamp', {iso}",
+            "'host', host",
+            *(f"'{m}', {m}" for m in METRIC_NAMES),
+            "'label', label",
+        ]
+    )
+    select = f"SELECT json_build_object({pairs}) FROM metrics_history{where} ORDER BY timestamp, id"
+    # JSON text holds no raw control characters, so with these separators csv never quotes it.
+    return (
+        f"COPY ({select}) TO STDOUT WITH (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02')",
+        args,
+    )
+
+
+async def _pg_copy_stream(
+    engine: AsyncEngine, fmt: ExportFormat, flt: SampleFilter
+) -> AsyncIterator[bytes]:
+    """Chunks of COPY ... TO STDOUT, with backpressure through a small queue."""
+    query, args = _pg_export_query(fmt, flt)
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=16)
+
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+
+        async def sink(chunk: bytes) -> None:
+            await queue.put(bytes(chunk))
+
+        async def run() -> None:
+            try:
+                await driver.copy_from_query(query, *args, output=sink)
+            finally:
+                await queue.put(None)
+
+        task = asyncio.create_task(run())
+        try:
+            while (chunk := await queue.get()) is not None:
+                yield chunk
+            await task
+        finally:
+            if not task.done():
+                task.cancel()
+                try:
+                    await task
+                except BaseException:  # noqa: BLE001 - the client went away; the copy is moot
+                    # The connection is mid-COPY: drop it rather than return it to the pool.
+                    await conn.invalidate()
+
+
+async def _pg_json(engine: AsyncEngine, flt: SampleFilter) -> AsyncIterator[bytes]:
+    yield b'{"samples":['
+    count = 0
+    carry = b""
+    for_first = True
+    async for chunk in _pg_copy_stream(engine, "json", flt):
+        data = carry + chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            carry = data
+            continue
+        lines, carry = data[:cut], data[cut + 1 :]
+        n = lines.count(b"\n") + 1
+        count += n
+        body = lines.replace(b"\n", b",")
+        yield body if for_first else b"," + body
+        for_first = False
+    yield b'],"count":' + str(count).encode() + b"}"
+
+
+def _sqlite_iso(value: str) -> str:
+    # Stored as 'YYYY-MM-DD HH:MM:SS[.ffffff]' in UTC.
+    if len(value) > 19 and value[20:].strip("0") == "":
+        value = value[:19]
+    return value[:10] + "T" + value[11:] + "+00:00"
+
+
+async def _sqlite_rows(
+    engine: AsyncEngine, flt: SampleFilter
+) -> AsyncIterator[list[tuple[Any, ...]]]:
+    parts: list[str] = []
+    args: list[Any] = []
+    if flt.host is not None:
+        parts.append("host = ?")
+        args.append(flt.host)
+    if flt.start is not None:
+        parts.append("timestamp >= ?")
+        args.append(db_timestamp(flt.start, sqlite=True))
+    if flt.end is not None:
+        parts.append("timestamp <= ?")
+        args.append(db_timestamp(flt.end, sqlite=True))
+    where = (" WHERE " + " AND ".join(parts)) if parts else ""
+    cols = ", ".join(f'"{c}"' for c in EXPORT_COLUMNS)
+    sql = f"SELECT {cols} FROM metrics_history{where} ORDER BY timestamp, id"
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        cursor = await driver.execute(sql, args)
+        try:
+            while rows := await cursor.fetchmany(_CHUNK_ROWS):
+                yield [(_sqlite_iso(r[0]), *r[1:]) for r in rows]
+        finally:
+            await cursor.close()
+
+
+async def _sqlite_csv(engine: AsyncEngine, flt: SampleFilter) -> AsyncIterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    yield buffer.getvalue().encode()
+    async for rows in _sqlite_rows(engine, flt):
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerows(rows)
+        yield buffer.getvalue().encode()
+
+
+async def _sqlite_json(engine: AsyncEngine, flt: SampleFilter) -> AsyncIterator[bytes]:
+    yield b'{"samples":['
+    count = 0
+    async for rows in _sqlite_rows(engine, flt):
+        body = orjson.dumps([dict(zip(EXPORT_COLUMNS, r, strict=True)) for r in rows])[1:-1]
+        yield body if count == 0 else b"," + body
+        count += len(rows)
+    yield b'],"count":' + str(count).encode() + b"}"
+
+
+def export_stream(
+    engine: AsyncEngine, fmt: ExportFormat, flt: SampleFilter
+) -> AsyncIterator[bytes]:
+    """The selected samples, oldest first, as CSV or as `{"samples": [...], "count": n}`."""
+    if engine.dialect.name == "postgresql":
+        return _pg_json(engine, flt) if fmt == "json" else _pg_copy_stream(engine, "csv", flt)
+    return _sqlite_json(engine, flt) if fmt == "json" else _sqlite_csv(engine, flt)

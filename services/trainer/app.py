@@ -1,0 +1,37 @@
+"""The trainer service: synthetic data, the model registry (and, later, the detectors)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.trainer.routes import router
+from shared.db import create_engine
+from shared.service import new_app
+from shared.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = engine or create_engine(settings.database_url)
+        app.state.engine = db
+        app.state.settings = settings
+        try:
+            yield
+        finally:
+            if engine is None:
+                await db.dispose()
+
+    app = new_app(
+        title="autofix-ml trainer",
+        description="Synthetic training data, model training and the model registry.",
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    return app

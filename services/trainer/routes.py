@@ -1,0 +1,76 @@
+"""HTTP routes of the trainer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from services.trainer import registry
+from services.trainer.synthetic import SyntheticDataGenerator, label_distribution, store_frame
+from shared.schemas import (
+    GenerateSyntheticRequest,
+    GenerateSyntheticResponse,
+    ModelList,
+    ModelSummary,
+    ServiceHealth,
+)
+from shared.service import ConnDep, EngineDep
+
+router = APIRouter()
+
+
+@router.get("/health", response_model=ServiceHealth, summary="Trainer health")
+async def health(request: Request, engine: EngineDep) -> ServiceHealth:
+    try:
+        async with engine.connect() as conn:
+            active = await registry.count_active(conn)
+        return ServiceHealth(
+            status="healthy", service="trainer", database=True, active_models=active
+        )
+    except Exception:  # noqa: BLE001 - reported, not raised
+        return ServiceHealth(status="degraded", service="trainer", database=False)
+
+
+@router.post(
+    "/train/generate-synthetic",
+    response_model=GenerateSyntheticResponse,
+    summary="Generate labelled synthetic samples and store them",
+)
+async def generate_synthetic(
+    body: GenerateSyntheticRequest, conn: ConnDep
+) -> GenerateSyntheticResponse:
+    started = time.perf_counter()
+    generator = SyntheticDataGenerator(seed=body.seed)
+    frame = await asyncio.to_thread(generator.generate_full_training_set, body.days)
+    generated = time.perf_counter()
+    count = await store_frame(conn, frame, host=body.host)
+    stored = time.perf_counter()
+    return GenerateSyntheticResponse(
+        count=count,
+        label_distribution=label_distribution(frame),
+        host=body.host,
+        start=frame["timestamp"].iloc[0].to_pydatetime(),
+        end=frame["timestamp"].iloc[-1].to_pydatetime(),
+        generation_seconds=generated - started,
+        storage_seconds=stored - generated,
+        seconds=stored - started,
+    )
+
+
+@router.get("/models", response_model=ModelList, summary="The model registry")
+async def list_models(
+    conn: ConnDep,
+    name: Annotated[str | None, Query(description="Only this model family.")] = None,
+    status: Annotated[str | None, Query(description="Only this status, e.g. active.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="At most this many.")] = 100,
+) -> ModelList:
+    rows = await registry.list_models(conn, name=name, status=status, limit=limit)
+    return ModelList(models=[ModelSummary.model_validate(r) for r in rows], count=len(rows))
+
+
+@router.get("/models/{model_id}", response_model=ModelSummary, summary="One model version")
+async def get_model(conn: ConnDep, model_id: Annotated[int, Path(ge=1)]) -> ModelSummary:
+    return ModelSummary.model_validate(await registry.get_model(conn, model_id))
