@@ -150,16 +150,14 @@ def _pg_where(flt: SampleFilter) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(parts)) if parts else "", args
 
 
-def _pg_export_query(fmt: ExportFormat, flt: SampleFilter) -> tuple[str, list[Any]]:
+def _pg_export_query(fmt: ExportFormat, flt: SampleFilter) -> tuple[str, list[Any], dict[str, Any]]:
+    """The SELECT that asyncpg wraps in COPY ... TO STDOUT, its arguments and COPY options."""
     where, args = _pg_where(flt)
     iso = "to_json(timestamp) #>> '{}'"
     if fmt == "csv":
         cols = ", ".join([f"{iso} AS timestamp", "host", *METRIC_NAMES, "label"])
         select = f"SELECT {cols} FROM metrics_history{where} ORDER BY timestamp, id"
-        return (
-            f"COPY ({select}) TO STDOUT WITH (FORMAT csv, HEADER true)",
-            args,
-        )
+        return select, args, {"format": "csv", "header": True}
     pairs = ", ".join(
         [
             f"'timestamp', {iso}",
@@ -170,17 +168,14 @@ def _pg_export_query(fmt: ExportFormat, flt: SampleFilter) -> tuple[str, list[An
     )
     select = f"SELECT json_build_object({pairs}) FROM metrics_history{where} ORDER BY timestamp, id"
     # JSON text holds no raw control characters, so with these separators csv never quotes it.
-    return (
-        f"COPY ({select}) TO STDOUT WITH (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02')",
-        args,
-    )
+    return select, args, {"format": "csv", "delimiter": "\x01", "quote": "\x02"}
 
 
 async def _pg_copy_stream(
     engine: AsyncEngine, fmt: ExportFormat, flt: SampleFilter
 ) -> AsyncIterator[bytes]:
     """Chunks of COPY ... TO STDOUT, with backpressure through a small queue."""
-    query, args = _pg_export_query(fmt, flt)
+    query, args, options = _pg_export_query(fmt, flt)
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=16)
 
     async with engine.connect() as conn:
@@ -192,7 +187,7 @@ async def _pg_copy_stream(
 
         async def run() -> None:
             try:
-                await driver.copy_from_query(query, *args, output=sink)
+                await driver.copy_from_query(query, *args, output=sink, **options)
             finally:
                 await queue.put(None)
 

@@ -1,0 +1,222 @@
+"""The gateway against real services on loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.api.app import create_app as create_gateway
+from services.collector.app import create_app as create_collector
+from services.forecaster.app import create_app as create_forecaster
+from services.trainer.app import create_app as create_trainer
+from shared.settings import Settings
+from tests.conftest import free_port, served
+
+
+@dataclass
+class Stack:
+    gateway: httpx.AsyncClient
+    app: FastAPI
+
+
+@contextlib.asynccontextmanager
+async def stack(
+    settings: Settings, engine: AsyncEngine, *, without: str = ""
+) -> AsyncIterator[Stack]:
+    """Collector, trainer and forecaster served on loopback; the gateway in front of them."""
+    ports = {name: free_port() for name in ("collector", "trainer", "forecaster")}
+    settings = settings.model_copy(
+        update={
+            "collector_url": f"http://127.0.0.1:{ports['collector']}",
+            "trainer_url": f"http://127.0.0.1:{ports['trainer']}",
+            "forecaster_url": f"http://127.0.0.1:{ports['forecaster']}",
+        }
+    )
+    factories = {
+        "collector": create_collector,
+        "trainer": create_trainer,
+        "forecaster": create_forecaster,
+    }
+    async with contextlib.AsyncExitStack() as exits:
+        for name, factory in factories.items():
+            if name != without:
+                await exits.enter_async_context(
+                    served(factory(settings, engine=engine), ports[name])
+                )
+        gateway = create_gateway(settings)
+        url = await exits.enter_async_context(served(gateway))
+        client = await exits.enter_async_context(httpx.AsyncClient(base_url=url, timeout=30))
+        yield Stack(client, gateway)
+
+
+async def test_health_aggregates_every_service(settings: Settings, engine: AsyncEngine) -> None:
+    async with stack(settings, engine) as s:
+        await s.gateway.post("/api/ml/train/generate-synthetic", json={"days": 1})
+        response = await s.gateway.get("/api/ml/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "healthy"
+    assert body["message"] == "ML module operational"
+    assert body["metrics_collected"] == 1440
+    assert body["oldest_data_age_hours"] == pytest.approx(24, abs=0.1)
+    assert body["active_models"] == 0
+    assert body["data_collection_active"] is False  # ML_ENABLED=false in these tests
+    assert {k: v["status"] for k, v in body["services"].items()} == {
+        "collector": "up",
+        "trainer": "up",
+        "forecaster": "up",
+    }
+
+
+async def test_service_down_is_a_503_naming_it(settings: Settings, engine: AsyncEngine) -> None:
+    async with stack(settings, engine, without="trainer") as s:
+        models = await s.gateway.get("/api/ml/models")
+        health = await s.gateway.get("/api/ml/health")
+        stats = await s.gateway.get("/api/ml/metrics/stats")
+    assert models.status_code == 503
+    assert "trainer" in models.json()["detail"]
+    assert health.status_code == 200
+    assert health.json()["status"] == "degraded"
+    assert health.json()["services"]["trainer"]["status"] == "down"
+    assert "trainer" in health.json()["message"]
+    assert stats.status_code == 200
+
+
+async def test_collector_down_makes_health_unhealthy(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    async with stack(settings, engine, without="collector") as s:
+        health = await s.gateway.get("/api/ml/health")
+        export = await s.gateway.get("/api/ml/metrics/export")
+    assert health.status_code == 503
+    assert health.json()["status"] == "unhealthy"
+    assert export.status_code == 503
+    assert "collector" in export.json()["detail"]
+
+
+async def test_a_hanging_service_is_a_503_within_the_timeout(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    hung: list[asyncio.StreamWriter] = []
+
+    async def accept_and_hang(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hung.append(writer)  # never answer
+
+    server = await asyncio.start_server(accept_and_hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = settings.model_copy(update={"http_timeout": 1.0})
+    async with stack(settings, engine, without="trainer") as s:
+        s.app.state.clients.clients["trainer"].base_url = f"http://127.0.0.1:{port}"
+        started = time.monotonic()
+        response = await s.gateway.get("/api/ml/models")
+        elapsed = time.monotonic() - started
+    server.close()
+    for writer in hung:
+        writer.close()
+    await server.wait_closed()
+    assert response.status_code == 503
+    assert "trainer" in response.json()["detail"]
+    assert "timed out" in response.json()["detail"]
+    assert elapsed < 5
+
+
+async def test_downstream_4xx_pass_through_unchanged(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    async with stack(settings, engine) as s:
+        missing = await s.gateway.get("/api/ml/models/12345")
+        reversed_range = await s.gateway.get(
+            "/api/ml/metrics/stats", params={"start_date": "2024-02-01", "end_date": "2024-01-01"}
+        )
+        bad_date = await s.gateway.get("/api/ml/metrics/export", params={"start_date": "yesterday"})
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "model 12345 not found"}
+    assert reversed_range.status_code == 400
+    assert "start_date" in reversed_range.json()["detail"]
+    assert bad_date.status_code == 422
+    assert bad_date.json()["detail"][0]["field"] == "query.start_date"
+
+
+async def test_invalid_body_is_a_422_naming_the_field(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    async with stack(settings, engine) as s:
+        response = await s.gateway.post(
+            "/api/ml/metrics/ingest",
+            json={"samples": [{"cpu_usage_percent": 120, "host": "a"}]},
+        )
+        days = await s.gateway.post("/api/ml/train/generate-synthetic", json={"days": 400})
+        stats = await s.gateway.get("/api/ml/metrics/stats")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "body.samples.0.cpu_usage_percent"
+    assert days.status_code == 422
+    assert days.json()["detail"][0]["field"] == "body.days"
+    assert stats.json()["total_samples"] == 0
+
+
+async def test_export_streams_through_in_chunks(settings: Settings, engine: AsyncEngine) -> None:
+    async with stack(settings, engine) as s:
+        generated = await s.gateway.post("/api/ml/train/generate-synthetic", json={"days": 3})
+        assert generated.status_code == 200
+        chunks = 0
+        data = bytearray()
+        async with s.gateway.stream("GET", "/api/ml/metrics/export", params={"format": "csv"}) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/csv")
+            async for chunk in r.aiter_raw():
+                chunks += 1
+                data += chunk
+    rows = list(csv.DictReader(io.StringIO(data.decode())))
+    assert len(rows) == 3 * 1440
+    assert chunks > 1
+    assert rows[0]["timestamp"] < rows[-1]["timestamp"]
+
+
+async def test_openapi_documents_every_route(settings: Settings, engine: AsyncEngine) -> None:
+    async with stack(settings, engine) as s:
+        spec = (await s.gateway.get("/api/openapi.json")).json()
+        docs = await s.gateway.get("/api/docs")
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()
+    expected = {
+        ("get", "/api/ml/health"),
+        ("get", "/api/ml/metrics/stats"),
+        ("get", "/api/ml/metrics/export"),
+        ("post", "/api/ml/metrics/ingest"),
+        ("get", "/api/ml/models"),
+        ("post", "/api/ml/train/generate-synthetic"),
+    }
+    documented = {(m, p) for p, ops in spec["paths"].items() for m in ops}
+    assert expected <= documented
+    schemas = spec["components"]["schemas"]
+    assert {"HealthResponse", "StatsResponse", "IngestRequest", "GenerateSyntheticRequest"} <= set(
+        schemas
+    )
+    ingest = spec["paths"]["/api/ml/metrics/ingest"]["post"]
+    assert ingest["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "IngestRequest"
+    )
+
+
+async def test_gateway_exposes_its_request_metrics(settings: Settings, engine: AsyncEngine) -> None:
+    async with stack(settings, engine, without="trainer") as s:
+        for _ in range(3):
+            await s.gateway.get("/api/ml/health")
+        await s.gateway.get("/api/ml/models")  # 503
+        text = (await s.gateway.get("/metrics")).text
+    assert (
+        'autofix_http_requests_total{method="GET",route="/api/ml/health",status="200"} 3.0' in text
+    )
+    assert 'autofix_http_request_errors_total{route="/api/ml/models"} 1.0' in text
+    assert "autofix_http_request_duration_seconds_bucket" in text
+    assert "autofix_http_requests_in_progress" in text
