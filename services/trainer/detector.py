@@ -1,0 +1,566 @@
+"""Isolation Forest anomaly detector with calibrated scores, attribution and safe storage.
+
+Usage::
+
+    det = AnomalyDetector(contamination=0.05).fit(train_frame)
+    batch = det.score_frame(frame)                    # calibrated scores, flags
+    hist = det.new_history(); hist.extend_frame(recent)
+    result = det.score_sample({"cpu_usage_percent": 97.0}, timestamp=ts, history=hist)
+    blob = det.to_bytes(); det2 = AnomalyDetector.from_bytes(blob, det.sha256(blob))
+
+The anomaly score of a sample combines two views of its features, each mapped to
+[0, 1] through its training distribution (the share of training samples it exceeds):
+
+- the Isolation Forest path length on the extracted features, averaged over the last
+  ``smoothing`` samples (causal), which catches unusual combinations;
+- the largest per-metric level shift (the short mean against the mean of the previous
+  hour), each metric measured against its own 99.9th training percentile, which catches
+  a single metric moving while the others look normal.
+
+The larger of the two is calibrated once more against training, so the final score is
+the share of training samples that scored lower: a threshold of 0.99 means "rarer than
+99 % of training" for every model version. Scores above every training score keep
+growing towards 1 on an exponential tail, so they stay ordered.
+
+Severity cut-offs on that calibrated score (see ``severity``):
+``low`` < 0.95 <= ``medium`` < 0.99 <= ``high`` < 0.999 <= ``critical``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import skops.io as sio
+from sklearn.ensemble import IsolationForest
+
+from services.trainer.features import (
+    FeatureConfig,
+    FeatureExtractor,
+    FeatureSet,
+    RecentHistory,
+)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+Severity = Literal["low", "medium", "high", "critical"]
+Feedback = Literal["false_positive", "true_positive"]
+
+SEVERITY_CUTOFFS: tuple[tuple[float, Severity], ...] = (
+    (0.999, "critical"),
+    (0.99, "high"),
+    (0.95, "medium"),
+)
+FORMAT_VERSION = 1
+# Types skops must trust to rebuild an Isolation Forest. The tree arrays are also
+# bounds-checked after loading, and the whole file is checked against its sha256.
+_TRUSTED_SKOPS_TYPES = ["sklearn.tree._tree.Tree"]
+_SMALL_BATCH = 64  # below this many rows the numpy forest beats scikit-learn's overhead
+
+
+def severity(score: float) -> Severity:
+    """Severity of a calibrated score: critical >= 0.999, high >= 0.99, medium >= 0.95."""
+    for cut, name in SEVERITY_CUTOFFS:
+        if score >= cut:
+            return name
+    return "low"
+
+
+def _average_path_length(n: FloatArray) -> FloatArray:
+    """c(n) of Liu et al.: mean path length of an unsuccessful BST search (as scikit-learn)."""
+    n = np.asarray(n, dtype=np.float64)
+    out = np.zeros_like(n)
+    two = n == 2
+    big = n > 2
+    out[two] = 1.0
+    out[big] = 2.0 * (np.log(n[big] - 1.0) + np.euler_gamma) - 2.0 * (n[big] - 1.0) / n[big]
+    return out
+
+
+@dataclass(slots=True)
+class FlatForest:
+    """All trees of a fitted Isolation Forest in flat arrays, scored with vectorised numpy.
+
+    Leaves loop to themselves (threshold -inf sends every value right, to itself), so
+    every sample takes exactly ``depth`` steps and all trees advance together.
+    """
+
+    feature: IntArray  # split feature per node (0 at leaves)
+    threshold: npt.NDArray[np.float32]  # float32 rounded down: x32 <= t32 <=> x32 <= t64
+    right: IntArray  # right child per node (the left child is node + 1)
+    leaf_value: FloatArray  # depth + c(n_node_samples) at leaves, 0 elsewhere
+    roots: IntArray
+    depth: int
+    normaliser: float  # c(max_samples)
+
+    @classmethod
+    def from_forest(cls, forest: IsolationForest) -> FlatForest:
+        feats: list[IntArray] = []
+        thrs: list[FloatArray] = []
+        rights: list[IntArray] = []
+        leaves: list[FloatArray] = []
+        roots: list[int] = []
+        offset = 0
+        depth = 0
+        for est, cols in zip(forest.estimators_, forest.estimators_features_, strict=True):
+            tree = est.tree_
+            count = int(tree.node_count)
+            left = np.asarray(tree.children_left, dtype=np.int64)
+            right = np.asarray(tree.children_right, dtype=np.int64)
+            is_leaf = left < 0
+            internal = np.flatnonzero(~is_leaf)
+            if not np.array_equal(left[internal], internal + 1):
+                raise ValueError("unexpected tree layout: left child is not the next node")
+            node_depth = np.zeros(count, dtype=np.int64)
+            for i in internal:  # parents precede children in depth-first order
+                node_depth[left[i]] = node_depth[i] + 1
+                node_depth[right[i]] = node_depth[i] + 1
+            cols_arr = np.asarray(cols, dtype=np.int64)
+            feat = np.where(is_leaf, 0, cols_arr[np.maximum(tree.feature, 0)])
+            samples = np.asarray(tree.n_node_samples, dtype=np.float64)
+            leaf_val = np.where(is_leaf, node_depth + _average_path_length(samples), 0.0).astype(
+                np.float64
+            )
+            feats.append(feat.astype(np.int64))
+            thrs.append(np.where(is_leaf, -np.inf, tree.threshold).astype(np.float64))
+            rights.append(np.where(is_leaf, np.arange(count), right) + offset)
+            leaves.append(leaf_val)
+            roots.append(offset)
+            depth = max(depth, int(node_depth.max()))
+            offset += count
+        thr64 = np.concatenate(thrs)
+        thr32 = thr64.astype(np.float32)
+        too_high = thr32.astype(np.float64) > thr64
+        thr32[too_high] = np.nextafter(thr32[too_high], np.float32(-np.inf))
+        return cls(
+            feature=np.concatenate(feats),
+            threshold=thr32,
+            right=np.concatenate(rights).astype(np.int64),
+            leaf_value=np.concatenate(leaves),
+            roots=np.asarray(roots, dtype=np.int64),
+            depth=depth,
+            normaliser=float(_average_path_length(np.array([float(forest.max_samples_)]))[0]),
+        )
+
+    def score_samples(self, x: FloatArray) -> FloatArray:
+        """scikit-learn's ``IsolationForest.score_samples`` (higher = more normal)."""
+        xs = np.asarray(x, dtype=np.float32)
+        n, d = xs.shape
+        flat = xs.ravel()
+        node = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
+        row_offset = (np.arange(n, dtype=np.int64) * d)[:, None]
+        for _ in range(self.depth):
+            go_left = flat[self.feature[node] + row_offset] <= self.threshold[node]
+            node = np.where(go_left, node + 1, self.right[node])
+        mean_depth = self.leaf_value[node].sum(axis=1) / len(self.roots)
+        out: FloatArray = -np.power(2.0, -mean_depth / self.normaliser)
+        return out
+
+
+@dataclass(slots=True)
+class Calibrator:
+    """Monotone map of a raw score to [0, 1): its position in the training distribution."""
+
+    knots: FloatArray  # raw-score quantiles, strictly increasing
+    probs: FloatArray  # their cumulative shares, ending at top < 1
+    tail: float  # e-folding length of the tail beyond the largest training score
+
+    @classmethod
+    def fit(cls, scores: FloatArray, n_knots: int = 1001) -> Calibrator:
+        s = np.sort(np.asarray(scores, dtype=np.float64))
+        n = len(s)
+        probs = np.linspace(0.0, 1.0, n_knots)
+        knots = np.quantile(s, probs)
+        top = n / (n + 1.0)
+        knots, first = np.unique(knots, return_index=True)
+        # For tied knots keep the largest share, so a tie maps to where the run ends.
+        last = np.r_[first[1:] - 1, n_knots - 1]
+        p = probs[last] * top
+        spread = float(knots[-1] - np.quantile(s, 0.99))
+        tail = spread if spread > 0 else max(float(np.std(s)), 1e-12)
+        return cls(knots=knots, probs=p, tail=tail)
+
+    def __call__(self, x: FloatArray) -> FloatArray:
+        x = np.asarray(x, dtype=np.float64)
+        top = self.probs[-1]
+        inside: FloatArray = np.interp(x, self.knots, self.probs, left=0.0)
+        beyond = top + (1.0 - top) * -np.expm1(-(x - self.knots[-1]) / self.tail)
+        out: FloatArray = np.where(x > self.knots[-1], beyond, inside)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class MetricContribution:
+    metric: str
+    observed: float
+    expected: float
+    share: float  # of the summed per-metric deviation over all metrics
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyResult:
+    score: float
+    is_anomaly: bool
+    severity: Severity
+    threshold: float
+    contributions: list[MetricContribution]
+
+
+@dataclass(slots=True)
+class BatchScores:
+    score: FloatArray  # calibrated, 0..1
+    is_anomaly: npt.NDArray[np.bool_]
+    forest_score: FloatArray  # scikit-learn score_samples of each row (higher = normal)
+    features: FeatureSet
+
+
+@dataclass
+class AnomalyDetector:
+    """Isolation Forest on causal features, with calibrated 0..1 scores."""
+
+    contamination: float = 0.05
+    n_estimators: int = 100
+    max_samples: int = 256
+    smoothing: int = 5
+    random_state: int = 0
+    feature_config: FeatureConfig = field(default_factory=FeatureConfig)
+    threshold: float = 0.95
+    extractor: FeatureExtractor = field(init=False)
+    forest: IsolationForest | None = field(init=False, default=None)
+    flat: FlatForest | None = field(init=False, default=None)
+    mean: FloatArray = field(init=False, default_factory=lambda: np.zeros(0))
+    scale: FloatArray = field(init=False, default_factory=lambda: np.zeros(0))
+    dev_ref: FloatArray = field(init=False, default_factory=lambda: np.zeros(0))
+    z_ref: FloatArray = field(init=False, default_factory=lambda: np.zeros(0))
+    cal_forest: Calibrator | None = field(init=False, default=None)
+    cal_dev: Calibrator | None = field(init=False, default=None)
+    cal_final: Calibrator | None = field(init=False, default=None)
+    n_train: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.contamination <= 0.5:
+            raise ValueError("contamination must lie in (0, 0.5]")
+        if self.n_estimators < 1 or self.smoothing < 1:
+            raise ValueError("n_estimators and smoothing must be at least 1")
+        self.extractor = FeatureExtractor(self.feature_config)
+
+    # -- training ------------------------------------------------------------------
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return self.extractor.metrics
+
+    @property
+    def training_medians(self) -> dict[str, float]:
+        return self.extractor.training_medians
+
+    def fit(self, frame: pd.DataFrame, metrics: Sequence[str] | None = None) -> AnomalyDetector:
+        """Learn normal behaviour from a time-ordered frame (labels, if any, are ignored)."""
+        self.extractor.fit(frame, metrics)
+        feats = self.extractor.transform(frame)
+        x = feats.matrix
+        self.mean = x.mean(axis=0)
+        std = x.std(axis=0)
+        self.scale = np.where(std > 1e-12, std, 1.0)
+        xs = self._standardise(x)
+        self.forest = IsolationForest(
+            n_estimators=self.n_estimators,
+            max_samples=min(self.max_samples, len(xs)),
+            random_state=self.random_state,
+        ).fit(xs)
+        self.flat = FlatForest.from_forest(self.forest)
+        forest_scores = self.forest.score_samples(xs)
+        forest_anom = _causal_mean(-forest_scores, self.smoothing)
+        ratios = np.abs(feats.deviation)
+        self.dev_ref = np.maximum(np.quantile(ratios, 0.999, axis=0), 1.0)
+        self.z_ref = np.maximum(np.quantile(np.abs(feats.z), 0.999, axis=0), 1.0)
+        dev_score = (ratios / self.dev_ref).max(axis=1)
+        self.cal_forest = Calibrator.fit(forest_anom)
+        self.cal_dev = Calibrator.fit(dev_score)
+        combined = np.maximum(self.cal_forest(forest_anom), self.cal_dev(dev_score))
+        self.cal_final = Calibrator.fit(combined)
+        final = self.cal_final(combined)
+        self.threshold = float(np.quantile(final, 1.0 - self.contamination))
+        self.n_train = len(x)
+        return self
+
+    # -- scoring -------------------------------------------------------------------
+
+    def _standardise(self, x: FloatArray) -> FloatArray:
+        out: FloatArray = (x - self.mean) / self.scale
+        return out
+
+    def _require_fitted(self) -> tuple[FlatForest, Calibrator, Calibrator, Calibrator]:
+        if self.flat is None or self.cal_forest is None or self.cal_dev is None:
+            raise RuntimeError("the detector is not trained")
+        assert self.cal_final is not None
+        return self.flat, self.cal_forest, self.cal_dev, self.cal_final
+
+    def forest_scores(self, features: FloatArray) -> FloatArray:
+        """scikit-learn-equal ``score_samples`` of feature rows (numpy fast path if small)."""
+        flat, *_ = self._require_fitted()
+        xs = self._standardise(features)
+        if len(xs) >= _SMALL_BATCH and self.forest is not None:
+            out: FloatArray = self.forest.score_samples(xs)
+            return out
+        return flat.score_samples(xs)
+
+    def _combine(self, feats: FeatureSet, forest_anom: FloatArray) -> FloatArray:
+        _, cal_forest, cal_dev, cal_final = self._require_fitted()
+        dev_score = (np.abs(feats.deviation) / self.dev_ref).max(axis=1)
+        combined = np.maximum(cal_forest(forest_anom), cal_dev(dev_score))
+        return cal_final(combined)
+
+    def score_features(self, feats: FeatureSet) -> BatchScores:
+        """Score consecutive rows of one host (smoothing runs along the rows)."""
+        forest = self.forest_scores(feats.matrix)
+        score = self._combine(feats, _causal_mean(-forest, self.smoothing))
+        return BatchScores(
+            score=score, is_anomaly=score >= self.threshold, forest_score=forest, features=feats
+        )
+
+    def score_frame(self, frame: pd.DataFrame) -> BatchScores:
+        """Score every row of a time-ordered frame of one host."""
+        return self.score_features(self.extractor.transform(frame))
+
+    def new_history(self) -> RecentHistory:
+        """An empty per-host buffer of recent samples for ``score_sample``."""
+        return RecentHistory(self.extractor)
+
+    def score_sample(
+        self,
+        sample: Mapping[str, float],
+        *,
+        timestamp: datetime | pd.Timestamp | str | float,
+        history: RecentHistory,
+        top_k: int = 3,
+    ) -> AnomalyResult:
+        """Score one new sample of a host; appends it to that host's ``history``."""
+        history.append(sample, timestamp)
+        feats = history.features(rows=self.smoothing)
+        forest = self.forest_scores(feats.matrix)
+        forest_anom = _causal_mean(-forest, self.smoothing)[-1:]
+        last = _last_row(feats)
+        score = float(self._combine(last, forest_anom)[0])
+        return AnomalyResult(
+            score=score,
+            is_anomaly=score >= self.threshold,
+            severity=severity(score),
+            threshold=self.threshold,
+            contributions=self.contributions(last, 0, top_k=top_k),
+        )
+
+    # -- explanation ---------------------------------------------------------------
+
+    def metric_deviation(self, feats: FeatureSet) -> FloatArray:
+        """Per-metric deviation ratio of each row (rows, metrics): how unusual each metric is.
+
+        The larger of the level shift against the recent baseline and the distance from
+        the training median, each relative to its 99.9th training percentile.
+        """
+        dev = np.abs(feats.deviation) / self.dev_ref
+        lvl = np.abs(feats.z) / self.z_ref
+        out: FloatArray = np.maximum(dev, lvl)
+        return out
+
+    def contributions(
+        self, feats: FeatureSet, row: int, *, top_k: int = 3
+    ) -> list[MetricContribution]:
+        """Top metrics of one row with observed and expected values and share of the score.
+
+        Shares are each metric's deviation ratio over the sum across all metrics, so the
+        shares of all metrics sum to 1. The expected value is the recent baseline when
+        the level shift dominates, else the training median.
+        """
+        ratio_dev = np.abs(feats.deviation[row]) / self.dev_ref
+        ratio_lvl = np.abs(feats.z[row]) / self.z_ref
+        ratio = np.maximum(ratio_dev, ratio_lvl)
+        total = float(ratio.sum())
+        order = np.argsort(-ratio, kind="stable")[:top_k]
+        fx = self.extractor
+        finite = np.isfinite(fx.scales)
+        out: list[MetricContribution] = []
+        for i in order:
+            if ratio_dev[i] >= ratio_lvl[i] and finite[i]:
+                expected = fx.medians[i] + feats.baseline[row, i] * fx.scales[i]
+            else:
+                expected = fx.medians[i]
+            out.append(
+                MetricContribution(
+                    metric=fx.metrics[i],
+                    observed=float(feats.values[row, i]),
+                    expected=float(expected),
+                    share=float(ratio[i] / total) if total > 0 else 1.0 / len(ratio),
+                )
+            )
+        return out
+
+    def top_metrics(self, feats: FeatureSet, rows: IntArray, k: int = 3) -> list[list[str]]:
+        """Names of the ``k`` most deviating metrics of each of ``rows``."""
+        ratio = self.metric_deviation(_rows(feats, rows))
+        top = np.argsort(-ratio, axis=1, kind="stable")[:, :k]
+        names = self.extractor.metrics
+        return [[names[j] for j in r] for r in top]
+
+    # -- threshold feedback --------------------------------------------------------
+
+    def adjust_threshold(self, feedback: Feedback, score: float, *, rate: float = 0.5) -> float:
+        """Move the threshold after operator feedback on a scored sample; returns the change.
+
+        A false positive at ``score`` pulls the threshold towards just above that score; a
+        true positive that was missed pulls it towards just below. The threshold stays in
+        [0.5, 0.9999]; feedback that agrees with the current threshold changes nothing.
+        """
+        if not 0.0 <= score <= 1.0:
+            raise ValueError("score must lie in [0, 1]")
+        margin = 0.1 * (1.0 - score)
+        before = self.threshold
+        if feedback == "false_positive":
+            target = score + margin
+            if target > before:
+                self.threshold = before + rate * (target - before)
+        elif feedback == "true_positive":
+            target = score - margin
+            if target < before:
+                self.threshold = before - rate * (before - target)
+        else:
+            raise ValueError("feedback must be 'false_positive' or 'true_positive'")
+        self.threshold = float(min(max(self.threshold, 0.5), 0.9999))
+        return self.threshold - before
+
+    # -- storage -------------------------------------------------------------------
+
+    @staticmethod
+    def sha256(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    def to_bytes(self) -> bytes:
+        """Serialise without pickle: an npz of arrays, JSON config and the skops forest."""
+        flat, cal_forest, cal_dev, cal_final = self._require_fitted()
+        assert self.forest is not None
+        fx = self.extractor
+        config = {
+            "format_version": FORMAT_VERSION,
+            "contamination": self.contamination,
+            "n_estimators": self.n_estimators,
+            "max_samples": self.max_samples,
+            "smoothing": self.smoothing,
+            "random_state": self.random_state,
+            "threshold": self.threshold,
+            "n_train": self.n_train,
+            "metrics": list(fx.metrics),
+            "feature_config": fx.config.to_dict(),
+            "depth": flat.depth,
+            "normaliser": flat.normaliser,
+            "tails": [cal_forest.tail, cal_dev.tail, cal_final.tail],
+        }
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "config": np.frombuffer(json.dumps(config).encode(), dtype=np.uint8),
+            "forest": np.frombuffer(sio.dumps(self.forest), dtype=np.uint8),
+            "medians": fx.medians,
+            "scales": fx.scales,
+            "mean": self.mean,
+            "scale": self.scale,
+            "dev_ref": self.dev_ref,
+            "z_ref": self.z_ref,
+        }
+        for name, cal in (
+            ("cal_forest", cal_forest),
+            ("cal_dev", cal_dev),
+            ("cal_final", cal_final),
+        ):
+            arrays[f"{name}_knots"] = cal.knots
+            arrays[f"{name}_probs"] = cal.probs
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, sha256: str) -> AnomalyDetector:
+        """Load a detector saved by ``to_bytes``; raises ValueError if the checksum differs."""
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise ValueError(f"model checksum mismatch: expected {sha256}, got {actual}")
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arr = {k: npz[k] for k in npz.files}
+        config = json.loads(arr["config"].tobytes().decode())
+        if config.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported model format {config.get('format_version')!r}")
+        det = cls(
+            contamination=float(config["contamination"]),
+            n_estimators=int(config["n_estimators"]),
+            max_samples=int(config["max_samples"]),
+            smoothing=int(config["smoothing"]),
+            random_state=int(config["random_state"]),
+            feature_config=FeatureConfig.from_dict(config["feature_config"]),
+            threshold=float(config["threshold"]),
+        )
+        fx = det.extractor
+        fx.metrics = tuple(str(m) for m in config["metrics"])
+        fx.medians = arr["medians"]
+        fx.scales = arr["scales"]
+        det.mean, det.scale = arr["mean"], arr["scale"]
+        det.dev_ref, det.z_ref = arr["dev_ref"], arr["z_ref"]
+        tails = [float(t) for t in config["tails"]]
+        det.cal_forest = Calibrator(arr["cal_forest_knots"], arr["cal_forest_probs"], tails[0])
+        det.cal_dev = Calibrator(arr["cal_dev_knots"], arr["cal_dev_probs"], tails[1])
+        det.cal_final = Calibrator(arr["cal_final_knots"], arr["cal_final_probs"], tails[2])
+        forest = sio.loads(arr["forest"].tobytes(), trusted=_TRUSTED_SKOPS_TYPES)
+        if not isinstance(forest, IsolationForest):
+            raise ValueError("stored forest is not an IsolationForest")
+        _check_forest(forest, n_features=len(det.mean))
+        det.forest = forest
+        det.flat = FlatForest.from_forest(forest)
+        det.n_train = int(config["n_train"])
+        return det
+
+
+def _check_forest(forest: IsolationForest, *, n_features: int) -> None:
+    """Bounds-check every tree so a crafted file cannot make scikit-learn read out of range."""
+    for est, cols in zip(forest.estimators_, forest.estimators_features_, strict=True):
+        tree = est.tree_
+        count = int(tree.node_count)
+        left = np.asarray(tree.children_left)
+        right = np.asarray(tree.children_right)
+        ok = (
+            len(left) == count
+            and bool(np.all((left == -1) | ((left > 0) & (left < count))))
+            and bool(np.all((right == -1) | ((right > 0) & (right < count))))
+            and bool(np.all(np.asarray(tree.feature) < len(cols)))
+            and bool(np.all((np.asarray(cols) >= 0) & (np.asarray(cols) < n_features)))
+        )
+        if not ok:
+            raise ValueError("stored forest has out-of-range tree arrays")
+
+
+def _causal_mean(x: FloatArray, k: int) -> FloatArray:
+    """Mean of each value and up to ``k - 1`` values before it (same order on any tail)."""
+    if k <= 1:
+        return x
+    padded = np.concatenate([np.zeros(k - 1), x])
+    sums = np.lib.stride_tricks.sliding_window_view(padded, k).sum(axis=1)
+    counts = np.minimum(np.arange(1, len(x) + 1), k).astype(np.float64)
+    out: FloatArray = sums / counts
+    return out
+
+
+def _rows(feats: FeatureSet, rows: IntArray | slice) -> FeatureSet:
+    return FeatureSet(
+        matrix=feats.matrix[rows],
+        z=feats.z[rows],
+        deviation=feats.deviation[rows],
+        baseline=feats.baseline[rows],
+        values=feats.values[rows],
+    )
+
+
+def _last_row(feats: FeatureSet) -> FeatureSet:
+    return _rows(feats, slice(len(feats.z) - 1, None))

@@ -1,0 +1,248 @@
+"""Point-wise and per-event detection metrics (no point-adjust) and attribution hit rates.
+
+Definitions:
+
+- An *event* is a maximal run of consecutive rows with the same non-normal label.
+- *Per-event recall*: share of events with at least one flagged row inside the event or
+  within ``tolerance`` rows after its end (default 0: inside the event only).
+- *Per-event precision*: share of flagged runs (maximal runs of flagged rows) that
+  overlap an event (extended by the same tolerance).
+- *Point-wise* precision, recall and F1 count rows; no point-adjust is applied.
+- *hit@k*: share of detected events whose top-k metrics at the first flagged row
+  include one of the event's labelled metrics, next to the chance that k random picks
+  out of N metrics hit: ``1 - C(N - m, k) / C(N, k)`` for an event naming m metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from math import comb
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+NORMAL = "normal"
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    start: int  # first row
+    end: int  # last row, inclusive
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionCounts:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    events: int = 0
+    events_detected: int = 0
+    flagged_runs: int = 0
+    flagged_runs_on_event: int = 0
+
+    def __add__(self, other: DetectionCounts) -> DetectionCounts:
+        return DetectionCounts(
+            *(a + b for a, b in zip(_astuple(self), _astuple(other), strict=True))
+        )
+
+    @property
+    def precision(self) -> float:
+        return _ratio(self.tp, self.tp + self.fp)
+
+    @property
+    def recall(self) -> float:
+        return _ratio(self.tp, self.tp + self.fn)
+
+    @property
+    def f1(self) -> float:
+        return _f1(self.precision, self.recall)
+
+    @property
+    def event_recall(self) -> float:
+        return _ratio(self.events_detected, self.events)
+
+    @property
+    def event_precision(self) -> float:
+        return _ratio(self.flagged_runs_on_event, self.flagged_runs)
+
+    @property
+    def event_f1(self) -> float:
+        return _f1(self.event_precision, self.event_recall)
+
+    def summary(self) -> dict[str, float | int]:
+        out: dict[str, float | int] = dict(asdict(self))
+        out.update(
+            precision=round(self.precision, 4),
+            recall=round(self.recall, 4),
+            f1=round(self.f1, 4),
+            event_precision=round(self.event_precision, 4),
+            event_recall=round(self.event_recall, 4),
+            event_f1=round(self.event_f1, 4),
+        )
+        return out
+
+
+def _astuple(c: DetectionCounts) -> tuple[int, ...]:
+    return (
+        c.tp,
+        c.fp,
+        c.fn,
+        c.events,
+        c.events_detected,
+        c.flagged_runs,
+        c.flagged_runs_on_event,
+    )
+
+
+def _ratio(a: int, b: int) -> float:
+    return a / b if b else 0.0
+
+
+def _f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+
+def runs(mask: Sequence[bool] | BoolArray) -> list[tuple[int, int]]:
+    """Maximal runs of True as (start, end) with ``end`` inclusive."""
+    b = np.asarray(mask, dtype=bool).astype(np.int8)
+    edges = np.diff(np.concatenate([[0], b, [0]]))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1) - 1
+    return [(int(s), int(e)) for s, e in zip(starts, ends, strict=True)]
+
+
+def events_from_labels(labels: Sequence[Any] | npt.NDArray[Any]) -> list[Event]:
+    """Events of a label sequence: runs of one non-normal label (0/False/'normal' = normal)."""
+    lab = np.asarray([_label_name(v) for v in labels], dtype=object)
+    out: list[Event] = []
+    n = len(lab)
+    i = 0
+    while i < n:
+        if lab[i] == NORMAL:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and lab[j + 1] == lab[i]:
+            j += 1
+        out.append(Event(i, j, str(lab[i])))
+        i = j + 1
+    return out
+
+
+def _label_name(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool | np.bool_) or isinstance(v, int | np.integer | float | np.floating):
+        return NORMAL if not v else "anomaly"
+    return str(v)
+
+
+def detection_counts(
+    events: Sequence[Event],
+    flags: Sequence[bool] | BoolArray,
+    *,
+    n_rows: int | None = None,
+    tolerance: int = 0,
+) -> DetectionCounts:
+    """Point-wise and per-event counts of ``flags`` against ``events``."""
+    flag = np.asarray(flags, dtype=bool)
+    n = len(flag) if n_rows is None else n_rows
+    truth = np.zeros(n, dtype=bool)
+    near = np.zeros(n, dtype=bool)  # event rows plus the tolerance after each event
+    for ev in events:
+        truth[ev.start : ev.end + 1] = True
+        near[ev.start : min(ev.end + 1 + tolerance, n)] = True
+    detected = sum(bool(flag[ev.start : min(ev.end + 1 + tolerance, n)].any()) for ev in events)
+    flagged = runs(flag)
+    on_event = sum(bool(near[s : e + 1].any()) for s, e in flagged)
+    return DetectionCounts(
+        tp=int((truth & flag).sum()),
+        fp=int((~truth & flag).sum()),
+        fn=int((truth & ~flag).sum()),
+        events=len(events),
+        events_detected=detected,
+        flagged_runs=len(flagged),
+        flagged_runs_on_event=on_event,
+    )
+
+
+def evaluate_labels(
+    labels: Sequence[Any] | npt.NDArray[Any],
+    flags: Sequence[bool] | BoolArray,
+    *,
+    tolerance: int = 0,
+) -> dict[str, Any]:
+    """Overall and per-scenario figures for labelled rows (e.g. the synthetic scenarios).
+
+    Per scenario, recall counts that scenario's events; precision counts flagged runs
+    that overlap an event of that scenario among the runs that overlap it or no event
+    (runs on other scenarios are not charged to it).
+    """
+    events = events_from_labels(labels)
+    flag = np.asarray(flags, dtype=bool)
+    overall = detection_counts(events, flag, tolerance=tolerance)
+    result: dict[str, Any] = {"overall": overall.summary(), "scenarios": {}, "tolerance": tolerance}
+    n = len(flag)
+    all_near = np.zeros(n, dtype=bool)
+    for ev in events:
+        all_near[ev.start : min(ev.end + 1 + tolerance, n)] = True
+    flagged = runs(flag)
+    for name in sorted({ev.label for ev in events}):
+        mine = [ev for ev in events if ev.label == name]
+        counts = detection_counts(mine, flag, tolerance=tolerance)
+        near = np.zeros(n, dtype=bool)
+        for ev in mine:
+            near[ev.start : min(ev.end + 1 + tolerance, n)] = True
+        relevant = [
+            (s, e) for s, e in flagged if near[s : e + 1].any() or not all_near[s : e + 1].any()
+        ]
+        hits = sum(bool(near[s : e + 1].any()) for s, e in relevant)
+        counts = DetectionCounts(
+            tp=counts.tp,
+            fp=counts.fp,
+            fn=counts.fn,
+            events=counts.events,
+            events_detected=counts.events_detected,
+            flagged_runs=len(relevant),
+            flagged_runs_on_event=hits,
+        )
+        result["scenarios"][name] = counts.summary()
+    return result
+
+
+def hit_chance(n_metrics: int, n_labelled: int, k: int) -> float:
+    """Chance that k metrics drawn at random out of ``n_metrics`` include a labelled one."""
+    k = min(k, n_metrics)
+    return 1.0 - comb(n_metrics - n_labelled, k) / comb(n_metrics, k)
+
+
+@dataclass(frozen=True, slots=True)
+class AttributionResult:
+    events: int  # detected events with labelled metrics
+    hits: int
+    chance: float  # mean chance level over those events
+
+    @property
+    def hit_rate(self) -> float:
+        return _ratio(self.hits, self.events)
+
+
+def attribution_hits(
+    top_metrics: Sequence[Sequence[str]],
+    labelled: Sequence[Sequence[str]],
+    *,
+    n_metrics: int,
+    k: int = 3,
+) -> AttributionResult:
+    """hit@k over events: ``top_metrics[i]`` ranked for event i, ``labelled[i]`` its truth."""
+    hits = 0
+    chance = 0.0
+    for top, truth in zip(top_metrics, labelled, strict=True):
+        hits += bool(set(top[:k]) & set(truth))
+        chance += hit_chance(n_metrics, len(set(truth)), k)
+    n = len(top_metrics)
+    return AttributionResult(events=n, hits=hits, chance=chance / n if n else 0.0)

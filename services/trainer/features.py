@@ -1,0 +1,468 @@
+"""Causal feature extraction for anomaly detection over any set of metric columns.
+
+Usage: ``fx = FeatureExtractor().fit(train_frame); feats = fx.transform(frame)``.
+
+Every row's features depend only on that row and earlier rows, so a sample scored alone
+in real time (``extract_one`` or ``RecentHistory``) gets the same features as in a batch.
+
+How it works:
+
+- Samples are placed on a grid of ``interval_s`` seconds (slot = floor(epoch / interval)).
+  Windows and lags are counted in slots (minutes by default), so gaps shrink windows in
+  time instead of silently stretching them. Missing slots and missing values are forward
+  filled; values missing from the start, and metrics absent from the frame, take the
+  training median. A gap longer than the longest look-back is shortened to it, which
+  changes nothing (the forward-filled values are constant) but bounds the memory.
+- Each metric is standardised with its training median and robust scale
+  (IQR / 1.349, else the standard deviation). A metric that is constant in training has
+  no notion of normal to compare against, so its standardised value is 0.
+- Rolling sums run on values quantised to 1/1024 of a robust scale unit in int64, whose
+  cumulative sums are exact (two's complement wrap-around cancels in differences). A
+  window's sum is therefore the same whether it is computed inside a month-long batch or
+  from a one-hour tail: online and batch features agree bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from scipy.ndimage import maximum_filter1d, minimum_filter1d
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+NON_METRIC_COLUMNS = frozenset({"timestamp", "label", "host", "id", "is_anomaly"})
+_QUANT = 1024.0  # fixed-point resolution of standardised values
+_Z_CLIP = 1000.0  # keeps squared window sums inside int64
+_SECONDS_PER_DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureConfig:
+    """Which features to compute; windows and lags are in grid slots (minutes at 60 s)."""
+
+    interval_s: float = 60.0
+    mean_windows: tuple[int, ...] = (5,)
+    std_windows: tuple[int, ...] = (15,)
+    min_windows: tuple[int, ...] = ()
+    max_windows: tuple[int, ...] = ()
+    lags: tuple[int, ...] = (5, 30)
+    # Deviation of the short mean (first mean window) from the mean of the previous
+    # ``baseline_window`` slots: a level shift relative to the recent past.
+    baseline_window: int = 60
+    time_features: bool = True
+
+    @property
+    def short_window(self) -> int:
+        return self.mean_windows[0] if self.mean_windows else 1
+
+    @property
+    def lookback(self) -> int:
+        """Slots of history a row's features need (the row itself excluded)."""
+        spans = [
+            *self.mean_windows,
+            *self.std_windows,
+            *self.min_windows,
+            *self.max_windows,
+            *self.lags,
+            self.baseline_window + 1,
+            self.short_window,
+        ]
+        return max(spans)
+
+    def validate(self) -> None:
+        if self.interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        for name in ("mean_windows", "std_windows", "min_windows", "max_windows", "lags"):
+            for w in getattr(self, name):
+                if not 1 <= w <= 1440:
+                    raise ValueError(f"{name} entries must lie in 1..1440, got {w}")
+        if not 1 <= self.baseline_window <= 1440:
+            raise ValueError("baseline_window must lie in 1..1440")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "interval_s": self.interval_s,
+            "mean_windows": list(self.mean_windows),
+            "std_windows": list(self.std_windows),
+            "min_windows": list(self.min_windows),
+            "max_windows": list(self.max_windows),
+            "lags": list(self.lags),
+            "baseline_window": self.baseline_window,
+            "time_features": self.time_features,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureConfig:
+        return cls(
+            interval_s=float(data["interval_s"]),
+            mean_windows=tuple(int(w) for w in data["mean_windows"]),
+            std_windows=tuple(int(w) for w in data["std_windows"]),
+            min_windows=tuple(int(w) for w in data["min_windows"]),
+            max_windows=tuple(int(w) for w in data["max_windows"]),
+            lags=tuple(int(w) for w in data["lags"]),
+            baseline_window=int(data["baseline_window"]),
+            time_features=bool(data["time_features"]),
+        )
+
+
+@dataclass(slots=True)
+class FeatureSet:
+    """Features of a run of rows: the model matrix plus per-metric views used for scoring."""
+
+    matrix: FloatArray  # (rows, features)
+    z: FloatArray  # (rows, metrics) standardised value
+    deviation: FloatArray  # (rows, metrics) short mean minus recent baseline
+    baseline: FloatArray  # (rows, metrics) recent baseline, standardised
+    values: FloatArray  # (rows, metrics) observed values after filling
+
+
+def epoch_seconds(timestamps: Any) -> FloatArray:
+    """UTC epoch seconds of timestamps (naive values are taken as UTC)."""
+    idx = pd.DatetimeIndex(pd.to_datetime(timestamps, utc=True))
+    return np.asarray(idx.as_unit("us").asi8, dtype=np.float64) / 1e6
+
+
+@dataclass
+class FeatureExtractor:
+    """Learns per-metric robust statistics and turns samples into causal features."""
+
+    config: FeatureConfig = field(default_factory=FeatureConfig)
+    metrics: tuple[str, ...] = ()
+    medians: FloatArray = field(default_factory=lambda: np.zeros(0))
+    scales: FloatArray = field(default_factory=lambda: np.zeros(0))
+
+    # -- fitting -------------------------------------------------------------------
+
+    def fit(self, frame: pd.DataFrame, metrics: Sequence[str] | None = None) -> FeatureExtractor:
+        """Learn metric names, training medians and robust scales from a training frame."""
+        self.config.validate()
+        names = tuple(metrics) if metrics is not None else metric_columns(frame)
+        if not names:
+            raise ValueError("no metric columns to learn from")
+        values = frame.reindex(columns=list(names)).to_numpy(dtype=np.float64, copy=True)
+        medians = np.nanmedian(np.where(np.isfinite(values), values, np.nan), axis=0)
+        if np.isnan(medians).any():
+            empty = [n for n, m in zip(names, medians, strict=True) if np.isnan(m)]
+            raise ValueError(f"metrics with no values in training data: {', '.join(empty)}")
+        q1, q3 = np.nanpercentile(values, [25.0, 75.0], axis=0)
+        iqr_scale = (q3 - q1) / 1.349
+        std = np.nanstd(values, axis=0)
+        scales = np.where(iqr_scale > 1e-12 * (1.0 + np.abs(medians)), iqr_scale, std)
+        # Constant in training: infinite scale makes its standardised value 0.
+        scales = np.where(scales > 1e-12 * (1.0 + np.abs(medians)), scales, np.inf)
+        self.metrics = names
+        self.medians = medians
+        self.scales = scales
+        return self
+
+    @property
+    def training_medians(self) -> dict[str, float]:
+        return {m: float(v) for m, v in zip(self.metrics, self.medians, strict=True)}
+
+    @property
+    def constant_metrics(self) -> tuple[str, ...]:
+        return tuple(m for m, s in zip(self.metrics, self.scales, strict=True) if np.isinf(s))
+
+    @property
+    def feature_names(self) -> list[str]:
+        cfg = self.config
+        per_metric = ["z"]
+        per_metric += [f"mean_{w}" for w in cfg.mean_windows]
+        per_metric += [f"std_{w}" for w in cfg.std_windows]
+        per_metric += [f"min_{w}" for w in cfg.min_windows]
+        per_metric += [f"max_{w}" for w in cfg.max_windows]
+        per_metric += [f"diff_{lag}" for lag in cfg.lags]
+        per_metric += [f"dev_{cfg.baseline_window}"]
+        names = [f"{m}:{k}" for k in per_metric for m in self.metrics]
+        if cfg.time_features:
+            names += ["hour_sin", "hour_cos", "dow_sin", "dow_cos"]
+        return names
+
+    @property
+    def feature_metric_index(self) -> IntArray:
+        """Source metric of each feature column (-1 for the time features)."""
+        m = len(self.metrics)
+        per = (len(self.feature_names) - (4 if self.config.time_features else 0)) // m
+        idx = np.tile(np.arange(m, dtype=np.int64), per)
+        if self.config.time_features:
+            idx = np.concatenate([idx, np.full(4, -1, dtype=np.int64)])
+        return idx
+
+    # -- batch ---------------------------------------------------------------------
+
+    def transform(self, frame: pd.DataFrame) -> FeatureSet:
+        """Features of every row of a frame (a 'timestamp' column or a DatetimeIndex)."""
+        times = frame_times(frame)
+        values = frame.reindex(columns=list(self.metrics)).to_numpy(dtype=np.float64, copy=True)
+        return self.transform_arrays(times, values)
+
+    def transform_arrays(self, times: FloatArray, values: FloatArray) -> FeatureSet:
+        """Features from epoch seconds ``times`` and raw ``values`` (rows, metrics; NaN = missing)."""
+        n = len(times)
+        if n == 0:
+            raise ValueError("no samples")
+        if values.shape != (n, len(self.metrics)):
+            raise ValueError(f"values must have shape ({n}, {len(self.metrics)})")
+        order: IntArray | None = None
+        if n > 1 and bool(np.any(np.diff(times) < 0)):
+            order = np.argsort(times, kind="stable").astype(np.int64)
+            times, values = times[order], values[order]
+        out = self._compute(times, values)
+        if order is not None:
+            inverse = np.empty_like(order)
+            inverse[order] = np.arange(n, dtype=np.int64)
+            out = FeatureSet(
+                matrix=out.matrix[inverse],
+                z=out.z[inverse],
+                deviation=out.deviation[inverse],
+                baseline=out.baseline[inverse],
+                values=out.values[inverse],
+            )
+        return out
+
+    # -- online --------------------------------------------------------------------
+
+    def extract_one(
+        self,
+        history_tail: pd.DataFrame,
+        sample: Mapping[str, float],
+        timestamp: datetime | pd.Timestamp | str,
+    ) -> FloatArray:
+        """Feature vector of one new sample given the recent history before it."""
+        hist = RecentHistory(self, capacity=max(len(history_tail) + 1, 2))
+        hist.extend_frame(history_tail)
+        hist.append(sample, timestamp)
+        row: FloatArray = hist.features(rows=1).matrix[-1]
+        return row
+
+    # -- core ----------------------------------------------------------------------
+
+    def _compute(self, times: FloatArray, raw: FloatArray) -> FeatureSet:
+        cfg = self.config
+        n, m = raw.shape
+        slots = np.floor(times / cfg.interval_s).astype(np.int64)
+        values = _forward_fill(np.where(np.isfinite(raw), raw, np.nan), self.medians)
+
+        # Standardise, clip and quantise; constant metrics have scale inf -> 0.
+        z = (values - self.medians) / self.scales
+        np.clip(z, -_Z_CLIP, _Z_CLIP, out=z)
+        q = np.rint(z * _QUANT).astype(np.int64)
+
+        # Dense grid of slots with long gaps shortened to the look-back.
+        lookback = cfg.lookback
+        steps = np.minimum(np.diff(slots), lookback) if n > 1 else np.zeros(0, dtype=np.int64)
+        pos = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(steps)])
+        grid = int(pos[-1]) + 1
+        owner = np.searchsorted(pos, np.arange(grid, dtype=np.int64), side="right") - 1
+        qd = q[owner]  # (grid, m): value in force at each slot (last sample wins)
+
+        c1 = np.zeros((grid + 1, m), dtype=np.int64)
+        np.cumsum(qd, axis=0, out=c1[1:])
+        c2 = np.zeros((grid + 1, m), dtype=np.int64)
+        np.cumsum(qd * qd, axis=0, out=c2[1:])
+
+        p = pos  # grid position of each row
+        zq = q.astype(np.float64) / _QUANT
+        parts: list[FloatArray] = [zq]
+
+        def window(w: int, end: IntArray) -> tuple[IntArray, IntArray, FloatArray]:
+            # rows [end - w + 1, end] clipped at the grid start; end inclusive.
+            lo = np.maximum(end - w + 1, 0)
+            s1 = c1[end + 1] - c1[lo]
+            s2 = c2[end + 1] - c2[lo]
+            cnt = (end + 1 - lo).astype(np.float64)[:, None]
+            return s1, s2, cnt
+
+        short_mean: FloatArray | None = None
+        for w in cfg.mean_windows:
+            s1, _, cnt = window(w, p)
+            mean = s1.astype(np.float64) / cnt / _QUANT
+            parts.append(mean)
+            if short_mean is None:
+                short_mean = mean
+        if short_mean is None:
+            short_mean = zq
+        for w in cfg.std_windows:
+            s1, s2, cnt = window(w, p)
+            icnt = cnt.astype(np.int64)
+            num = (icnt * s2 - s1 * s1).astype(np.float64)
+            parts.append(np.sqrt(np.maximum(num, 0.0)) / cnt / _QUANT)
+        for w in cfg.min_windows:
+            parts.append(_causal_filter(qd, w, minimum_filter1d)[p].astype(np.float64) / _QUANT)
+        for w in cfg.max_windows:
+            parts.append(_causal_filter(qd, w, maximum_filter1d)[p].astype(np.float64) / _QUANT)
+        for lag in cfg.lags:
+            parts.append((q - qd[np.maximum(p - lag, 0)]).astype(np.float64) / _QUANT)
+
+        # Baseline: mean of the previous ``baseline_window`` slots (current slot excluded).
+        bw = cfg.baseline_window
+        prev_end = p - 1
+        has_prev = prev_end >= 0
+        safe_end = np.maximum(prev_end, 0)
+        s1, _, cnt = window(bw, safe_end)
+        baseline = np.where(has_prev[:, None], s1.astype(np.float64) / cnt / _QUANT, zq)
+        deviation = short_mean - baseline
+        parts.append(deviation)
+
+        if cfg.time_features:
+            day_frac = np.mod(times, _SECONDS_PER_DAY) / _SECONDS_PER_DAY
+            dow = np.mod(np.floor(times / _SECONDS_PER_DAY) + 3.0, 7.0) / 7.0  # Monday = 0
+            tf = np.column_stack(
+                [
+                    np.sin(2 * np.pi * day_frac),
+                    np.cos(2 * np.pi * day_frac),
+                    np.sin(2 * np.pi * dow),
+                    np.cos(2 * np.pi * dow),
+                ]
+            )
+            parts.append(tf)
+        matrix = np.hstack(parts)
+        return FeatureSet(
+            matrix=matrix, z=zq, deviation=deviation, baseline=baseline, values=values
+        )
+
+
+class RecentHistory:
+    """A bounded buffer of one host's recent samples for real-time feature extraction.
+
+    Usage: ``h = RecentHistory(fx); h.append({"cpu_usage_percent": 93.0}, ts); h.features()``.
+    Metrics missing from a sample are forward filled from earlier samples (then the
+    training medians), exactly as in a batch.
+    """
+
+    def __init__(self, extractor: FeatureExtractor, capacity: int | None = None) -> None:
+        self.extractor = extractor
+        need = extractor.config.lookback + 64
+        self.capacity = max(capacity or 0, need)
+        m = len(extractor.metrics)
+        self._index = {name: i for i, name in enumerate(extractor.metrics)}
+        # Double-length buffers so the live window is always one contiguous slice.
+        self._times = np.zeros(2 * self.capacity, dtype=np.float64)
+        self._values = np.full((2 * self.capacity, m), np.nan, dtype=np.float64)
+        self._start = 0
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def append(
+        self, sample: Mapping[str, float], timestamp: datetime | pd.Timestamp | str | float
+    ) -> None:
+        row = np.full(len(self._index), np.nan)
+        for name, value in sample.items():
+            i = self._index.get(name)
+            if i is not None and value is not None:
+                row[i] = float(value)
+        self.append_array(row, _to_epoch(timestamp))
+
+    def append_array(self, row: FloatArray, epoch_s: float) -> None:
+        """Add one sample (values in ``extractor.metrics`` order, NaN = missing)."""
+        if self._len and epoch_s < self._times[self._start + self._len - 1]:
+            raise ValueError("samples must be appended in time order")
+        if self._start + self._len == 2 * self.capacity:
+            keep = self.capacity - 1
+            src = slice(self._start + self._len - keep, self._start + self._len)
+            self._times[:keep] = self._times[src]
+            self._values[:keep] = self._values[src]
+            self._start, self._len = 0, keep
+        end = self._start + self._len
+        self._times[end] = epoch_s
+        self._values[end] = row
+        self._len += 1
+        if self._len > self.capacity:
+            self._start += self._len - self.capacity
+            self._len = self.capacity
+
+    def extend_frame(self, frame: pd.DataFrame) -> None:
+        if len(frame) == 0:
+            return
+        times = frame_times(frame)
+        cols = list(self.extractor.metrics)
+        values = frame.reindex(columns=cols).to_numpy(dtype=np.float64, copy=True)
+        order = np.argsort(times, kind="stable")
+        for i in order[-self.capacity :]:
+            self.append_array(values[i], float(times[i]))
+
+    def arrays(self) -> tuple[FloatArray, FloatArray]:
+        sl = slice(self._start, self._start + self._len)
+        return self._times[sl], self._values[sl]
+
+    def features(self, rows: int = 1) -> FeatureSet:
+        """Features of the last ``rows`` samples, computed from the buffered history."""
+        if self._len == 0:
+            raise ValueError("history is empty")
+        times, values = self.arrays()
+        cfg = self.extractor.config
+        # The look-back in time, plus ``rows - 1`` earlier samples for the extra rows.
+        start = max(0, self._len - rows)
+        horizon = times[start] - (cfg.lookback + 1) * cfg.interval_s
+        first = int(np.searchsorted(times, horizon, side="left"))
+        # One sample before the horizon carries the forward-filled values into it.
+        first = max(0, first - 1)
+        feats = self.extractor._compute(times[first:], values[first:].copy())
+        take = slice(len(times) - first - min(rows, self._len), None)
+        return FeatureSet(
+            matrix=feats.matrix[take],
+            z=feats.z[take],
+            deviation=feats.deviation[take],
+            baseline=feats.baseline[take],
+            values=feats.values[take],
+        )
+
+
+def metric_columns(frame: pd.DataFrame) -> tuple[str, ...]:
+    """The numeric columns of a frame that are metrics (not timestamp, label, host...)."""
+    return tuple(
+        str(c)
+        for c in frame.columns
+        if str(c) not in NON_METRIC_COLUMNS and pd.api.types.is_numeric_dtype(frame[c])
+    )
+
+
+def frame_times(frame: pd.DataFrame) -> FloatArray:
+    """Epoch seconds of a frame's rows, from its 'timestamp' column or DatetimeIndex."""
+    if "timestamp" in frame.columns:
+        return epoch_seconds(frame["timestamp"])
+    if isinstance(frame.index, pd.DatetimeIndex):
+        return epoch_seconds(frame.index)
+    raise ValueError("frame needs a 'timestamp' column or a DatetimeIndex")
+
+
+def _to_epoch(ts: datetime | pd.Timestamp | str | float) -> float:
+    if isinstance(ts, int | float):
+        return float(ts)
+    stamp = pd.Timestamp(ts)
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    return float(stamp.as_unit("us").value) / 1e6
+
+
+def _forward_fill(values: FloatArray, fallback: FloatArray) -> FloatArray:
+    """Forward fill NaN down each column; leading NaN take ``fallback``."""
+    mask = np.isnan(values)
+    if not mask.any():
+        return values
+    n = values.shape[0]
+    idx = np.where(~mask, np.arange(n)[:, None], -1)
+    np.maximum.accumulate(idx, axis=0, out=idx)
+    cols = np.arange(values.shape[1])[None, :]
+    filled = values[np.maximum(idx, 0), cols]
+    return np.where(idx >= 0, filled, fallback[None, :])
+
+
+def _causal_filter(qd: IntArray, w: int, fn: Any) -> IntArray:
+    """Min or max over the window [i - w + 1, i] (clipped at the start) of each column."""
+    if w == 1:
+        return qd
+    # The filter is centred at size // 2 + origin; shift it to end at the current row.
+    origin = (w - 1) // 2
+    padded = np.concatenate([np.repeat(qd[:1], w - 1, axis=0), qd], axis=0)
+    out: IntArray = fn(padded, size=w, axis=0, origin=origin, mode="nearest")
+    return out[w - 1 :]
