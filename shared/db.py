@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -95,15 +97,10 @@ def _clean(value: Any) -> Any:
     return value
 
 
-async def bulk_insert_samples(
-    conn: AsyncConnection, rows: Iterable[Sequence[Any]], *, columns: Sequence[str] = SAMPLE_COLUMNS
-) -> int:
-    """Insert sample tuples (in `columns` order, timestamps aware) on the engine's fast path.
-
-    PostgreSQL: binary COPY (`copy_records_to_table`). SQLite: the driver's `executemany`.
-    Runs inside the caller's transaction.
-    """
-    sqlite = conn.dialect.name == "sqlite"
+def prepare_rows(
+    rows: Iterable[Sequence[Any]], *, sqlite: bool, columns: Sequence[str] = SAMPLE_COLUMNS
+) -> list[tuple[Any, ...]]:
+    """Rows as the driver stores them: timestamps converted, integers rounded, NaN as NULL."""
     ts_index = columns.index("timestamp")
     int_indexes = [i for i, c in enumerate(columns) if c in INTEGER_METRICS]
     records: list[tuple[Any, ...]] = []
@@ -114,23 +111,93 @@ async def bulk_insert_samples(
             if record[i] is not None:
                 record[i] = int(round(record[i]))
         records.append(tuple(record))
-    if not records:
-        return 0
+    return records
+
+
+def frame_records(frame: pd.DataFrame, *, host: str, sqlite: bool) -> Iterator[tuple[Any, ...]]:
+    """A frame's samples (timestamp, the metrics, label) as driver-ready rows, column-wise.
+
+    Vectorised per column, then zipped lazily, so the database can start on the first rows
+    while the rest are still being built.
+    """
+    stamps = pd.DatetimeIndex(frame["timestamp"])
+    stamps = stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
+    timestamps: list[Any]
+    if sqlite:
+        text = np.datetime_as_string(stamps.tz_convert(None).to_numpy(), unit="us")
+        timestamps = np.char.replace(text, "T", " ").tolist()
+    else:
+        timestamps = stamps.to_pydatetime().tolist()
+    values: list[list[Any]] = []
+    for name in METRIC_NAMES:
+        if name not in frame:
+            values.append([None] * len(frame))
+            continue
+        column = frame[name].to_numpy(dtype=np.float64)
+        missing = np.isnan(column)
+        if name in INTEGER_METRICS:
+            cells: list[Any] = np.rint(np.nan_to_num(column)).astype(np.int64).tolist()
+        else:
+            cells = column.tolist()
+        if missing.any():
+            for i in np.flatnonzero(missing).tolist():
+                cells[i] = None
+        values.append(cells)
+    labels = frame["label"].astype(str).tolist() if "label" in frame else ["normal"] * len(frame)
+    return zip(timestamps, [host] * len(frame), *values, labels, strict=True)
+
+
+async def bulk_insert_samples(
+    conn: AsyncConnection,
+    rows: Iterable[Sequence[Any]],
+    *,
+    columns: Sequence[str] = SAMPLE_COLUMNS,
+    prepared: bool = False,
+) -> int:
+    """Insert sample rows (in `columns` order) on the engine's fast path; returns the count.
+
+    PostgreSQL: binary COPY (`copy_records_to_table`). SQLite: the driver's `executemany`.
+    `prepared=True` means the rows are already driver-ready (`frame_records`); otherwise
+    they go through `prepare_rows`. Runs inside the caller's transaction.
+    """
+    sqlite = conn.dialect.name == "sqlite"
+    records: Iterable[Sequence[Any]] = (
+        rows if prepared else prepare_rows(rows, sqlite=sqlite, columns=columns)
+    )
+    counted = _Counted(records)
     raw = await conn.get_raw_connection()
-    driver = raw.driver_connection
+    driver: Any = raw.driver_connection
     if sqlite:
         placeholders = ", ".join("?" for _ in columns)
         column_sql = ", ".join(f'"{c}"' for c in columns)
-        assert driver is not None
         await driver.executemany(
-            f"INSERT INTO metrics_history ({column_sql}) VALUES ({placeholders})", records
+            f"INSERT INTO metrics_history ({column_sql}) VALUES ({placeholders})", counted
         )
     else:
-        assert driver is not None
         await driver.copy_records_to_table(
-            "metrics_history", records=records, columns=list(columns)
+            "metrics_history", records=counted.aiter(), columns=list(columns)
         )
-    return len(records)
+    return counted.count
+
+
+class _Counted:
+    """Passes rows through, counting them (the iterator is consumed by the driver)."""
+
+    def __init__(self, rows: Iterable[Sequence[Any]]) -> None:
+        self._rows = iter(rows)
+        self.count = 0
+
+    def __iter__(self) -> Iterator[Sequence[Any]]:
+        return self
+
+    def __next__(self) -> Sequence[Any]:
+        row = next(self._rows)
+        self.count += 1
+        return row
+
+    async def aiter(self) -> AsyncIterator[Sequence[Any]]:
+        for row in self:
+            yield row
 
 
 async def ping(engine: AsyncEngine) -> bool:

@@ -46,7 +46,7 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.catalogue import LABELS, METRIC_NAMES
-from shared.db import bulk_insert_samples, create_engine, utc
+from shared.db import bulk_insert_samples, create_engine, frame_records, utc
 from shared.tables import metrics_history
 
 FloatArray = npt.NDArray[np.float64]
@@ -294,7 +294,9 @@ async def store_frame(conn: AsyncConnection, df: pd.DataFrame, *, host: str) -> 
             metrics_history.c.timestamp <= last,
         )
     )
-    return await bulk_insert_samples(conn, frame_rows(df, host=host))
+    sqlite = conn.dialect.name == "sqlite"
+    records = frame_records(df, host=host, sqlite=sqlite)
+    return await bulk_insert_samples(conn, records, prepared=True)
 
 
 def frame_rows(df: pd.DataFrame, *, host: str) -> Iterator[tuple[Any, ...]]:
