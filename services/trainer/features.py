@@ -41,6 +41,7 @@ NON_METRIC_COLUMNS = frozenset({"timestamp", "label", "host", "id", "is_anomaly"
 _QUANT = 1024.0  # fixed-point resolution of standardised values
 _Z_CLIP = 1000.0  # keeps squared window sums inside int64
 _SECONDS_PER_DAY = 86400.0
+_EPOCH = pd.Timestamp(0, tz="UTC")
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,7 +442,8 @@ def _to_epoch(ts: datetime | pd.Timestamp | str | float) -> float:
     stamp = pd.Timestamp(ts)
     if stamp.tzinfo is None:
         stamp = stamp.tz_localize("UTC")
-    return float(stamp.as_unit("us").value) / 1e6
+    micros = (stamp - _EPOCH) // pd.Timedelta(microseconds=1)
+    return float(micros) / 1e6
 
 
 def _forward_fill(values: FloatArray, fallback: FloatArray) -> FloatArray:

@@ -1,0 +1,196 @@
+"""Behaviour of the anomaly detector: fast path, calibration, feedback, storage, quality."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from services.trainer.detector import AnomalyDetector, Calibrator, severity
+from services.trainer.evaluation import Event, attribution_hits, detection_counts, evaluate_labels
+
+SMD = Path(__file__).resolve().parents[1] / "data" / "smd"
+
+
+def _frame(n: int = 3000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    ts = pd.date_range("2024-03-01", periods=n, freq="1min", tz="UTC")
+    day = np.sin(2 * np.pi * np.arange(n) / 1440)
+    return pd.DataFrame(
+        {
+            "timestamp": ts,
+            "cpu_usage_percent": 40 + 10 * day + 3 * rng.standard_normal(n),
+            "memory_usage_percent": 60 + 2 * rng.standard_normal(n),
+            "error_rate": np.abs(0.01 * rng.standard_normal(n)),
+        }
+    )
+
+
+@lru_cache(maxsize=1)
+def _trained() -> tuple[AnomalyDetector, pd.DataFrame]:
+    df = _frame()
+    return AnomalyDetector(n_estimators=50).fit(df), df
+
+
+def test_fast_path_equals_sklearn() -> None:
+    det, df = _trained()
+    assert det.forest is not None and det.flat is not None
+    x = det._standardise(det.extractor.transform(df).matrix)
+    extreme = x[:20] * 50.0  # outside the training range in every direction
+    for rows in (x[:300], extreme):
+        np.testing.assert_allclose(
+            det.flat.score_samples(rows), det.forest.score_samples(rows), atol=1e-9, rtol=0
+        )
+
+
+def test_online_score_equals_batch_score() -> None:
+    det, df = _trained()
+    batch = det.score_frame(df)
+    hist = det.new_history()
+    hist.extend_frame(df.iloc[2500:2900])
+    metrics = list(det.metrics)
+    for i in range(2900, 2950):
+        res = det.score_sample(
+            {m: float(df.at[i, m]) for m in metrics}, timestamp=df.at[i, "timestamp"], history=hist
+        )
+        assert res.score == pytest.approx(batch.score[i], abs=1e-9)
+        assert res.is_anomaly == bool(batch.is_anomaly[i])
+
+
+def test_scores_are_calibrated_and_threshold_matches_contamination() -> None:
+    det, df = _trained()
+    scores = det.score_frame(df).score
+    assert np.all((scores >= 0) & (scores <= 1))
+    assert np.mean(scores >= det.threshold) == pytest.approx(det.contamination, abs=0.01)
+    assert det.threshold == pytest.approx(1 - det.contamination, abs=0.01)
+
+
+def test_calibrator_is_monotone_and_bounded() -> None:
+    rng = np.random.default_rng(3)
+    cal = Calibrator.fit(np.concatenate([rng.normal(size=5000), np.zeros(500)]))
+    x = np.linspace(-10, 50, 20001)
+    y = cal(x)
+    assert np.all(np.diff(y) >= 0)
+    assert y[0] == 0.0 and np.all(y < 1.0)
+    assert y[-1] > cal(np.array([5.0]))[0]  # beyond training it keeps ranking
+
+
+def test_an_obvious_anomaly_scores_high_and_names_its_metric() -> None:
+    det, df = _trained()
+    hist = det.new_history()
+    hist.extend_frame(df.iloc[-200:])
+    ts = df["timestamp"].iloc[-1]
+    res = None
+    for k in range(1, 6):
+        sample = {"cpu_usage_percent": 99.0, "memory_usage_percent": 60.0, "error_rate": 0.01}
+        res = det.score_sample(sample, timestamp=ts + pd.Timedelta(minutes=k), history=hist)
+    assert res is not None and res.is_anomaly
+    assert res.severity in ("high", "critical")
+    top = res.contributions[0]
+    assert top.metric == "cpu_usage_percent"
+    assert top.observed == 99.0
+    assert 20 < top.expected < 70
+    all_shares = det.contributions(hist.features(), 0, top_k=len(det.metrics))
+    assert sum(c.share for c in all_shares) == pytest.approx(1.0)
+
+
+def test_missing_metrics_are_filled() -> None:
+    det, df = _trained()
+    hist = det.new_history()
+    ts = df["timestamp"].iloc[-1]
+    res = det.score_sample({"cpu_usage_percent": 41.0}, timestamp=ts, history=hist)
+    assert np.isfinite(res.score)
+    assert det.training_medians["memory_usage_percent"] == pytest.approx(60, abs=0.5)
+
+
+def test_severity_cutoffs() -> None:
+    assert [severity(s) for s in (0.5, 0.95, 0.99, 0.999)] == ["low", "medium", "high", "critical"]
+
+
+def test_threshold_feedback_moves_in_the_right_direction() -> None:
+    det = AnomalyDetector()
+    det.threshold = 0.95
+    up = det.adjust_threshold("false_positive", 0.97)
+    assert up > 0 and det.threshold > 0.95
+    before = det.threshold
+    down = det.adjust_threshold("true_positive", 0.90)
+    assert down < 0 and det.threshold < before
+    assert det.adjust_threshold("false_positive", 0.3) == 0.0  # not flagged anyway
+    with pytest.raises(ValueError):
+        det.adjust_threshold("maybe", 0.9)  # type: ignore[arg-type]
+
+
+def test_serialization_roundtrip_and_checksum() -> None:
+    det, df = _trained()
+    blob = det.to_bytes()
+    digest = AnomalyDetector.sha256(blob)
+    loaded = AnomalyDetector.from_bytes(blob, digest)
+    np.testing.assert_array_equal(loaded.score_frame(df).score, det.score_frame(df).score)
+    assert loaded.threshold == det.threshold
+    assert loaded.training_medians == det.training_medians
+    tampered = bytearray(blob)
+    tampered[len(tampered) // 2] ^= 0xFF
+    with pytest.raises(ValueError, match="checksum"):
+        AnomalyDetector.from_bytes(bytes(tampered), digest)
+
+
+def test_invalid_contamination_is_rejected() -> None:
+    for c in (0.0, 0.6):
+        with pytest.raises(ValueError):
+            AnomalyDetector(contamination=c)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("services.trainer.synthetic") is None,
+    reason="synthetic generator not present",
+)
+def test_synthetic_quality_on_another_seed() -> None:
+    from services.trainer.synthetic import SyntheticDataGenerator
+
+    train = SyntheticDataGenerator(42).generate_full_training_set(30)
+    test = SyntheticDataGenerator(7).generate_full_training_set(30)
+    det = AnomalyDetector().fit(train)
+    flags = det.score_frame(test).is_anomaly
+    result = evaluate_labels(test["label"].to_numpy(), flags)
+    for name, figures in result["scenarios"].items():
+        assert figures["event_recall"] >= 0.9, (name, figures)
+    assert result["overall"]["event_precision"] >= 0.8, result["overall"]
+
+
+def test_smd_machine_beats_plain_isolation_forest() -> None:
+    from sklearn.ensemble import IsolationForest
+
+    train = pd.read_csv(SMD / "machine-2-5_train.csv.gz", parse_dates=["timestamp"])
+    test = pd.read_csv(SMD / "machine-2-5_test.csv.gz", parse_dates=["timestamp"])
+    raw = json.loads((SMD / "machine-2-5_interpretation.json").read_text())
+    metrics = [f"m{i:02d}" for i in range(1, 39)]
+    events = [Event(e["start"], e["end"], "anomaly") for e in raw]
+
+    det = AnomalyDetector(contamination=0.01).fit(train, metrics)
+    history = 240
+    scored = det.score_frame(pd.concat([train.iloc[-history:], test], ignore_index=True))
+    flags = scored.is_anomaly[history:]
+    ours = detection_counts(events, flags)
+
+    base = IsolationForest(n_estimators=100, random_state=0).fit(train[metrics].to_numpy())
+    cut = np.quantile(-base.score_samples(train[metrics].to_numpy()), 0.99)
+    theirs = detection_counts(events, -base.score_samples(test[metrics].to_numpy()) > cut)
+
+    tops, truths = [], []
+    for e in raw:
+        hit = np.flatnonzero(flags[e["start"] : e["end"] + 1])
+        if len(hit):
+            tops += det.top_metrics(scored.features, np.array([history + e["start"] + hit[0]]))
+            truths.append(e["metrics"])
+    attr = attribution_hits(tops, truths, n_metrics=38, k=3)
+
+    # Measured: F1 0.39 vs 0.20, event recall 0.95 vs 0.24, event precision 0.61 vs 0.08.
+    assert ours.f1 >= 0.3 and ours.f1 > theirs.f1 + 0.1
+    assert ours.event_recall >= 0.85 and ours.event_recall > theirs.event_recall + 0.4
+    assert ours.event_precision >= 0.5 and ours.event_precision > theirs.event_precision + 0.3
+    assert attr.hit_rate >= 0.85 and attr.hit_rate > attr.chance + 0.3

@@ -1,0 +1,79 @@
+"""Per-event and point-wise metrics on hand-built label and flag arrays."""
+
+from __future__ import annotations
+
+from math import comb
+
+import pytest
+
+from services.trainer.evaluation import (
+    Event,
+    attribution_hits,
+    detection_counts,
+    evaluate_labels,
+    events_from_labels,
+    hit_chance,
+    runs,
+)
+
+N = "normal"
+
+
+def test_runs_and_events() -> None:
+    assert runs([0, 1, 1, 0, 1]) == [(1, 2), (4, 4)]
+    labels = [N, "cpu_spike", "cpu_spike", "memory_leak", N, 1, 1, 0]
+    assert events_from_labels(labels) == [
+        Event(1, 2, "cpu_spike"),
+        Event(3, 3, "memory_leak"),
+        Event(5, 6, "anomaly"),
+    ]
+
+
+def test_point_and_event_figures() -> None:
+    events = [Event(2, 4, "a"), Event(8, 9, "a"), Event(14, 15, "a")]
+    flags = [0, 0, 0, 1, 0, 0, 1, 1, 0, 0, 0, 1, 0, 0, 0, 1]
+    c = detection_counts(events, [bool(f) for f in flags])
+    assert (c.tp, c.fp, c.fn) == (2, 3, 5)
+    assert c.precision == pytest.approx(2 / 5)
+    assert c.recall == pytest.approx(2 / 7)
+    assert c.events_detected == 2 and c.event_recall == pytest.approx(2 / 3)
+    # flagged runs: [3], [6,7], [11], [15]; two of them overlap events.
+    assert c.flagged_runs == 4 and c.event_precision == pytest.approx(0.5)
+    assert c.f1 == pytest.approx(2 * 0.4 * (2 / 7) / (0.4 + 2 / 7))
+
+
+def test_tolerance_after_event_end() -> None:
+    events = [Event(2, 3, "a")]
+    flags = [False] * 5 + [True] + [False] * 4
+    assert detection_counts(events, flags).event_recall == 0.0
+    assert detection_counts(events, flags, tolerance=2).event_recall == 1.0
+    assert detection_counts(events, flags, tolerance=2).event_precision == 1.0
+
+
+def test_per_scenario_breakdown() -> None:
+    labels = [N, "cpu_spike", "cpu_spike", N, "memory_leak", "memory_leak", N, N, N]
+    flags = [False, True, False, False, False, False, False, True, False]
+    r = evaluate_labels(labels, flags)
+    assert r["scenarios"]["cpu_spike"]["event_recall"] == 1.0
+    assert r["scenarios"]["memory_leak"]["event_recall"] == 0.0
+    assert r["overall"]["event_precision"] == 0.5
+    assert r["scenarios"]["cpu_spike"]["event_precision"] == 0.5  # the false run counts
+
+
+def test_empty_inputs_give_zeros() -> None:
+    c = detection_counts([], [False, False])
+    assert c.precision == 0.0 and c.event_recall == 0.0 and c.f1 == 0.0
+
+
+def test_hit_chance_matches_the_formula() -> None:
+    assert hit_chance(38, 1, 3) == pytest.approx(3 / 38)
+    assert hit_chance(38, 5, 3) == pytest.approx(1 - comb(33, 3) / comb(38, 3))
+    assert hit_chance(38, 38, 3) == 1.0
+
+
+def test_attribution_hits() -> None:
+    r = attribution_hits(
+        [["m1", "m2", "m3"], ["m4", "m5", "m6"]], [["m3"], ["m9", "m10"]], n_metrics=38, k=3
+    )
+    assert (r.events, r.hits, r.hit_rate) == (2, 1, 0.5)
+    assert r.chance == pytest.approx((hit_chance(38, 1, 3) + hit_chance(38, 2, 3)) / 2)
