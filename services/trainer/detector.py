@@ -545,9 +545,12 @@ def _causal_mean(x: FloatArray, k: int) -> FloatArray:
     """Mean of each value and up to ``k - 1`` values before it (same order on any tail)."""
     if k <= 1:
         return x
+    n = len(x)
     padded = np.concatenate([np.zeros(k - 1), x])
-    sums = np.lib.stride_tricks.sliding_window_view(padded, k).sum(axis=1)
-    counts = np.minimum(np.arange(1, len(x) + 1), k).astype(np.float64)
+    sums = padded[0:n].copy()
+    for j in range(1, k):
+        sums += padded[j : j + n]
+    counts = np.minimum(np.arange(1, n + 1), k).astype(np.float64)
     out: FloatArray = sums / counts
     return out
 
