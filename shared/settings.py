@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,6 +81,50 @@ class Settings(BaseSettings):
         description="How long the gateway reuses the services' health answers.",
     )
     log_level: str = Field(default="info", validation_alias=_env("AUTOFIX_LOG_LEVEL"))
+
+    # Incidents and their notification.
+    webhook_url: str = Field(
+        default="",
+        validation_alias=_env("AUTOFIX_WEBHOOK_URL"),
+        description="Where each incident is POSTed; empty: no webhook.",
+    )
+    webhook_format: Literal["json", "alertmanager"] = Field(
+        default="json", validation_alias=_env("AUTOFIX_WEBHOOK_FORMAT")
+    )
+    webhook_timeout: float = Field(
+        default=5.0, gt=0, validation_alias=_env("AUTOFIX_WEBHOOK_TIMEOUT")
+    )
+    webhook_retries: int = Field(default=5, ge=0, validation_alias=_env("AUTOFIX_WEBHOOK_RETRIES"))
+    incident_cooldown_minutes: float = Field(
+        default=15.0,
+        ge=0,
+        validation_alias=_env("ML_INCIDENT_COOLDOWN_MINUTES"),
+        description="A cause that recurs within this long after resolving reopens its incident.",
+    )
+
+    # Anomaly detection.
+    anomaly_consecutive: int = Field(
+        default=3,
+        ge=1,
+        validation_alias=_env("ML_ANOMALY_CONSECUTIVE"),
+        description="Samples above the threshold in a row before an ML_ANOMALY incident.",
+    )
+    scoring_interval: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias=_env("ML_SCORING_INTERVAL"),
+        description="Seconds between passes of the scoring loop over new samples.",
+    )
+
+    # Forecasting.
+    forecast_refresh_minutes: float = Field(
+        default=60.0, gt=0, validation_alias=_env("ML_FORECAST_REFRESH_MINUTES")
+    )
+    forecast_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        validation_alias=_env("ML_FORECAST_THRESHOLDS"),
+        description='Breach thresholds overriding the catalogue, JSON: {"cpu_usage_percent": 80}.',
+    )
 
     def service_url(self, service: str) -> str:
         """Base URL of a service: its *_URL setting, else loopback on its port."""

@@ -19,10 +19,13 @@ from shared.schemas import (
     GenerateSyntheticRequest,
     GenerateSyntheticResponse,
     HealthResponse,
+    IncidentList,
+    IncidentOut,
     IngestRequest,
     IngestResponse,
     ModelList,
     ModelSummary,
+    ResolveRequest,
     ServiceState,
     StatsResponse,
 )
@@ -208,3 +211,40 @@ async def generate_synthetic(request: Request, body: GenerateSyntheticRequest) -
         request,
         timeout=max(clients(request).settings.http_timeout, 120),
     )
+
+
+@router.get(
+    "/incidents",
+    response_model=IncidentList,
+    responses=ERRORS,
+    summary="Incidents (ML_ANOMALY, predicted_breach, ...), newest first",
+)
+async def incident_list(
+    request: Request,
+    status: Annotated[
+        Literal["open", "resolved"] | None, Query(description="open or resolved")
+    ] = None,
+    type: Annotated[str | None, Query(description="ML_ANOMALY, predicted_breach, ...")] = None,
+    host: HostQuery = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="At most this many.")] = 100,
+) -> Response:
+    return await clients(request).forward("trainer", "/incidents", request)
+
+
+@router.get(
+    "/incidents/{incident_id}", response_model=IncidentOut, responses=ERRORS, summary="One incident"
+)
+async def incident(request: Request, incident_id: Annotated[int, Path(ge=1)]) -> Response:
+    return await clients(request).forward("trainer", f"/incidents/{incident_id}", request)
+
+
+@router.post(
+    "/incidents/{incident_id}/resolve",
+    response_model=IncidentOut,
+    responses={**ERRORS, 409: {"model": ErrorResponse, "description": "Already resolved"}},
+    summary="Resolve an incident",
+)
+async def incident_resolve(
+    request: Request, incident_id: Annotated[int, Path(ge=1)], body: ResolveRequest | None = None
+) -> Response:
+    return await clients(request).forward("trainer", f"/incidents/{incident_id}/resolve", request)

@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.trainer.incident_routes import router as incident_router
 from services.trainer.routes import router
 from shared.db import create_engine
+from shared.incidents import Notifier
 from shared.service import new_app
 from shared.settings import Settings, get_settings
 
@@ -22,9 +24,12 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         db = engine or create_engine(settings.database_url)
         app.state.engine = db
         app.state.settings = settings
+        app.state.notifier = Notifier(settings, db)
+        app.state.notifier.start()
         try:
             yield
         finally:
+            await app.state.notifier.stop()
             if engine is None:
                 await db.dispose()
 
@@ -34,4 +39,5 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.include_router(incident_router)
     return app
