@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
+from services.api import routes_anomaly, routes_forecast
 from services.api.metrics import MetricsMiddleware, RequestMetrics, metrics_endpoint
 from services.api.proxy import ServiceClients
 from services.api.routes import compose_health, router, service_states
@@ -56,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.request_metrics = request_metrics
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(routes_anomaly.router)
+    app.include_router(routes_forecast.router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
 
     @app.get("/", include_in_schema=False)

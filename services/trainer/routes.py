@@ -8,8 +8,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
-from services.trainer import registry
 from services.trainer.synthetic import SyntheticDataGenerator, label_distribution, store_frame
+from shared import registry
 from shared.schemas import (
     GenerateSyntheticRequest,
     GenerateSyntheticResponse,
