@@ -1,0 +1,286 @@
+"""Taking a sample: Prometheus parsing against real prometheus_client output, psutil, rates."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import httpx
+import pytest
+from fastapi import FastAPI, Response
+
+from services.api.metrics import RequestMetrics
+from services.collector.sampler import (
+    MetricsCollector,
+    ScrapeSnapshot,
+    application_metrics,
+    derived_rates,
+    histogram_quantile,
+    parse_prometheus_text,
+)
+from shared.catalogue import APPLICATION_METRICS, METRIC_NAMES, SYSTEM_METRICS
+from shared.settings import Settings
+from tests.conftest import served
+
+NAMES = {
+    "active_metric": "autofix_http_requests_in_progress",
+    "errors_metric": "autofix_http_request_errors_total",
+    "latency_metric": "autofix_http_request_duration_seconds",
+}
+
+
+def render(metrics: RequestMetrics) -> str:
+    return bytes(metrics.render().body).decode()
+
+
+def parse(metrics: RequestMetrics, at: float) -> ScrapeSnapshot:
+    return parse_prometheus_text(render(metrics), at=at, **NAMES)
+
+
+def test_parse_sums_every_label_set():
+    metrics = RequestMetrics()
+    metrics.in_progress.inc(3)
+    metrics.errors.labels("/a").inc(3)
+    metrics.errors.labels("/b").inc(2)
+    for _ in range(4):
+        metrics.latency.labels("/a").observe(0.003)  # bucket le=0.005
+    metrics.latency.labels("/b").observe(0.2)  # bucket le=0.25
+    metrics.latency.labels("/b").observe(60.0)  # only le=+Inf
+
+    snapshot = parse(metrics, at=12.5)
+
+    assert snapshot.at == 12.5
+    assert snapshot.active_requests == 3
+    assert snapshot.errors_total == 5  # the _created samples are not counted
+    buckets = dict(snapshot.latency_buckets)
+    assert [le for le, _ in snapshot.latency_buckets] == sorted(buckets)
+    assert buckets[0.0025] == 0
+    assert buckets[0.005] == 4
+    assert buckets[0.1] == 4
+    assert buckets[0.25] == 5
+    assert buckets[30.0] == 5
+    assert buckets[math.inf] == 6
+
+
+def test_parse_of_text_without_the_metrics_is_empty():
+    snapshot = parse_prometheus_text("# nothing here\nother_metric 1.0\n", at=0.0, **NAMES)
+    assert snapshot.active_requests is None
+    assert snapshot.errors_total is None
+    assert snapshot.latency_buckets == []
+
+
+def test_parse_with_configured_names():
+    metrics = RequestMetrics()
+    metrics.requests.labels("GET", "/x", "200").inc(7)
+    snapshot = parse_prometheus_text(
+        render(metrics),
+        active_metric="autofix_http_requests_in_progress",
+        errors_metric="autofix_http_requests_total",  # count every request as an "error"
+        latency_metric="no_such_histogram",
+        at=0.0,
+    )
+    assert snapshot.errors_total == 7
+    assert snapshot.latency_buckets == []
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        (0.2, 0.05),  # inside the first bucket, interpolated from 0
+        (0.4, 0.1),  # rank 40 is the top of the first bucket
+        (0.6, 0.15),  # halfway through (0.1, 0.2]
+        (0.9, 0.2 + 0.2 * 10 / 16),  # 10 of the 16 samples in (0.2, 0.4]
+        (0.99, 0.4),  # rank 99 falls in +Inf: the highest finite bound
+    ],
+)
+def test_histogram_quantile_interpolates_like_prometheus(q, expected):
+    buckets = [(0.1, 40.0), (0.2, 80.0), (0.4, 96.0), (math.inf, 100.0)]
+    assert histogram_quantile(q, buckets) == pytest.approx(expected)
+
+
+def test_histogram_quantile_without_data_is_none():
+    assert histogram_quantile(0.5, []) is None
+    assert histogram_quantile(0.5, [(0.1, 0.0), (math.inf, 0.0)]) is None
+
+
+def test_application_metrics_cover_only_the_interval():
+    metrics = RequestMetrics()
+    for _ in range(100):
+        metrics.latency.labels("/fast").observe(0.003)
+    metrics.errors.labels("/a").inc(10)
+    prev = parse(metrics, at=100.0)
+
+    for _ in range(100):
+        metrics.latency.labels("/slow").observe(0.7)  # bucket (0.5, 1.0]
+    metrics.errors.labels("/a").inc(3)
+    metrics.errors.labels("/b").inc(2)
+    metrics.in_progress.inc(4)
+    cur = parse(metrics, at=110.0)
+
+    out = application_metrics(prev, cur)
+    assert out["active_requests"] == 4
+    assert out["error_rate"] == pytest.approx(5 / 10.0)
+    # Only the 100 slow requests of the interval count, spread evenly over (0.5, 1.0] s.
+    assert out["response_time_p50"] == pytest.approx(750.0)
+    assert out["response_time_p95"] == pytest.approx(975.0)
+    assert out["response_time_p99"] == pytest.approx(995.0)
+
+
+def test_application_metrics_without_traffic_have_null_latency():
+    metrics = RequestMetrics()
+    metrics.latency.labels("/a").observe(0.01)
+    snapshot = parse(metrics, at=0.0)
+    later = parse(metrics, at=60.0)
+    out = application_metrics(snapshot, later)
+    assert out["error_rate"] == 0.0
+    assert out["response_time_p50"] is None
+    assert out["response_time_p99"] is None
+
+
+def test_application_metrics_after_a_restart_count_from_zero():
+    before = RequestMetrics()
+    before.errors.labels("/a").inc(50)
+    for _ in range(50):
+        before.latency.labels("/a").observe(0.003)
+    prev = parse(before, at=0.0)
+
+    restarted = RequestMetrics()  # counters start again from zero
+    restarted.errors.labels("/a").inc(6)
+    for _ in range(10):
+        restarted.latency.labels("/a").observe(0.7)
+    out = application_metrics(prev, parse(restarted, at=2.0))
+
+    assert out["error_rate"] == pytest.approx(3.0)
+    assert out["response_time_p50"] == pytest.approx(750.0)
+
+
+def test_derived_rates_are_per_minute_changes():
+    prev = {"cpu_usage_percent": 10.0, "memory_usage_percent": 50.0, "error_rate": 0.1}
+    cur = {"cpu_usage_percent": 40.0, "memory_usage_percent": 47.0, "error_rate": 0.4}
+    assert derived_rates(prev, cur, minutes=0.5) == pytest.approx(
+        {"cpu_rate_of_change": 60.0, "memory_rate_of_change": -6.0, "error_rate_trend": 0.6}
+    )
+
+
+def test_derived_rates_of_the_first_sample_are_zero_and_of_missing_values_null():
+    cur = {"cpu_usage_percent": 40.0, "memory_usage_percent": 47.0, "error_rate": None}
+    assert derived_rates(None, cur, minutes=None) == {
+        "cpu_rate_of_change": 0.0,
+        "memory_rate_of_change": 0.0,
+        "error_rate_trend": 0.0,
+    }
+    prev = {"cpu_usage_percent": 40.0, "memory_usage_percent": 47.0, "error_rate": 0.2}
+    assert derived_rates(prev, cur, minutes=1.0)["error_rate_trend"] is None
+
+
+def metrics_app(metrics: RequestMetrics, *, status: int = 200) -> FastAPI:
+    """A tiny app serving `metrics` in Prometheus text format, as the gateway does."""
+    app = FastAPI()
+
+    @app.get("/metrics")
+    async def endpoint() -> Response:
+        response = metrics.render()
+        response.status_code = status
+        return response
+
+    return app
+
+
+def collector_settings(scrape_url: str) -> Settings:
+    return Settings(hostname="sampler-host", scrape_url=scrape_url, scrape_timeout=2.0)
+
+
+def assert_sane_system_metrics(sample: dict[str, object]) -> None:
+    for name in ("cpu_usage_percent", "memory_usage_percent", "disk_usage_percent"):
+        value = sample[name]
+        assert isinstance(value, float) and 0.0 <= value <= 100.0, name
+    memory = sample["memory_usage_mb"]
+    assert isinstance(memory, float) and memory > 0
+    for name in ("disk_io_read_mb", "disk_io_write_mb"):
+        value = sample[name]
+        assert value is None or (isinstance(value, float) and value >= 0), name
+
+
+async def test_collect_reads_the_system_and_a_real_metrics_endpoint():
+    metrics = RequestMetrics()
+    metrics.errors.labels("/a").inc(100)
+    for _ in range(20):
+        metrics.latency.labels("/a").observe(0.003)
+    async with served(metrics_app(metrics)) as url, httpx.AsyncClient() as client:
+        collector = MetricsCollector(collector_settings(f"{url}/metrics"), client)
+        await collector.prime()
+        metrics.in_progress.inc(2)
+        metrics.errors.labels("/a").inc(4)
+        for _ in range(10):
+            metrics.latency.labels("/b").observe(0.7)
+        sample = await collector.collect()
+
+    assert set(sample) == {"timestamp", "host", "label", *METRIC_NAMES}
+    assert sample["host"] == "sampler-host"
+    assert sample["label"] == "normal"
+    assert sample["timestamp"].tzinfo is not None
+    assert_sane_system_metrics(sample)
+    assert sample["active_requests"] == 2
+    assert sample["error_rate"] > 0  # 4 errors over the time since prime()
+    assert sample["response_time_p50"] == pytest.approx(750.0)
+    assert sample["response_time_p99"] == pytest.approx(995.0)
+    assert sample["cpu_rate_of_change"] == 0.0  # first sample: no previous one
+
+
+async def test_second_sample_has_rates_from_the_first():
+    metrics = RequestMetrics()
+    async with served(metrics_app(metrics)) as url, httpx.AsyncClient() as client:
+        collector = MetricsCollector(collector_settings(f"{url}/metrics"), client)
+        await collector.prime()
+        first = await collector.collect()
+        metrics.errors.labels("/a").inc(30)
+        second = await collector.collect()
+
+    assert first["error_rate"] == 0.0
+    assert second["error_rate"] > 0
+    # The trend is the error rate's change divided by a positive number of minutes.
+    assert second["error_rate_trend"] > 0
+    for rate, metric in (
+        ("cpu_rate_of_change", "cpu_usage_percent"),
+        ("memory_rate_of_change", "memory_usage_percent"),
+    ):
+        change = second[metric] - first[metric]
+        assert math.copysign(1, second[rate]) == math.copysign(1, change) or change == 0
+        assert (second[rate] == 0) == (change == 0)
+
+
+@pytest.mark.parametrize("target", ["refused", "500"])
+async def test_scrape_failure_gives_null_application_metrics(target, caplog):
+    caplog.set_level(logging.WARNING, logger="autofix_ml.collector")
+    async with (
+        served(metrics_app(RequestMetrics(), status=500)) as url,
+        httpx.AsyncClient() as client,
+    ):
+        scrape_url = "http://127.0.0.1:9/metrics" if target == "refused" else f"{url}/metrics"
+        collector = MetricsCollector(collector_settings(scrape_url), client)
+        await collector.prime()
+        first = await collector.collect()
+        second = await collector.collect()
+
+    for sample in (first, second):
+        assert_sane_system_metrics(sample)
+        assert all(sample[name] is None for name in APPLICATION_METRICS)
+        assert all(sample[name] is not None for name in SYSTEM_METRICS if "io" not in name)
+    assert second["error_rate_trend"] is None
+    warnings = [r for r in caplog.records if "scrape of" in r.getMessage()]
+    assert len(warnings) == 1  # logged once, not at every sample
+
+
+async def test_scrape_recovers_after_a_failure():
+    metrics = RequestMetrics()
+    app = metrics_app(metrics)
+    async with served(app) as url, httpx.AsyncClient() as client:
+        settings = collector_settings("http://127.0.0.1:9/metrics")
+        collector = MetricsCollector(settings, client)
+        await collector.prime()
+        down = await collector.collect()
+        settings.scrape_url = f"{url}/metrics"
+        metrics.in_progress.inc(1)
+        up = await collector.collect()
+    assert down["active_requests"] is None
+    assert up["active_requests"] == 1
