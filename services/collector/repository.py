@@ -56,68 +56,74 @@ async def summary(conn: AsyncConnection) -> tuple[int, datetime | None, datetime
     return int(row[0]), oldest, newest
 
 
-async def statistics(conn: AsyncConnection, flt: SampleFilter) -> dict[str, Any]:
-    """The spec's statistics in one scan, grouped by (host, label) and combined here."""
-    postgres = conn.dialect.name == "postgresql"
-    columns: list[Any] = [
-        mh.c.host,
-        mh.c.label,
-        sa.func.count().label("n"),
-        sa.func.min(mh.c.timestamp),
-        sa.func.max(mh.c.timestamp),
-    ]
+async def _aggregate_metrics(engine: AsyncEngine, flt: SampleFilter) -> Any:
+    postgres = engine.dialect.name == "postgresql"
+    columns: list[Any] = [sa.func.count(), sa.func.min(mh.c.timestamp), sa.func.max(mh.c.timestamp)]
     for name in METRIC_NAMES:
         col = mh.c[name]
-        value = sa.cast(col, sa.Float) if postgres else col
-        columns += [
-            sa.func.count(col),
-            sa.func.sum(value),
-            sa.func.sum(value * value),
-            sa.func.min(col),
-            sa.func.max(col),
-        ]
-    query = sa.select(*columns).where(*flt.clauses()).group_by(mh.c.host, mh.c.label)
-    rows = (await conn.execute(query)).all()
+        if postgres:
+            columns += [
+                sa.func.count(col),
+                sa.func.avg(col),
+                sa.func.stddev_samp(col),
+                sa.func.min(col),
+                sa.func.max(col),
+            ]
+        else:  # SQLite has no stddev: sums of squares, finished in Python
+            columns += [
+                sa.func.count(col),
+                sa.func.total(col),
+                sa.func.total(col * col),
+                sa.func.min(col),
+                sa.func.max(col),
+            ]
+    async with engine.connect() as conn:
+        return (await conn.execute(sa.select(*columns).where(*flt.clauses()))).one()
 
-    total = 0
-    labels: dict[str, int] = {}
-    hosts: set[str] = set()
-    start: datetime | None = None
-    end: datetime | None = None
-    acc = {name: [0, 0.0, 0.0, math.inf, -math.inf] for name in METRIC_NAMES}
-    for row in rows:
-        host, label, n, lo, hi = row[0], row[1], int(row[2]), row[3], row[4]
-        total += n
-        labels[label] = labels.get(label, 0) + n
-        hosts.add(host)
-        lo, hi = utc(lo), utc(hi)
-        start = lo if start is None or lo < start else start
-        end = hi if end is None or hi > end else end
-        for i, name in enumerate(METRIC_NAMES):
-            count, s, sq, mn, mx = row[5 + 5 * i : 10 + 5 * i]
-            if not count:
-                continue
-            a = acc[name]
-            a[0] += int(count)
-            a[1] += float(s)
-            a[2] += float(sq)
-            a[3] = min(a[3], float(mn))
-            a[4] = max(a[4], float(mx))
-    metrics: dict[str, dict[str, Any]] = {}
-    for name, (count, s, sq, mn, mx) in acc.items():
-        if not count:
-            metrics[name] = {"mean": None, "std": None, "min": None, "max": None, "count": 0}
-            continue
-        mean = s / count
-        var = max(sq - s * s / count, 0.0) / (count - 1) if count > 1 else 0.0
-        metrics[name] = {"mean": mean, "std": math.sqrt(var), "min": mn, "max": mx, "count": count}
+
+async def _group_counts(engine: AsyncEngine, flt: SampleFilter, column: str) -> list[Any]:
+    col = mh.c[column]
+    query = sa.select(col, sa.func.count()).where(*flt.clauses()).group_by(col)
+    async with engine.connect() as conn:
+        return list((await conn.execute(query)).all())
+
+
+def _summary(postgres: bool, count: int, a: Any, b: Any, mn: Any, mx: Any) -> dict[str, Any]:
+    if not count:
+        return {"mean": None, "std": None, "min": None, "max": None, "count": 0}
+    if postgres:
+        mean, std = float(a), float(b) if b is not None else 0.0
+    else:
+        mean = float(a) / count
+        var = max(float(b) - float(a) * float(a) / count, 0.0) / (count - 1) if count > 1 else 0.0
+        std = math.sqrt(var)
+    return {"mean": mean, "std": std, "min": float(mn), "max": float(mx), "count": int(count)}
+
+
+async def statistics(engine: AsyncEngine, flt: SampleFilter) -> dict[str, Any]:
+    """The spec's statistics, computed in SQL: one aggregate scan, with the label and host
+    counts queried concurrently on their own connections (each can use its index)."""
+    postgres = engine.dialect.name == "postgresql"
+    row, labels, hosts = await asyncio.gather(
+        _aggregate_metrics(engine, flt),
+        _group_counts(engine, flt, "label"),
+        _group_counts(engine, flt, "host")
+        if flt.host is None
+        else asyncio.sleep(0, [(flt.host, 1)]),
+    )
+    total = int(row[0])
+    start = utc(row[1]) if row[1] is not None else None
+    end = utc(row[2]) if row[2] is not None else None
+    metrics = {
+        name: _summary(postgres, *row[3 + 5 * i : 8 + 5 * i]) for i, name in enumerate(METRIC_NAMES)
+    }
     duration = (end - start).total_seconds() / 3600.0 if start and end else 0.0
     return {
         "total_samples": total,
         "metrics": metrics,
         "data_duration_hours": duration,
-        "label_distribution": dict(sorted(labels.items(), key=lambda kv: -kv[1])),
-        "hosts": sorted(hosts),
+        "label_distribution": {k: int(v) for k, v in sorted(labels, key=lambda kv: -kv[1])},
+        "hosts": sorted(h for h, n in hosts if n) if total else [],
         "start": start,
         "end": end,
     }

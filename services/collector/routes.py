@@ -121,13 +121,13 @@ async def collect_now(request: Request) -> dict[str, object]:
 
 @router.get("/metrics/stats", response_model=StatsResponse, summary="Statistics of stored samples")
 async def stats(
-    conn: ConnDep,
+    engine: EngineDep,
     host: HostQuery = None,
     start_date: StartQuery = None,
     end_date: EndQuery = None,
 ) -> StatsResponse:
     flt = sample_filter(host, start_date, end_date)
-    return StatsResponse.model_validate(await repository.statistics(conn, flt))
+    return StatsResponse.model_validate(await repository.statistics(engine, flt))
 
 
 @router.get("/metrics/export", summary="Export samples as JSON or CSV, streamed")

@@ -147,8 +147,7 @@ async def test_samples_wait_in_the_buffer_until_the_database_returns(absent_data
 
         assert len(runtime.buffer) == 0
         assert runtime.samples_written == 3
-        async with engine.connect() as conn:
-            stats = await repository.statistics(conn, repository.SampleFilter())
+        stats = await repository.statistics(engine, repository.SampleFilter())
         assert stats["total_samples"] == 3
         assert stats["hosts"] == ["buffered-host"]
         assert stats["start"] == min(s["timestamp"] for s in taken)
@@ -210,8 +209,7 @@ async def test_delete_older_than_removes_only_old_rows(engine: AsyncEngine):
         )
     async with engine.begin() as conn:
         assert await repository.delete_older_than(conn, 90) == 2
-    async with engine.connect() as conn:
-        stats = await repository.statistics(conn, repository.SampleFilter())
+    stats = await repository.statistics(engine, repository.SampleFilter())
     assert stats["total_samples"] == 2
     assert stats["hosts"] == ["new"]
 
@@ -242,8 +240,7 @@ async def test_retention_job_applies_the_configured_days(settings: Settings, eng
             return await count_rows(engine) == 2
 
         await wait_for(old_rows_gone)
-    async with engine.connect() as conn:
-        stats = await repository.statistics(conn, repository.SampleFilter())
+    stats = await repository.statistics(engine, repository.SampleFilter())
     assert stats["hosts"] == ["new"]
 
 

@@ -1,0 +1,110 @@
+"""Benchmark plumbing: throwaway databases and the four services as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+from shared.migrate import upgrade
+
+POSTGRES_URL = os.environ.get(
+    "BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(POSTGRES_URL.replace("+asyncpg", ""))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def database(kind: str) -> Iterator[str]:
+    """A migrated throwaway database: 'postgresql' (created and dropped) or 'sqlite' (temp file)."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="autofix-bench-") as tmp:
+            url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+            upgrade(url)
+            yield url
+        return
+    name = f"autofix_bench_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@dataclass
+class Services:
+    gateway: str
+    urls: dict[str, str]
+    procs: dict[str, subprocess.Popen[bytes]]
+
+    def pid(self, name: str) -> int:
+        return self.procs[name].pid
+
+
+@contextlib.contextmanager
+def services(database_url: str, **env_extra: str) -> Iterator[Services]:
+    """The four services as `autofix-ml serve` processes on free loopback ports."""
+    ports = {name: free_port() for name in ("api", "collector", "trainer", "forecaster")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOFIX_", "ML_"))}
+    env.update({f"AUTOFIX_{name.upper()}_PORT": str(port) for name, port in ports.items()})
+    env.update(DATABASE_URL=database_url, AUTOFIX_LOG_LEVEL="warning", ML_ENABLED="false")
+    env.update(env_extra)
+    procs = {
+        name: subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name], env=env)
+        for name in ports
+    }
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{urls['api']}/api/ml/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("services did not start")
+            time.sleep(0.2)
+        yield Services(urls["api"], urls, procs)
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
