@@ -514,25 +514,55 @@ def evaluate_metric(
     the model's resolution); pass one resolution to compare models fitted at several.
     """
     scored_at = score_resolution or config.resolution
-    observed = resample_history(
+    scored = resample_history(
         history, metric, resolution=scored_at, exclude_labelled_anomalies=False
     )
-    if observed.empty:
-        raise InsufficientHistoryError(f"{metric}: no data")
-    end = observed["ds"].iloc[-1] + pd.Timedelta(scored_at) / 2
-    cutoff = end - pd.Timedelta(hours=holdout_hours)
     training = resample_history(
         history,
         metric,
         resolution=config.resolution,
         exclude_labelled_anomalies=config.exclude_labelled_anomalies,
     )
-    training = training[training["ds"] < cutoff]
-    raw_training = resample_history(
+    observed = resample_history(
         history, metric, resolution=config.resolution, exclude_labelled_anomalies=False
     )
-    raw_training = raw_training[raw_training["ds"] < cutoff]
-    test = observed[observed["ds"] >= cutoff].reset_index(drop=True)
+    return evaluate_frames(
+        training,
+        observed,
+        metric,
+        config=config,
+        holdout_hours=holdout_hours,
+        scored=scored,
+        score_resolution=scored_at,
+    )
+
+
+def evaluate_frames(
+    frame: pd.DataFrame,
+    observed: pd.DataFrame,
+    metric: str,
+    *,
+    config: ForecastConfig = DEFAULT_CONFIG,
+    holdout_hours: float = 24.0,
+    scored: pd.DataFrame | None = None,
+    score_resolution: str | None = None,
+) -> MetricEvaluation:
+    """``evaluate_metric`` on already resampled ``ds``/``y`` frames (as ``fit_frame`` takes).
+
+    ``frame`` is what the model fits (anomalies left out), ``observed`` every bucket at
+    the model's resolution; ``scored`` (default ``observed``) holds the actuals at
+    ``score_resolution``. For callers that bucket in the database.
+    """
+    scored_at = score_resolution or config.resolution
+    if scored is None:
+        scored = observed
+    if scored.empty:
+        raise InsufficientHistoryError(f"{metric}: no data")
+    end = scored["ds"].iloc[-1] + pd.Timedelta(scored_at) / 2
+    cutoff = end - pd.Timedelta(hours=holdout_hours)
+    training = frame[frame["ds"] < cutoff]
+    raw_training = observed[observed["ds"] < cutoff]
+    test = scored[scored["ds"] >= cutoff].reset_index(drop=True)
     if test.empty:
         raise InsufficientHistoryError(f"{metric}: nothing to hold out")
     model = fit_frame(training, metric, config=config, observed=raw_training)
@@ -543,11 +573,11 @@ def evaluate_metric(
     inside = (actual >= predicted["yhat_lower"].to_numpy()) & (
         actual <= predicted["yhat_upper"].to_numpy()
     )
-    by_time = pd.Series(observed["y"].to_numpy(dtype=float), index=pd.DatetimeIndex(observed["ds"]))
+    by_time = pd.Series(scored["y"].to_numpy(dtype=float), index=pd.DatetimeIndex(scored["ds"]))
     naive_day = _lagged(by_time, test["ds"], pd.Timedelta(days=1))
     naive_week = _lagged(by_time, test["ds"], pd.Timedelta(days=7))
 
-    in_sample = observed[observed["ds"] < cutoff]
+    in_sample = scored[scored["ds"] < cutoff]
     scale = _mae(
         in_sample["y"].to_numpy(dtype=float),
         _lagged(by_time, in_sample["ds"], pd.Timedelta(days=1)),
@@ -945,6 +975,7 @@ __all__ = [
     "detect_breach",
     "detect_breaches",
     "evaluate",
+    "evaluate_frames",
     "evaluate_metric",
     "exceedance_probability",
     "fit_frame",
