@@ -1,4 +1,4 @@
-"""The trainer service: synthetic data, the model registry (and, later, the detectors)."""
+"""The trainer service: synthetic data, the model registry, anomaly detection and incidents."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.trainer.anomaly import AnomalyService
+from services.trainer.anomaly_routes import router as anomaly_router
 from services.trainer.incident_routes import router as incident_router
 from services.trainer.routes import router
 from shared.db import create_engine
@@ -26,9 +28,12 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         app.state.settings = settings
         app.state.notifier = Notifier(settings, db)
         app.state.notifier.start()
+        app.state.anomaly = AnomalyService(settings, db, app.state.notifier)
+        await app.state.anomaly.start()
         try:
             yield
         finally:
+            await app.state.anomaly.stop()
             await app.state.notifier.stop()
             if engine is None:
                 await db.dispose()
@@ -40,4 +45,5 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     )
     app.include_router(router)
     app.include_router(incident_router)
+    app.include_router(anomaly_router)
     return app

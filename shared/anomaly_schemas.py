@@ -1,0 +1,181 @@
+"""Pydantic models of the anomaly-detection API (trainer and gateway share them)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from shared.catalogue import METRICS
+from shared.db import utc
+from shared.schemas import ModelSummary, Schema, _metric_field, _SampleBase
+
+Severity = Literal["low", "medium", "high", "critical"]
+FeedbackKind = Literal["false_positive", "true_positive"]
+
+
+class TrainAnomalyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    contamination: float = Field(
+        default=0.05,
+        gt=0,
+        le=0.5,
+        description="Expected share of anomalous samples, 0 < c <= 0.5: the threshold starts "
+        "at the (1 - c) quantile of the calibrated training scores.",
+    )
+    n_estimators: int = Field(
+        default=100, ge=10, le=1000, description="Trees in the Isolation Forest, 10 to 1000."
+    )
+    use_synthetic: bool = Field(
+        default=False,
+        description="If the history is too short (under 3 days of samples), first generate "
+        "30 days of synthetic data (host 'synthetic') and train on that.",
+    )
+    host: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="Train on this host's samples; default: the host with the most samples.",
+    )
+    start: datetime | None = Field(default=None, description="First training sample (UTC).")
+    end: datetime | None = Field(default=None, description="Last training sample (UTC).")
+    force: bool = Field(
+        default=False,
+        description="Activate the new version even if it evaluates worse than the active one.",
+    )
+    seed: int = Field(
+        default=42, ge=0, le=2**32 - 1, description="Seed of the synthetic month, if generated."
+    )
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return utc(value) if value is not None else None
+
+
+class ScenarioEvaluation(Schema):
+    events: int = Field(description="Labelled events of this scenario in the held-out stretch.")
+    events_detected: int = Field(description="Events with at least one flagged sample.")
+    event_precision: float = Field(description="Flagged runs on an event / flagged runs.")
+    event_recall: float = Field(description="Events detected / events.")
+    event_f1: float = Field(description="Harmonic mean of event precision and recall.")
+
+
+class TrainAnomalyResponse(Schema):
+    model: ModelSummary = Field(description="The new version as stored in the registry.")
+    activated: bool = Field(description="Whether the new version is now the active one.")
+    reason: str = Field(description="Why it was or was not activated.")
+    previous_model_id: int | None = Field(description="The version active before, if any.")
+    evaluation: dict[str, Any] = Field(
+        description="Figures on the held-out labelled stretch: overall and per scenario."
+    )
+    synthetic_generated: int = Field(description="Synthetic samples generated and stored first.")
+    seconds: float = Field(description="Wall time of the whole request.")
+
+
+def _predict_fields() -> dict[str, Any]:
+    return {m.name: _metric_field(m) for m in METRICS}
+
+
+class _PredictBase(BaseModel):
+    """A sample to score: the collector's sample fields, validated the same way, no label."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    timestamp: datetime | None = Field(
+        default=None,
+        description="When the sample was taken (UTC if no offset is given); default: now. "
+        "At most 5 minutes in the future.",
+    )
+    host: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="Host the sample describes; its recent samples give the rolling and lag "
+        "features. Default: the trainer's host name (AUTOFIX_HOST).",
+    )
+
+    _not_in_future = field_validator("timestamp")(_SampleBase._not_in_future.__func__)  # type: ignore[attr-defined]
+
+
+PredictRequest = create_model(
+    "PredictRequest",
+    __base__=_PredictBase,
+    __doc__="One sample of any of the 14 metrics to score; absent metrics are filled from the "
+    "host's recent history, else the training medians. Unknown fields are rejected.",
+    **_predict_fields(),
+)
+
+
+class Contribution(Schema):
+    metric: str = Field(description="Metric name.")
+    observed: float = Field(description="Value of the sample (after filling).")
+    expected: float = Field(
+        description="What was expected: the recent baseline for a level shift, else the "
+        "training median."
+    )
+    share: float = Field(description="Share of the per-metric deviation summed over all metrics.")
+
+
+class PredictResponse(Schema):
+    score: float = Field(description="Calibrated anomaly score, 0..1 (share of training below).")
+    is_anomaly: bool = Field(description="score >= threshold.")
+    severity: Severity = Field(
+        description="low < 0.95 <= medium < 0.99 <= high < 0.999 <= critical."
+    )
+    threshold: float = Field(description="Threshold of the active model (after feedback).")
+    model_id: int = Field(description="Id of the model that scored it.")
+    model_version: int = Field(description="Version of that model.")
+    host: str = Field(description="Host the sample was scored for.")
+    timestamp: datetime = Field(description="Time of the sample (UTC).")
+    filled_metrics: list[str] = Field(
+        description="Metrics not in the request, filled from history or training medians."
+    )
+    top_metrics: list[Contribution] = Field(description="The most deviating metrics, top first.")
+
+
+class AnomalyScoreOut(Schema):
+    id: int = Field(description="Score id, for feedback.")
+    metrics_id: int | None = Field(
+        default=None, description="The scored metrics_history row; null for a posted prediction."
+    )
+    model_id: int | None = Field(default=None, description="Model that scored it.")
+    timestamp: datetime = Field(description="Time of the sample.")
+    host: str = Field(description="Host of the sample.")
+    score: float = Field(description="Calibrated score, 0..1.")
+    threshold: float = Field(description="Threshold in force when it was scored.")
+    is_anomaly: bool = Field(description="score >= threshold.")
+    severity: Severity = Field(description="low, medium, high or critical.")
+    contributions: list[Contribution] = Field(description="Top contributing metrics.")
+    feedback: FeedbackKind | None = Field(default=None, description="Operator feedback, if any.")
+    feedback_at: datetime | None = Field(default=None, description="When feedback was given.")
+
+
+class AnomalyScoreList(Schema):
+    scores: list[AnomalyScoreOut] = Field(description="Scores, newest first.")
+    count: int = Field(description="Number returned.")
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    feedback: FeedbackKind = Field(
+        description="false_positive raises the threshold towards just above this score; "
+        "true_positive lowers it towards just below."
+    )
+
+
+class FeedbackResponse(Schema):
+    score_id: int = Field(description="The score the feedback is about.")
+    feedback: FeedbackKind = Field(description="The feedback recorded.")
+    score: float = Field(description="That sample's score.")
+    model_id: int = Field(description="Active model whose threshold moved.")
+    threshold_before: float = Field(description="Threshold before the feedback.")
+    threshold_after: float = Field(description="Threshold now (persisted).")
+
+
+class ActivateResponse(Schema):
+    model: ModelSummary = Field(description="The model, now active.")
+    previous_model_id: int | None = Field(description="The version active before, if any.")
