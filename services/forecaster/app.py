@@ -2,39 +2,56 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db import create_engine, ping
-from shared.schemas import ServiceHealth
+from services.forecaster.routes import router
+from services.forecaster.service import Forecaster
+from shared.db import create_engine
+from shared.incidents import Notifier
 from shared.service import new_app
 from shared.settings import Settings, get_settings
 
-router = APIRouter()
 
-
-@router.get("/health", response_model=ServiceHealth, summary="Forecaster health")
-async def health(request: Request) -> ServiceHealth:
-    database = await ping(request.app.state.engine)
-    return ServiceHealth(
-        status="healthy" if database else "degraded", service="forecaster", database=database
-    )
-
-
-def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: AsyncEngine | None = None,
+    refresh_loop: bool = True,
+    fit_workers: int = 2,
+) -> FastAPI:
+    """The app; `refresh_loop=False` leaves scheduled refreshes off (tests drive them)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = engine or create_engine(settings.database_url)
+        notifier = Notifier(settings, db)
+        service = Forecaster(settings, db, notifier, workers=fit_workers)
         app.state.engine = db
         app.state.settings = settings
+        app.state.notifier = notifier
+        app.state.forecaster = service
+        notifier.start()
+        loop_task = (
+            asyncio.create_task(service.refresh_loop(), name="forecast-refresh")
+            if refresh_loop
+            else None
+        )
         try:
             yield
         finally:
+            if loop_task is not None:
+                loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop_task
+            service.close()
+            await notifier.stop()
             if engine is None:
                 await db.dispose()
 

@@ -1,0 +1,257 @@
+"""SQL of the forecaster: bucketed history, newest samples, stored forecasts and their retention."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.db import utc
+from shared.registry import SUMMARY_COLUMNS
+from shared.tables import metric_forecasts, metrics_history, ml_models
+
+MODEL_NAME = "forecaster"
+# Generations of forecasts kept per host and metric: the newest, and the one before it
+# (what a reader saw a refresh ago). Older ones are deleted as each new one is written.
+KEEP_GENERATIONS = 2
+
+
+# ------------------------------------------------------------------------------ history
+
+
+async def sample_counts(conn: AsyncConnection) -> list[tuple[str, int]]:
+    """Hosts with samples, most samples first."""
+    count = sa.func.count().label("n")
+    query = (
+        sa.select(metrics_history.c.host, count)
+        .group_by(metrics_history.c.host)
+        .order_by(count.desc(), metrics_history.c.host)
+    )
+    return [(str(row[0]), int(row[1])) for row in await conn.execute(query)]
+
+
+async def sample_span(conn: AsyncConnection, host: str) -> tuple[datetime, datetime] | None:
+    """Oldest and newest sample of a host, or None when it has none."""
+    ts = metrics_history.c.timestamp
+    query = sa.select(sa.func.min(ts), sa.func.max(ts)).where(metrics_history.c.host == host)
+    row = (await conn.execute(query)).first()
+    if row is None or row[0] is None:
+        return None
+    return utc(row[0]), utc(row[1])
+
+
+def _bucket(conn: AsyncConnection, seconds: int) -> sa.ColumnElement[Any]:
+    """The bucket number of each sample: floor(epoch seconds / bucket width), per dialect."""
+    if conn.dialect.name == "sqlite":
+        # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff'; strftime would round the fraction up
+        # into the next second (and bucket), so cut it off first.
+        sql = f"CAST(strftime('%s', substr(metrics_history.\"timestamp\", 1, 19)) AS INTEGER) / {seconds}"
+    else:
+        sql = f'CAST(floor(extract(epoch from metrics_history."timestamp") / {seconds}) AS BIGINT)'
+    return sa.literal_column(sql)
+
+
+async def bucketed_history(
+    conn: AsyncConnection,
+    *,
+    host: str,
+    start: datetime,
+    end: datetime,
+    metrics: Sequence[str],
+    bucket_seconds: int,
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Per-bucket means of each metric, computed by the database.
+
+    Columns: ``bucket`` (epoch seconds / width), ``samples``, then per metric
+    ``<metric>`` (mean of every sample) and ``<metric>__normal`` (mean of samples labelled
+    normal, which is what the model fits). Thousands of rows instead of tens of thousands.
+    """
+    bucket = _bucket(conn, bucket_seconds).label("bucket")
+    normal = metrics_history.c.label == "normal"
+    columns: list[Any] = [bucket, sa.func.count().label("samples")]
+    for name in metrics:
+        column = metrics_history.c[name]
+        columns.append(sa.func.avg(column).label(name))
+        columns.append(sa.func.avg(sa.case((normal, column))).label(f"{name}__normal"))
+    query = (
+        sa.select(*columns)
+        .where(
+            metrics_history.c.host == host,
+            metrics_history.c.timestamp >= start,
+            metrics_history.c.timestamp <= end,
+        )
+        .group_by(sa.literal_column("bucket"))
+        .order_by(sa.literal_column("bucket"))
+    )
+    result = await conn.execute(query)
+    return list(result.keys()), [tuple(row) for row in result]
+
+
+async def latest_sample(conn: AsyncConnection, host: str) -> dict[str, Any] | None:
+    query = (
+        sa.select(metrics_history)
+        .where(metrics_history.c.host == host)
+        .order_by(metrics_history.c.timestamp.desc())
+        .limit(1)
+    )
+    row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    sample = dict(row._mapping)
+    sample["timestamp"] = utc(sample["timestamp"])
+    return sample
+
+
+# ------------------------------------------------------------------------------- models
+
+
+def _model_row(mapping: Any) -> dict[str, Any]:
+    row = dict(mapping)
+    for key in ("training_start", "training_end", "created_at", "activated_at"):
+        if row.get(key) is not None:
+            row[key] = utc(row[key])
+    return row
+
+
+async def active_models(conn: AsyncConnection, *, host: str | None = None) -> list[dict[str, Any]]:
+    """Active forecaster versions (summary columns, no artifact), by host and metric."""
+    query = sa.select(*SUMMARY_COLUMNS).where(
+        ml_models.c.name == MODEL_NAME, ml_models.c.status == "active"
+    )
+    if host is not None:
+        query = query.where(ml_models.c.host == host)
+    query = query.order_by(ml_models.c.host, ml_models.c.metric)
+    return [_model_row(row._mapping) for row in await conn.execute(query)]
+
+
+async def count_active(conn: AsyncConnection) -> int:
+    query = (
+        sa.select(sa.func.count())
+        .select_from(ml_models)
+        .where(ml_models.c.status == "active", ml_models.c.name == MODEL_NAME)
+    )
+    return int((await conn.execute(query)).scalar_one())
+
+
+async def latest_trained_host(conn: AsyncConnection) -> str | None:
+    """The host whose forecaster models were activated last: the default for reads."""
+    query = (
+        sa.select(ml_models.c.host)
+        .where(ml_models.c.name == MODEL_NAME, ml_models.c.status == "active")
+        .order_by(ml_models.c.activated_at.desc(), ml_models.c.id.desc())
+        .limit(1)
+    )
+    value = (await conn.execute(query)).scalar_one_or_none()
+    return None if value is None else str(value)
+
+
+# ---------------------------------------------------------------------------- forecasts
+
+
+async def write_forecasts(
+    conn: AsyncConnection,
+    *,
+    host: str,
+    metric: str,
+    model_id: int,
+    generated_at: datetime,
+    timestamps: Sequence[datetime],
+    yhat: Sequence[float],
+    lower: Sequence[float],
+    upper: Sequence[float],
+) -> int:
+    """Store one generation of a metric's forecast, then drop generations beyond the kept ones."""
+    rows = [
+        {
+            "model_id": model_id,
+            "host": host,
+            "metric": metric,
+            "generated_at": generated_at,
+            "target_timestamp": ts,
+            "yhat": y,
+            "yhat_lower": lo,
+            "yhat_upper": hi,
+        }
+        for ts, y, lo, hi in zip(timestamps, yhat, lower, upper, strict=True)
+    ]
+    if rows:
+        await conn.execute(sa.insert(metric_forecasts), rows)
+    scope = (metric_forecasts.c.host == host, metric_forecasts.c.metric == metric)
+    oldest_kept = (
+        sa.select(metric_forecasts.c.generated_at)
+        .where(*scope)
+        .distinct()
+        .order_by(metric_forecasts.c.generated_at.desc())
+        .limit(1)
+        .offset(KEEP_GENERATIONS - 1)
+        .scalar_subquery()
+    )
+    await conn.execute(
+        sa.delete(metric_forecasts).where(*scope, metric_forecasts.c.generated_at < oldest_kept)
+    )
+    return len(rows)
+
+
+async def newest_generation(conn: AsyncConnection) -> datetime | None:
+    value = (await conn.execute(sa.select(sa.func.max(metric_forecasts.c.generated_at)))).scalar()
+    return None if value is None else utc(value)
+
+
+async def read_forecasts(
+    conn: AsyncConnection,
+    *,
+    host: str,
+    after: datetime,
+    until: datetime,
+    metric: str | None = None,
+) -> list[tuple[Any, ...]]:
+    """The newest generation of each metric's forecast, points in (after, until].
+
+    Rows: metric, model_id, model version, generated_at, target_timestamp, yhat, lower, upper;
+    ordered by metric then time.
+    """
+    f = metric_forecasts.c
+    latest_filter = [f.host == host]
+    if metric is not None:
+        latest_filter.append(f.metric == metric)
+    latest = (
+        sa.select(f.metric.label("metric"), sa.func.max(f.generated_at).label("generated_at"))
+        .where(*latest_filter)
+        .group_by(f.metric)
+        .subquery("latest")
+    )
+    query = (
+        sa.select(
+            f.metric,
+            f.model_id,
+            ml_models.c.version,
+            f.generated_at,
+            f.target_timestamp,
+            f.yhat,
+            f.yhat_lower,
+            f.yhat_upper,
+        )
+        .join(
+            latest,
+            sa.and_(f.metric == latest.c.metric, f.generated_at == latest.c.generated_at),
+        )
+        .outerjoin(ml_models, ml_models.c.id == f.model_id)
+        .where(f.host == host, f.target_timestamp > after, f.target_timestamp <= until)
+        .order_by(f.metric, f.target_timestamp)
+    )
+    return [tuple(row) for row in await conn.execute(query)]
+
+
+async def generations(conn: AsyncConnection, *, host: str, metric: str) -> list[datetime]:
+    """Stored generation times of one metric's forecast, newest first."""
+    f = metric_forecasts.c
+    query = (
+        sa.select(f.generated_at)
+        .where(f.host == host, f.metric == metric)
+        .distinct()
+        .order_by(f.generated_at.desc())
+    )
+    return [utc(row[0]) for row in await conn.execute(query)]
