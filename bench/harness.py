@@ -87,7 +87,8 @@ def services(database_url: str, **env_extra: str) -> Iterator[Services]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(f"{urls['api']}/api/ml/health", timeout=2).status_code == 200:
+                health = httpx.get(f"{urls['api']}/api/ml/health", timeout=2)
+                if health.status_code == 200 and health.json()["status"] == "healthy":
                     break
             except httpx.HTTPError:
                 pass

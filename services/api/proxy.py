@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 from starlette.background import BackgroundTask
@@ -34,6 +35,23 @@ def make_client(settings: Settings, service: str) -> httpx.AsyncClient:
     )
 
 
+def failure_reason(exc: BaseException) -> str:
+    """Why a call failed, from the transport's own exception (httpx-aiohttp maps a refused
+    connection to ConnectTimeout, so look at the cause first)."""
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return "unreachable"
+    if isinstance(cause, aiohttp.ServerDisconnectedError):
+        return "disconnected"
+    if isinstance(cause, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return "timed out"
+    if isinstance(exc, httpx.ConnectError):
+        return "unreachable"
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return "timed out"
+    return "unreachable"
+
+
 class ServiceClients:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -43,9 +61,7 @@ class ServiceClients:
         await asyncio.gather(*(c.aclose() for c in self.clients.values()))
 
     def _unavailable(self, service: str, exc: Exception) -> ServiceUnavailable:
-        reason = (
-            "timed out" if isinstance(exc, httpx.TimeoutException | TimeoutError) else "unreachable"
-        )
+        reason = failure_reason(exc)
         log.warning("%s service %s: %s", service, reason, type(exc).__name__)
         return ServiceUnavailable(
             f"{service} service unavailable ({reason} at {self.settings.service_url(service)})"

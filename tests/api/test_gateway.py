@@ -85,6 +85,7 @@ async def test_service_down_is_a_503_naming_it(settings: Settings, engine: Async
         stats = await s.gateway.get("/api/ml/metrics/stats")
     assert models.status_code == 503
     assert "trainer" in models.json()["detail"]
+    assert "unreachable" in models.json()["detail"]
     assert health.status_code == 200
     assert health.json()["status"] == "degraded"
     assert health.json()["services"]["trainer"]["status"] == "down"

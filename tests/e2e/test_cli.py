@@ -38,17 +38,18 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
 
 
 def wait_for(url: str, *, timeout: float = 60, expect: int = 200) -> httpx.Response:
+    """Wait until the gateway's health says every service is up."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
             response = httpx.get(url, timeout=2)
-            if response.status_code == expect:
+            if response.status_code == expect and response.json().get("status") == "healthy":
                 return response
         except httpx.HTTPError as exc:
             last = exc
         time.sleep(0.2)
-    raise AssertionError(f"{url} not answering {expect} within {timeout}s ({last})")
+    raise AssertionError(f"{url} not healthy within {timeout}s ({last})")
 
 
 @pytest.fixture
