@@ -117,6 +117,43 @@ def bench_health(s: Services, kind: str, rows: int) -> None:
     )
 
 
+def bench_transports() -> None:
+    """The gateway's transport, chosen by measurement: /api/ml/health with the health cache off
+    (three downstream calls per request) and /api/ml/models (one), 50 connections."""
+    if not shutil.which("wrk"):
+        return
+    with database("sqlite") as url:
+        for transport in ("httpx", "aiohttp"):
+            with services(
+                url, AUTOFIX_GATEWAY_TRANSPORT=transport, AUTOFIX_HEALTH_CACHE_SECONDS="0"
+            ) as s:
+                for path in ("/api/ml/health", "/api/ml/models"):
+                    out = subprocess.run(
+                        [
+                            "wrk",
+                            "-t2",
+                            "-c50",
+                            "-d10s",
+                            "--timeout",
+                            "5s",
+                            "--latency",
+                            f"{s.gateway}{path}",
+                        ],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    ).stdout
+                    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+                    errors = re.search(r"Socket errors:.*", out)
+                    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+                    p99 = re.search(r"99%\s+([\d.]+\w+)", out)
+                    print(
+                        f"  transport {transport:<7} {path:<16} no cache: {rps.group(1) if rps else '?'} req/s, "
+                        f"p99 {p99.group(1) if p99 else '?'}, {errors.group(0) if errors else 'no socket errors'}, "
+                        f"non-2xx {non2xx.group(1) if non2xx else 0}"
+                    )
+
+
 def bench_generate_through_gateway(s: Services, kind: str) -> None:
     with httpx.Client(base_url=s.gateway, timeout=120) as client:
         client.post("/api/ml/train/generate-synthetic", json={"days": 1, "host": "warmup"})
@@ -193,7 +230,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--big", action="store_true", help="also 1,000,000 rows on PostgreSQL")
     parser.add_argument("--cpu-seconds", type=float, default=120)
-    parser.add_argument("--only", choices=["sqlite", "postgresql"], default=None)
+    parser.add_argument("--only", choices=["sqlite", "postgresql", "none"], default=None)
     args = parser.parse_args()
     print(f"machine: {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB")
     for kind in ("postgresql", "sqlite"):
@@ -212,6 +249,8 @@ def main() -> None:
                 bench_stats(s, kind, rows + 1, 20)
                 bench_export(s, kind, rows + 1)
                 bench_health(s, kind, rows + 1)
+    print("gateway transport (wrk -t2 -c50 -d10s):")
+    bench_transports()
     print("collector:")
     bench_collection(args.cpu_seconds)
 

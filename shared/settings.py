@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     http_connect_timeout: float = Field(
         default=1.0, gt=0, validation_alias=_env("AUTOFIX_HTTP_CONNECT_TIMEOUT")
     )
+    gateway_transport: Literal["aiohttp", "httpx"] = Field(
+        default="aiohttp",
+        validation_alias=_env("AUTOFIX_GATEWAY_TRANSPORT"),
+        description="Transport under the gateway's httpx clients (see bench/RESULTS.md).",
+    )
     health_cache_seconds: float = Field(
         default=1.0,
         ge=0,

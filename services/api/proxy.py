@@ -24,13 +24,22 @@ _DROP = {"connection", "keep-alive", "transfer-encoding", "content-length", "ser
 
 
 def make_client(settings: Settings, service: str) -> httpx.AsyncClient:
-    """One pooled client per service; httpx's API over aiohttp's transport (see README)."""
+    """One pooled client per service: httpx's API, over aiohttp's transport by default.
+
+    httpx's own pool collapses under many concurrent requests (encode/httpx#3215);
+    AUTOFIX_GATEWAY_TRANSPORT=httpx selects it anyway, for comparison.
+    """
     timeout = httpx.Timeout(settings.http_timeout, connect=settings.http_connect_timeout)
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=128, keepalive_expiry=30)
+    transport: httpx.AsyncBaseTransport
+    if settings.gateway_transport == "httpx":
+        transport = httpx.AsyncHTTPTransport(limits=limits)
+    else:
+        transport = AiohttpTransport(limits=limits, trust_env=False)
     return httpx.AsyncClient(
         base_url=settings.service_url(service),
         timeout=timeout,
-        transport=AiohttpTransport(limits=limits, trust_env=False),
+        transport=transport,
         trust_env=False,
     )
 

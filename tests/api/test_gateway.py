@@ -221,3 +221,17 @@ async def test_gateway_exposes_its_request_metrics(settings: Settings, engine: A
     assert 'autofix_http_request_errors_total{route="/api/ml/models"} 1.0' in text
     assert "autofix_http_request_duration_seconds_bucket" in text
     assert "autofix_http_requests_in_progress" in text
+
+
+async def test_plain_httpx_transport_works_too(settings: Settings, engine: AsyncEngine) -> None:
+    settings = settings.model_copy(update={"gateway_transport": "httpx"})
+    async with stack(settings, engine, without="forecaster") as s:
+        health = await s.gateway.get("/api/ml/health")
+        stats = await s.gateway.get("/api/ml/metrics/stats")
+    assert health.status_code == 200
+    assert health.json()["services"]["forecaster"]["status"] == "down"
+    assert (
+        "forecaster service unavailable (unreachable"
+        in health.json()["services"]["forecaster"]["detail"]
+    )
+    assert stats.json()["total_samples"] == 0
