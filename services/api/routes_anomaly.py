@@ -72,7 +72,7 @@ async def activate_model(request: Request, model_id: Annotated[int, Path(ge=1)])
     responses={**ERRORS, 409: _error("No anomaly detector trained yet: train one first.")},
     summary="Score one sample in real time: score, severity, top contributing metrics",
 )
-async def predict_anomaly(request: Request, body: PredictRequest) -> Response:  # type: ignore[valid-type]
+async def predict_anomaly(request: Request, body: PredictRequest) -> Response:
     return await clients(request).forward("trainer", "/predict/anomaly", request)
 
 

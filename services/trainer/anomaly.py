@@ -21,7 +21,8 @@ Design choices:
   the request itself does no database work once the host's history is warm.
 - *Per-host recent history*: a prediction's rolling and lag features come from that host's
   recent samples, read once from ``metrics_history`` on first use and then kept in memory,
-  fed by the posted samples and by the collected samples the scoring loop sees.
+  fed by the posted samples and by the collected samples the scoring loop sees. A host
+  with no samples at all starts from a look-back at the training medians.
 - *Incidents* come from the scoring loop (collected samples): ``ML_ANOMALY_CONSECUTIVE``
   samples in a row above the threshold open one (dedup key ``ML_ANOMALY:<host>``, cooldown
   ``ML_INCIDENT_COOLDOWN_MINUTES``), a worse severity while open updates it, and as many
@@ -81,7 +82,7 @@ SYNTHETIC_HOST = "synthetic"
 SCORING_BATCH = 5000
 WRITE_INTERVAL = 0.5
 MAX_PENDING_WRITES = 100_000
-STALE_AFTER = timedelta(hours=1)
+STALE_AFTER = timedelta(hours=2)
 INCIDENT_SCORE_HISTORY = 20
 _METRIC_INDEX = {name: i for i, name in enumerate(("id", "timestamp", "host", *METRIC_NAMES))}
 
@@ -147,6 +148,7 @@ class AnomalyService:
         self.dropped_writes = 0
         self.cursor: int | None = None
         self.scored = 0
+        self.stale_after = STALE_AFTER
         self._lock = asyncio.Lock()  # model swaps and threshold feedback
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -233,6 +235,7 @@ class AnomalyService:
             else:
                 host, count = await repo.busiest_host(conn, start=start, end=end)
         generated = 0
+        synthetic_seed: int | None = None
         if count < MIN_HISTORY_SAMPLES:
             if not body.use_synthetic:
                 raise Conflict(
@@ -246,6 +249,7 @@ class AnomalyService:
             async with self.engine.begin() as conn:
                 generated = await store_frame(conn, frame, host=SYNTHETIC_HOST)
             host, start, end = SYNTHETIC_HOST, None, None
+            synthetic_seed = body.seed
         assert host is not None
         async with self.engine.connect() as conn:
             rows = await repo.load_history(conn, host=host, start=start, end=end)
@@ -258,6 +262,7 @@ class AnomalyService:
                 contamination=body.contamination,
                 n_estimators=body.n_estimators,
                 active=active.detector if active else None,
+                synthetic_seed=synthetic_seed,
             ),
         )
         activate, reason = activation_decision(
@@ -337,6 +342,9 @@ class AnomalyService:
         history = await self._history_for(host, active)
         epoch = ts.timestamp()
         times, _ = history.arrays()
+        if not len(times):
+            _seed_with_medians(history, epoch)
+            times, _ = history.arrays()
         if len(times) and epoch < times[-1]:
             history = _history_before(history, epoch)  # late sample: score it, do not keep it
         result = det.score_sample(values, timestamp=epoch, history=history, top_k=3)
@@ -498,7 +506,7 @@ class AnomalyService:
             return len(rows)  # the model changed meanwhile: histories were reset; rescore
         records: list[dict[str, Any]] = []
         actions: list[IncidentAction] = []
-        stale_before = (utcnow() - STALE_AFTER).timestamp()
+        stale_before = (utcnow() - self.stale_after).timestamp()
         for host, items in scored.items():
             tracker = self.trackers.setdefault(host, HostTracker())
             for row, score, flag, sev, top in items:
@@ -647,6 +655,15 @@ def _extend(history: RecentHistory, rows: Sequence[Row], *, in_order_only: bool 
             raise ValueError("rows out of time order")
         values = np.array([np.nan if r[c] is None else float(r[c]) for c in cols])
         history.append_array(values, float(t))
+
+
+def _seed_with_medians(history: RecentHistory, epoch: float) -> None:
+    """A host with no samples yet: assume it was at the training medians for the look-back,
+    so a first sample far from normal shows as the level shift it is, not as a flat line."""
+    fx = history.extractor
+    step = fx.config.interval_s
+    for k in range(fx.config.lookback + 1, 0, -1):
+        history.append_array(fx.medians.copy(), epoch - k * step)
 
 
 def _history_before(history: RecentHistory, epoch: float) -> RecentHistory:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import ORJSONResponse
+from starlette.responses import Response
 
 from services.trainer import repository as repo
 from services.trainer.anomaly import AnomalyService
@@ -60,14 +61,13 @@ async def activate(request: Request, model_id: Annotated[int, Path(ge=1)]) -> Ac
 @router.post(
     "/predict/anomaly", response_model=PredictResponse, summary="Score one sample in real time"
 )
-async def predict(request: Request, body: PredictRequest) -> ORJSONResponse:
+async def predict(request: Request, body: PredictRequest) -> Response:
     values: dict[str, Any] = {
         k: v for k, v in body.model_dump(exclude={"host", "timestamp"}).items() if v is not None
     }
     answer = await service(request).predict(values, host=body.host, timestamp=body.timestamp)
-    answer["timestamp"] = answer["timestamp"].isoformat()
     # Built by the service from typed values; skipping re-validation keeps this path short.
-    return ORJSONResponse(answer)
+    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 @router.get(

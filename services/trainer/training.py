@@ -76,8 +76,13 @@ def train_detector(
     contamination: float,
     n_estimators: int,
     active: AnomalyDetector | None = None,
+    synthetic_seed: int | None = None,
 ) -> TrainingOutcome:
-    """Fit a detector on a host's samples, evaluate it and (if given) the active one."""
+    """Fit a detector on a host's samples, evaluate it and (if given) the active one.
+
+    ``synthetic_seed``: the rows are synthetic data of that seed; they are all used for
+    training and the evaluation month gets another seed.
+    """
     started = time.perf_counter()
     frame = rows if isinstance(rows, pd.DataFrame) else rows_to_frame(rows)
     frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
@@ -85,15 +90,16 @@ def train_detector(
     if not metrics:
         raise ValueError("the training history has no metric values")
     labelled = "label" in frame and bool((frame["label"].astype(str) != NORMAL).any())
-    if labelled:
+    if labelled and synthetic_seed is None:
         split = int(len(frame) * (1.0 - HOLDOUT_SHARE))
         train, eval_frame, eval_start = frame.iloc[:split], frame, split
         source = f"held-out last {HOLDOUT_SHARE:.0%} of the training history ({len(frame) - split} samples)"
     else:
+        seed = EVAL_SEED if synthetic_seed != EVAL_SEED else EVAL_SEED + 1
         train = frame
-        eval_frame = SyntheticDataGenerator(seed=EVAL_SEED).generate_full_training_set(EVAL_DAYS)
+        eval_frame = SyntheticDataGenerator(seed=seed).generate_full_training_set(EVAL_DAYS)
         eval_start = 0
-        source = f"synthetic data, seed {EVAL_SEED}, {EVAL_DAYS} days"
+        source = f"synthetic data, seed {seed}, {EVAL_DAYS} days"
     det = AnomalyDetector(contamination=contamination, n_estimators=n_estimators).fit(
         train, metrics
     )

@@ -1,0 +1,452 @@
+"""The trainer's anomaly detection over HTTP: train, activate, predict, scoring loop,
+feedback, incidents. Real SQLite and PostgreSQL; data through the generator and store_frame."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.trainer.anomaly import MIN_HISTORY_SAMPLES, AnomalyService
+from services.trainer.app import create_app
+from services.trainer.synthetic import SyntheticDataGenerator, store_frame
+from shared.catalogue import METRIC_NAMES
+from shared.db import utcnow
+from shared.settings import Settings
+from shared.tables import anomaly_scores, ml_models
+from tests.conftest import app_client, served
+from tests.shared.test_incidents import Receiver
+
+FAST = {"contamination": 0.05, "n_estimators": 30}
+FOUR = {
+    "cpu_usage_percent": 35.0,
+    "memory_usage_mb": 2800.0,
+    "error_rate": 0.01,
+    "response_time_p95": 250.0,
+}
+SPIKE = {
+    "cpu_usage_percent": 99.0,
+    "memory_usage_mb": 7800.0,
+    "error_rate": 0.6,
+    "response_time_p95": 9000.0,
+}
+
+
+@pytest.fixture
+def fast_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"scoring_interval": 0.05})
+
+
+async def store(engine: AsyncEngine, frame: pd.DataFrame, host: str) -> None:
+    async with engine.begin() as conn:
+        await store_frame(conn, frame, host=host)
+
+
+@lru_cache(maxsize=1)
+def training_frame() -> pd.DataFrame:
+    """Four labelled synthetic days (above the 3-day minimum), ending a day ago."""
+    start = utcnow().replace(minute=0, second=0, microsecond=0) - timedelta(days=5)
+    frame = SyntheticDataGenerator(seed=1).generate_full_training_set(4, start=start)
+    assert len(frame) > MIN_HISTORY_SAMPLES
+    return frame
+
+
+async def store_history(engine: AsyncEngine, *, host: str = "train-host") -> None:
+    await store(engine, training_frame(), host)
+
+
+async def train(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
+    return await client.post("/train/anomaly-detector", json={**FAST, **body})
+
+
+@pytest.fixture
+async def client(fast_settings: Settings, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(create_app(fast_settings, engine=engine)) as c:
+        yield c
+
+
+async def trained(client: httpx.AsyncClient, engine: AsyncEngine, **body: Any) -> dict[str, Any]:
+    await store_history(engine)
+    response = await train(client, **body)
+    assert response.status_code == 200, response.text
+    out: dict[str, Any] = response.json()
+    return out
+
+
+async def wait_for(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await check()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+# -- training ------------------------------------------------------------------------
+
+
+async def test_training_stores_an_active_version_with_its_evaluation(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    body = await trained(client, engine)
+    model = body["model"]
+    assert body["activated"] is True and model["status"] == "active"
+    assert (model["name"], model["model_type"], model["version"]) == (
+        "anomaly_detector",
+        "isolation_forest",
+        1,
+    )
+    assert model["sample_count"] == int(4 * 1440 * 0.8)  # the last 20 % is held out
+    assert model["parameters"]["contamination"] == 0.05
+    assert model["parameters"]["n_estimators"] == 30
+    assert model["training_start"] < model["training_end"]
+    scenarios = model["metrics"]["evaluation"]["scenarios"]
+    assert set(scenarios) <= {"cpu_spike", "memory_leak", "error_storm"} and scenarios
+    for figures in scenarios.values():
+        assert {"event_precision", "event_recall", "event_f1", "events"} <= set(figures)
+    assert "held-out" in model["metrics"]["evaluation"]["source"]
+    async with engine.connect() as conn:
+        blob = (
+            await conn.execute(sa.select(ml_models.c.artifact).where(ml_models.c.id == model["id"]))
+        ).scalar_one()
+    assert hashlib.sha256(blob).hexdigest() == model["artifact_sha256"]
+    listed = (await client.get("/models", params={"name": "anomaly_detector"})).json()
+    assert [m["id"] for m in listed["models"]] == [model["id"]]
+
+
+async def test_short_history_needs_use_synthetic(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    refused = await train(client)
+    assert refused.status_code == 409
+    assert "use_synthetic" in refused.json()["detail"]
+    response = await train(client, use_synthetic=True)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["synthetic_generated"] == 30 * 1440
+    assert body["model"]["parameters"]["host"] == "synthetic"
+    assert body["model"]["sample_count"] == 30 * 1440
+    assert body["evaluation"]["source"] == "synthetic data, seed 7, 30 days"
+    assert set(body["evaluation"]["scenarios"]) == {"cpu_spike", "memory_leak", "error_storm"}
+
+
+async def test_unlabelled_history_is_evaluated_on_synthetic_data(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    start = utcnow().replace(second=0, microsecond=0) - timedelta(days=4)
+    frame = SyntheticDataGenerator(seed=3).generate_full_training_set(3, start=start)
+    frame["label"] = "normal"
+    await store(engine, frame, "plain")
+    body = (await train(client, host="plain")).json()
+    assert body["evaluation"]["source"].startswith("synthetic data, seed 7")
+    assert set(body["evaluation"]["scenarios"]) == {"cpu_spike", "memory_leak", "error_storm"}
+
+
+async def test_activation_rule_force_and_rollback(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    first = (await trained(client, engine))["model"]
+    second = (await train(client)).json()
+    assert second["activated"] is True and "not worse" in second["reason"]
+    assert second["previous_model_id"] == first["id"]
+    worse = (await train(client, contamination=0.5)).json()
+    assert worse["activated"] is False and worse["reason"].startswith("worse")
+    assert worse["model"]["status"] == "candidate"
+    forced = (await train(client, contamination=0.5, force=True)).json()
+    assert forced["activated"] is True and forced["reason"].startswith("forced")
+
+    rollback = await client.post(f"/models/{first['id']}/activate")
+    assert rollback.status_code == 200, rollback.text
+    assert rollback.json()["previous_model_id"] == forced["model"]["id"]
+    statuses = {m["id"]: m["status"] for m in (await client.get("/models")).json()["models"]}
+    assert statuses[first["id"]] == "active"
+    assert list(statuses.values()).count("active") == 1
+    predicted = (await client.post("/predict/anomaly", json=FOUR)).json()
+    assert predicted["model_id"] == first["id"]
+    assert (await client.post("/models/999999/activate")).status_code == 404
+
+
+async def test_concurrent_training_is_refused_and_health_answers(
+    fast_settings: Settings, engine: AsyncEngine
+) -> None:
+    app = create_app(fast_settings, engine=engine)
+    await store_history(engine)
+    async with app_client(app) as client:
+        svc: AnomalyService = app.state.anomaly
+        first = asyncio.create_task(train(client, n_estimators=300))
+        await wait_for(lambda: _true(svc.training))
+        started = time.perf_counter()
+        health = await client.get("/health")
+        health_s = time.perf_counter() - started
+        second = await train(client)
+        assert second.status_code == 409
+        assert "already training" in second.json()["detail"]
+        assert health.status_code == 200 and health_s < 1.0
+        assert svc.training  # the health check did not wait for the training
+        assert (await first).status_code == 200
+    async with engine.connect() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(ml_models))).scalar() == 1
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_tampered_artifact_is_refused(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    first = (await trained(client, engine))["model"]
+    second = (await train(client)).json()["model"]
+    async with engine.begin() as conn:
+        blob = (
+            await conn.execute(sa.select(ml_models.c.artifact).where(ml_models.c.id == first["id"]))
+        ).scalar_one()
+        tampered = bytearray(blob)
+        tampered[len(tampered) // 2] ^= 0xFF
+        await conn.execute(
+            sa.update(ml_models)
+            .where(ml_models.c.id == first["id"])
+            .values(artifact=bytes(tampered))
+        )
+    response = await client.post(f"/models/{first['id']}/activate")
+    assert response.status_code == 409
+    assert "sha256" in response.json()["detail"]
+    model = (await client.get(f"/models/{second['id']}")).json()
+    assert model["status"] == "active"
+
+
+# -- prediction ----------------------------------------------------------------------
+
+
+async def test_predict_before_training_says_to_train(client: httpx.AsyncClient) -> None:
+    response = await client.post("/predict/anomaly", json=FOUR)
+    assert response.status_code == 409
+    assert "train" in response.json()["detail"]
+
+
+async def test_predict_four_metrics(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    model = (await trained(client, engine))["model"]
+    response = await client.post("/predict/anomaly", json={**FOUR, "host": "web-1"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert 0.0 <= body["score"] <= 1.0
+    assert body["severity"] in ("low", "medium", "high", "critical")
+    assert body["is_anomaly"] == (body["score"] >= body["threshold"])
+    assert (body["model_id"], body["model_version"], body["host"]) == (model["id"], 1, "web-1")
+    assert set(body["filled_metrics"]) == set(METRIC_NAMES) - set(FOUR)
+    top = body["top_metrics"]
+    assert len(top) == 3
+    assert sum(t["share"] for t in top) <= 1.0 + 1e-9
+    assert [t["share"] for t in top] == sorted((t["share"] for t in top), reverse=True)
+    for t in top:
+        assert set(t) == {"metric", "observed", "expected", "share"}
+        assert np.isfinite(t["expected"]) and np.isfinite(t["observed"])
+
+
+async def test_a_spike_scores_higher_than_a_normal_sample(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    await trained(client, engine)
+    normal = (await client.post("/predict/anomaly", json={**FOUR, "host": "a"})).json()
+    spike = (await client.post("/predict/anomaly", json={**SPIKE, "host": "b"})).json()
+    assert spike["score"] > normal["score"]
+    assert spike["is_anomaly"] and spike["severity"] in ("high", "critical")
+    assert spike["top_metrics"][0]["metric"] in SPIKE
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ('{"cpu_usage_percent": NaN}', "cpu_usage_percent"),
+        ('{"response_time_p95": Infinity}', "response_time_p95"),
+        ('{"error_rate": -0.1}', "error_rate"),
+        ('{"memory_usage_percent": 100.5}', "memory_usage_percent"),
+        ('{"cpu_usage_percent": 10, "gpu_usage": 3}', "gpu_usage"),
+        ('{"cpu_usage_percent": "high"}', "cpu_usage_percent"),
+    ],
+)
+async def test_predict_rejects_bad_values_naming_the_field(
+    client: httpx.AsyncClient, payload: str, field: str
+) -> None:
+    response = await client.post(
+        "/predict/anomaly", content=payload, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["detail"]] == [f"body.{field}"]
+    assert "NaN" not in response.text and "Infinity" not in response.text
+
+
+async def test_predictions_are_stored(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    await trained(client, engine)
+    for _ in range(3):
+        assert (
+            await client.post("/predict/anomaly", json={**FOUR, "host": "p"})
+        ).status_code == 200
+
+    async def stored() -> list[dict[str, Any]]:
+        scores: list[dict[str, Any]] = (
+            await client.get("/anomaly-scores", params={"host": "p"})
+        ).json()["scores"]
+        return scores if len(scores) == 3 else []
+
+    scores = await wait_for(stored)
+    assert all(s["metrics_id"] is None and s["contributions"] for s in scores)
+
+
+# -- scoring loop and incidents ------------------------------------------------------
+
+
+def samples(start: datetime, n: int, **over: float) -> pd.DataFrame:
+    """n one-minute samples of normal synthetic operation from ``start``, some metrics set."""
+    for seed in range(1, 100):  # seed 1 first: the training history's
+        frame = SyntheticDataGenerator(seed=seed).generate_full_training_set(1, start=start)
+        frame = frame.iloc[:n].copy()
+        if (frame["label"] == "normal").all():
+            break
+    # Disk usage only grows: continue from where the training history ended.
+    history = training_frame()
+    frame["disk_usage_percent"] += (
+        history["disk_usage_percent"].iloc[-1] - frame["disk_usage_percent"].iloc[0]
+    )
+    for name, value in over.items():
+        frame[name] = value
+    return frame
+
+
+async def test_scoring_loop_scores_new_rows_and_filters(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    await trained(client, engine)
+    start = utcnow().replace(second=0, microsecond=0) - timedelta(minutes=120)
+    await store(engine, samples(start, 100), "live")
+    await store(engine, samples(start + timedelta(minutes=100), 5, **SPIKE), "live")
+    await store(engine, samples(start, 10), "other")
+
+    async def all_scored() -> bool:
+        async with engine.connect() as conn:
+            n = (
+                await conn.execute(sa.select(sa.func.count()).select_from(anomaly_scores))
+            ).scalar()
+        return n == 115
+
+    await wait_for(all_scored)
+    live = (await client.get("/anomaly-scores", params={"host": "live", "limit": 1000})).json()
+    assert live["count"] == 105
+    assert all(s["host"] == "live" and s["metrics_id"] for s in live["scores"])
+    severe = (await client.get("/anomaly-scores", params={"min_severity": "high"})).json()
+    assert severe["count"] >= 3
+    assert {s["severity"] for s in severe["scores"]} <= {"high", "critical"}
+    assert all(s["host"] == "live" for s in severe["scores"])
+    window = {
+        "host": "live",
+        "start": (start + timedelta(minutes=100)).isoformat(),
+        "end": (start + timedelta(minutes=104)).isoformat(),
+    }
+    spike_rows = (await client.get("/anomaly-scores", params=window)).json()
+    assert spike_rows["count"] == 5
+    assert all(s["is_anomaly"] for s in spike_rows["scores"])
+    # The training rows stored before the model existed were not scored.
+    assert (await client.get("/anomaly-scores", params={"host": "train-host"})).json()["count"] == 0
+
+
+async def test_consecutive_anomalies_open_one_incident_and_normal_samples_resolve_it(
+    fast_settings: Settings, engine: AsyncEngine
+) -> None:
+    receiver = Receiver()
+    async with served(receiver.app) as url:
+        cfg = fast_settings.model_copy(update={"webhook_url": f"{url}/hook"})
+        app = create_app(cfg, engine=engine)
+        async with app_client(app) as client:
+            await trained(client, engine)
+            start = utcnow().replace(second=0, microsecond=0) - timedelta(minutes=100)
+            await store(engine, samples(start, 20), "web-1")
+            await store(engine, samples(start + timedelta(minutes=20), 6, **SPIKE), "web-1")
+
+            async def open_incidents() -> list[dict[str, Any]]:
+                body = (await client.get("/incidents", params={"type": "ML_ANOMALY"})).json()
+                return [i for i in body["incidents"] if i["status"] == "open"]
+
+            (incident,) = await wait_for(open_incidents)
+            assert incident["host"] == "web-1" and incident["dedup_key"] == "ML_ANOMALY:web-1"
+            assert incident["severity"] in ("high", "critical")
+            assert len(incident["details"]["scores"]) >= 3
+            assert {m["metric"] for m in incident["details"]["top_metrics"]} & set(SPIKE)
+            await receiver.wait(1)
+            assert receiver.bodies[0]["id"] == incident["id"]
+            assert receiver.bodies[0]["status"] == "open"
+
+            # The level-shift view compares with the previous hour, which holds the spike: the
+            # host scores normal again once the spike has left that window.
+            await store(engine, samples(start + timedelta(minutes=26), 74), "web-1")
+
+            async def resolved() -> dict[str, Any] | None:
+                found = (await client.get(f"/incidents/{incident['id']}")).json()
+                return found if found["status"] == "resolved" else None
+
+            await wait_for(resolved)
+            listed = (await client.get("/incidents", params={"type": "ML_ANOMALY"})).json()
+            assert listed["count"] == 1
+
+            async def resolution_sent() -> bool:
+                return bool(receiver.bodies) and receiver.bodies[-1]["status"] == "resolved"
+
+            await wait_for(resolution_sent)
+            # Opened, perhaps updated to a worse severity, resolved: always the same incident.
+            assert {b["id"] for b in receiver.bodies} == {incident["id"]}
+
+
+# -- feedback ------------------------------------------------------------------------
+
+
+async def test_feedback_moves_the_threshold_and_survives_a_restart(
+    fast_settings: Settings, engine: AsyncEngine
+) -> None:
+    async with app_client(create_app(fast_settings, engine=engine)) as client:
+        model = (await trained(client, engine))["model"]
+        before = (await client.post("/predict/anomaly", json={**SPIKE, "host": "f"})).json()
+
+        async def score_id() -> int | None:
+            scores = (await client.get("/anomaly-scores", params={"host": "f"})).json()["scores"]
+            return scores[0]["id"] if scores else None
+
+        sid = await wait_for(score_id)
+        response = await client.post(
+            f"/anomaly-scores/{sid}/feedback", json={"feedback": "false_positive"}
+        )
+        assert response.status_code == 200, response.text
+        change = response.json()
+        assert change["threshold_before"] == pytest.approx(before["threshold"])
+        assert change["threshold_after"] > change["threshold_before"]
+        bad = await client.post(f"/anomaly-scores/{sid}/feedback", json={"feedback": "meh"})
+        assert bad.status_code == 422
+        missing = await client.post(
+            "/anomaly-scores/999999/feedback", json={"feedback": "true_positive"}
+        )
+        assert missing.status_code == 404
+        stored = (await client.get("/anomaly-scores", params={"host": "f"})).json()["scores"]
+        assert stored[0]["feedback"] == "false_positive" and stored[0]["feedback_at"]
+        metrics = (await client.get(f"/models/{model['id']}")).json()["metrics"]
+        assert metrics["threshold"] == pytest.approx(change["threshold_after"])
+        (entry,) = metrics["threshold_history"]
+        assert entry["score_id"] == sid and entry["feedback"] == "false_positive"
+    async with app_client(create_app(fast_settings, engine=engine)) as client:
+        again = (await client.post("/predict/anomaly", json={**FOUR, "host": "g"})).json()
+    assert again["threshold"] == pytest.approx(change["threshold_after"])
+
+
+def test_schema_dumps() -> None:
+    # The request example of the spec validates as is.
+    from shared.anomaly_schemas import PredictRequest
+
+    PredictRequest.model_validate(json.loads(json.dumps(SPIKE)))
