@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import os
@@ -14,7 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from shared.db import create_engine
+from shared.tables import metrics_history
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e
@@ -165,3 +169,50 @@ def test_db_sql_prints_the_postgresql_schema() -> None:
     assert "CREATE VIEW recent_metrics" in out
     assert "INTERVAL '24 hours'" in out
     assert "CREATE INDEX idx_metrics_timestamp ON metrics_history" in out
+
+
+def test_synthetic_command_writes_csv_and_database(
+    database_url: str, tmp_path: Path, engine: object
+) -> None:
+    out = tmp_path / "data" / "synthetic.csv"
+    env = service_env(database_url)
+    done = subprocess.run(
+        [
+            *CLI,
+            "synthetic",
+            "--days",
+            "1",
+            "--seed",
+            "3",
+            "--output",
+            str(out),
+            "--database",
+            "--host",
+            "cli-host",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "1440 samples" in done.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 1440
+    assert {r["host"] for r in rows} == {"cli-host"}
+    assert set(rows[0]) >= {"timestamp", "cpu_usage_percent", "error_rate_trend", "label"}
+    refused = subprocess.run(
+        [*CLI, "synthetic", "--days", "1"], env=env, capture_output=True, text=True
+    )
+    assert refused.returncode != 0
+    assert "--output" in refused.stderr
+
+    async def count() -> int:
+        eng = create_engine(database_url)
+        async with eng.connect() as conn:
+            query = sa.select(sa.func.count()).where(metrics_history.c.host == "cli-host")
+            n = int((await conn.execute(query)).scalar_one())
+        await eng.dispose()
+        return n
+
+    assert asyncio.run(count()) == 1440
