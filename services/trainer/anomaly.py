@@ -11,8 +11,8 @@ Design choices:
 - *Active model in memory.* The active version is loaded (sha256 checked) at start-up and
   whenever it changes; predictions never touch the database for the model. The scoring
   loop checks once a pass whether another process activated a different version.
-- *Training* runs in a dedicated one-thread executor, so the event loop (health, predict,
-  scoring) keeps running; a second request while one runs gets a 409.
+- *Training* runs in a dedicated executor of one worker process, so the event loop
+  (health, predict, scoring) keeps running; a second request while one runs gets a 409.
 - *History too short*: under ``MIN_HISTORY_SAMPLES`` (3 days of 1-minute samples) of the
   chosen host. With ``use_synthetic`` a month is generated (host ``synthetic``) and used;
   without it the request is refused with a 409 that says so.
@@ -36,12 +36,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import time
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -133,6 +135,42 @@ def _finite(x: float) -> float:
     return float(x) if np.isfinite(x) else 0.0
 
 
+_executor: ProcessPoolExecutor | None = None
+
+
+def training_executor() -> ProcessPoolExecutor:
+    """The dedicated training executor: one worker process, started on first use and kept.
+
+    A process, not a thread: a fit holds the GIL long enough to delay health checks and
+    predictions by hundreds of milliseconds (measured), a separate process does not.
+    """
+    global _executor
+    if _executor is None:
+        _executor = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        )
+    return _executor
+
+
+def train_in_worker(
+    rows: Sequence[Row],
+    *,
+    contamination: float,
+    n_estimators: int,
+    active_blob: tuple[bytes, str] | None,
+    synthetic_seed: int | None,
+) -> TrainingOutcome:
+    """``train_detector`` in the worker process; the active model travels as its bytes."""
+    active = AnomalyDetector.from_bytes(*active_blob) if active_blob else None
+    return train_detector(
+        rows,
+        contamination=contamination,
+        n_estimators=n_estimators,
+        active=active,
+        synthetic_seed=synthetic_seed,
+    )
+
+
 class AnomalyService:
     def __init__(self, settings: Settings, engine: AsyncEngine, notifier: Notifier) -> None:
         self.settings = settings
@@ -140,7 +178,6 @@ class AnomalyService:
         self.notifier = notifier
         self.active: ActiveModel | None = None
         self.training = False
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anomaly-train")
         self.predict_histories: dict[str, RecentHistory] = {}
         self.loop_histories: dict[str, RecentHistory] = {}
         self.trackers: dict[str, HostTracker] = {}
@@ -172,7 +209,6 @@ class AnomalyService:
         self._tasks = []
         with contextlib.suppress(Exception):
             await self.flush()
-        self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def _load_active(self, conn: AsyncConnection) -> None:
         model = await registry.active_model(conn, name=MODEL_NAME)
@@ -185,7 +221,7 @@ class AnomalyService:
         """A stored version, checksum verified (twice: registry and detector)."""
         try:
             blob, _fmt, sha = await registry.load_artifact(conn, model["id"])
-            detector = AnomalyDetector.from_bytes(blob, sha)
+            detector = await asyncio.to_thread(AnomalyDetector.from_bytes, blob, sha)
         except (registry.ArtifactIntegrityError, ValueError) as exc:
             detail = getattr(exc, "detail", str(exc))
             raise Conflict(f"model {model['id']} refused: {detail}") from exc
@@ -254,14 +290,20 @@ class AnomalyService:
         async with self.engine.connect() as conn:
             rows = await repo.load_history(conn, host=host, start=start, end=end)
         active = self.active
+        active_blob: tuple[bytes, str] | None = None
+        if active is not None:
+            async with self.engine.connect() as conn:
+                blob, _fmt, sha = await registry.load_artifact(conn, active.model_id)
+            active_blob = (blob, sha)
         loop = asyncio.get_running_loop()
         outcome: TrainingOutcome = await loop.run_in_executor(
-            self.executor,
-            lambda: train_detector(
+            training_executor(),
+            partial(
+                train_in_worker,
                 rows,
                 contamination=body.contamination,
                 n_estimators=body.n_estimators,
-                active=active.detector if active else None,
+                active_blob=active_blob,
                 synthetic_seed=synthetic_seed,
             ),
         )

@@ -22,7 +22,7 @@ from shared.tables import metrics_history as mh
 Row = tuple[Any, ...]
 SAMPLE_COLUMNS = [mh.c.id, mh.c.timestamp, mh.c.host, *(mh.c[m] for m in METRIC_NAMES), mh.c.label]
 # Rows fetched per round trip when streaming history: the event loop gets control between.
-_PARTITION = 5000
+_PARTITION = 1000
 
 
 def rows_to_frame(rows: Sequence[Row]) -> pd.DataFrame:
