@@ -4,7 +4,7 @@ Run: `python -m bench.bench_pipeline [--big] [--cpu-seconds N]`.
 Measures, on PostgreSQL and SQLite: generate-synthetic for 30 days end to end; metrics/stats;
 export as CSV and JSON (rows/s and the collector's peak memory); /api/ml/health latency for one
 client and with 50 connections (wrk); one collection; the collector's CPU at the default interval.
-`--big` adds 1,000,000 rows on PostgreSQL (stats, export, health again).
+`--big` adds about 1,000,000 rows (stats, export, health again) on both engines.
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def main() -> None:
             bench_stats(s, kind, 43_200 + 1440, 200)
             bench_export(s, kind, 43_200 + 1440)
             bench_health(s, kind, 43_200 + 1440)
-            if args.big and kind == "postgresql":
+            if args.big:
                 rows = asyncio.run(_fill(url, 2)) + 43_200 + 1440
                 with httpx.Client(base_url=s.gateway, timeout=60) as client:
                     client.post("/api/ml/metrics/collect")  # nothing else; keeps caches honest
