@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import shutil
 import statistics
-import subprocess
 import threading
 import time
 from datetime import UTC, datetime
@@ -22,7 +20,7 @@ from datetime import UTC, datetime
 import httpx
 import psutil
 
-from bench.harness import Services, database, percentile, services
+from bench.harness import Services, database, percentile, services, wrk
 from services.trainer.synthetic import SyntheticDataGenerator, store_frame
 from shared.db import create_engine
 
@@ -100,21 +98,8 @@ def bench_health(s: Services, kind: str, rows: int) -> None:
     if not shutil.which("wrk"):
         print("  (wrk not installed: apt-get install wrk)")
         return
-    out = subprocess.run(
-        ["wrk", "-t2", "-c50", "-d10s", "--latency", f"{s.gateway}/api/ml/health"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    errors = re.search(r"Socket errors:.*", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    p99 = re.search(r"99%\s+([\d.]+\w+)", out)
-    print(
-        f"  health wrk -t2 -c50 -d10s {kind:<10} {rows:>9,} rows: {rps.group(1) if rps else '?'} req/s, "
-        f"p99 {p99.group(1) if p99 else '?'}, {errors.group(0) if errors else 'no socket errors'}, "
-        f"non-2xx {non2xx.group(1) if non2xx else 0}"
-    )
+    result = wrk(f"{s.gateway}/api/ml/health")
+    print(f"  health wrk -t2 -c50 -d10s {kind:<10} {rows:>9,} rows: {result.line()}")
 
 
 def bench_transports() -> None:
@@ -128,30 +113,8 @@ def bench_transports() -> None:
                 url, AUTOFIX_GATEWAY_TRANSPORT=transport, AUTOFIX_HEALTH_CACHE_SECONDS="0"
             ) as s:
                 for path in ("/api/ml/health", "/api/ml/models"):
-                    out = subprocess.run(
-                        [
-                            "wrk",
-                            "-t2",
-                            "-c50",
-                            "-d10s",
-                            "--timeout",
-                            "5s",
-                            "--latency",
-                            f"{s.gateway}{path}",
-                        ],
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                    ).stdout
-                    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-                    errors = re.search(r"Socket errors:.*", out)
-                    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-                    p99 = re.search(r"99%\s+([\d.]+\w+)", out)
-                    print(
-                        f"  transport {transport:<7} {path:<16} no cache: {rps.group(1) if rps else '?'} req/s, "
-                        f"p99 {p99.group(1) if p99 else '?'}, {errors.group(0) if errors else 'no socket errors'}, "
-                        f"non-2xx {non2xx.group(1) if non2xx else 0}"
-                    )
+                    result = wrk(f"{s.gateway}{path}")
+                    print(f"  transport {transport:<7} {path:<16} no cache: {result.line()}")
 
 
 def bench_generate_through_gateway(s: Services, kind: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -109,3 +110,37 @@ def services(database_url: str, **env_extra: str) -> Iterator[Services]:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class WrkResult:
+    requests_per_second: float
+    p99: str
+    socket_errors: str
+    non_2xx: int
+
+    def line(self) -> str:
+        return (
+            f"{self.requests_per_second:,.0f} req/s, p99 {self.p99}, {self.socket_errors}, "
+            f"non-2xx {self.non_2xx}"
+        )
+
+
+def wrk(
+    url: str, *, connections: int = 50, seconds: int = 10, script: str | None = None
+) -> WrkResult:
+    """Load `url` from a second process with wrk (Debian's package) and parse its summary."""
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency"]
+    if script:
+        command += ["-s", script]
+    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    p99 = re.search(r"99%\s+([\d.]+\w+)", out)
+    return WrkResult(
+        requests_per_second=float(rps.group(1)) if rps else 0.0,
+        p99=p99.group(1) if p99 else "?",
+        socket_errors=errors.group(0) if errors else "no socket errors",
+        non_2xx=int(non2xx.group(1)) if non2xx else 0,
+    )
