@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -23,16 +24,19 @@ def create_app(
     *,
     engine: AsyncEngine | None = None,
     refresh_loop: bool = True,
+    executor: Executor | None = None,
     fit_workers: int = 2,
 ) -> FastAPI:
-    """The app; `refresh_loop=False` leaves scheduled refreshes off (tests drive them)."""
+    """The app. Prophet runs on `executor` (default: `fit_workers` processes of its own,
+    left running by the caller when one is handed in); `refresh_loop=False` leaves the
+    scheduled refresh off (tests drive it through POST /forecast/refresh)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = engine or create_engine(settings.database_url)
         notifier = Notifier(settings, db)
-        service = Forecaster(settings, db, notifier, workers=fit_workers)
+        service = Forecaster(settings, db, notifier, executor=executor, workers=fit_workers)
         app.state.engine = db
         app.state.settings = settings
         app.state.notifier = notifier

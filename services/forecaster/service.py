@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import multiprocessing
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -23,8 +24,10 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.forecaster import jobs
 from services.forecaster import model as fm
 from services.forecaster import repository as repo
+from services.forecaster.jobs import FitOutput, Prediction
 from shared import registry
 from shared.catalogue import METRIC_NAMES
 from shared.db import utc, utcnow
@@ -130,63 +133,12 @@ def find_breach(
 # ------------------------------------------------------------------------------ fitting
 
 
-@dataclass(slots=True)
-class Prediction:
-    """One metric's forecast on the storage grid."""
-
-    times: list[datetime]
-    yhat: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-
-
-@dataclass(slots=True)
-class FittedMetric:
-    metric: str
-    model: fm.MetricModel
-    serialized: fm.SerializedModel
-    trend: dict[str, Any]
-    prediction: Prediction
-    evaluation: dict[str, Any] | None = None
-    evaluation_error: str | None = None
-
-
 def storage_grid(now: datetime, *, step: pd.Timedelta, hours: float) -> list[datetime]:
     """Times after `now` on the model's grid, up to `now + hours` (rounded up to the grid)."""
     origin = pd.Timestamp(utc(now)).floor(step)
     count = math.ceil(pd.Timedelta(hours=hours) / step) + 1
     grid = pd.date_range(origin + step, periods=count, freq=step)
     return [ts.to_pydatetime() for ts in grid]
-
-
-def predict(model: fm.MetricModel, grid: Sequence[datetime]) -> Prediction:
-    frame = fm.predict_at(model, grid)
-    return Prediction(
-        times=list(grid),
-        yhat=frame["yhat"].to_numpy(dtype=float),
-        lower=frame["yhat_lower"].to_numpy(dtype=float),
-        upper=frame["yhat_upper"].to_numpy(dtype=float),
-    )
-
-
-def trend_dict(model: fm.MetricModel) -> dict[str, Any]:
-    trend = fm.analyse_trend(model)
-    return {
-        "window_start": trend.window_start.isoformat(),
-        "window_end": trend.window_end.isoformat(),
-        "slope_per_hour": trend.slope_per_hour,
-        "slope_per_day": trend.slope_per_day,
-        "direction": trend.direction,
-        "flat_tolerance_per_day": trend.flat_tolerance_per_day,
-        "change_points": [
-            {
-                "time": point.time.isoformat(),
-                "slope_change_per_hour": point.slope_change_per_hour,
-                "slope_change_per_day": point.slope_change_per_day,
-            }
-            for point in trend.change_points
-        ],
-    }
 
 
 def history_frames(
@@ -240,6 +192,7 @@ class Forecaster:
         engine: AsyncEngine,
         notifier: Notifier,
         *,
+        executor: Executor | None = None,
         workers: int = 2,
         config: fm.ForecastConfig = fm.DEFAULT_CONFIG,
     ) -> None:
@@ -247,16 +200,22 @@ class Forecaster:
         self.engine = engine
         self.notifier = notifier
         self.config = config
-        # Prophet's own thread pool: training and refreshes queue here, never on the loop
-        # or on the default executor that other blocking calls share.
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="forecast")
+        # Prophet runs in worker processes of its own: fitting in threads of this process
+        # held the GIL long enough (JSON, pandas, CmdStan output parsing) to push /health
+        # to a 90-150 ms p99 during a fit (bench_forecast_service). Tests may hand in a
+        # thread pool; the jobs are the same plain functions either way.
+        self._owns_executor = executor is None
+        self.workers = workers
+        self.executor: Executor = executor or ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        )
         # Validates ML_FORECAST_THRESHOLDS at start-up: an unknown metric there is an error.
         self.thresholds = fm.thresholds(settings.forecast_thresholds)
         self._training: asyncio.Task[TrainForecasterResponse] | None = None
         self.fit_started_at: datetime | None = None
         self.last_refresh_at: datetime | None = None
         self._write_lock = asyncio.Lock()
-        self._models: dict[tuple[int, str], fm.MetricModel] = {}
+        self._warmed = False
 
     @property
     def step(self) -> pd.Timedelta:
@@ -278,10 +237,18 @@ class Forecaster:
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    def warm(self) -> None:
+        """Start the worker processes (each imports Prophet, ~2 s) before they are needed."""
+        if self._owns_executor and not self._warmed:
+            self._warmed = True
+            for _ in range(self.workers):
+                self.executor.submit(jobs.warm)
+
     def close(self) -> None:
         if self._training is not None and not self._training.done():
             self._training.cancel()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._owns_executor:
+            self.executor.shutdown(wait=False, cancel_futures=True)
 
     # ----------------------------------------------------------------------- training
 
@@ -346,22 +313,22 @@ class Forecaster:
             raise Conflict(
                 f"no samples for host {host!r} between {start.isoformat()} and {end.isoformat()}"
             )
-        frames = await self._run(history_frames, columns, rows, metrics, bucket_seconds)
+        frames = await asyncio.to_thread(history_frames, columns, rows, metrics, bucket_seconds)
         fit_started = time.perf_counter()
         grid = storage_grid(utcnow(), step=config.step, hours=self.horizon_hours)
         fits = [
-            self._run(self._fit_one, name, frames[name][0], frames[name][1], config, grid)
+            self._run(jobs.fit_job, name, frames[name][0], frames[name][1], config, grid)
             for name in metrics
         ]
         evaluations = [
-            self._run(self._evaluate_one, name, frames[name][0], frames[name][1], config)
+            self._run(jobs.evaluate_job, name, frames[name][0], frames[name][1], config)
             for name in metrics
         ]
         fit_results = await asyncio.gather(*fits, return_exceptions=True)
         eval_results = await asyncio.gather(*evaluations, return_exceptions=True)
         fit_seconds = time.perf_counter() - fit_started
 
-        fitted: list[FittedMetric] = []
+        fitted: list[tuple[FitOutput, dict[str, Any] | None, str | None]] = []
         failures: dict[str, str] = {}
         for name, fit, evaluation in zip(metrics, fit_results, eval_results, strict=True):
             if isinstance(fit, BaseException):
@@ -371,14 +338,14 @@ class Forecaster:
                 failures[name] = str(fit) if isinstance(fit, fm.ForecastError) else "fit failed"
                 continue
             if isinstance(evaluation, BaseException):
-                fit.evaluation_error = (
+                reason = (
                     str(evaluation)
                     if isinstance(evaluation, fm.ForecastError)
                     else "evaluation failed"
                 )
+                fitted.append((fit, None, reason))
             else:
-                fit.evaluation = evaluation
-            fitted.append(fit)
+                fitted.append((fit, evaluation, None))
         if not fitted:
             raise Conflict(
                 f"no metric of host {host!r} could be fitted: "
@@ -391,12 +358,12 @@ class Forecaster:
         outcome = RefreshOutcome(host=host, generated_at=generated_at)
         async with self._write_lock, self.engine.begin() as conn:
             predictions: dict[str, tuple[int, Prediction, float]] = {}
-            for fit in fitted:
+            for fit, evaluation, evaluation_error in fitted:
                 row = await registry.insert_model(
                     conn,
                     name=repo.MODEL_NAME,
                     model_type="prophet",
-                    artifact=fit.serialized.payload.encode("utf-8"),
+                    artifact=fit.payload.encode("utf-8"),
                     artifact_format="prophet_json",
                     parameters={
                         "resolution": config.resolution,
@@ -406,24 +373,23 @@ class Forecaster:
                         "weekly_fourier_order": config.weekly_fourier_order,
                         "weekend_daily_seasonality": config.weekend_daily_seasonality,
                         "uncertainty_samples": config.uncertainty_samples,
-                        "y_scale": float(fit.model.prophet.y_scale or 1.0),
+                        "y_scale": fit.y_scale,
                         "window_start": start.isoformat(),
                         "window_end": end.isoformat(),
                     },
                     metrics={
-                        **(fit.evaluation or {"evaluation_error": fit.evaluation_error}),
+                        **(evaluation or {"evaluation_error": evaluation_error}),
                         "trend": fit.trend,
                     },
                     host=host,
                     metric=fit.metric,
-                    training_start=fit.model.trained_start,
-                    training_end=fit.model.trained_end,
-                    sample_count=fit.model.n_points,
+                    training_start=fit.trained_start,
+                    training_end=fit.trained_end,
+                    sample_count=fit.n_points,
                     status="active",
                 )
-                if row["artifact_sha256"] != fit.serialized.sha256:
+                if row["artifact_sha256"] != fit.sha256:
                     raise AppError("stored model checksum differs from the serialised model")
-                self._models[(int(row["id"]), fit.serialized.sha256)] = fit.model
                 predictions[fit.metric] = (int(row["id"]), fit.prediction, config.interval_width)
                 trained.append(
                     TrainedMetric(
@@ -431,10 +397,10 @@ class Forecaster:
                         model_id=row["id"],
                         version=row["version"],
                         artifact_sha256=row["artifact_sha256"],
-                        points=fit.model.n_points,
-                        fit_seconds=fit.model.fit_seconds,
-                        evaluation=evaluation_out(fit.evaluation),
-                        evaluation_error=fit.evaluation_error,
+                        points=fit.n_points,
+                        fit_seconds=fit.fit_seconds,
+                        evaluation=evaluation_out(evaluation),
+                        evaluation_error=evaluation_error,
                     )
                 )
             notify = await self._store(conn, outcome, predictions)
@@ -457,29 +423,6 @@ class Forecaster:
             seconds=time.perf_counter() - started,
             fit_seconds=fit_seconds,
         )
-
-    @staticmethod
-    def _fit_one(
-        metric: str,
-        frame: pd.DataFrame,
-        observed: pd.DataFrame,
-        config: fm.ForecastConfig,
-        grid: list[datetime],
-    ) -> FittedMetric:
-        model = fm.fit_frame(frame, metric, config=config, observed=observed)
-        return FittedMetric(
-            metric=metric,
-            model=model,
-            serialized=fm.serialize_model(model),
-            trend=trend_dict(model),
-            prediction=predict(model, grid),
-        )
-
-    @staticmethod
-    def _evaluate_one(
-        metric: str, frame: pd.DataFrame, observed: pd.DataFrame, config: fm.ForecastConfig
-    ) -> dict[str, Any]:
-        return fm.evaluate_frames(frame, observed, metric, config=config).as_dict()
 
     # ------------------------------------------------------------ storing and incidents
 
@@ -555,38 +498,29 @@ class Forecaster:
 
     # ------------------------------------------------------------------------- refresh
 
-    async def load_model(self, conn: Any, model_id: int) -> fm.MetricModel:
-        """A stored model, its bytes verified against the registry's sha256 on every load."""
+    async def verified_artifact(self, conn: Any, model_id: int) -> tuple[bytes, str]:
+        """A stored model's bytes and sha256, checked against each other on every load."""
         artifact, fmt, sha = await registry.load_artifact(conn, model_id)
         if fmt != "prophet_json":
             raise AppError(f"model {model_id} is not a Prophet model ({fmt})")
-        cached = self._models.get((model_id, sha))
-        if cached is not None:
-            return cached
-        loaded: fm.MetricModel = await self._run(fm.load_model, artifact, sha)
-        self._models[(model_id, sha)] = loaded
-        return loaded
+        return artifact, sha
 
     async def refresh(self) -> list[RefreshOutcome]:
         """Recompute the stored forecasts of every active model from now on, and the incidents."""
         async with self._write_lock:
             async with self.engine.connect() as conn:
                 models = await repo.active_models(conn)
-                by_host: dict[str, list[tuple[dict[str, Any], fm.MetricModel | str]]] = defaultdict(
-                    list
-                )
+                by_host: dict[str, list[tuple[dict[str, Any], tuple[bytes, str] | str]]]
+                by_host = defaultdict(list)
                 for row in models:
-                    loaded: fm.MetricModel | str
+                    loaded: tuple[bytes, str] | str
                     try:
-                        loaded = await self.load_model(conn, int(row["id"]))
+                        loaded = await self.verified_artifact(conn, int(row["id"]))
                     except (AppError, fm.ForecastError, ValueError, KeyError) as exc:
                         detail = exc.detail if isinstance(exc, AppError) else str(exc)
                         log.error("forecaster: cannot load model %s: %s", row["id"], detail)
                         loaded = str(detail)
                     by_host[str(row["host"])].append((row, loaded))
-            live = {int(row["id"]) for row in models}
-            for key in [k for k in self._models if k[0] not in live]:
-                del self._models[key]
 
             outcomes: list[RefreshOutcome] = []
             for host, entries in by_host.items():
@@ -598,18 +532,20 @@ class Forecaster:
                     if isinstance(m, str):
                         outcome.failures[str(row["metric"])] = m
                 results = await asyncio.gather(
-                    *(self._run(predict, m, grid) for _, m in usable), return_exceptions=True
+                    *(self._run(jobs.predict_job, m[0], m[1], grid) for _, m in usable),
+                    return_exceptions=True,
                 )
                 predictions: dict[str, tuple[int, Prediction, float]] = {}
-                for (row, m), result in zip(usable, results, strict=True):
+                for (row, _artifact), result in zip(usable, results, strict=True):
                     if isinstance(result, BaseException):
                         outcome.failures[str(row["metric"])] = "prediction failed"
                         log.error("forecaster: predicting %s failed: %s", row["metric"], result)
                         continue
+                    width = (row.get("parameters") or {}).get("interval_width")
                     predictions[str(row["metric"])] = (
                         int(row["id"]),
                         result,
-                        m.config.interval_width,
+                        float(width or fm.DEFAULT_INTERVAL_WIDTH),
                     )
                 async with self.engine.begin() as conn:
                     notify = await self._store(conn, outcome, predictions)
@@ -629,7 +565,17 @@ class Forecaster:
         return max(0.0, self.refresh_seconds - (utcnow() - newest).total_seconds())
 
     async def refresh_loop(self) -> None:
-        """Refresh every ML_FORECAST_REFRESH_MINUTES (at start-up too if forecasts are stale)."""
+        """Refresh every ML_FORECAST_REFRESH_MINUTES (at start-up too if forecasts are stale).
+
+        Worker processes start on the first job, or here when models exist already (a
+        restart): a fresh, empty install does not pay for Prophet until it trains.
+        """
+        try:
+            async with self.engine.connect() as conn:
+                if await repo.count_active(conn) > 0:
+                    self.warm()
+        except Exception:  # noqa: BLE001 - the loop below reports database trouble
+            pass
         while True:
             try:
                 delay = await self.seconds_until_refresh()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import multiprocessing
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -55,14 +57,28 @@ async def store_synthetic(
     return frame
 
 
+@pytest.fixture(scope="module")
+def process_pool() -> Iterator[ProcessPoolExecutor]:
+    """The service's default executor kind, shared by the tests that need real processes."""
+    pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 @contextlib.asynccontextmanager
 async def forecaster(
-    settings: Settings, engine: AsyncEngine, **kwargs: Any
+    settings: Settings, engine: AsyncEngine, *, executor: Executor | None = None
 ) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
-    app = create_app(settings, engine=engine, refresh_loop=False, **kwargs)
-    async with app_client(app) as client:
-        client.timeout = httpx.Timeout(120.0)
-        yield client, app
+    """The forecaster app; Prophet on a small thread pool unless an executor is handed in."""
+    with contextlib.ExitStack() as exits:
+        if executor is None:
+            executor = exits.enter_context(ThreadPoolExecutor(max_workers=2))
+        app = create_app(settings, engine=engine, refresh_loop=False, executor=executor)
+        async with app_client(app) as client:
+            client.timeout = httpx.Timeout(120.0)
+            yield client, app
 
 
 async def train(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
@@ -189,10 +205,11 @@ async def test_a_second_training_run_is_a_409_and_health_answers_meanwhile(
     settings: Settings, engine: AsyncEngine
 ) -> None:
     await store_synthetic(engine)
-    async with forecaster(settings, engine, fit_workers=1) as (client, app):
-        # Park the service's only fitting thread so the run provably stays in progress.
+    pool = ThreadPoolExecutor(max_workers=1)
+    async with forecaster(settings, engine, executor=pool) as (client, _app):
+        # Park the service's only worker so the run provably stays in progress.
         gate = threading.Event()
-        app.state.forecaster.executor.submit(gate.wait, 60)
+        pool.submit(gate.wait, 60)
         first = asyncio.create_task(client.post("/train/forecaster", json={"metrics": METRICS}))
         try:
             health = await client.get("/health")
@@ -205,6 +222,7 @@ async def test_a_second_training_run_is_a_409_and_health_answers_meanwhile(
             gate.set()
         response = await first
         after = await client.get("/health")
+    pool.shutdown()
 
     assert health.status_code == 200 and health.json()["fit_running"] is True
     assert health.json()["fit_started_at"] is not None
@@ -215,11 +233,11 @@ async def test_a_second_training_run_is_a_409_and_health_answers_meanwhile(
     assert after.json()["active_models"] == len(METRICS)
 
 
-async def test_health_answers_while_prophet_is_fitting(
-    settings: Settings, engine: AsyncEngine
+async def test_health_answers_while_prophet_is_fitting_in_worker_processes(
+    settings: Settings, engine: AsyncEngine, process_pool: ProcessPoolExecutor
 ) -> None:
     await store_synthetic(engine)
-    async with forecaster(settings, engine) as (client, _app):
+    async with forecaster(settings, engine, executor=process_pool) as (client, _app):
         fit = asyncio.create_task(client.post("/train/forecaster", json={"metrics": METRICS}))
         answers = []
         while not fit.done():
@@ -355,9 +373,8 @@ async def test_a_tampered_artifact_is_refused_on_load(
         async with engine.connect() as conn:
             with pytest.raises(ArtifactIntegrityError, match="sha256"):
                 await registry.load_artifact(conn, cpu_id)
-            # Refused even though this process still holds the model it trained.
             with pytest.raises(ArtifactIntegrityError):
-                await app.state.forecaster.load_model(conn, cpu_id)
+                await app.state.forecaster.verified_artifact(conn, cpu_id)
             sha = (
                 await conn.execute(
                     sa.select(ml_models.c.artifact_sha256).where(ml_models.c.id == cpu_id)
