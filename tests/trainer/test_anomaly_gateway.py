@@ -16,9 +16,7 @@ async def test_train_and_predict_through_the_gateway(
         before = await s.gateway.post("/api/ml/predict/anomaly", json=FOUR)
         assert before.status_code == 409 and "train" in before.json()["detail"]
         await store_history(engine)
-        trained = await s.gateway.post(
-            "/api/ml/train/anomaly-detector", json={"n_estimators": 30}
-        )
+        trained = await s.gateway.post("/api/ml/train/anomaly-detector", json={"n_estimators": 30})
         assert trained.status_code == 200, trained.text
         model_id = trained.json()["model"]["id"]
         response = await s.gateway.post("/api/ml/predict/anomaly", json={**SPIKE, "host": "gw"})
