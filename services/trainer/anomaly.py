@@ -71,7 +71,7 @@ from services.trainer.training import (
 from shared import incidents, registry
 from shared.anomaly_schemas import TrainAnomalyRequest
 from shared.catalogue import METRIC_NAMES
-from shared.db import utc, utcnow
+from shared.db import create_engine, utc, utcnow
 from shared.errors import Conflict
 from shared.incidents import Notifier, severity_rank
 from shared.settings import Settings
@@ -135,32 +135,31 @@ def _finite(x: float) -> float:
     return float(x) if np.isfinite(x) else 0.0
 
 
-_executor: ProcessPoolExecutor | None = None
-
-
 def training_executor() -> ProcessPoolExecutor:
-    """The dedicated training executor: one worker process, started on first use and kept.
+    """A dedicated training executor: one worker process (spawned, so no inherited loop).
 
     A process, not a thread: a fit holds the GIL long enough to delay health checks and
     predictions by hundreds of milliseconds (measured), a separate process does not.
     """
-    global _executor
-    if _executor is None:
-        _executor = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn")
-        )
-    return _executor
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
 
 
 def train_in_worker(
-    rows: Sequence[Row],
+    database_url: str,
     *,
+    host: str,
+    start: datetime | None,
+    end: datetime | None,
     contamination: float,
     n_estimators: int,
     active_blob: tuple[bytes, str] | None,
     synthetic_seed: int | None,
 ) -> TrainingOutcome:
-    """``train_detector`` in the worker process; the active model travels as its bytes."""
+    """Read the host's history and run ``train_detector``, all in the worker process, so
+    the service's event loop neither converts nor pickles the training rows."""
+    rows = asyncio.run(_read_history(database_url, host=host, start=start, end=end))
+    if not rows:
+        raise Conflict(f"no samples of host {host} in the requested range")
     active = AnomalyDetector.from_bytes(*active_blob) if active_blob else None
     return train_detector(
         rows,
@@ -169,6 +168,17 @@ def train_in_worker(
         active=active,
         synthetic_seed=synthetic_seed,
     )
+
+
+async def _read_history(
+    database_url: str, *, host: str, start: datetime | None, end: datetime | None
+) -> list[Row]:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return await repo.load_history(conn, host=host, start=start, end=end)
+    finally:
+        await engine.dispose()
 
 
 class AnomalyService:
@@ -188,6 +198,7 @@ class AnomalyService:
         self.stale_after = STALE_AFTER
         self._lock = asyncio.Lock()  # model swaps and threshold feedback
         self._tasks: list[asyncio.Task[None]] = []
+        self._executor: ProcessPoolExecutor | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -209,6 +220,9 @@ class AnomalyService:
         self._tasks = []
         with contextlib.suppress(Exception):
             await self.flush()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
 
     async def _load_active(self, conn: AsyncConnection) -> None:
         model = await registry.active_model(conn, name=MODEL_NAME)
@@ -287,8 +301,6 @@ class AnomalyService:
             host, start, end = SYNTHETIC_HOST, None, None
             synthetic_seed = body.seed
         assert host is not None
-        async with self.engine.connect() as conn:
-            rows = await repo.load_history(conn, host=host, start=start, end=end)
         active = self.active
         active_blob: tuple[bytes, str] | None = None
         if active is not None:
@@ -296,11 +308,16 @@ class AnomalyService:
                 blob, _fmt, sha = await registry.load_artifact(conn, active.model_id)
             active_blob = (blob, sha)
         loop = asyncio.get_running_loop()
+        if self._executor is None:
+            self._executor = training_executor()
         outcome: TrainingOutcome = await loop.run_in_executor(
-            training_executor(),
+            self._executor,
             partial(
                 train_in_worker,
-                rows,
+                self.engine.url.render_as_string(hide_password=False),
+                host=host,
+                start=start,
+                end=end,
                 contamination=body.contamination,
                 n_estimators=body.n_estimators,
                 active_blob=active_blob,
