@@ -56,32 +56,43 @@ async def summary(conn: AsyncConnection) -> tuple[int, datetime | None, datetime
     return int(row[0]), oldest, newest
 
 
-async def _aggregate_metrics(
-    engine: AsyncEngine, flt: SampleFilter, names: Sequence[str]
-) -> list[Any]:
-    """count(*), first and last timestamp, then count/mean/std/min/max inputs for `names`."""
-    postgres = engine.dialect.name == "postgresql"
-    columns: list[Any] = [sa.func.count(), sa.func.min(mh.c.timestamp), sa.func.max(mh.c.timestamp)]
+# Per metric: count, sum, sum of squares, min, max. Sums combine across groups and scans.
+_MOMENTS = 5
+
+
+def _moment_columns(names: Sequence[str], *, postgres: bool) -> list[Any]:
+    columns: list[Any] = []
     for name in names:
         col = mh.c[name]
-        if postgres:
-            columns += [
-                sa.func.count(col),
-                sa.func.avg(col),
-                sa.func.stddev_samp(col),
-                sa.func.min(col),
-                sa.func.max(col),
-            ]
-        else:  # SQLite has no stddev: sums of squares, finished in Python
-            columns += [
-                sa.func.count(col),
-                sa.func.total(col),
-                sa.func.total(col * col),
-                sa.func.min(col),
-                sa.func.max(col),
-            ]
+        value = sa.cast(col, sa.Float) if postgres else col
+        total = sa.func.sum if postgres else sa.func.total  # SQLite's total() is float
+        columns += [
+            sa.func.count(col),
+            total(value),
+            total(value * value),
+            sa.func.min(col),
+            sa.func.max(col),
+        ]
+    return columns
+
+
+async def _moments(
+    engine: AsyncEngine, flt: SampleFilter, names: Sequence[str], *, grouped: bool
+) -> list[Any]:
+    """[host, label,] count(*), first and last timestamp, then the moments of `names`."""
+    postgres = engine.dialect.name == "postgresql"
+    keys: list[Any] = [mh.c.host, mh.c.label] if grouped else []
+    query = sa.select(
+        *keys,
+        sa.func.count(),
+        sa.func.min(mh.c.timestamp),
+        sa.func.max(mh.c.timestamp),
+        *_moment_columns(names, postgres=postgres),
+    ).where(*flt.clauses())
+    if grouped:
+        query = query.group_by(mh.c.host, mh.c.label)
     async with engine.connect() as conn:
-        return list((await conn.execute(sa.select(*columns).where(*flt.clauses()))).one())
+        return list((await conn.execute(query)).all())
 
 
 async def _group_counts(engine: AsyncEngine, flt: SampleFilter, column: str) -> list[Any]:
@@ -91,47 +102,80 @@ async def _group_counts(engine: AsyncEngine, flt: SampleFilter, column: str) -> 
         return list((await conn.execute(query)).all())
 
 
-def _summary(postgres: bool, count: int, a: Any, b: Any, mn: Any, mx: Any) -> dict[str, Any]:
+def _summary(count: int, total: float, squares: float, lo: Any, hi: Any) -> dict[str, Any]:
     if not count:
         return {"mean": None, "std": None, "min": None, "max": None, "count": 0}
-    if postgres:
-        mean, std = float(a), float(b) if b is not None else 0.0
-    else:
-        mean = float(a) / count
-        var = max(float(b) - float(a) * float(a) / count, 0.0) / (count - 1) if count > 1 else 0.0
-        std = math.sqrt(var)
-    return {"mean": mean, "std": std, "min": float(mn), "max": float(mx), "count": int(count)}
+    mean = total / count
+    var = max(squares - total * total / count, 0.0) / (count - 1) if count > 1 else 0.0
+    return {
+        "mean": mean,
+        "std": math.sqrt(var),
+        "min": float(lo),
+        "max": float(hi),
+        "count": int(count),
+    }
+
+
+def _accumulate(acc: dict[str, list[Any]], names: Sequence[str], values: Sequence[Any]) -> None:
+    for i, name in enumerate(names):
+        count, total, squares, lo, hi = values[_MOMENTS * i : _MOMENTS * (i + 1)]
+        if not count:
+            continue
+        a = acc[name]
+        a[0] += int(count)
+        a[1] += float(total)
+        a[2] += float(squares)
+        a[3] = float(lo) if a[3] is None else min(a[3], float(lo))
+        a[4] = float(hi) if a[4] is None else max(a[4], float(hi))
 
 
 async def statistics(engine: AsyncEngine, flt: SampleFilter) -> dict[str, Any]:
-    """The spec's statistics, computed in SQL: one aggregate scan, with the label and host
-    counts queried concurrently on their own connections (each can use its index)."""
+    """The spec's statistics, computed in SQL.
+
+    The aggregates are CPU-bound in the database, so they are split over two scans that
+    run on two cores at once. On PostgreSQL one scan also groups by (host, label), which
+    gives the label distribution and hosts without a third scan; on SQLite those come
+    from the label and host indexes instead.
+    """
     postgres = engine.dialect.name == "postgresql"
-    # The aggregates are CPU-bound in the database: two scans over half the metrics each run
-    # on two cores (two PostgreSQL backends, or two SQLite connections in their own threads).
-    half = len(METRIC_NAMES) // 2
-    first, second, labels, hosts = await asyncio.gather(
-        _aggregate_metrics(engine, flt, METRIC_NAMES[:half]),
-        _aggregate_metrics(engine, flt, METRIC_NAMES[half:]),
-        _group_counts(engine, flt, "label"),
-        _group_counts(engine, flt, "host")
-        if flt.host is None
-        else asyncio.sleep(0, [(flt.host, 1)]),
-    )
-    row = first + second[3:]
-    total = int(row[0])
-    start = utc(row[1]) if row[1] is not None else None
-    end = utc(row[2]) if row[2] is not None else None
-    metrics = {
-        name: _summary(postgres, *row[3 + 5 * i : 8 + 5 * i]) for i, name in enumerate(METRIC_NAMES)
-    }
+    split = 5 if postgres else len(METRIC_NAMES) // 2  # grouping costs PostgreSQL extra
+    first_names, second_names = METRIC_NAMES[:split], METRIC_NAMES[split:]
+    labels: dict[str, int] = {}
+    hosts: set[str] = set()
+    if postgres:
+        groups, (second,) = await asyncio.gather(
+            _moments(engine, flt, first_names, grouped=True),
+            _moments(engine, flt, second_names, grouped=False),
+        )
+        first_rows = [row[2:] for row in groups]
+        for host, label, n, *_ in groups:
+            labels[label] = labels.get(label, 0) + int(n)
+            hosts.add(host)
+    else:
+        (first,), (second,), label_rows, host_rows = await asyncio.gather(
+            _moments(engine, flt, first_names, grouped=False),
+            _moments(engine, flt, second_names, grouped=False),
+            _group_counts(engine, flt, "label"),
+            _group_counts(engine, flt, "host"),
+        )
+        first_rows = [first]
+        labels = {label: int(n) for label, n in label_rows}
+        hosts = {host for host, n in host_rows if n}
+
+    acc: dict[str, list[Any]] = {name: [0, 0.0, 0.0, None, None] for name in METRIC_NAMES}
+    for row in first_rows:
+        _accumulate(acc, first_names, row[3:])
+    _accumulate(acc, second_names, second[3:])
+    total = int(second[0])
+    start = utc(second[1]) if second[1] is not None else None
+    end = utc(second[2]) if second[2] is not None else None
     duration = (end - start).total_seconds() / 3600.0 if start and end else 0.0
     return {
         "total_samples": total,
-        "metrics": metrics,
+        "metrics": {name: _summary(*acc[name]) for name in METRIC_NAMES},
         "data_duration_hours": duration,
-        "label_distribution": {k: int(v) for k, v in sorted(labels, key=lambda kv: -kv[1])},
-        "hosts": sorted(h for h, n in hosts if n) if total else [],
+        "label_distribution": dict(sorted(labels.items(), key=lambda kv: -kv[1])),
+        "hosts": sorted(hosts),
         "start": start,
         "end": end,
     }
