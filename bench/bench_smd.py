@@ -1,10 +1,14 @@
 """SMD benchmark: train per machine on the train half, score the test half, report figures.
 
-Run: ``python -m bench.bench_smd [--contamination 0.01] [--data DIR]``.
+Run: ``python -m bench.bench_smd [--contamination 0.01] [--consecutive 3] [--data DIR]``.
 
 The threshold comes from the train scores only (the contamination quantile); the test
-labels are used only to count. The baseline is a plain Isolation Forest on the raw 38
-columns with its threshold at the 99th percentile of its train scores, run here too.
+labels are used only to count. Detections are counted as the service raises incidents
+(``evaluation.confirm``): a row is flagged once it is the ``--consecutive``-th row in a row
+above the threshold (``ML_ANOMALY_CONSECUTIVE``, default 3) and stays flagged while the
+score stays above; causal, no point-adjust. The baseline is a plain Isolation Forest on the
+raw 38 columns with its threshold at the 99th percentile of its train scores, run here
+too, on its raw flags (as the issue defines it) and with the same confirmation.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from services.trainer.evaluation import (
     DetectionCounts,
     Event,
     attribution_hits,
+    confirm,
     detection_counts,
-    runs,
 )
 
 MACHINES = ("machine-1-2", "machine-2-1", "machine-3-10", "machine-2-5")
@@ -60,39 +64,12 @@ def attribution(det: AnomalyDetector, feats, flags, raw_events, k: int = 3):
     return attribution_hits(tops, truths, n_metrics=len(METRICS), k=k)
 
 
-def merge_runs(flags: np.ndarray, gap: int) -> np.ndarray:
-    """Join flagged runs separated by fewer than ``gap`` unflagged rows (label-free)."""
-    if gap <= 0:
-        return flags
-    out = flags.copy()
-    idx = np.flatnonzero(flags)
-    if len(idx) < 2:
-        return out
-    for a, b in zip(idx[:-1], idx[1:], strict=True):
-        if 1 < b - a <= gap:
-            out[a:b] = True
-    return out
-
-
-def drop_short_runs(flags: np.ndarray, min_run: int) -> np.ndarray:
-    """Keep only flagged runs of at least ``min_run`` rows (label-free; online this is a
-    delay of ``min_run - 1`` samples, like the service's consecutive-sample incident rule)."""
-    if min_run <= 1:
-        return flags
-    out = np.zeros_like(flags)
-    for a, b in runs(flags):
-        if b - a + 1 >= min_run:
-            out[a : b + 1] = True
-    return out
-
-
 def run_machine(
     machine: str,
     *,
     contamination: float,
     directory: Path | None = None,
-    merge_gap: int = 0,
-    min_run: int = 1,
+    consecutive: int = 3,
 ):
     train, test, raw = load(machine, directory)
     events = [Event(e["start"], e["end"], "anomaly") for e in raw]
@@ -103,7 +80,7 @@ def run_machine(
     t0 = time.perf_counter()
     scores = det.score_frame(frame)
     score_s = time.perf_counter() - t0
-    flags = drop_short_runs(merge_runs(scores.is_anomaly[HISTORY_ROWS:], merge_gap), min_run)
+    flags = confirm(scores.is_anomaly[HISTORY_ROWS:], consecutive)
     feats = _slice(scores.features, HISTORY_ROWS)
     counts = detection_counts(events, flags)
     attr = attribution(det, feats, flags, raw)
@@ -113,6 +90,7 @@ def run_machine(
     thr = np.quantile(-base.score_samples(train[METRICS].to_numpy()), 0.99)
     bflags = -base.score_samples(test[METRICS].to_numpy()) > thr
     bcounts = detection_counts(events, bflags)
+    bcounts_confirmed = detection_counts(events, confirm(bflags, consecutive))
     # Baseline attribution: largest |z| against train mean/std (guarded).
     mu = train[METRICS].mean().to_numpy()
     sd = train[METRICS].std().to_numpy()
@@ -130,6 +108,7 @@ def run_machine(
         counts=counts,
         attr=attr,
         base=bcounts,
+        base_confirmed=bcounts_confirmed,
         battr=battr,
         fit_s=fit_s,
         score_rate=len(frame) / score_s,
@@ -143,12 +122,17 @@ def _slice(feats, start):
     return _rows(feats, slice(start, None))
 
 
-def fmt(c: DetectionCounts, attr) -> str:
+def fmt_counts(c: DetectionCounts) -> str:
     return (
         f"P {c.precision:.3f} R {c.recall:.3f} F1 {c.f1:.3f} | "
         f"event P {c.event_precision:.3f} R {c.event_recall:.3f} F1 {c.event_f1:.3f} "
-        f"({c.events_detected}/{c.events} events, {c.flagged_runs} flagged runs) | "
-        f"hit@3 {attr.hit_rate:.3f} (chance {attr.chance:.3f}, n={attr.events})"
+        f"({c.events_detected}/{c.events} events, {c.flagged_runs} flagged runs)"
+    )
+
+
+def fmt(c: DetectionCounts, attr) -> str:
+    return (
+        f"{fmt_counts(c)} | hit@3 {attr.hit_rate:.3f} (chance {attr.chance:.3f}, n={attr.events})"
     )
 
 
@@ -158,34 +142,32 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--machines", nargs="*", default=list(MACHINES))
     ap.add_argument(
-        "--min-run", type=int, default=1, help="drop flagged runs shorter than this (label-free)"
-    )
-    ap.add_argument(
-        "--merge-gap",
+        "--consecutive",
         type=int,
-        default=0,
-        help="join flagged runs separated by at most this many rows (label-free)",
+        default=3,
+        help="rows in a row above the threshold before a detection (ML_ANOMALY_CONSECUTIVE)",
     )
     args = ap.parse_args()
-    tot, btot = DetectionCounts(), DetectionCounts()
+    tot, btot, bctot = DetectionCounts(), DetectionCounts(), DetectionCounts()
     hits = bhits = n = bn = 0
     chance = bchance = 0.0
     print(
         f"detector: AnomalyDetector defaults, contamination={args.contamination}, "
-        f"merge gap {args.merge_gap}, min run {args.min_run}"
+        f"detections after {args.consecutive} consecutive rows above the threshold"
     )
     for m in args.machines:
         r = run_machine(
             m,
             contamination=args.contamination,
             directory=args.data,
-            merge_gap=args.merge_gap,
-            min_run=args.min_run,
+            consecutive=args.consecutive,
         )
         print(f"{m:13s} detector {fmt(r['counts'], r['attr'])}")
         print(f"{'':13s} baseline {fmt(r['base'], r['battr'])}")
+        print(f"{'':13s} baseline, confirmed: {fmt_counts(r['base_confirmed'])}")
         print(f"{'':13s} fit {r['fit_s']:.2f}s, batch scoring {r['score_rate']:,.0f} rows/s")
         tot, btot = tot + r["counts"], btot + r["base"]
+        bctot = bctot + r["base_confirmed"]
         hits += r["attr"].hits
         n += r["attr"].events
         chance += r["attr"].chance * r["attr"].events
@@ -200,6 +182,7 @@ def main() -> None:
 
     print(f"{'POOLED':13s} detector {fmt(tot, _A(hits, n, chance))}")
     print(f"{'':13s} baseline {fmt(btot, _A(bhits, bn, bchance))}")
+    print(f"{'':13s} baseline, confirmed: {fmt_counts(bctot)}")
 
 
 if __name__ == "__main__":

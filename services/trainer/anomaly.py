@@ -154,6 +154,7 @@ def train_in_worker(
     n_estimators: int,
     active_blob: tuple[bytes, str] | None,
     synthetic_seed: int | None,
+    consecutive: int = 3,
 ) -> TrainingOutcome:
     """Read the host's history and run ``train_detector``, all in the worker process, so
     the service's event loop neither converts nor pickles the training rows."""
@@ -167,6 +168,7 @@ def train_in_worker(
         n_estimators=n_estimators,
         active=active,
         synthetic_seed=synthetic_seed,
+        consecutive=consecutive,
     )
 
 
@@ -322,6 +324,7 @@ class AnomalyService:
                 n_estimators=body.n_estimators,
                 active_blob=active_blob,
                 synthetic_seed=synthetic_seed,
+                consecutive=self.settings.anomaly_consecutive,
             ),
         )
         activate, reason = activation_decision(

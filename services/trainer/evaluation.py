@@ -6,7 +6,13 @@ Definitions:
 - *Per-event recall*: share of events with at least one flagged row inside the event or
   within ``tolerance`` rows after its end (default 0: inside the event only).
 - *Per-event precision*: share of flagged runs (maximal runs of flagged rows) that
-  overlap an event (extended by the same tolerance).
+  overlap an event (extended by the same tolerance). It is an overall figure: a false run
+  belongs to no scenario, so per scenario only recall is reported.
+- *Confirmation* (``confirm``): the service raises an incident once a host's score has been
+  above the threshold for ``k`` consecutive samples (``ML_ANOMALY_CONSECUTIVE``). A sample
+  counts as flagged once it is the k-th consecutive sample above the threshold and stays
+  flagged while the score stays above; the runs are what the service reports. The stored
+  evaluation and the benchmarks count detections this way.
 - *Point-wise* precision, recall and F1 count rows; no point-adjust is applied.
 - *hit@k*: share of detected events whose top-k metrics at the first flagged row
   include one of the event's labelled metrics, next to the chance that k random picks
@@ -115,6 +121,27 @@ def runs(mask: Sequence[bool] | BoolArray) -> list[tuple[int, int]]:
     return [(int(s), int(e)) for s, e in zip(starts, ends, strict=True)]
 
 
+def confirm(above: Sequence[bool] | BoolArray, k: int) -> BoolArray:
+    """Causal k-consecutive confirmation: row i is flagged when rows i-k+1..i are all above.
+
+    The same rule as the service's incidents (``ML_ANOMALY_CONSECUTIVE``): the k-th sample
+    in a row above the threshold opens the run, which lasts while the score stays above.
+    Rows before the first one count as not above (a run cannot start before row k-1).
+    """
+    a = np.asarray(above, dtype=bool)
+    if k <= 1:
+        return a.copy()
+    below = np.flatnonzero(~a)
+    # Index of the last row not above, at or before each row (-1: none since the start).
+    last_below = np.full(len(a), -1, dtype=np.int64)
+    if len(below):
+        pos = np.searchsorted(below, np.arange(len(a)), side="right") - 1
+        last_below = np.where(pos >= 0, below[np.maximum(pos, 0)], -1)
+    streak = np.arange(len(a)) - last_below
+    out: BoolArray = streak >= k
+    return out
+
+
 def events_from_labels(labels: Sequence[Any] | npt.NDArray[Any]) -> list[Event]:
     """Events of a label sequence: runs of one non-normal label (0/False/'normal' = normal)."""
     lab = np.asarray([_label_name(v) for v in labels], dtype=object)
@@ -176,41 +203,27 @@ def evaluate_labels(
     *,
     tolerance: int = 0,
 ) -> dict[str, Any]:
-    """Overall and per-scenario figures for labelled rows (e.g. the synthetic scenarios).
+    """Overall figures and per-scenario recall for labelled rows (e.g. synthetic scenarios).
 
-    Per scenario, recall counts that scenario's events; precision counts flagged runs
-    that overlap an event of that scenario among the runs that overlap it or no event
-    (runs on other scenarios are not charged to it).
+    ``overall`` has point-wise and per-event precision, recall and F1. Per scenario only
+    recall is meaningful (events of that scenario detected, rows of it flagged): a flagged
+    run that overlaps no event is not a false detection *of* any one scenario, so the
+    precision figure is the overall per-event precision.
     """
     events = events_from_labels(labels)
     flag = np.asarray(flags, dtype=bool)
     overall = detection_counts(events, flag, tolerance=tolerance)
     result: dict[str, Any] = {"overall": overall.summary(), "scenarios": {}, "tolerance": tolerance}
-    n = len(flag)
-    all_near = np.zeros(n, dtype=bool)
-    for ev in events:
-        all_near[ev.start : min(ev.end + 1 + tolerance, n)] = True
-    flagged = runs(flag)
     for name in sorted({ev.label for ev in events}):
-        mine = [ev for ev in events if ev.label == name]
-        counts = detection_counts(mine, flag, tolerance=tolerance)
-        near = np.zeros(n, dtype=bool)
-        for ev in mine:
-            near[ev.start : min(ev.end + 1 + tolerance, n)] = True
-        relevant = [
-            (s, e) for s, e in flagged if near[s : e + 1].any() or not all_near[s : e + 1].any()
-        ]
-        hits = sum(bool(near[s : e + 1].any()) for s, e in relevant)
-        counts = DetectionCounts(
-            tp=counts.tp,
-            fp=counts.fp,
-            fn=counts.fn,
-            events=counts.events,
-            events_detected=counts.events_detected,
-            flagged_runs=len(relevant),
-            flagged_runs_on_event=hits,
-        )
-        result["scenarios"][name] = counts.summary()
+        c = detection_counts([ev for ev in events if ev.label == name], flag, tolerance=tolerance)
+        result["scenarios"][name] = {
+            "events": c.events,
+            "events_detected": c.events_detected,
+            "event_recall": round(c.event_recall, 4),
+            "tp": c.tp,
+            "fn": c.fn,
+            "recall": round(c.recall, 4),
+        }
     return result
 
 

@@ -3,16 +3,25 @@
 Usage: ``outcome = train_detector(rows, contamination=0.05, n_estimators=100, active=None)``.
 Plain and blocking (the service runs it in its training executor).
 
-Evaluation: when the training history carries labels other than ``normal``, its last
-``HOLDOUT_SHARE`` is held out (the model is fitted on the rest and scores the held-out
-stretch with the fitted part as its recent history); otherwise the model scores 30 days
-of synthetic data of seed ``EVAL_SEED``, a different seed from the one used for training
-data. Figures are per event (an anomaly window counts once if any of its samples is
-flagged), per scenario, with no point-adjust (``evaluation.evaluate_labels``).
+Evaluation, stored with every model (``metrics.evaluation``):
 
-The active model, if any, is scored on the same stretch, so the activation rule compares
-like with like: the new version is *worse* when its mean per-scenario event F1 is lower
-than the active one's by more than ``WORSE_MARGIN``.
+- ``synthetic``: always. The model scores ``EVAL_DAYS`` of synthetic data of seed
+  ``EVAL_SEED`` (another seed if the training data was that seed): per-scenario per-event
+  recall (cpu_spike, memory_leak, error_storm) and the overall per-event precision (share
+  of flagged runs that overlap any labelled event), with point-wise figures.
+- ``held_out``: only when the training history carries labels other than ``normal``. Its
+  last ``HOLDOUT_SHARE`` is held out (the model is fitted on the rest and scores the
+  held-out stretch with the fitted part as its recent history); that stretch may lack a
+  scenario.
+
+Detections are counted as the service raises incidents: a sample is flagged once it is
+the ``consecutive``-th sample in a row above the threshold (``ML_ANOMALY_CONSECUTIVE``)
+and stays flagged while the score stays above (``evaluation.confirm``); no point-adjust.
+
+The active model, if any, is scored on the same synthetic month with the same rule, so
+the activation rule compares like with like: ``quality`` is the event F1 of the overall
+event precision and the mean per-scenario event recall on that month, and the new version
+is *worse* when its quality is lower than the active one's by more than ``WORSE_MARGIN``.
 """
 
 from __future__ import annotations
@@ -27,13 +36,14 @@ import numpy as np
 import pandas as pd
 
 from services.trainer.detector import AnomalyDetector
-from services.trainer.evaluation import NORMAL, evaluate_labels
+from services.trainer.evaluation import NORMAL, confirm, evaluate_labels
 from services.trainer.repository import Row, rows_to_frame
 from services.trainer.synthetic import SyntheticDataGenerator
 from shared.catalogue import METRIC_NAMES
 
 EVAL_SEED = 7
 EVAL_DAYS = 30
+DEFAULT_CONSECUTIVE = 3  # the default of ML_ANOMALY_CONSECUTIVE
 HOLDOUT_SHARE = 0.2
 WORSE_MARGIN = 0.02
 MODEL_NAME = "anomaly_detector"
@@ -48,26 +58,33 @@ class TrainingOutcome:
     parameters: dict[str, Any]
     metrics: dict[str, Any]  # stored in ml_models.metrics
     evaluation: dict[str, Any]
-    quality: float  # mean per-scenario event F1 of the new model
+    quality: float  # synthetic-month event F1 of the new model (see ``quality``)
     active_quality: float | None  # the same figure of the active model on the same stretch
     sample_count: int
     training_start: datetime
     training_end: datetime
 
 
-def mean_event_f1(evaluation: dict[str, Any]) -> float:
-    """Mean per-event F1 over the scenarios of an evaluation (0 if it has none)."""
+def quality(evaluation: dict[str, Any]) -> float:
+    """Event F1 of the overall event precision and the mean per-scenario event recall."""
     scenarios = evaluation.get("scenarios", {})
     if not scenarios:
         return 0.0
-    return float(np.mean([s["event_f1"] for s in scenarios.values()]))
+    recall = float(np.mean([s["event_recall"] for s in scenarios.values()]))
+    precision = float(evaluation["overall"]["event_precision"])
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
-def evaluate(det: AnomalyDetector, frame: pd.DataFrame, start_row: int) -> dict[str, Any]:
-    """Per-scenario figures of ``det`` on ``frame[start_row:]`` (earlier rows: history)."""
+def evaluate(
+    det: AnomalyDetector, frame: pd.DataFrame, start_row: int, *, consecutive: int
+) -> dict[str, Any]:
+    """Figures of ``det`` on ``frame[start_row:]`` (earlier rows: history), detections
+    confirmed after ``consecutive`` samples in a row above the threshold."""
     scored = det.score_frame(frame)
     labels = frame["label"].astype(str).to_numpy()[start_row:]
-    return evaluate_labels(labels, scored.is_anomaly[start_row:])
+    result = evaluate_labels(labels, confirm(scored.is_anomaly[start_row:], consecutive))
+    result["consecutive"] = consecutive
+    return result
 
 
 def train_detector(
@@ -77,11 +94,13 @@ def train_detector(
     n_estimators: int,
     active: AnomalyDetector | None = None,
     synthetic_seed: int | None = None,
+    consecutive: int = DEFAULT_CONSECUTIVE,
 ) -> TrainingOutcome:
     """Fit a detector on a host's samples, evaluate it and (if given) the active one.
 
     ``synthetic_seed``: the rows are synthetic data of that seed; they are all used for
-    training and the evaluation month gets another seed.
+    training and the evaluation month gets another seed. ``consecutive``: the service's
+    ``ML_ANOMALY_CONSECUTIVE``, the confirmation rule detections are counted with.
     """
     started = time.perf_counter()
     frame = rows if isinstance(rows, pd.DataFrame) else rows_to_frame(rows)
@@ -90,28 +109,32 @@ def train_detector(
     if not metrics:
         raise ValueError("the training history has no metric values")
     labelled = "label" in frame and bool((frame["label"].astype(str) != NORMAL).any())
-    if labelled and synthetic_seed is None:
-        split = int(len(frame) * (1.0 - HOLDOUT_SHARE))
-        train, eval_frame, eval_start = frame.iloc[:split], frame, split
-        source = f"held-out last {HOLDOUT_SHARE:.0%} of the training history ({len(frame) - split} samples)"
-    else:
-        seed = EVAL_SEED if synthetic_seed != EVAL_SEED else EVAL_SEED + 1
-        train = frame
-        eval_frame = SyntheticDataGenerator(seed=seed).generate_full_training_set(EVAL_DAYS)
-        eval_start = 0
-        source = f"synthetic data, seed {seed}, {EVAL_DAYS} days"
+    held_out = labelled and synthetic_seed is None
+    split = int(len(frame) * (1.0 - HOLDOUT_SHARE)) if held_out else len(frame)
+    train = frame.iloc[:split]
     det = AnomalyDetector(contamination=contamination, n_estimators=n_estimators).fit(
         train, metrics
     )
     fitted = time.perf_counter()
-    evaluation = evaluate(det, eval_frame, eval_start)
-    quality = mean_event_f1(evaluation)
+    seed = EVAL_SEED if synthetic_seed != EVAL_SEED else EVAL_SEED + 1
+    month = SyntheticDataGenerator(seed=seed).generate_full_training_set(EVAL_DAYS)
+    synthetic = evaluate(det, month, 0, consecutive=consecutive)
+    synthetic["source"] = f"synthetic data, seed {seed}, {EVAL_DAYS} days"
+    new_quality = quality(synthetic)
+    synthetic["quality"] = round(new_quality, 4)
+    evaluation: dict[str, Any] = {"synthetic": synthetic, "consecutive": consecutive}
+    if held_out:
+        stretch = evaluate(det, frame, split, consecutive=consecutive)
+        stretch["source"] = (
+            f"held-out last {HOLDOUT_SHARE:.0%} of the training history "
+            f"({len(frame) - split} samples)"
+        )
+        evaluation["held_out"] = stretch
     active_quality = None
     if active is not None:
-        active_quality = mean_event_f1(evaluate(active, eval_frame, eval_start))
+        active_quality = quality(evaluate(active, month, 0, consecutive=consecutive))
+    evaluated = time.perf_counter()
     artifact = det.to_bytes()
-    evaluation["source"] = source
-    evaluation["mean_event_f1"] = round(quality, 4)
     stamps = pd.DatetimeIndex(train["timestamp"])
     parameters = {
         "contamination": contamination,
@@ -124,12 +147,13 @@ def train_detector(
     }
     stored_metrics = {
         "evaluation": evaluation,
-        "mean_event_f1": round(quality, 4),
+        "quality": round(new_quality, 4),
         "threshold": det.threshold,
         "initial_threshold": det.threshold,
         "threshold_history": [],
         "training_medians": det.training_medians,
         "fit_seconds": round(fitted - started, 3),
+        "evaluation_seconds": round(evaluated - fitted, 3),
         "train_seconds": round(time.perf_counter() - started, 3),
     }
     return TrainingOutcome(
@@ -138,7 +162,7 @@ def train_detector(
         parameters=parameters,
         metrics=stored_metrics,
         evaluation=evaluation,
-        quality=quality,
+        quality=new_quality,
         active_quality=active_quality,
         sample_count=len(train),
         training_start=stamps[0].to_pydatetime(),
@@ -153,14 +177,14 @@ def activation_decision(
     if active_quality is None:
         return True, "no active model to compare with"
     if force:
-        return True, f"forced (mean event F1 {quality:.3f} vs active {active_quality:.3f})"
+        return True, f"forced (synthetic event F1 {quality:.3f} vs active {active_quality:.3f})"
     if quality >= active_quality - WORSE_MARGIN:
         return True, (
-            f"not worse: mean event F1 {quality:.3f} vs active {active_quality:.3f} "
+            f"not worse: synthetic event F1 {quality:.3f} vs active {active_quality:.3f} "
             f"(worse means lower by more than {WORSE_MARGIN})"
         )
     return False, (
-        f"worse: mean event F1 {quality:.3f} vs active {active_quality:.3f} "
+        f"worse: synthetic event F1 {quality:.3f} vs active {active_quality:.3f} "
         f"(lower by more than {WORSE_MARGIN}); kept as a candidate, pass force=true to activate"
     )
 

@@ -113,11 +113,13 @@ async def test_training_stores_an_active_version_with_its_evaluation(
     assert model["parameters"]["contamination"] == 0.05
     assert model["parameters"]["n_estimators"] == 30
     assert model["training_start"] < model["training_end"]
-    scenarios = model["metrics"]["evaluation"]["scenarios"]
-    assert set(scenarios) <= {"cpu_spike", "memory_leak", "error_storm"} and scenarios
-    for figures in scenarios.values():
-        assert {"event_precision", "event_recall", "event_f1", "events"} <= set(figures)
-    assert "held-out" in model["metrics"]["evaluation"]["source"]
+    evaluation = model["metrics"]["evaluation"]
+    assert evaluation["consecutive"] == 3  # ML_ANOMALY_CONSECUTIVE
+    _assert_synthetic_entry(evaluation)
+    held_out = evaluation["held_out"]  # the history has labels: a separate entry
+    assert "held-out" in held_out["source"] and held_out["consecutive"] == 3
+    assert set(held_out["scenarios"]) <= {"cpu_spike", "memory_leak", "error_storm"}
+    assert {"event_precision", "event_recall", "precision", "recall"} <= set(held_out["overall"])
     async with engine.connect() as conn:
         blob = (
             await conn.execute(sa.select(ml_models.c.artifact).where(ml_models.c.id == model["id"]))
@@ -139,8 +141,11 @@ async def test_short_history_needs_use_synthetic(
     assert body["synthetic_generated"] == 30 * 1440
     assert body["model"]["parameters"]["host"] == "synthetic"
     assert body["model"]["sample_count"] == 30 * 1440
-    assert body["evaluation"]["source"] == "synthetic data, seed 7, 30 days"
-    assert set(body["evaluation"]["scenarios"]) == {"cpu_spike", "memory_leak", "error_storm"}
+    assert body["evaluation"]["synthetic"]["source"] == "synthetic data, seed 7, 30 days"
+    _assert_synthetic_entry(body["evaluation"])
+    assert "held_out" not in body["evaluation"]
+    stored = (await client.get(f"/models/{body['model']['id']}")).json()
+    assert stored["metrics"]["evaluation"] == body["evaluation"]
 
 
 async def test_unlabelled_history_is_evaluated_on_synthetic_data(
@@ -151,8 +156,22 @@ async def test_unlabelled_history_is_evaluated_on_synthetic_data(
     frame["label"] = "normal"
     await store(engine, frame, "plain")
     body = (await train(client, host="plain")).json()
-    assert body["evaluation"]["source"].startswith("synthetic data, seed 7")
-    assert set(body["evaluation"]["scenarios"]) == {"cpu_spike", "memory_leak", "error_storm"}
+    assert body["evaluation"]["synthetic"]["source"].startswith("synthetic data, seed 7")
+    _assert_synthetic_entry(body["evaluation"])
+    assert "held_out" not in body["evaluation"]
+
+
+def _assert_synthetic_entry(evaluation: dict[str, Any]) -> None:
+    """Per-scenario event recall for all three scenarios and the overall event precision."""
+    synthetic = evaluation["synthetic"]
+    assert synthetic["source"].startswith("synthetic data, seed ")
+    assert synthetic["consecutive"] == evaluation["consecutive"]
+    assert set(synthetic["scenarios"]) == {"cpu_spike", "memory_leak", "error_storm"}
+    for figures in synthetic["scenarios"].values():
+        assert figures["events"] > 0 and 0.0 <= figures["event_recall"] <= 1.0
+        assert "event_precision" not in figures  # precision is overall only
+    assert 0.0 <= synthetic["overall"]["event_precision"] <= 1.0
+    assert 0.0 <= synthetic["quality"] <= 1.0
 
 
 async def test_activation_rule_force_and_rollback(

@@ -12,7 +12,13 @@ import pandas as pd
 import pytest
 
 from services.trainer.detector import AnomalyDetector, Calibrator, severity
-from services.trainer.evaluation import Event, attribution_hits, detection_counts, evaluate_labels
+from services.trainer.evaluation import (
+    Event,
+    attribution_hits,
+    confirm,
+    detection_counts,
+    evaluate_labels,
+)
 
 SMD = Path(__file__).resolve().parents[1] / "data" / "smd"
 
@@ -149,17 +155,38 @@ def test_invalid_contamination_is_rejected() -> None:
     importlib.util.find_spec("services.trainer.synthetic") is None,
     reason="synthetic generator not present",
 )
-def test_synthetic_quality_on_another_seed() -> None:
+def test_synthetic_quality_on_another_seed_raw_threshold() -> None:
+    """Every sample above the threshold counted as a detection (no confirmation)."""
+    labels, above = _synthetic_month_flags()
+    result = evaluate_labels(labels, above)
+    assert set(result["scenarios"]) == {"cpu_spike", "memory_leak", "error_storm"}
+    for name, figures in result["scenarios"].items():
+        assert figures["event_recall"] >= 0.9, (name, figures)
+    assert result["overall"]["event_precision"] >= 0.8, result["overall"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured: with the service's 3-consecutive rule the synthetic month gives "
+    "cpu_spike recall 0.40, memory_leak 0.70, event precision 0.65 (targets 0.9 / 0.8)",
+)
+def test_synthetic_quality_on_another_seed_as_the_service_detects() -> None:
+    """The issue's targets, counted as the service raises incidents (3 in a row)."""
+    labels, above = _synthetic_month_flags()
+    result = evaluate_labels(labels, confirm(above, 3))
+    for name, figures in result["scenarios"].items():
+        assert figures["event_recall"] >= 0.9, (name, figures)
+    assert result["overall"]["event_precision"] >= 0.8, result["overall"]
+
+
+@lru_cache(maxsize=1)
+def _synthetic_month_flags() -> tuple[np.ndarray, np.ndarray]:
     from services.trainer.synthetic import SyntheticDataGenerator
 
     train = SyntheticDataGenerator(42).generate_full_training_set(30)
     test = SyntheticDataGenerator(7).generate_full_training_set(30)
     det = AnomalyDetector().fit(train)
-    flags = det.score_frame(test).is_anomaly
-    result = evaluate_labels(test["label"].to_numpy(), flags)
-    for name, figures in result["scenarios"].items():
-        assert figures["event_recall"] >= 0.9, (name, figures)
-    assert result["overall"]["event_precision"] >= 0.8, result["overall"]
+    return test["label"].to_numpy(), det.score_frame(test).is_anomaly
 
 
 def test_smd_machine_beats_plain_isolation_forest() -> None:
@@ -174,7 +201,7 @@ def test_smd_machine_beats_plain_isolation_forest() -> None:
     det = AnomalyDetector(contamination=0.01).fit(train, metrics)
     history = 240
     scored = det.score_frame(pd.concat([train.iloc[-history:], test], ignore_index=True))
-    flags = scored.is_anomaly[history:]
+    flags = confirm(scored.is_anomaly[history:], 3)  # as the service raises incidents
     ours = detection_counts(events, flags)
 
     base = IsolationForest(n_estimators=100, random_state=0).fit(train[metrics].to_numpy())
@@ -189,7 +216,8 @@ def test_smd_machine_beats_plain_isolation_forest() -> None:
             truths.append(e["metrics"])
     attr = attribution_hits(tops, truths, n_metrics=38, k=3)
 
-    # Measured: F1 0.39 vs 0.20, event recall 0.95 vs 0.24, event precision 0.61 vs 0.08.
+    # Measured (3 consecutive vs the baseline's raw flags): F1 0.32 vs 0.20, event recall
+    # 0.95 vs 0.24, event precision 0.60 vs 0.08, hit@3 1.00.
     assert ours.f1 >= 0.3 and ours.f1 > theirs.f1 + 0.1
     assert ours.event_recall >= 0.85 and ours.event_recall > theirs.event_recall + 0.4
     assert ours.event_precision >= 0.5 and ours.event_precision > theirs.event_precision + 0.3

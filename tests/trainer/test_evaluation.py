@@ -9,6 +9,7 @@ import pytest
 from services.trainer.evaluation import (
     Event,
     attribution_hits,
+    confirm,
     detection_counts,
     evaluate_labels,
     events_from_labels,
@@ -56,8 +57,22 @@ def test_per_scenario_breakdown() -> None:
     r = evaluate_labels(labels, flags)
     assert r["scenarios"]["cpu_spike"]["event_recall"] == 1.0
     assert r["scenarios"]["memory_leak"]["event_recall"] == 0.0
-    assert r["overall"]["event_precision"] == 0.5
-    assert r["scenarios"]["cpu_spike"]["event_precision"] == 0.5  # the false run counts
+    assert r["overall"]["event_precision"] == 0.5  # one run on an event, one on none
+    # A false run belongs to no scenario: per scenario there is recall, no precision.
+    assert "event_precision" not in r["scenarios"]["cpu_spike"]
+
+
+def test_confirm_is_the_k_consecutive_rule() -> None:
+    above = [1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1]
+    assert confirm([bool(a) for a in above], 3).astype(int).tolist() == [
+        0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1
+    ]  # fmt: skip
+    assert confirm([True, False], 1).tolist() == [True, False]
+    assert confirm([], 3).tolist() == []
+    # Causal: a prefix gives the same flags as the whole sequence cut to that prefix.
+    full = confirm([bool(a) for a in above], 2)
+    for n in range(len(above)):
+        assert confirm([bool(a) for a in above[:n]], 2).tolist() == full[:n].tolist()
 
 
 def test_empty_inputs_give_zeros() -> None:
