@@ -168,7 +168,8 @@ def test_synthetic_quality_on_another_seed_raw_threshold() -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="measured: with the service's 3-consecutive rule the synthetic month gives "
-    "cpu_spike recall 0.40, memory_leak 0.70, event precision 0.65 (targets 0.9 / 0.8)",
+    "cpu_spike recall 0.35-0.40, memory_leak 0.5-0.7, event precision 0.62-0.65 "
+    "(targets 0.9 / 0.8; the generator's start time is now, so runs differ slightly)",
 )
 def test_synthetic_quality_on_another_seed_as_the_service_detects() -> None:
     """The issue's targets, counted as the service raises incidents (3 in a row)."""
