@@ -262,26 +262,40 @@ class AnomalyDetector:
     def training_medians(self) -> dict[str, float]:
         return self.extractor.training_medians
 
-    def fit(self, frame: pd.DataFrame, metrics: Sequence[str] | None = None) -> AnomalyDetector:
-        """Learn normal behaviour from a time-ordered frame (labels, if any, are ignored)."""
-        self.extractor.fit(frame, metrics)
+    def fit(
+        self,
+        frame: pd.DataFrame,
+        metrics: Sequence[str] | None = None,
+        *,
+        normal: npt.NDArray[np.bool_] | None = None,
+    ) -> AnomalyDetector:
+        """Learn normal behaviour from a time-ordered frame.
+
+        ``normal``: a mask of the rows known to be normal (a labelled history). The features
+        are still computed over every row (they look back in time), but the forest, the
+        calibration and the threshold learn from the normal rows only.
+        """
+        mask = np.ones(len(frame), dtype=bool) if normal is None else np.asarray(normal, bool)
+        if mask.shape != (len(frame),) or not mask.any():
+            raise ValueError("the normal mask must have one entry per row and select some")
+        self.extractor.fit(frame[mask] if normal is not None else frame, metrics)
         feats = self.extractor.transform(frame)
         x = feats.matrix
-        self.mean = x.mean(axis=0)
-        std = x.std(axis=0)
+        self.mean = x[mask].mean(axis=0)
+        std = x[mask].std(axis=0)
         self.scale = np.where(std > 1e-12, std, 1.0)
         xs = self._standardise(x)
         self.forest = IsolationForest(
             n_estimators=self.n_estimators,
-            max_samples=min(self.max_samples, len(xs)),
+            max_samples=min(self.max_samples, int(mask.sum())),
             random_state=self.random_state,
-        ).fit(xs)
+        ).fit(xs[mask])
         self.flat = FlatForest.from_forest(self.forest)
         forest_scores = self.forest.score_samples(xs)
-        forest_anom = _causal_mean(-forest_scores, self.smoothing)
-        ratios = np.abs(feats.deviation)
+        forest_anom = _causal_mean(-forest_scores, self.smoothing)[mask]
+        ratios = np.abs(feats.deviation)[mask]
         self.dev_ref = np.maximum(np.quantile(ratios, 0.999, axis=0), 1.0)
-        self.z_ref = np.maximum(np.quantile(np.abs(feats.z), 0.999, axis=0), 1.0)
+        self.z_ref = np.maximum(np.quantile(np.abs(feats.z[mask]), 0.999, axis=0), 1.0)
         dev_score = (ratios / self.dev_ref).max(axis=1)
         self.cal_forest = Calibrator.fit(forest_anom)
         self.cal_dev = Calibrator.fit(dev_score)
@@ -289,7 +303,7 @@ class AnomalyDetector:
         self.cal_final = Calibrator.fit(combined)
         final = self.cal_final(combined)
         self.threshold = float(np.quantile(final, 1.0 - self.contamination))
-        self.n_train = len(x)
+        self.n_train = int(mask.sum())
         return self
 
     # -- scoring -------------------------------------------------------------------
