@@ -7,9 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from shared.catalogue import METRICS
 from shared.db import utc
-from shared.schemas import ModelSummary, Schema, _metric_field, _SampleBase
+from shared.schemas import ModelSummary, Schema, _TimedSample, metric_fields
 
 Severity = Literal["low", "medium", "high", "critical"]
 FeedbackKind = Literal["false_positive", "true_positive"]
@@ -76,20 +75,9 @@ class TrainAnomalyResponse(Schema):
     seconds: float = Field(description="Wall time of the whole request.")
 
 
-def _predict_fields() -> dict[str, Any]:
-    return {m.name: _metric_field(m) for m in METRICS}
-
-
-class _PredictBase(BaseModel):
+class _PredictBase(_TimedSample):
     """A sample to score: the collector's sample fields, validated the same way, no label."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    timestamp: datetime | None = Field(
-        default=None,
-        description="When the sample was taken (UTC if no offset is given); default: now. "
-        "At most 5 minutes in the future.",
-    )
     host: str | None = Field(
         default=None,
         min_length=1,
@@ -98,15 +86,13 @@ class _PredictBase(BaseModel):
         "features. Default: the trainer's host name (AUTOFIX_HOST).",
     )
 
-    _not_in_future = field_validator("timestamp")(_SampleBase._not_in_future.__func__)  # type: ignore[attr-defined]
-
 
 PredictRequest = create_model(
     "PredictRequest",
     __base__=_PredictBase,
     __doc__="One sample of any of the 14 metrics to score; absent metrics are filled from the "
     "host's recent history, else the training medians. Unknown fields are rejected.",
-    **_predict_fields(),
+    **metric_fields(),
 )
 
 

@@ -31,25 +31,15 @@ def _metric_field(metric: Metric) -> Any:
     )
 
 
-class _SampleBase(BaseModel):
+class _TimedSample(BaseModel):
+    """Fields and rules every submitted sample shares: a timestamp, never in the future."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     timestamp: datetime | None = Field(
         default=None,
         description="When the sample was taken (UTC if no offset is given); default: now. "
         "At most 5 minutes in the future.",
-    )
-    host: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=255,
-        description="The machine the sample describes; default: the receiving collector's host.",
-    )
-    label: str = Field(
-        default="normal",
-        min_length=1,
-        max_length=50,
-        description=f"Label for supervised learning, e.g. {', '.join(LABELS)}.",
     )
 
     @field_validator("timestamp")
@@ -63,11 +53,31 @@ class _SampleBase(BaseModel):
         return value
 
 
+def metric_fields() -> dict[str, Any]:
+    """The 14 metrics as optional, validated pydantic fields (for `create_model`)."""
+    return {m.name: _metric_field(m) for m in METRICS}
+
+
+class _SampleBase(_TimedSample):
+    host: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="The machine the sample describes; default: the receiving collector's host.",
+    )
+    label: str = Field(
+        default="normal",
+        min_length=1,
+        max_length=50,
+        description=f"Label for supervised learning, e.g. {', '.join(LABELS)}.",
+    )
+
+
 MetricSample = create_model(
     "MetricSample",
     __base__=_SampleBase,
     __doc__="One sample of any of the 14 metrics; absent metrics are stored as null.",
-    **{m.name: _metric_field(m) for m in METRICS},
+    **metric_fields(),
 )
 
 
