@@ -21,7 +21,6 @@ from shared.catalogue import METRIC_NAMES, METRICS
 INTEGER_METRICS = frozenset(m.name for m in METRICS if m.is_integer)
 
 SAMPLE_COLUMNS: tuple[str, ...] = ("timestamp", "host", *METRIC_NAMES, "label")
-SQLITE_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def is_sqlite(url_or_engine: str | AsyncEngine | AsyncConnection) -> bool:
@@ -87,7 +86,8 @@ def db_timestamp(value: datetime, *, sqlite: bool) -> datetime | str:
     """A timestamp as the driver stores it: aware for asyncpg, SQLAlchemy's text form for SQLite."""
     value = utc(value)
     if sqlite:
-        return value.replace(tzinfo=None).strftime(SQLITE_DATETIME_FORMAT)
+        # SQLAlchemy's own text form; isoformat pads the year, strftime("%Y") may not.
+        return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
     return value
 
 

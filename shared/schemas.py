@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from shared.catalogue import LABELS, METRICS, Metric
@@ -12,6 +13,10 @@ from shared.db import utc, utcnow
 
 # How far ahead of the receiving clock a pushed sample may be stamped (clock skew).
 MAX_FUTURE_SKEW = timedelta(minutes=5)
+# The oldest timestamp a sample may carry (older is a client bug, not a measurement).
+EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+# Row ids are 64-bit integers in both engines.
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Row id.")]
 
 
 class Schema(BaseModel):
@@ -50,6 +55,8 @@ class _TimedSample(BaseModel):
         value = utc(value)
         if value > utcnow() + MAX_FUTURE_SKEW:
             raise ValueError("timestamp is more than 5 minutes in the future")
+        if value < EARLIEST_TIMESTAMP:
+            raise ValueError("timestamp is before 1970-01-01")
         return value
 
 

@@ -7,7 +7,7 @@ import time
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
@@ -26,6 +26,7 @@ from shared.schemas import (
     ModelList,
     ModelSummary,
     ResolveRequest,
+    RowId,
     ServiceState,
     StatsResponse,
 )
@@ -194,7 +195,7 @@ async def models(
 @router.get(
     "/models/{model_id}", response_model=ModelSummary, responses=ERRORS, summary="One model version"
 )
-async def model(request: Request, model_id: Annotated[int, Path(ge=1)]) -> Response:
+async def model(request: Request, model_id: RowId) -> Response:
     return await clients(request).forward("trainer", f"/models/{model_id}", request)
 
 
@@ -234,7 +235,7 @@ async def incident_list(
 @router.get(
     "/incidents/{incident_id}", response_model=IncidentOut, responses=ERRORS, summary="One incident"
 )
-async def incident(request: Request, incident_id: Annotated[int, Path(ge=1)]) -> Response:
+async def incident(request: Request, incident_id: RowId) -> Response:
     return await clients(request).forward("trainer", f"/incidents/{incident_id}", request)
 
 
@@ -245,6 +246,6 @@ async def incident(request: Request, incident_id: Annotated[int, Path(ge=1)]) ->
     summary="Resolve an incident",
 )
 async def incident_resolve(
-    request: Request, incident_id: Annotated[int, Path(ge=1)], body: ResolveRequest | None = None
+    request: Request, incident_id: RowId, body: ResolveRequest | None = None
 ) -> Response:
     return await clients(request).forward("trainer", f"/incidents/{incident_id}/resolve", request)

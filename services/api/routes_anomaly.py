@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from services.api.routes import ERRORS, HostQuery, clients
@@ -19,7 +19,7 @@ from shared.anomaly_schemas import (
     TrainAnomalyRequest,
     TrainAnomalyResponse,
 )
-from shared.schemas import ErrorResponse
+from shared.schemas import ErrorResponse, RowId
 
 router = APIRouter(prefix="/api/ml")
 
@@ -62,7 +62,7 @@ async def train_anomaly_detector(request: Request, body: TrainAnomalyRequest) ->
     },
     summary="Make a stored model version the active one (rollback)",
 )
-async def activate_model(request: Request, model_id: Annotated[int, Path(ge=1)]) -> Response:
+async def activate_model(request: Request, model_id: RowId) -> Response:
     return await clients(request).forward("trainer", f"/models/{model_id}/activate", request)
 
 
@@ -107,9 +107,7 @@ async def anomaly_scores(
     },
     summary="Mark a score as a false or true positive: moves and records the threshold",
 )
-async def anomaly_feedback(
-    request: Request, score_id: Annotated[int, Path(ge=1)], body: FeedbackRequest
-) -> Response:
+async def anomaly_feedback(request: Request, score_id: RowId, body: FeedbackRequest) -> Response:
     return await clients(request).forward(
         "trainer", f"/anomaly-scores/{score_id}/feedback", request
     )

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from services.trainer import repository as repo
@@ -23,7 +23,7 @@ from shared.anomaly_schemas import (
     TrainAnomalyResponse,
 )
 from shared.db import utc
-from shared.schemas import ModelSummary
+from shared.schemas import ModelSummary, RowId
 from shared.service import ConnDep
 
 router = APIRouter()
@@ -50,7 +50,7 @@ async def train(request: Request, body: TrainAnomalyRequest) -> TrainAnomalyResp
     response_model=ActivateResponse,
     summary="Make a stored version the active one (rollback)",
 )
-async def activate(request: Request, model_id: Annotated[int, Path(ge=1)]) -> ActivateResponse:
+async def activate(request: Request, model_id: RowId) -> ActivateResponse:
     result = await service(request).activate(model_id)
     return ActivateResponse(
         model=ModelSummary.model_validate(result["model"]),
@@ -105,8 +105,6 @@ async def list_scores(
     response_model=FeedbackResponse,
     summary="Tell the detector a score was a false or true positive: moves the threshold",
 )
-async def feedback(
-    request: Request, score_id: Annotated[int, Path(ge=1)], body: FeedbackRequest
-) -> FeedbackResponse:
+async def feedback(request: Request, score_id: RowId, body: FeedbackRequest) -> FeedbackResponse:
     result = await service(request).feedback(score_id, body.feedback)
     return FeedbackResponse.model_validate(result)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 
 from shared import incidents
 from shared.incidents import Notifier
-from shared.schemas import IncidentList, IncidentOut, ResolveRequest
+from shared.schemas import IncidentList, IncidentOut, ResolveRequest, RowId
 from shared.service import ConnDep
 
 router = APIRouter()
@@ -29,7 +29,7 @@ async def list_incidents(
 
 
 @router.get("/incidents/{incident_id}", response_model=IncidentOut, summary="One incident")
-async def get_incident(conn: ConnDep, incident_id: Annotated[int, Path(ge=1)]) -> IncidentOut:
+async def get_incident(conn: ConnDep, incident_id: RowId) -> IncidentOut:
     return IncidentOut.model_validate(await incidents.get_incident(conn, incident_id))
 
 
@@ -39,7 +39,7 @@ async def get_incident(conn: ConnDep, incident_id: Annotated[int, Path(ge=1)]) -
 async def resolve_incident(
     conn: ConnDep,
     request: Request,
-    incident_id: Annotated[int, Path(ge=1)],
+    incident_id: RowId,
     body: ResolveRequest | None = None,
 ) -> IncidentOut:
     row = await incidents.resolve_incident(

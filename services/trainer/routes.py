@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 
 from services.trainer.synthetic import SyntheticDataGenerator, label_distribution, store_frame
 from shared import registry
@@ -15,6 +15,7 @@ from shared.schemas import (
     GenerateSyntheticResponse,
     ModelList,
     ModelSummary,
+    RowId,
     ServiceHealth,
 )
 from shared.service import ConnDep, EngineDep
@@ -72,5 +73,5 @@ async def list_models(
 
 
 @router.get("/models/{model_id}", response_model=ModelSummary, summary="One model version")
-async def get_model(conn: ConnDep, model_id: Annotated[int, Path(ge=1)]) -> ModelSummary:
+async def get_model(conn: ConnDep, model_id: RowId) -> ModelSummary:
     return ModelSummary.model_validate(await registry.get_model(conn, model_id))

@@ -235,3 +235,30 @@ async def test_plain_httpx_transport_works_too(settings: Settings, engine: Async
         in health.json()["services"]["forecaster"]["detail"]
     )
     assert stats.json()["total_samples"] == 0
+
+
+async def test_out_of_range_input_is_a_422_not_a_500(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """Found by fuzzing the OpenAPI schema (schemathesis): ids past 64 bits, year-70 dates."""
+    huge = 2**64
+    async with stack(settings, engine) as s:
+        model = await s.gateway.get(f"/api/ml/models/{huge}")
+        activate = await s.gateway.post(f"/api/ml/models/{huge}/activate")
+        incident = await s.gateway.get(f"/api/ml/incidents/{huge}")
+        ancient = await s.gateway.post(
+            "/api/ml/metrics/ingest",
+            json={"samples": [{"timestamp": "0070-05-20T10:04:45Z", "cpu_usage_percent": 1}]},
+        )
+        stats = await s.gateway.get("/api/ml/metrics/stats", params={"start_date": ""})
+    for response, field in (
+        (model, "path.model_id"),
+        (activate, "path.model_id"),
+        (incident, "path.incident_id"),
+    ):
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["field"] == field
+    assert ancient.status_code == 422
+    assert ancient.json()["detail"][0]["field"] == "body.samples.0.timestamp"
+    assert "1970" in ancient.json()["detail"][0]["msg"]
+    assert stats.status_code == 200 and stats.json()["total_samples"] == 0
