@@ -22,6 +22,19 @@ the share of training samples that scored lower: a threshold of 0.99 means "rare
 99 % of training" for every model version. Scores above every training score keep
 growing towards 1 on an exponential tail, so they stay ordered.
 
+The threshold (``threshold_method``) is set on the calibrated training scores, either
+
+- ``"quantile"`` (default): their ``1 - contamination`` quantile, or
+- ``"pot"``: Peaks-Over-Threshold (Siffer et al., *Anomaly Detection in Streams with
+  Extreme Value Theory*, KDD 2017; used by OmniAnomaly on SMD), see ``pot_threshold``. The
+  calibrated score is bounded by 1 and uniform on training (a GPD with shape -1, where
+  maximum likelihood is irregular), so the tail is fitted on its surprise
+  ``-log(1 - score)``, which is exponential on training (shape 0): a Generalized Pareto
+  Distribution is fitted to the excesses over the ``pot_level`` quantile and the threshold
+  is where the fitted tail probability equals ``pot_risk``, mapped back to the score.
+  Because of the calibration this lands close to the ``1 - pot_risk`` training quantile;
+  the GPD fit smooths it and extrapolates when ``pot_risk`` is below one training row.
+
 Severity cut-offs on that calibrated score (see ``severity``):
 ``low`` < 0.95 <= ``medium`` < 0.99 <= ``high`` < 0.999 <= ``critical``.
 """
@@ -40,6 +53,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import skops.io as sio
+from scipy.stats import genpareto
 from sklearn.ensemble import IsolationForest
 
 from services.trainer.features import (
@@ -53,6 +67,15 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 Severity = Literal["low", "medium", "high", "critical"]
 Feedback = Literal["false_positive", "true_positive"]
+ThresholdMethod = Literal["quantile", "pot"]
+THRESHOLD_METHODS: tuple[ThresholdMethod, ...] = ("quantile", "pot")
+# Peaks-Over-Threshold defaults from the literature, fixed before any SMD test result:
+# the initial threshold at the 98 % quantile (Siffer et al. 2017; their reference SPOT
+# ``initialize(level=0.98)``, OmniAnomaly's ``pot_eval(level=0.02)`` on the negated score)
+# and the risk q = 1e-3 (OmniAnomaly's ``pot_eval`` default; Siffer's SPOT default is 1e-4).
+POT_LEVEL = 0.98
+POT_RISK = 1e-3
+_POT_MIN_PEAKS = 10  # fewer excesses than this: no fit, the empirical quantile instead
 
 SEVERITY_CUTOFFS: tuple[tuple[float, Severity], ...] = (
     (0.999, "critical"),
@@ -72,6 +95,33 @@ def severity(score: float) -> Severity:
         if score >= cut:
             return name
     return "low"
+
+
+def pot_threshold(scores: FloatArray, *, level: float = POT_LEVEL, risk: float = POT_RISK) -> float:
+    """Peaks-Over-Threshold quantile of ``scores`` (Siffer et al. 2017, the batch POT step).
+
+    Fits a Generalized Pareto Distribution (maximum likelihood, location 0) to the excesses
+    of ``scores`` over their ``level`` quantile ``t`` and returns the value ``z`` with
+    fitted tail probability ``P(score > z) = risk``:
+    ``z = t + sigma / xi * ((risk * n / n_t) ** -xi - 1)`` (``t - sigma * log(...)`` at
+    ``xi = 0``), with ``n_t`` excesses among ``n`` scores. Meant for scores whose upper tail
+    is unbounded or heavy; with fewer than 10 excesses it returns the ``1 - risk`` quantile.
+    """
+    if not 0.0 < level < 1.0 or not 0.0 < risk < 1.0 - level:
+        raise ValueError("POT needs 0 < level < 1 and 0 < risk < 1 - level")
+    s = np.asarray(scores, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    if len(s) == 0:
+        raise ValueError("no finite scores to fit")
+    t = float(np.quantile(s, level))
+    excess = s[s > t] - t
+    if len(excess) < _POT_MIN_PEAKS or float(np.ptp(excess)) <= 0.0:
+        return float(np.quantile(s, 1.0 - risk))
+    xi, _, sigma = genpareto.fit(excess, floc=0.0)
+    ratio = risk * len(s) / len(excess)
+    if abs(xi) < 1e-9:
+        return t - float(sigma) * float(np.log(ratio))
+    return t + float(sigma) / float(xi) * float(ratio ** -float(xi) - 1.0)
 
 
 def _average_path_length(n: FloatArray) -> FloatArray:
@@ -233,6 +283,9 @@ class AnomalyDetector:
     random_state: int = 0
     feature_config: FeatureConfig = field(default_factory=FeatureConfig)
     threshold: float = 0.95
+    threshold_method: ThresholdMethod = "quantile"
+    pot_level: float = POT_LEVEL
+    pot_risk: float = POT_RISK
     extractor: FeatureExtractor = field(init=False)
     forest: IsolationForest | None = field(init=False, default=None)
     flat: FlatForest | None = field(init=False, default=None)
@@ -250,6 +303,10 @@ class AnomalyDetector:
             raise ValueError("contamination must lie in (0, 0.5]")
         if self.n_estimators < 1 or self.smoothing < 1:
             raise ValueError("n_estimators and smoothing must be at least 1")
+        if self.threshold_method not in THRESHOLD_METHODS:
+            raise ValueError(f"threshold_method must be one of {THRESHOLD_METHODS}")
+        if not 0.0 < self.pot_level < 1.0 or not 0.0 < self.pot_risk < 1.0 - self.pot_level:
+            raise ValueError("POT needs 0 < pot_level < 1 and 0 < pot_risk < 1 - pot_level")
         self.extractor = FeatureExtractor(self.feature_config)
 
     # -- training ------------------------------------------------------------------
@@ -302,7 +359,13 @@ class AnomalyDetector:
         combined = np.maximum(self.cal_forest(forest_anom), self.cal_dev(dev_score))
         self.cal_final = Calibrator.fit(combined)
         final = self.cal_final(combined)
-        self.threshold = float(np.quantile(final, 1.0 - self.contamination))
+        if self.threshold_method == "pot":
+            # The calibrated score is uniform on training; its surprise is exponential.
+            surprise = -np.log1p(-np.minimum(final, 1.0 - 1e-15))
+            z = pot_threshold(surprise, level=self.pot_level, risk=self.pot_risk)
+            self.threshold = float(min(-np.expm1(-z), 1.0 - 1e-12))
+        else:
+            self.threshold = float(np.quantile(final, 1.0 - self.contamination))
         self.n_train = int(mask.sum())
         return self
 
@@ -469,6 +532,9 @@ class AnomalyDetector:
             "smoothing": self.smoothing,
             "random_state": self.random_state,
             "threshold": self.threshold,
+            "threshold_method": self.threshold_method,
+            "pot_level": self.pot_level,
+            "pot_risk": self.pot_risk,
             "n_train": self.n_train,
             "metrics": list(fx.metrics),
             "feature_config": fx.config.to_dict(),
@@ -516,6 +582,10 @@ class AnomalyDetector:
             random_state=int(config["random_state"]),
             feature_config=FeatureConfig.from_dict(config["feature_config"]),
             threshold=float(config["threshold"]),
+            # Models stored before POT carry no method: they used the quantile rule.
+            threshold_method=config.get("threshold_method", "quantile"),
+            pot_level=float(config.get("pot_level", POT_LEVEL)),
+            pot_risk=float(config.get("pot_risk", POT_RISK)),
         )
         fx = det.extractor
         fx.metrics = tuple(str(m) for m in config["metrics"])

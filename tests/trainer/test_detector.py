@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.trainer.detector import AnomalyDetector, Calibrator, severity
+from services.trainer.detector import AnomalyDetector, Calibrator, pot_threshold, severity
 from services.trainer.evaluation import (
     Event,
     attribution_hits,
@@ -142,6 +142,55 @@ def test_serialization_roundtrip_and_checksum() -> None:
     tampered[len(tampered) // 2] ^= 0xFF
     with pytest.raises(ValueError, match="checksum"):
         AnomalyDetector.from_bytes(bytes(tampered), digest)
+
+
+def test_pot_threshold_lands_near_the_analytic_tail_quantile() -> None:
+    from scipy.stats import expon, genpareto
+
+    rng = np.random.default_rng(11)
+    # Heavy tail (GPD shape 0.2) and light tail (exponential, shape 0); the excesses over
+    # any threshold are GPD again, so POT should recover the analytic quantile.
+    for dist in (genpareto(c=0.2, scale=1.0), expon()):
+        sample = dist.rvs(size=50_000, random_state=rng)
+        for risk in (1e-3, 1e-4):
+            truth = float(dist.isf(risk))
+            got = pot_threshold(sample, level=0.98, risk=risk)
+            assert got == pytest.approx(truth, rel=0.15), (dist.dist.name, risk, got, truth)
+    with pytest.raises(ValueError):
+        pot_threshold(np.arange(100.0), level=0.98, risk=0.05)  # risk beyond the init level
+
+
+def test_pot_detector_threshold_and_storage() -> None:
+    det, df = _trained()
+    pot = AnomalyDetector(n_estimators=50, threshold_method="pot", pot_risk=1e-3).fit(df)
+    # Calibrated scores are uniform on training, so POT lands near the 1 - risk quantile.
+    assert pot.threshold == pytest.approx(0.999, abs=0.002)
+    assert pot.threshold > det.threshold  # default contamination 0.05: quantile 0.95
+    blob = pot.to_bytes()
+    loaded = AnomalyDetector.from_bytes(blob, AnomalyDetector.sha256(blob))
+    assert (loaded.threshold_method, loaded.pot_level, loaded.pot_risk) == ("pot", 0.98, 1e-3)
+    assert loaded.threshold == pot.threshold
+    np.testing.assert_array_equal(loaded.score_frame(df).is_anomaly, pot.score_frame(df).is_anomaly)
+    with pytest.raises(ValueError):
+        AnomalyDetector(threshold_method="mad")  # type: ignore[arg-type]
+
+
+def test_models_stored_before_pot_load_as_quantile() -> None:
+    import io
+
+    det, _ = _trained()
+    with np.load(io.BytesIO(det.to_bytes()), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    config = json.loads(arrays["config"].tobytes().decode())
+    for key in ("threshold_method", "pot_level", "pot_risk"):
+        del config[key]
+    arrays["config"] = np.frombuffer(json.dumps(config).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    old = buf.getvalue()
+    loaded = AnomalyDetector.from_bytes(old, AnomalyDetector.sha256(old))
+    assert loaded.threshold_method == "quantile"
+    assert loaded.threshold == det.threshold
 
 
 def test_invalid_contamination_is_rejected() -> None:
