@@ -23,10 +23,17 @@ class Schema(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+# Values past these bounds are client bugs, not measurements (and would overflow the
+# database's INTEGER or the statistics' sums of squares).
+MAX_METRIC_VALUE = 1e12
+MAX_INTEGER_METRIC = 2**31 - 1
+
+
 def _metric_field(metric: Metric) -> Any:
-    constraints: dict[str, Any] = {}
-    if metric.non_negative:
-        constraints["ge"] = 0
+    constraints: dict[str, Any] = {
+        "ge": 0 if metric.non_negative else -MAX_METRIC_VALUE,
+        "le": MAX_INTEGER_METRIC if metric.is_integer else MAX_METRIC_VALUE,
+    }
     if metric.is_percent:
         constraints["le"] = 100
     annotation: Any = (int | None) if metric.is_integer else (float | None)

@@ -43,7 +43,7 @@ def parse_when(value: str | None, *, field: str, end: bool) -> datetime | None:
             moment = datetime.combine(day, time.min, tzinfo=UTC)
             return moment + timedelta(days=1, microseconds=-1) if end else moment
         return utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999
         raise Unprocessable(
             [
                 {

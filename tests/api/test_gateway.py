@@ -251,6 +251,13 @@ async def test_out_of_range_input_is_a_422_not_a_500(
             json={"samples": [{"timestamp": "0070-05-20T10:04:45Z", "cpu_usage_percent": 1}]},
         )
         stats = await s.gateway.get("/api/ml/metrics/stats", params={"start_date": ""})
+        year_one = await s.gateway.get(
+            "/api/ml/metrics/stats", params={"end_date": "0001-01-01T00:02:00+03:00"}
+        )
+        too_big = await s.gateway.post(
+            "/api/ml/metrics/ingest",
+            json={"samples": [{"active_requests": 2**67}, {"memory_usage_mb": 1.7e308}]},
+        )
     for response, field in (
         (model, "path.model_id"),
         (activate, "path.model_id"),
@@ -262,3 +269,10 @@ async def test_out_of_range_input_is_a_422_not_a_500(
     assert ancient.json()["detail"][0]["field"] == "body.samples.0.timestamp"
     assert "1970" in ancient.json()["detail"][0]["msg"]
     assert stats.status_code == 200 and stats.json()["total_samples"] == 0
+    assert year_one.status_code == 422
+    assert year_one.json()["detail"][0]["field"] == "query.end_date"
+    assert too_big.status_code == 422
+    assert {e["field"] for e in too_big.json()["detail"]} == {
+        "body.samples.0.active_requests",
+        "body.samples.1.memory_usage_mb",
+    }
