@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import Path
+from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from shared.catalogue import LABELS, METRICS, Metric
@@ -15,6 +15,16 @@ from shared.db import utc, utcnow
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 # The oldest timestamp a sample may carry (older is a client bug, not a measurement).
 EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+# Query parameters of the sample filters (collector and gateway declare the same ones).
+HostQuery = Annotated[str | None, Query(max_length=255, description="Only samples of this host.")]
+StartDateQuery = Annotated[
+    str | None,
+    Query(description="ISO date or datetime, inclusive (UTC unless an offset is given)."),
+]
+EndDateQuery = Annotated[
+    str | None,
+    Query(description="ISO date (the whole day) or datetime, inclusive (UTC unless an offset)."),
+]
 # Row ids are 64-bit integers in both engines.
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Row id.")]
 

@@ -14,11 +14,13 @@ from starlette.responses import Response
 from services.api.proxy import SERVICES, ServiceClients
 from shared.errors import AppError
 from shared.schemas import (
+    EndDateQuery,
     ErrorResponse,
     ExportResponse,
     GenerateSyntheticRequest,
     GenerateSyntheticResponse,
     HealthResponse,
+    HostQuery,
     IncidentList,
     IncidentOut,
     IngestRequest,
@@ -28,6 +30,7 @@ from shared.schemas import (
     ResolveRequest,
     RowId,
     ServiceState,
+    StartDateQuery,
     StatsResponse,
 )
 
@@ -37,16 +40,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse, "description": "Invalid input: each field and the reason."},
     503: {"model": ErrorResponse, "description": "A service is down; the detail names it."},
 }
-
-HostQuery = Annotated[str | None, Query(max_length=255, description="Only samples of this host.")]
-StartQuery = Annotated[
-    str | None,
-    Query(description="ISO date or datetime, inclusive (UTC unless an offset is given)."),
-]
-EndQuery = Annotated[
-    str | None,
-    Query(description="ISO date (the whole day) or datetime, inclusive (UTC unless an offset)."),
-]
 
 
 def clients(request: Request) -> ServiceClients:
@@ -133,8 +126,8 @@ async def health(request: Request) -> Response:
 async def metrics_stats(
     request: Request,
     host: HostQuery = None,
-    start_date: StartQuery = None,
-    end_date: EndQuery = None,
+    start_date: StartDateQuery = None,
+    end_date: EndDateQuery = None,
 ) -> Response:
     return await clients(request).forward("collector", "/metrics/stats", request)
 
@@ -153,8 +146,8 @@ async def metrics_export(
     request: Request,
     format: Annotated[Literal["json", "csv"], Query(description="json (default) or csv")] = "json",
     host: HostQuery = None,
-    start_date: StartQuery = None,
-    end_date: EndQuery = None,
+    start_date: StartDateQuery = None,
+    end_date: EndDateQuery = None,
 ) -> Response:
     return await clients(request).stream("collector", "/metrics/export", request)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from services.api.routes import ERRORS, HostQuery, clients
+from services.api.routes import ERRORS, clients
 from shared.anomaly_schemas import (
     ActivateResponse,
     AnomalyScoreList,
@@ -19,7 +19,7 @@ from shared.anomaly_schemas import (
     TrainAnomalyRequest,
     TrainAnomalyResponse,
 )
-from shared.schemas import ErrorResponse, RowId
+from shared.schemas import ErrorResponse, HostQuery, RowId
 
 router = APIRouter(prefix="/api/ml")
 

@@ -13,23 +13,18 @@ from services.collector.repository import SampleFilter
 from services.collector.runtime import CollectorRuntime
 from shared.db import utc, utcnow
 from shared.errors import BadRequest, Unprocessable
-from shared.schemas import CollectorHealth, IngestRequest, IngestResponse, StatsResponse
+from shared.schemas import (
+    CollectorHealth,
+    EndDateQuery,
+    HostQuery,
+    IngestRequest,
+    IngestResponse,
+    StartDateQuery,
+    StatsResponse,
+)
 from shared.service import ConnDep, EngineDep, TTLCache
 
 router = APIRouter()
-
-HostQuery = Annotated[str | None, Query(max_length=255, description="Only samples of this host.")]
-StartQuery = Annotated[
-    str | None,
-    Query(description="ISO date or datetime (UTC unless an offset is given); inclusive."),
-]
-EndQuery = Annotated[
-    str | None,
-    Query(
-        description="ISO date (the whole day) or datetime (UTC unless an offset is given); "
-        "inclusive."
-    ),
-]
 
 
 def parse_when(value: str | None, *, field: str, end: bool) -> datetime | None:
@@ -123,8 +118,8 @@ async def collect_now(request: Request) -> dict[str, object]:
 async def stats(
     engine: EngineDep,
     host: HostQuery = None,
-    start_date: StartQuery = None,
-    end_date: EndQuery = None,
+    start_date: StartDateQuery = None,
+    end_date: EndDateQuery = None,
 ) -> StatsResponse:
     flt = sample_filter(host, start_date, end_date)
     return StatsResponse.model_validate(await repository.statistics(engine, flt))
@@ -135,8 +130,8 @@ async def export(
     engine: EngineDep,
     format: Annotated[Literal["json", "csv"], Query(description="json (default) or csv")] = "json",
     host: HostQuery = None,
-    start_date: StartQuery = None,
-    end_date: EndQuery = None,
+    start_date: StartDateQuery = None,
+    end_date: EndDateQuery = None,
 ) -> StreamingResponse:
     flt = sample_filter(host, start_date, end_date)
     stream = repository.export_stream(engine, format, flt)
