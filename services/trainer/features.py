@@ -27,12 +27,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy.ndimage import maximum_filter1d, minimum_filter1d
+from scipy.ndimage import maximum_filter1d, minimum_filter1d, rank_filter
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -42,6 +42,9 @@ _QUANT = 1024.0  # fixed-point resolution of standardised values
 _Z_CLIP = 1000.0  # keeps squared window sums inside int64
 _SECONDS_PER_DAY = 86400.0
 _EPOCH = pd.Timestamp(0, tz="UTC")
+BaselineStat = Literal["mean", "median"]
+BASELINE_STATS: tuple[BaselineStat, ...] = ("mean", "median")
+_GATHER_ROWS = 256  # below this many rows a window median gathers and sorts its windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +57,12 @@ class FeatureConfig:
     min_windows: tuple[int, ...] = ()
     max_windows: tuple[int, ...] = ()
     lags: tuple[int, ...] = (5, 30)
-    # Deviation of the short mean (first mean window) from the mean of the previous
-    # ``baseline_window`` slots: a level shift relative to the recent past.
+    # Deviation of the short mean (first mean window) from the mean (or the median) of
+    # the previous ``baseline_window`` slots: a level shift relative to the recent past.
+    # The median ignores an event shorter than half the window, so a short spike does not
+    # inflate the baseline of the samples after it.
     baseline_window: int = 60
+    baseline_stat: BaselineStat = "mean"
     time_features: bool = True
 
     @property
@@ -86,6 +92,8 @@ class FeatureConfig:
                     raise ValueError(f"{name} entries must lie in 1..1440, got {w}")
         if not 1 <= self.baseline_window <= 1440:
             raise ValueError("baseline_window must lie in 1..1440")
+        if self.baseline_stat not in BASELINE_STATS:
+            raise ValueError(f"baseline_stat must be one of {BASELINE_STATS}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +104,7 @@ class FeatureConfig:
             "max_windows": list(self.max_windows),
             "lags": list(self.lags),
             "baseline_window": self.baseline_window,
+            "baseline_stat": self.baseline_stat,
             "time_features": self.time_features,
         }
 
@@ -109,6 +118,8 @@ class FeatureConfig:
             max_windows=tuple(int(w) for w in data["max_windows"]),
             lags=tuple(int(w) for w in data["lags"]),
             baseline_window=int(data["baseline_window"]),
+            # Configurations stored before the median baseline used the mean.
+            baseline_stat=cast(BaselineStat, str(data.get("baseline_stat", "mean"))),
             time_features=bool(data["time_features"]),
         )
 
@@ -180,7 +191,8 @@ class FeatureExtractor:
         per_metric += [f"min_{w}" for w in cfg.min_windows]
         per_metric += [f"max_{w}" for w in cfg.max_windows]
         per_metric += [f"diff_{lag}" for lag in cfg.lags]
-        per_metric += [f"dev_{cfg.baseline_window}"]
+        dev = "dev" if cfg.baseline_stat == "mean" else "dev_median"
+        per_metric += [f"{dev}_{cfg.baseline_window}"]
         names = [f"{m}:{k}" for k in per_metric for m in self.metrics]
         if cfg.time_features:
             names += ["hour_sin", "hour_cos", "dow_sin", "dow_cos"]
@@ -302,13 +314,18 @@ class FeatureExtractor:
         for lag in cfg.lags:
             parts.append((q - qd[np.maximum(p - lag, 0)]).astype(np.float64) / _QUANT)
 
-        # Baseline: mean of the previous ``baseline_window`` slots (current slot excluded).
+        # Baseline: mean or median of the previous ``baseline_window`` slots (current slot
+        # excluded, clipped at the grid start).
         bw = cfg.baseline_window
         prev_end = p - 1
         has_prev = prev_end >= 0
         safe_end = np.maximum(prev_end, 0)
-        s1, _, cnt = window(bw, safe_end)
-        baseline = np.where(has_prev[:, None], s1.astype(np.float64) / cnt / _QUANT, zq)
+        if cfg.baseline_stat == "median":
+            base = _window_median(qd, safe_end, bw) / _QUANT
+        else:
+            s1, _, cnt = window(bw, safe_end)
+            base = s1.astype(np.float64) / cnt / _QUANT
+        baseline = np.where(has_prev[:, None], base, zq)
         deviation = short_mean - baseline
         parts.append(deviation)
 
@@ -468,3 +485,44 @@ def _causal_filter(qd: IntArray, w: int, fn: Any) -> IntArray:
     padded = np.concatenate([np.repeat(qd[:1], w - 1, axis=0), qd], axis=0)
     out: IntArray = fn(padded, size=w, axis=0, origin=origin, mode="nearest")
     return out[w - 1 :]
+
+
+def _window_median(qd: IntArray, ends: IntArray, w: int) -> FloatArray:
+    """Median of each column over the slots [end - w + 1, end] (clipped at 0) of each end.
+
+    An even count takes the mean of its two middle values. The order statistics are exact
+    on the quantised integers, so any method gives the same result bit for bit: a few ends
+    gather and sort their windows, many use a running rank filter for the full windows.
+    """
+    r, m = len(ends), qd.shape[1]
+    out = np.empty((r, m), dtype=np.float64)
+    if r == 0:
+        return out
+    lo_rank, hi_rank = (w - 1) // 2, w // 2
+    full = ends >= w - 1
+    if r >= _GATHER_ROWS and bool(full.any()) and len(qd) >= w:
+        cols = np.ascontiguousarray(qd.T)
+        origin = (w - 1) // 2  # the filter centred at w // 2 + origin ends at the row
+        lo = np.empty((m, len(qd)), dtype=np.int64)
+        hi = lo if hi_rank == lo_rank else np.empty((m, len(qd)), dtype=np.int64)
+        for j in range(m):
+            lo[j] = rank_filter(cols[j], rank=lo_rank, size=w, origin=origin, mode="nearest")
+            if hi is not lo:
+                hi[j] = rank_filter(cols[j], rank=hi_rank, size=w, origin=origin, mode="nearest")
+        e = ends[full]
+        out[full] = (lo[:, e].T.astype(np.float64) + hi[:, e].T.astype(np.float64)) / 2.0
+        rest = np.flatnonzero(~full)
+    else:
+        rest = np.arange(r, dtype=np.int64)
+    if len(rest):
+        e = ends[rest]
+        idx = e[:, None] - np.arange(w - 1, -1, -1, dtype=np.int64)[None, :]  # (rows, w)
+        win = qd[np.maximum(idx, 0)]  # (rows, w, m)
+        # Slots before the grid start sort last and are never picked.
+        win = np.where((idx >= 0)[:, :, None], win, np.iinfo(np.int64).max)
+        win.sort(axis=1)
+        count = np.minimum(e + 1, w)
+        a = np.take_along_axis(win, ((count - 1) // 2)[:, None, None], axis=1)[:, 0]
+        b = np.take_along_axis(win, (count // 2)[:, None, None], axis=1)[:, 0]
+        out[rest] = (a.astype(np.float64) + b.astype(np.float64)) / 2.0
+    return out

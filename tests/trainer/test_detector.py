@@ -256,3 +256,29 @@ def test_smd_machine_beats_plain_isolation_forest() -> None:
     assert ours.event_recall >= 0.85 and ours.event_recall > theirs.event_recall + 0.4
     assert ours.event_precision >= 0.5 and ours.event_precision > theirs.event_precision + 0.3
     assert attr.hit_rate >= 0.85 and attr.hit_rate > attr.chance + 0.3
+
+
+def test_median_baseline_model_roundtrip_and_old_models_load_as_mean() -> None:
+    import io
+
+    from services.trainer.features import FeatureConfig
+
+    df = _frame(1500)
+    det = AnomalyDetector(n_estimators=20, feature_config=FeatureConfig(baseline_stat="median"))
+    det.fit(df)
+    blob = det.to_bytes()
+    loaded = AnomalyDetector.from_bytes(blob, AnomalyDetector.sha256(blob))
+    assert loaded.extractor.config.baseline_stat == "median"
+    np.testing.assert_array_equal(loaded.score_frame(df).score, det.score_frame(df).score)
+
+    mean_det, _ = _trained()
+    with np.load(io.BytesIO(mean_det.to_bytes()), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    config = json.loads(arrays["config"].tobytes().decode())
+    del config["feature_config"]["baseline_stat"]  # stored before the option existed
+    arrays["config"] = np.frombuffer(json.dumps(config).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    old = buf.getvalue()
+    loaded = AnomalyDetector.from_bytes(old, AnomalyDetector.sha256(old))
+    assert loaded.extractor.config.baseline_stat == "mean"

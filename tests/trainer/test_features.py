@@ -140,3 +140,76 @@ def test_unsorted_input_is_handled_in_input_order() -> None:
     np.testing.assert_array_equal(
         fx.transform(shuffled).matrix, fx.transform(df).matrix[shuffled.index.to_numpy()]
     )
+
+
+MEDIAN = FeatureConfig(baseline_stat="median")
+
+
+def _spiked(n: int = 400, start: int = 150, length: int = 10) -> pd.DataFrame:
+    df = _frame(n)
+    df.loc[start : start + length - 1, "cpu"] += 250.0  # about +50 robust scale units
+    return df
+
+
+def test_median_baseline_ignores_a_short_spike_no_echo() -> None:
+    train = _frame(600, seed=3)
+    df = _spiked(start=150, length=10)
+    end = 159  # last spiked row
+    after = slice(end + 6, end + 90)  # the short mean has left the spike
+    cpu = 0
+    mean_fx = FeatureExtractor().fit(train)
+    median_fx = FeatureExtractor(MEDIAN).fit(train)
+    mean_dev = mean_fx.transform(df).deviation[after, cpu]
+    feats = median_fx.transform(df)
+    median_dev = feats.deviation[after, cpu]
+    # The mean baseline carries the spike for an hour: normal rows look like a drop, and
+    # the deviation climbs back when the spike leaves the window (the echo).
+    assert mean_dev.min() < -5.0
+    assert mean_dev[-1] > -2.0
+    # The median baseline of the previous 60 slots does not move with a 10-slot spike.
+    clean = median_fx.transform(_frame(400)).baseline[after, cpu]
+    assert np.abs(feats.baseline[after, cpu] - clean).max() < 0.5
+    assert np.abs(median_dev).max() < 2.0
+    # The spike itself is still a level shift.
+    assert feats.deviation[end, cpu] > 20.0
+
+
+def test_median_baseline_matches_pandas_rolling_median() -> None:
+    df = _spiked(300)
+    fx = FeatureExtractor(MEDIAN).fit(df)
+    feats = fx.transform(df)
+    assert fx.feature_names[-5] == "errors:dev_median_60"
+    z = pd.Series(feats.z[:, 0])
+    expected = z.rolling(60, min_periods=1).median().shift(1).fillna(z.iloc[0])
+    np.testing.assert_allclose(feats.baseline[:, 0], expected, atol=2e-3)
+
+
+def test_online_features_equal_batch_features_with_median_baseline() -> None:
+    df = _spiked(500)
+    df = df.drop(index=range(100, 130)).reset_index(drop=True)  # a 30-minute gap
+    df.loc[200:210, "mem"] = np.nan
+    fx = FeatureExtractor(MEDIAN).fit(df)
+    batch = fx.transform(df)
+    assert np.isfinite(batch.matrix).all()
+    for row in (0, 1, 5, 59, 60, 61, 99, 100, 101, 130, 205, 250, len(df) - 1):
+        tail = df.iloc[max(0, row - 100) : row]
+        sample = {m: float(v) for m, v in df.loc[row, METRICS].items() if pd.notna(v)}
+        online = fx.extract_one(tail, sample, df.loc[row, "timestamp"])
+        np.testing.assert_allclose(online, batch.matrix[row], rtol=0, atol=1e-9)
+    hist = RecentHistory(fx)
+    for i in range(len(df)):
+        hist.append({m: float(df.at[i, m]) for m in METRICS}, df.at[i, "timestamp"])
+        if i % 37 == 0 or i == len(df) - 1:
+            got = hist.features(rows=5)
+            np.testing.assert_allclose(
+                got.matrix, batch.matrix[max(0, i - 4) : i + 1], atol=1e-9, rtol=0
+            )
+
+
+def test_baseline_stat_is_serialised_and_defaults_to_mean() -> None:
+    assert FeatureConfig.from_dict(MEDIAN.to_dict()) == MEDIAN
+    old = FeatureConfig().to_dict()
+    del old["baseline_stat"]  # configurations stored before the option existed
+    assert FeatureConfig.from_dict(old).baseline_stat == "mean"
+    with pytest.raises(ValueError, match="baseline_stat"):
+        FeatureConfig(baseline_stat="mode").validate()  # type: ignore[arg-type]
