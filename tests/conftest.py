@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -211,3 +212,18 @@ async def served(app: FastAPI, port: int | None = None) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@pytest.fixture
+async def settle_sqlite_workers() -> AsyncIterator[None]:
+    """Wait for aiosqlite worker threads started by the test to finish.
+
+    A failed aiosqlite connect raises at once but its worker thread stops a moment later and
+    then calls into the event loop; if that loop has closed meanwhile (the last test of a run),
+    the thread's error fails the run.
+    """
+    before = set(threading.enumerate())
+    yield
+    for thread in set(threading.enumerate()) - before:
+        if "_connection_worker_thread" in thread.name:
+            await asyncio.to_thread(thread.join, 10)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -103,21 +102,6 @@ def absent_database(
         yield url, restore
     finally:
         asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture
-async def settle_sqlite_workers() -> AsyncIterator[None]:
-    """Wait for aiosqlite worker threads started by the test to finish.
-
-    A failed aiosqlite connect raises at once but its worker thread stops a moment later and
-    then calls into the event loop; if that loop has closed meanwhile (the last test of a run),
-    the thread's error fails the run.
-    """
-    before = set(threading.enumerate())
-    yield
-    for thread in set(threading.enumerate()) - before:
-        if "_connection_worker_thread" in thread.name:
-            await asyncio.to_thread(thread.join, 10)
 
 
 def away_engine(url: str) -> AsyncEngine:

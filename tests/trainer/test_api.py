@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import threading
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -141,21 +138,6 @@ async def test_health(settings: Settings, engine: AsyncEngine):
         "database": True,
         "active_models": 0,
     }
-
-
-@pytest.fixture
-async def settle_sqlite_workers() -> AsyncIterator[None]:
-    """Wait for aiosqlite worker threads started by the test to finish.
-
-    A failed aiosqlite connect raises at once but its worker thread stops a moment later and
-    then calls into the event loop; if that loop has closed meanwhile (the last test of a run),
-    the thread's error fails the run.
-    """
-    before = set(threading.enumerate())
-    yield
-    for thread in set(threading.enumerate()) - before:
-        if "_connection_worker_thread" in thread.name:
-            await asyncio.to_thread(thread.join, 10)
 
 
 @pytest.mark.usefixtures("settle_sqlite_workers")
