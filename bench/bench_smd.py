@@ -49,7 +49,6 @@ MACHINES = ("machine-1-2", "machine-2-1", "machine-3-10", "machine-2-5")
 METRICS = [f"m{i:02d}" for i in range(1, 39)]
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIRS = (ROOT / "tests" / "data" / "smd", ROOT.parent / "shared" / "data" / "smd")
-HISTORY_ROWS = 240  # train rows handed to the test half as its recent history
 
 
 def data_dir(machine: str) -> Path:
@@ -94,12 +93,15 @@ def run_machine(
         contamination=contamination, threshold_method=threshold_method, pot_risk=pot_risk
     ).fit(train, METRICS)
     fit_s = time.perf_counter() - t0
-    frame = pd.concat([train.iloc[-HISTORY_ROWS:], test], ignore_index=True)
+    # The test half follows the train half; the service reads a host's last
+    # ``history_samples`` (feature look-back and 24 h of shift memory) before scoring.
+    history = det.history_samples
+    frame = pd.concat([train.iloc[-history:], test], ignore_index=True)
     t0 = time.perf_counter()
     scores = det.score_frame(frame)
     score_s = time.perf_counter() - t0
-    flags = confirm(scores.is_anomaly[HISTORY_ROWS:], consecutive)
-    feats = _slice(scores.features, HISTORY_ROWS)
+    flags = confirm(scores.is_anomaly[history:], consecutive)
+    feats = _slice(scores.features, history)
     counts = detection_counts(events, flags)
     attr = attribution(det, feats, flags, raw)
 

@@ -57,7 +57,7 @@ from services.trainer.detector import (
     _rows,
     severity,
 )
-from services.trainer.features import RecentHistory, epoch_seconds
+from services.trainer.features import FloatArray, RecentHistory, epoch_seconds
 from services.trainer.repository import Row
 from services.trainer.synthetic import SyntheticDataGenerator, store_frame
 from services.trainer.training import (
@@ -386,10 +386,9 @@ class AnomalyService:
         if history is None:
             async with self.engine.connect() as conn:
                 rows = await repo.recent_samples(
-                    conn, host=host, limit=active.detector.extractor.config.lookback + 64
+                    conn, host=host, limit=active.detector.history_samples
                 )
-            history = active.detector.new_history()
-            _extend(history, rows)
+            history = _seeded(active.detector, rows)
             if self.active is active:
                 history = self.predict_histories.setdefault(host, history)
         return history
@@ -408,7 +407,7 @@ class AnomalyService:
             _seed_with_medians(history, epoch)
             times, _ = history.arrays()
         if len(times) and epoch < times[-1]:
-            history = _history_before(history, epoch)  # late sample: score it, do not keep it
+            history = history.copy_until(epoch)  # late sample: score it, do not keep it
         result = det.score_sample(values, timestamp=epoch, history=history, top_k=3)
         top = contribution_dicts(result.contributions)
         answer = {
@@ -554,11 +553,12 @@ class AnomalyService:
                     before = await repo.recent_samples(
                         conn,
                         host=host,
-                        limit=active.detector.extractor.config.lookback + 64,
+                        limit=active.detector.history_samples,
                         max_id=self.cursor,
                     )
-                    hist = active.detector.new_history()
-                    _extend(hist, [b for b in before if utc(b[1]).timestamp() <= first_ts])
+                    hist = _seeded(
+                        active.detector, [b for b in before if utc(b[1]).timestamp() <= first_ts]
+                    )
                     self.loop_histories[host] = hist
         cursor = int(rows[-1][0])
         scored = await asyncio.to_thread(
@@ -602,7 +602,7 @@ class AnomalyService:
                     actions.append(action)
             predict_hist = self.predict_histories.get(host)
             if predict_hist is not None:
-                _extend(predict_hist, [item[0] for item in items], in_order_only=True)
+                _extend(predict_hist, [item[0] for item in items])
         notify: list[dict[str, Any]] = []
         async with self.engine.begin() as conn:
             await repo.insert_scores(conn, records)
@@ -702,21 +702,37 @@ class AnomalyService:
         }
 
 
-def _extend(history: RecentHistory, rows: Sequence[Row], *, in_order_only: bool = False) -> None:
-    """Append sample rows (repository order) to a history."""
-    if not rows:
-        return
-    metrics = history.extractor.metrics
+def _row_arrays(rows: Sequence[Row], metrics: Sequence[str]) -> tuple[FloatArray, FloatArray]:
+    """Epoch seconds and metric values (NaN = missing) of repository rows."""
     cols = [_METRIC_INDEX[m] for m in metrics]
     times = epoch_seconds([utc(r[1]) for r in rows])
-    for r, t in zip(rows[-history.capacity :], times[-history.capacity :], strict=True):
+    values = np.array(
+        [[np.nan if r[c] is None else float(r[c]) for c in cols] for r in rows],
+        dtype=np.float64,
+    ).reshape(len(rows), len(cols))
+    return times, values
+
+
+def _seeded(det: AnomalyDetector, rows: Sequence[Row]) -> RecentHistory:
+    """A new history of a host filled from its stored samples (repository order: by time)."""
+    history = det.new_history()
+    if rows:
+        times, values = _row_arrays(rows, det.metrics)
+        order = np.argsort(times, kind="stable")
+        det.seed_history(history, times[order], values[order])
+    return history
+
+
+def _extend(history: RecentHistory, rows: Sequence[Row]) -> None:
+    """Append sample rows (repository order) to a history, skipping any out of time order."""
+    if not rows:
+        return
+    times, values = _row_arrays(rows[-history.capacity :], history.extractor.metrics)
+    for row, t in zip(values, times, strict=True):
         last = history.arrays()[0]
         if len(last) and t < last[-1]:
-            if in_order_only:
-                continue
-            raise ValueError("rows out of time order")
-        values = np.array([np.nan if r[c] is None else float(r[c]) for c in cols])
-        history.append_array(values, float(t))
+            continue
+        history.append_array(row, float(t))
 
 
 def _seed_with_medians(history: RecentHistory, epoch: float) -> None:
@@ -728,15 +744,6 @@ def _seed_with_medians(history: RecentHistory, epoch: float) -> None:
         history.append_array(fx.medians.copy(), epoch - k * step)
 
 
-def _history_before(history: RecentHistory, epoch: float) -> RecentHistory:
-    """A copy of a history with only the samples up to ``epoch``."""
-    times, values = history.arrays()
-    copy = RecentHistory(history.extractor, capacity=history.capacity)
-    for i in np.flatnonzero(times <= epoch):
-        copy.append_array(values[i].copy(), float(times[i]))
-    return copy
-
-
 def _score_batch(
     det: AnomalyDetector,
     histories: dict[str, RecentHistory],
@@ -744,21 +751,17 @@ def _score_batch(
 ) -> dict[str, list[tuple[Row, float, bool, Severity, list[dict[str, Any]]]]]:
     """Score each host's new rows after its history (batch = online), then extend it."""
     out: dict[str, list[tuple[Row, float, bool, Severity, list[dict[str, Any]]]]] = {}
-    cols = [_METRIC_INDEX[m] for m in det.metrics]
     for host, rows in by_host.items():
         rows = sorted(rows, key=lambda r: (utc(r[1]), r[0]))
         hist = histories[host]
         h_times, h_values = hist.arrays()
-        new_times = epoch_seconds([utc(r[1]) for r in rows])
-        new_values = np.array(
-            [[np.nan if r[c] is None else float(r[c]) for c in cols] for r in rows],
-            dtype=np.float64,
-        ).reshape(len(rows), len(cols))
+        new_times, new_values = _row_arrays(rows, det.metrics)
         times = np.concatenate([h_times, new_times])
         values = np.vstack([h_values, new_values])
         feats = det.extractor.transform_arrays(times, values.copy())
-        batch = det.score_features(feats)
         k = len(h_times)
+        # Rows buffered but never scored (none in the loop's own histories) fold in too.
+        batch = det.score_features(feats, memory=hist.memory, start=k - hist.unfolded)
         tail = _rows(feats, slice(k, None))
         items = []
         for i, r in enumerate(rows):
@@ -767,5 +770,6 @@ def _score_batch(
             items.append((r, score, score >= det.threshold, severity(score), top))
         for i in range(len(rows)):
             hist.append_array(new_values[i], float(new_times[i]))
+        hist.unfolded = 0
         out[host] = items
     return out

@@ -133,6 +133,7 @@ class FeatureSet:
     deviation: FloatArray  # (rows, metrics) short mean minus recent baseline
     baseline: FloatArray  # (rows, metrics) recent baseline, standardised
     values: FloatArray  # (rows, metrics) observed values after filling
+    hour: IntArray  # (rows,) UTC hour of each row (epoch seconds // 3600)
 
 
 def epoch_seconds(timestamps: Any) -> FloatArray:
@@ -237,6 +238,7 @@ class FeatureExtractor:
                 deviation=out.deviation[inverse],
                 baseline=out.baseline[inverse],
                 values=out.values[inverse],
+                hour=out.hour[inverse],
             )
         return out
 
@@ -343,7 +345,12 @@ class FeatureExtractor:
             parts.append(tf)
         matrix = np.hstack(parts)
         return FeatureSet(
-            matrix=matrix, z=zq, deviation=deviation, baseline=baseline, values=values
+            matrix=matrix,
+            z=zq,
+            deviation=deviation,
+            baseline=baseline,
+            values=values,
+            hour=np.floor(times / 3600.0).astype(np.int64),
         )
 
 
@@ -366,6 +373,10 @@ class RecentHistory:
         self._values = np.full((2 * self.capacity, m), np.nan, dtype=np.float64)
         self._start = 0
         self._len = 0
+        # Hourly shift peaks of the rows already scored (set by the detector), and how many
+        # of the newest buffered rows have not been folded into it yet.
+        self.memory: ShiftMemory | None = None
+        self.unfolded = 0
 
     def __len__(self) -> int:
         return self._len
@@ -397,6 +408,20 @@ class RecentHistory:
         if self._len > self.capacity:
             self._start += self._len - self.capacity
             self._len = self.capacity
+        self.unfolded = min(self.unfolded + 1, self._len)
+
+    def copy_until(self, epoch_s: float) -> RecentHistory:
+        """A copy holding only the samples (and shift memory) up to ``epoch_s``."""
+        times, values = self.arrays()
+        copy = RecentHistory(self.extractor, capacity=self.capacity)
+        keep = np.flatnonzero(times <= epoch_s)
+        for i in keep:
+            copy.append_array(values[i].copy(), float(times[i]))
+        if self.memory is not None:
+            copy.memory = self.memory.until(int(np.floor(epoch_s / 3600.0)))
+        # Rows kept that were unfolded here stay unfolded in the copy.
+        copy.unfolded = min(copy.unfolded, int(np.sum(keep >= self._len - self.unfolded)))
+        return copy
 
     def extend_frame(self, frame: pd.DataFrame) -> None:
         if len(frame) == 0:
@@ -432,7 +457,76 @@ class RecentHistory:
             deviation=feats.deviation[take],
             baseline=feats.baseline[take],
             values=feats.values[take],
+            hour=feats.hour[take],
         )
+
+
+@dataclass(slots=True)
+class ShiftMemory:
+    """Hourly peaks of the absolute level shift of each metric over the last ``window`` hours.
+
+    The detector measures a metric's shift against the larger of its 99.9th training
+    percentile and the ``rank``-th largest hourly peak of that metric's shift over the
+    ``window`` whole hours before the sample's hour (``trailing_peak``). A host whose metric
+    has turned volatile thus needs a larger shift to alarm again, while a shift larger than
+    anything of the past day (bar one hour) still alarms. Peaks are maxima, so folding rows
+    hour by hour or all at once gives the same memory: online and batch agree exactly.
+    """
+
+    window: int
+    metrics: int
+    hours: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    peaks: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+
+    def __post_init__(self) -> None:
+        if self.peaks.shape != (len(self.hours), self.metrics):
+            self.peaks = np.zeros((len(self.hours), self.metrics))
+
+    def reference(self, hours: IntArray, shift: FloatArray, rank: int) -> FloatArray:
+        """Per row, the ``rank``-th largest hourly peak of the ``window`` hours before it,
+        this memory counting as rows before ``hours`` (which must not precede it)."""
+        return trailing_peak(
+            np.concatenate([self.hours, hours]),
+            np.vstack([self.peaks, shift]),
+            window=self.window,
+            rank=rank,
+        )[len(self.hours) :]
+
+    def fold(self, hours: IntArray, shift: FloatArray) -> None:
+        """Add rows (time-ordered, not before the memory) and forget hours out of the window."""
+        if len(hours) == 0:
+            return
+        all_hours = np.concatenate([self.hours, hours])
+        uniq, first = np.unique(all_hours, return_index=True)
+        peaks = np.maximum.reduceat(np.vstack([self.peaks, shift]), first, axis=0)
+        keep = uniq >= uniq[-1] - self.window
+        self.hours, self.peaks = uniq[keep], peaks[keep]
+
+    def until(self, hour: int) -> ShiftMemory:
+        keep = self.hours <= hour
+        return ShiftMemory(self.window, self.metrics, self.hours[keep], self.peaks[keep].copy())
+
+
+def trailing_peak(hours: IntArray, shift: FloatArray, *, window: int, rank: int) -> FloatArray:
+    """Per row, the ``rank``-th largest of the hourly peaks (maxima) of ``shift`` over the
+    ``window`` hours before the row's hour, per column; hours without rows count as 0.
+
+    ``hours`` (epoch hour of each row) must be non-decreasing. The row's own hour is left
+    out, so rows within one hour share their reference and a row never raises its own.
+    """
+    n, m = shift.shape
+    if n == 0 or rank > window:
+        return np.zeros((n, m))
+    uniq, first = np.unique(hours, return_index=True)
+    peaks = np.maximum.reduceat(shift, first, axis=0)  # (hours, m)
+    u = len(uniq)
+    lo = np.searchsorted(uniq, uniq - window, side="left")
+    idx = lo[:, None] + np.arange(window, dtype=np.int64)[None, :]  # (hours, window)
+    valid = idx < np.arange(u, dtype=np.int64)[:, None]  # earlier hours only
+    gathered = np.where(valid[:, :, None], peaks[np.minimum(idx, u - 1)], 0.0)
+    kth = np.partition(gathered, window - rank, axis=1)[:, window - rank]
+    out: FloatArray = kth[np.searchsorted(uniq, hours)]
+    return out
 
 
 def metric_columns(frame: pd.DataFrame) -> tuple[str, ...]:

@@ -56,8 +56,8 @@ def test_fast_path_equals_sklearn() -> None:
 def test_online_score_equals_batch_score() -> None:
     det, df = _trained()
     batch = det.score_frame(df)
-    hist = det.new_history()
-    hist.extend_frame(df.iloc[2500:2900])
+    hist = det.history_from(df.iloc[:2900])  # the look-back and 24 h of shift memory
+    assert det.history_samples < 2900
     metrics = list(det.metrics)
     for i in range(2900, 2950):
         res = det.score_sample(
@@ -233,7 +233,7 @@ def test_smd_machine_beats_plain_isolation_forest() -> None:
     events = [Event(e["start"], e["end"], "anomaly") for e in raw]
 
     det = AnomalyDetector(contamination=0.01).fit(train, metrics)
-    history = 240
+    history = det.history_samples  # what the service reads before scoring
     scored = det.score_frame(pd.concat([train.iloc[-history:], test], ignore_index=True))
     flags = confirm(scored.is_anomaly[history:], 3)  # as the service raises incidents
     ours = detection_counts(events, flags)
@@ -282,3 +282,113 @@ def test_median_baseline_model_roundtrip_and_old_models_load_as_mean() -> None:
     old = buf.getvalue()
     loaded = AnomalyDetector.from_bytes(old, AnomalyDetector.sha256(old))
     assert loaded.extractor.config.baseline_stat == "mean"
+
+
+def test_trailing_peak_matches_a_direct_count() -> None:
+    from services.trainer.features import trailing_peak
+
+    rng = np.random.default_rng(5)
+    hours = np.sort(rng.choice(np.arange(200), 600))  # gaps and repeated hours
+    shift = rng.exponential(size=(600, 3))
+    got = trailing_peak(hours, shift, window=24, rank=2)
+    for i in range(0, 600, 7):
+        inside = (hours >= hours[i] - 24) & (hours < hours[i])
+        for j in range(3):
+            peaks = sorted(
+                (shift[inside & (hours == h), j].max() for h in np.unique(hours[inside])),
+                reverse=True,
+            )
+            want = peaks[1] if len(peaks) >= 2 else 0.0
+            assert got[i, j] == want
+
+
+def test_shift_memory_folded_in_pieces_equals_one_batch() -> None:
+    from services.trainer.features import ShiftMemory, trailing_peak
+
+    rng = np.random.default_rng(6)
+    hours = np.sort(rng.integers(0, 120, 900))
+    shift = rng.exponential(size=(900, 2))
+    want = trailing_peak(hours, shift, window=24, rank=2)
+    memory = ShiftMemory(window=24, metrics=2)
+    got = np.zeros_like(want)
+    for lo in range(0, 900, 37):  # uneven pieces, some splitting an hour
+        sl = slice(lo, lo + 37)
+        got[sl] = memory.reference(hours[sl], shift[sl], 2)
+        memory.fold(hours[sl], shift[sl])
+    np.testing.assert_array_equal(got, want)
+    assert memory.hours.min() >= hours.max() - 24  # older hours are forgotten
+
+
+def _volatile_frame() -> pd.DataFrame:
+    """Four quiet days, then a day on which cpu jumps by 16 points for 15 minutes every two
+    hours, then the same jump once more, then a jump of 60 points."""
+    df = _frame(n=6 * 1440, seed=3)
+    cpu = df["cpu_usage_percent"].to_numpy(copy=True)
+    for start in range(4 * 1440, 5 * 1440, 120):
+        cpu[start : start + 15] += 16.0
+    cpu[5 * 1440 + 60 : 5 * 1440 + 75] += 16.0
+    cpu[5 * 1440 + 300 : 5 * 1440 + 315] += 60.0
+    df["cpu_usage_percent"] = cpu
+    return df
+
+
+def test_shift_memory_quiets_a_metric_that_turned_volatile_but_not_a_new_extreme() -> None:
+    df = _volatile_frame()
+    train = df.iloc[: 4 * 1440]
+    with_memory = AnomalyDetector(n_estimators=50, contamination=0.01).fit(train)
+    without = AnomalyDetector(n_estimators=50, contamination=0.01, shift_memory_hours=0).fit(train)
+    a, b = with_memory.score_frame(df).score, without.score_frame(df).score
+    repeat = slice(5 * 1440 + 64, 5 * 1440 + 75)  # the 13th 16-point jump within a day
+    extreme = slice(5 * 1440 + 304, 5 * 1440 + 315)
+    first = slice(4 * 1440 + 4, 4 * 1440 + 15)  # the first jump of the volatile day
+    assert b[repeat].max() >= without.threshold  # without memory it alarms yet again
+    assert a[repeat].max() < b[repeat].max()
+    assert a[extreme].max() >= with_memory.threshold  # far beyond the day's peaks: alarms
+    assert a[first].max() >= with_memory.threshold and b[first].max() >= without.threshold
+    # The shift part itself: beyond its reference without memory, within it with memory.
+    feats = with_memory.extractor.transform(df)
+    ref = with_memory._batch_memory_ref(feats)
+    assert ref is not None
+    cpu = with_memory.metrics.index("cpu_usage_percent")
+    dev = np.abs(feats.deviation[repeat, cpu])
+    assert (dev / with_memory.dev_ref[cpu]).max() > 1.0
+    assert (dev / np.maximum(with_memory.dev_ref[cpu], ref[repeat, cpu])).max() <= 1.0
+    ext = np.abs(feats.deviation[extreme, cpu])
+    assert (ext / np.maximum(with_memory.dev_ref[cpu], ref[extreme, cpu])).max() > 2.0
+
+
+def test_shift_memory_is_stored_and_old_models_load_without_it() -> None:
+    import io
+
+    det, df = _trained()
+    blob = det.to_bytes()
+    loaded = AnomalyDetector.from_bytes(blob, AnomalyDetector.sha256(blob))
+    assert loaded.shift_memory_hours == det.shift_memory_hours == 24
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    config = json.loads(arrays["config"].tobytes().decode())
+    del config["shift_memory_hours"]
+    arrays["config"] = np.frombuffer(json.dumps(config).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    old = AnomalyDetector.from_bytes(buf.getvalue(), AnomalyDetector.sha256(buf.getvalue()))
+    assert old.shift_memory_hours == 0 and old.new_history().memory is None
+    with pytest.raises(ValueError):
+        AnomalyDetector(shift_memory_hours=-1)
+
+
+def test_a_late_sample_is_scored_against_the_memory_of_its_own_time() -> None:
+    det, df = _trained()
+    hist = det.history_from(df.iloc[:2900])
+    metrics = list(det.metrics)
+    late_at = 2850
+    copy = hist.copy_until(float(pd.Timestamp(df.at[late_at - 1, "timestamp"]).timestamp()))
+    assert copy.memory is not None and hist.memory is not None
+    assert copy.memory.hours.max() <= hist.memory.hours.max()
+    res = det.score_sample(
+        {m: float(df.at[late_at, m]) for m in metrics},
+        timestamp=df.at[late_at, "timestamp"],
+        history=copy,
+    )
+    assert res.score == pytest.approx(det.score_frame(df).score[late_at], abs=1e-9)
+    assert len(hist) == hist.capacity  # the original history is untouched
