@@ -82,8 +82,7 @@ def main() -> None:
     print(f"batch scoring with features: {max(rates):,.0f} samples/s (best of 5, {len(test)} rows)")
 
     metrics = list(det.metrics)
-    hist = det.new_history()
-    hist.extend_frame(test.iloc[:200])
+    hist = det.history_from(test.iloc[:200])
     rows = test[metrics].to_numpy()
     stamps = test["timestamp"].tolist()
     lat = []

@@ -508,10 +508,16 @@ class AnomalyDetector:
     ) -> AnomalyResult:
         """Score one new sample of a host; appends it to that host's ``history``."""
         history.append(sample, timestamp)
-        rows = min(max(self.smoothing, history.unfolded), len(history))
+        # Raw forest scores of the last ``smoothing`` rows: cached ones are reused, so only
+        # rows never scored (usually just the new one) need features and the forest.
+        cached = history.scores()[-self.smoothing :]
+        unknown = np.flatnonzero(np.isnan(cached))
+        need = len(cached) - int(unknown[0]) if len(unknown) else 1
+        rows = min(max(need, history.unfolded), len(history))
         feats = history.features(rows=rows)
-        forest = self.forest_scores(feats.matrix[-self.smoothing :])
-        forest_anom = _causal_mean(-forest, self.smoothing)[-1:]
+        fresh = self.forest_scores(feats.matrix[-need:])
+        cached[len(cached) - need :] = -fresh
+        forest_anom = _causal_mean(cached.copy(), self.smoothing)[-1:]
         last = _last_row(feats)
         ref = None
         if history.memory is not None:

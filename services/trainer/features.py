@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -42,6 +42,8 @@ _QUANT = 1024.0  # fixed-point resolution of standardised values
 _Z_CLIP = 1000.0  # keeps squared window sums inside int64
 _SECONDS_PER_DAY = 86400.0
 _EPOCH = pd.Timestamp(0, tz="UTC")
+_EPOCH_DT = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 BaselineStat = Literal["mean", "median"]
 BASELINE_STATS: tuple[BaselineStat, ...] = ("mean", "median")
 _GATHER_ROWS = 256  # below this many rows a window median gathers and sorts its windows
@@ -259,11 +261,14 @@ class FeatureExtractor:
 
     # -- core ----------------------------------------------------------------------
 
-    def _compute(self, times: FloatArray, raw: FloatArray) -> FeatureSet:
+    def _compute(self, times: FloatArray, raw: FloatArray, tail: int | None = None) -> FeatureSet:
+        """Features of the last ``tail`` rows (all rows by default) of a time-ordered run;
+        the earlier rows serve only as their look-back."""
         cfg = self.config
         n, m = raw.shape
         slots = np.floor(times / cfg.interval_s).astype(np.int64)
-        values = _forward_fill(np.where(np.isfinite(raw), raw, np.nan), self.medians)
+        finite = np.isfinite(raw)
+        values = _forward_fill(raw if finite.all() else np.where(finite, raw, np.nan), self.medians)
 
         # Standardise, clip and quantise; constant metrics have scale inf -> 0.
         z = (values - self.medians) / self.scales
@@ -283,15 +288,20 @@ class FeatureExtractor:
         c2 = np.zeros((grid + 1, m), dtype=np.int64)
         np.cumsum(qd * qd, axis=0, out=c2[1:])
 
-        p = pos  # grid position of each row
+        first = 0 if tail is None else max(n - tail, 0)
+        if first:
+            times, values, q = times[first:], values[first:], q[first:]
+        p = pos[first:]  # grid position of each output row
         zq = q.astype(np.float64) / _QUANT
         parts: list[FloatArray] = [zq]
 
-        def window(w: int, end: IntArray) -> tuple[IntArray, IntArray, FloatArray]:
+        def window(
+            w: int, end: IntArray, squares: bool = False
+        ) -> tuple[IntArray, IntArray | None, FloatArray]:
             # rows [end - w + 1, end] clipped at the grid start; end inclusive.
             lo = np.maximum(end - w + 1, 0)
             s1 = c1[end + 1] - c1[lo]
-            s2 = c2[end + 1] - c2[lo]
+            s2 = c2[end + 1] - c2[lo] if squares else None
             cnt = (end + 1 - lo).astype(np.float64)[:, None]
             return s1, s2, cnt
 
@@ -305,7 +315,8 @@ class FeatureExtractor:
         if short_mean is None:
             short_mean = zq
         for w in cfg.std_windows:
-            s1, s2, cnt = window(w, p)
+            s1, s2, cnt = window(w, p, squares=True)
+            assert s2 is not None
             icnt = cnt.astype(np.int64)
             num = (icnt * s2 - s1 * s1).astype(np.float64)
             parts.append(np.sqrt(np.maximum(num, 0.0)) / cnt / _QUANT)
@@ -371,6 +382,9 @@ class RecentHistory:
         # Double-length buffers so the live window is always one contiguous slice.
         self._times = np.zeros(2 * self.capacity, dtype=np.float64)
         self._values = np.full((2 * self.capacity, m), np.nan, dtype=np.float64)
+        # The detector's raw score of each buffered row once computed (NaN: not yet), so a
+        # smoothed score needs the forest for the new row only.
+        self._scores = np.full(2 * self.capacity, np.nan, dtype=np.float64)
         self._start = 0
         self._len = 0
         # Hourly shift peaks of the rows already scored (set by the detector), and how many
@@ -400,10 +414,12 @@ class RecentHistory:
             src = slice(self._start + self._len - keep, self._start + self._len)
             self._times[:keep] = self._times[src]
             self._values[:keep] = self._values[src]
+            self._scores[:keep] = self._scores[src]
             self._start, self._len = 0, keep
         end = self._start + self._len
         self._times[end] = epoch_s
         self._values[end] = row
+        self._scores[end] = np.nan
         self._len += 1
         if self._len > self.capacity:
             self._start += self._len - self.capacity
@@ -417,6 +433,7 @@ class RecentHistory:
         keep = np.flatnonzero(times <= epoch_s)
         for i in keep:
             copy.append_array(values[i].copy(), float(times[i]))
+        copy.scores()[:] = self.scores()[keep]
         if self.memory is not None:
             copy.memory = self.memory.until(int(np.floor(epoch_s / 3600.0)))
         # Rows kept that were unfolded here stay unfolded in the copy.
@@ -432,6 +449,10 @@ class RecentHistory:
         order = np.argsort(times, kind="stable")
         for i in order[-self.capacity :]:
             self.append_array(values[i], float(times[i]))
+
+    def scores(self) -> FloatArray:
+        """Raw scores of the buffered rows as set by the detector (a view; NaN = unknown)."""
+        return self._scores[self._start : self._start + self._len]
 
     def arrays(self) -> tuple[FloatArray, FloatArray]:
         sl = slice(self._start, self._start + self._len)
@@ -449,15 +470,8 @@ class RecentHistory:
         first = int(np.searchsorted(times, horizon, side="left"))
         # One sample before the horizon carries the forward-filled values into it.
         first = max(0, first - 1)
-        feats = self.extractor._compute(times[first:], values[first:].copy())
-        take = slice(len(times) - first - min(rows, self._len), None)
-        return FeatureSet(
-            matrix=feats.matrix[take],
-            z=feats.z[take],
-            deviation=feats.deviation[take],
-            baseline=feats.baseline[take],
-            values=feats.values[take],
-            hour=feats.hour[take],
+        return self.extractor._compute(
+            times[first:], values[first:].copy(), tail=min(rows, self._len)
         )
 
 
@@ -477,6 +491,8 @@ class ShiftMemory:
     metrics: int
     hours: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     peaks: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    # The reference of the latest hour asked for: rows within one hour share it.
+    _cached: tuple[int, int, FloatArray] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.peaks.shape != (len(self.hours), self.metrics):
@@ -485,6 +501,19 @@ class ShiftMemory:
     def reference(self, hours: IntArray, shift: FloatArray, rank: int) -> FloatArray:
         """Per row, the ``rank``-th largest hourly peak of the ``window`` hours before it,
         this memory counting as rows before ``hours`` (which must not precede it)."""
+        if len(hours) and hours[0] == hours[-1]:
+            # One hour: its reference depends only on the hours before it, which no later
+            # fold changes, so it is computed once per hour (the real-time path).
+            hour = int(hours[0])
+            if self._cached is None or self._cached[:2] != (hour, rank):
+                ref = trailing_peak(
+                    np.append(self.hours, hour),
+                    np.vstack([self.peaks, np.zeros((1, self.metrics))]),
+                    window=self.window,
+                    rank=rank,
+                )[-1]
+                self._cached = (hour, rank, ref)
+            return np.tile(self._cached[2], (len(hours), 1))
         return trailing_peak(
             np.concatenate([self.hours, hours]),
             np.vstack([self.peaks, shift]),
@@ -496,11 +525,16 @@ class ShiftMemory:
         """Add rows (time-ordered, not before the memory) and forget hours out of the window."""
         if len(hours) == 0:
             return
+        if len(self.hours) and hours[0] == hours[-1] == self.hours[-1]:
+            np.maximum(self.peaks[-1], shift.max(axis=0), out=self.peaks[-1])  # same hour
+            return
         all_hours = np.concatenate([self.hours, hours])
         uniq, first = np.unique(all_hours, return_index=True)
         peaks = np.maximum.reduceat(np.vstack([self.peaks, shift]), first, axis=0)
         keep = uniq >= uniq[-1] - self.window
         self.hours, self.peaks = uniq[keep], peaks[keep]
+        if self._cached is not None and int(hours[0]) < self._cached[0]:
+            self._cached = None  # an earlier hour changed (not in time order)
 
     def until(self, hour: int) -> ShiftMemory:
         keep = self.hours <= hour
@@ -550,6 +584,9 @@ def frame_times(frame: pd.DataFrame) -> FloatArray:
 def _to_epoch(ts: datetime | pd.Timestamp | str | float) -> float:
     if isinstance(ts, int | float):
         return float(ts)
+    if type(ts) is datetime:  # plain datetime (not pandas'): microseconds, exact and fast
+        aware = ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+        return float((aware - _EPOCH_DT) // _MICROSECOND) / 1e6
     stamp = pd.Timestamp(ts)
     if stamp.tzinfo is None:
         stamp = stamp.tz_localize("UTC")
