@@ -5,8 +5,8 @@ data of seed 42 with 100 trees through ``train_detector`` (what the service's wo
 features, fit, calibration, generating the synthetic month of seed 7 and evaluating on it,
 serialising), then measures:
 
-- the synthetic-month figures, detections confirmed after 3 consecutive samples above the
-  threshold (the service's incident rule, as stored) and on the raw threshold for reference;
+- the synthetic-month figures, counted as the service's incidents (open after 3 samples in a row above
+  the threshold, resolved after 3 below; as stored) and on the raw threshold for reference;
 - training time, also for a labelled history (fit on 80 %, held-out and synthetic
   evaluations);
 - one sample scored in process with its features from recent history (``score_sample``),
@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from services.trainer.detector import AnomalyDetector
-from services.trainer.evaluation import confirm, evaluate_labels
+from services.trainer.evaluation import evaluate_labels, incident_rows
 from services.trainer.synthetic import SyntheticDataGenerator
 from services.trainer.training import train_detector
 
@@ -35,7 +35,7 @@ def _quality(name: str, det: AnomalyDetector, test) -> None:
     scored = det.score_frame(test)
     labels = test["label"].to_numpy()
     for k in (3, 1):
-        result = evaluate_labels(labels, confirm(scored.is_anomaly, k))
+        result = evaluate_labels(labels, incident_rows(scored.is_anomaly, k))
         o = result["overall"]
         print(
             f"{name}: synthetic month seed 7, {k} consecutive: event precision "

@@ -12,11 +12,12 @@ pooled, 1 consecutive: q 1e-3 point F1 0.143, event P 0.810 R 0.281, hit@3 0.875
 point F1 0.087, event P 0.895 R 0.211 (quantile 0.01: 0.461, 0.394, 0.860, 0.918). On the
 calibrated score POT lands near the 1 - q quantile (0.999 / 0.9999), far too high for SMD,
 so the default stays the quantile. Detections are counted as the service raises incidents
-(``evaluation.confirm``): a row is flagged once it is the ``--consecutive``-th row in a row
-above the threshold (``ML_ANOMALY_CONSECUTIVE``, default 3) and stays flagged while the
-score stays above; causal, no point-adjust. The baseline is a plain Isolation Forest on the
-raw 38 columns with its threshold at the 99th percentile of its train scores, run here
-too, on its raw flags (as the issue defines it) and with the same confirmation.
+(``evaluation.incident_rows``): a row is flagged while an incident is open, from the
+``--consecutive``-th row in a row above the threshold (``ML_ANOMALY_CONSECUTIVE``, default
+3) until as many rows in a row are back below; causal, no point-adjust; ``--consecutive 1``
+gives the raw flags. The baseline is a plain Isolation Forest on the raw 38 columns with its
+threshold at the 99th percentile of its train scores, run here too, on its raw flags (as
+the issue defines it) and with the same incident rule.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ from services.trainer.evaluation import (
     DetectionCounts,
     Event,
     attribution_hits,
-    confirm,
     detection_counts,
+    incident_rows,
 )
 
 MACHINES = ("machine-1-2", "machine-2-1", "machine-3-10", "machine-2-5")
@@ -100,7 +101,7 @@ def run_machine(
     t0 = time.perf_counter()
     scores = det.score_frame(frame)
     score_s = time.perf_counter() - t0
-    flags = confirm(scores.is_anomaly[history:], consecutive)
+    flags = incident_rows(scores.is_anomaly[history:], consecutive)
     feats = _slice(scores.features, history)
     counts = detection_counts(events, flags)
     attr = attribution(det, feats, flags, raw)
@@ -110,7 +111,7 @@ def run_machine(
     thr = np.quantile(-base.score_samples(train[METRICS].to_numpy()), 0.99)
     bflags = -base.score_samples(test[METRICS].to_numpy()) > thr
     bcounts = detection_counts(events, bflags)
-    bcounts_confirmed = detection_counts(events, confirm(bflags, consecutive))
+    bcounts_confirmed = detection_counts(events, incident_rows(bflags, consecutive))
     # Baseline attribution: largest |z| against train mean/std (guarded).
     mu = train[METRICS].mean().to_numpy()
     sd = train[METRICS].std().to_numpy()
@@ -195,7 +196,7 @@ def main() -> None:
         )
         print(f"{m:13s} detector {fmt(r['counts'], r['attr'])}")
         print(f"{'':13s} baseline {fmt(r['base'], r['battr'])}")
-        print(f"{'':13s} baseline, confirmed: {fmt_counts(r['base_confirmed'])}")
+        print(f"{'':13s} baseline, as incidents: {fmt_counts(r['base_confirmed'])}")
         print(
             f"{'':13s} threshold {r['threshold']:.5f}, fit {r['fit_s']:.2f}s, "
             f"batch scoring {r['score_rate']:,.0f} rows/s"
@@ -216,7 +217,7 @@ def main() -> None:
 
     print(f"{'POOLED':13s} detector {fmt(tot, _A(hits, n, chance))}")
     print(f"{'':13s} baseline {fmt(btot, _A(bhits, bn, bchance))}")
-    print(f"{'':13s} baseline, confirmed: {fmt_counts(bctot)}")
+    print(f"{'':13s} baseline, as incidents: {fmt_counts(bctot)}")
 
 
 if __name__ == "__main__":

@@ -4,13 +4,15 @@ Run: ``python -m bench.bench_smd_proxy [--machines ...] [--events 25] [--seed 0]
 
 Detector changes are judged here, never on the SMD test labels. For each machine the train
 half (no labels) is split in time: the detector is fitted on its first 70 % and scores the
-last 30 %, with the service's rule (3 in a row above the threshold, contamination 0.01):
+last 30 %, counted as the service's incidents (open after 3 in a row above the threshold,
+resolved after 3 in a row below; contamination 0.01):
 
 - *false alarms a day*: flagged runs on that held-out stretch as it is (the train half is
   mostly normal, so most runs there are false alarms);
 - *injected recall*: the same stretch with ``--events`` shifts injected at random (seeded):
   2-4 random varying metrics raised by 0.1-0.3 (the data is min-max scaled to [0, 1]) for
-  3-60 minutes, about one every 6 hours; share of them flagged at least once.
+  3-60 minutes, about one every 6 hours; share of them flagged at least once, and the
+  point-wise F1 of the flagged rows against the injected rows on that stretch.
 
 Each configuration is a set of ``AnomalyDetector`` arguments; the defaults are the first.
 """
@@ -25,13 +27,37 @@ import pandas as pd
 
 from bench.bench_smd import MACHINES, METRICS, load
 from services.trainer.detector import AnomalyDetector
-from services.trainer.evaluation import Event, confirm, detection_counts, runs
+from services.trainer.evaluation import (
+    DetectionCounts,
+    Event,
+    detection_counts,
+    incident_rows,
+    runs,
+)
+from services.trainer.features import FeatureConfig
 
 FIT_SHARE = 0.7
 CONFIGS: dict[str, dict[str, Any]] = {
-    "default (smoothing 10, 24 h shift memory)": {},
-    "smoothing 10, no shift memory": {"shift_memory_hours": 0},
-    "smoothing 5, no shift memory (the earlier default)": {
+    "default (jump view, level mean 5, smoothing 20, 24 h memory)": {},
+    "jump view, level median 3, smoothing 20, 24 h memory": {
+        "feature_config": FeatureConfig(level_median=3)
+    },
+    "no jump view, level median 3, smoothing 20, 24 h memory": {
+        "jump_view": False,
+        "feature_config": FeatureConfig(level_median=3),
+    },
+    "no jump view, level mean 5, smoothing 20, 24 h memory": {"jump_view": False},
+    "no jump view, level mean 5, smoothing 10, 24 h memory": {
+        "jump_view": False,
+        "smoothing": 10,
+    },
+    "no jump view, level mean 5, smoothing 10, no memory": {
+        "jump_view": False,
+        "smoothing": 10,
+        "shift_memory_hours": 0,
+    },
+    "no jump view, level mean 5, smoothing 5, no memory (earlier)": {
+        "jump_view": False,
         "smoothing": 5,
         "shift_memory_hours": 0,
     },
@@ -68,6 +94,7 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     totals = {name: [0, 0, 0, 0.0] for name in CONFIGS}
+    points = {name: DetectionCounts() for name in CONFIGS}
     for machine in args.machines:
         train, _test, _raw = load(machine)  # the test half is not read further
         cut = int(len(train) * FIT_SHARE)
@@ -77,9 +104,10 @@ def main() -> None:
             det = AnomalyDetector(contamination=args.contamination, **kwargs)
             det.fit(train.iloc[:cut], METRICS)
             # The held-out stretch is scored after the fitted part, as a live host would be.
-            clean = confirm(det.score_frame(train).is_anomaly[cut:], 3)
-            hit = confirm(det.score_frame(injected).is_anomaly[cut:], 3)
+            clean = incident_rows(det.score_frame(train).is_anomaly[cut:], 3)
+            hit = incident_rows(det.score_frame(injected).is_anomaly[cut:], 3)
             counts = detection_counts(events, hit)
+            points[name] = points[name] + counts
             false_runs = len(runs(clean))
             t = totals[name]
             t[0] += false_runs
@@ -87,14 +115,14 @@ def main() -> None:
             t[2] += counts.events
             t[3] += days
             print(
-                f"{machine:13s} {name:52s} false alarms {false_runs / days:5.2f}/day, "
-                f"injected recall {counts.event_recall:.2f}",
+                f"{machine:13s} {name:62s} false alarms {false_runs / days:5.2f}/day, "
+                f"injected recall {counts.event_recall:.2f}, point F1 {counts.f1:.3f}",
                 flush=True,
             )
     for name, (false_runs, found, n, days) in totals.items():
         print(
-            f"{'POOLED':13s} {name:52s} false alarms {false_runs / days:5.2f}/day, "
-            f"injected recall {found / n:.2f} ({found}/{n})"
+            f"{'POOLED':13s} {name:62s} false alarms {false_runs / days:5.2f}/day, "
+            f"injected recall {found / n:.2f} ({found}/{n}), point F1 {points[name].f1:.3f}"
         )
 
 

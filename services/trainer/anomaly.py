@@ -771,5 +771,6 @@ def _score_batch(
         for i in range(len(rows)):
             hist.append_array(new_values[i], float(new_times[i]))
         hist.unfolded = 0
+        hist.scores()[-len(rows) :] = -batch.forest_score[k:][-hist.capacity :]
         out[host] = items
     return out

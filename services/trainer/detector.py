@@ -8,22 +8,27 @@ Usage::
     result = det.score_sample({"cpu_usage_percent": 97.0}, timestamp=ts, history=hist)
     blob = det.to_bytes(); det2 = AnomalyDetector.from_bytes(blob, det.sha256(blob))
 
-The anomaly score of a sample combines two views of its features, each mapped to
+The anomaly score of a sample combines three views of its features, each mapped to
 [0, 1] through its training distribution (the share of training samples it exceeds):
 
 - the Isolation Forest path length on the extracted features, averaged over the last
-  ``smoothing`` samples (causal), which catches unusual combinations;
-- the largest per-metric level shift (the short mean against the mean of the previous
-  hour), each metric measured against the larger of its own 99.9th training percentile and
-  its recent volatility: the 2nd-largest of its hourly shift peaks over the
+  ``smoothing`` (20) samples (causal), which catches unusual combinations that persist;
+- the largest per-metric level shift: the mean of the last 5 samples against the mean of
+  the previous hour, each metric measured against the larger of its own 99.9th training
+  percentile and its recent volatility, the 2nd-largest of its hourly shift peaks over the
   ``shift_memory_hours`` (24) whole hours before the sample (``ShiftMemory``). This catches
-  a single metric moving while the others look normal, without alarming again and again
-  on a metric that has turned volatile since training (0 turns the memory off).
+  a single metric moving while the others look normal, and does not alarm again and again
+  on a metric that has turned volatile since training (0 turns the memory off);
+- the largest per-metric jump of the sample itself against the previous hour's mean,
+  relative to its 99.9th training percentile: a lone extreme sample scores high (what
+  ``POST /predict/anomaly`` reports), though alone it cannot open an incident, which
+  needs ``ML_ANOMALY_CONSECUTIVE`` samples in a row.
 
-The larger of the two is calibrated once more against training, so the final score is
+The largest of the three is calibrated once more against training, so the final score is
 the share of training samples that scored lower: a threshold of 0.99 means "rarer than
 99 % of training" for every model version. Scores above every training score keep
-growing towards 1 on an exponential tail, so they stay ordered.
+growing towards 1 on an exponential tail, so they stay ordered. Models stored before the
+jump view or the memory score as they were trained.
 
 The threshold (``threshold_method``) is set on the calibrated training scores, either
 
@@ -94,9 +99,11 @@ FORMAT_VERSION = 1
 _TRUSTED_SKOPS_TYPES = ["sklearn.tree._tree.Tree"]
 _SMALL_BATCH = 64  # below this many rows the numpy forest beats scikit-learn's overhead
 # A metric's shift is measured against at least the 2nd-largest of its hourly shift peaks
-# over the last 24 hours. Chosen without SMD test labels: on the last 30 % of each SMD
-# machine's train half (held out from fitting) it cut false alarms from 4.15 to 2.03 a day
-# with 0.73 instead of 0.75 of injected shifts found (bench/bench_smd_proxy.py).
+# over the last 24 hours, the forest score is averaged over the last 20 samples and a lone
+# sample's jump is a view of its own. All chosen without SMD test labels
+# (bench/bench_smd_proxy.py: the last 30 % of each SMD machine's train half held out from
+# fitting, with and without injected shifts; figures in bench/RESULTS.md), checked on
+# synthetic months of other seeds.
 SHIFT_MEMORY_HOURS = 24
 SHIFT_MEMORY_RANK = 2
 _HISTORY_MARGIN = 64  # samples kept beyond the feature look-back
@@ -292,7 +299,7 @@ class AnomalyDetector:
     contamination: float = 0.05
     n_estimators: int = 100
     max_samples: int = 256
-    smoothing: int = 10
+    smoothing: int = 20
     random_state: int = 0
     feature_config: FeatureConfig = field(default_factory=FeatureConfig)
     threshold: float = 0.95
@@ -300,6 +307,7 @@ class AnomalyDetector:
     pot_level: float = POT_LEVEL
     pot_risk: float = POT_RISK
     shift_memory_hours: int = SHIFT_MEMORY_HOURS
+    jump_view: bool = True
     extractor: FeatureExtractor = field(init=False)
     forest: IsolationForest | None = field(init=False, default=None)
     flat: FlatForest | None = field(init=False, default=None)
@@ -309,6 +317,8 @@ class AnomalyDetector:
     z_ref: FloatArray = field(init=False, default_factory=lambda: np.zeros(0))
     cal_forest: Calibrator | None = field(init=False, default=None)
     cal_dev: Calibrator | None = field(init=False, default=None)
+    cal_jump: Calibrator | None = field(init=False, default=None)
+    jump_ref: FloatArray = field(init=False, default_factory=lambda: np.zeros(0))
     cal_final: Calibrator | None = field(init=False, default=None)
     n_train: int = field(init=False, default=0)
 
@@ -371,9 +381,15 @@ class AnomalyDetector:
         self.z_ref = np.maximum(np.quantile(np.abs(feats.z[mask]), 0.999, axis=0), 1.0)
         # The memory sees every row, as it would in service (labelled anomalies included).
         dev_score = self._shift_score(feats, self._batch_memory_ref(feats))[mask]
+        jumps = np.abs(feats.z - feats.baseline)[mask]
+        self.jump_ref = np.maximum(np.quantile(jumps, 0.999, axis=0), 1.0)
+        jump_anom = self._jump_score(feats)[mask]
         self.cal_forest = Calibrator.fit(forest_anom)
         self.cal_dev = Calibrator.fit(dev_score)
+        self.cal_jump = Calibrator.fit(jump_anom) if self.jump_view else None
         combined = np.maximum(self.cal_forest(forest_anom), self.cal_dev(dev_score))
+        if self.cal_jump is not None:
+            combined = np.maximum(combined, self.cal_jump(jump_anom))
         self.cal_final = Calibrator.fit(combined)
         final = self.cal_final(combined)
         if self.threshold_method == "pot":
@@ -413,6 +429,12 @@ class AnomalyDetector:
         out: FloatArray = (np.abs(feats.deviation) / ref).max(axis=1)
         return out
 
+    def _jump_score(self, feats: FeatureSet) -> FloatArray:
+        """Largest per-metric jump of each row: the sample itself against the previous
+        hour's mean, relative to that metric's 99.9th training percentile."""
+        out: FloatArray = (np.abs(feats.z - feats.baseline) / self.jump_ref).max(axis=1)
+        return out
+
     def _batch_memory_ref(self, feats: FeatureSet) -> FloatArray | None:
         """Shift-memory reference of every row of a batch that starts with an empty memory."""
         if not self.shift_memory_hours:
@@ -430,6 +452,8 @@ class AnomalyDetector:
         _, cal_forest, cal_dev, cal_final = self._require_fitted()
         dev_score = self._shift_score(feats, memory_ref)
         combined = np.maximum(cal_forest(forest_anom), cal_dev(dev_score))
+        if self.cal_jump is not None:
+            combined = np.maximum(combined, self.cal_jump(self._jump_score(feats)))
         return cal_final(combined)
 
     def score_features(
@@ -462,11 +486,15 @@ class AnomalyDetector:
         shift memory's hours (``seed_history``)."""
         cfg = self.extractor.config
         memory = int(np.ceil((self.shift_memory_hours + 1) * 3600.0 / cfg.interval_s))
-        return cfg.lookback + _HISTORY_MARGIN + (memory if self.shift_memory_hours else 0)
+        margin = self.smoothing + _HISTORY_MARGIN
+        return cfg.lookback + margin + (memory if self.shift_memory_hours else 0)
 
     def new_history(self) -> RecentHistory:
         """An empty per-host buffer of recent samples for ``score_sample``."""
-        history = RecentHistory(self.extractor, capacity=self.extractor.config.lookback + 64)
+        cfg = self.extractor.config
+        history = RecentHistory(
+            self.extractor, capacity=cfg.lookback + self.smoothing + _HISTORY_MARGIN
+        )
         if self.shift_memory_hours:
             history.memory = ShiftMemory(self.shift_memory_hours, len(self.metrics))
         return history
@@ -484,18 +512,19 @@ class AnomalyDetector:
         return history
 
     def seed_history(self, history: RecentHistory, times: FloatArray, values: FloatArray) -> None:
-        """Fill an empty history with a host's past samples (time-ordered), their shifts
-        folded into its memory, as if each had been scored."""
+        """Fill an empty history with a host's past samples (time-ordered) as if each had
+        been scored: their shifts folded into its memory, their raw scores cached."""
         if len(history):
             raise ValueError("seed_history needs an empty history")
         if len(times) == 0:
             return
+        feats = self.extractor.transform_arrays(times, values.copy())
         if history.memory is not None:
-            feats = self.extractor.transform_arrays(times, values.copy())
             history.memory.fold(feats.hour, np.abs(feats.deviation))
-        keep = slice(max(0, len(times) - history.capacity), None)
-        for t, row in zip(times[keep], values[keep], strict=True):
+        first = max(0, len(times) - history.capacity)
+        for t, row in zip(times[first:], values[first:], strict=True):
             history.append_array(row, float(t))
+        history.scores()[:] = -self.forest_scores(feats.matrix[first:])
         history.unfolded = 0
 
     def score_sample(
@@ -641,7 +670,8 @@ class AnomalyDetector:
             "feature_config": fx.config.to_dict(),
             "depth": flat.depth,
             "normaliser": flat.normaliser,
-            "tails": [cal_forest.tail, cal_dev.tail, cal_final.tail],
+            "tails": [cal_forest.tail, cal_dev.tail, cal_final.tail]
+            + ([self.cal_jump.tail] if self.cal_jump is not None else []),
         }
         arrays: dict[str, npt.NDArray[Any]] = {
             "config": np.frombuffer(json.dumps(config).encode(), dtype=np.uint8),
@@ -653,10 +683,13 @@ class AnomalyDetector:
             "dev_ref": self.dev_ref,
             "z_ref": self.z_ref,
         }
+        if self.cal_jump is not None:
+            arrays["jump_ref"] = self.jump_ref
         for name, cal in (
             ("cal_forest", cal_forest),
             ("cal_dev", cal_dev),
             ("cal_final", cal_final),
+            *((("cal_jump", self.cal_jump),) if self.cal_jump is not None else ()),
         ):
             arrays[f"{name}_knots"] = cal.knots
             arrays[f"{name}_probs"] = cal.probs
@@ -700,6 +733,10 @@ class AnomalyDetector:
         det.cal_forest = Calibrator(arr["cal_forest_knots"], arr["cal_forest_probs"], tails[0])
         det.cal_dev = Calibrator(arr["cal_dev_knots"], arr["cal_dev_probs"], tails[1])
         det.cal_final = Calibrator(arr["cal_final_knots"], arr["cal_final_probs"], tails[2])
+        det.jump_view = "cal_jump_knots" in arr  # models stored before the view have none
+        if det.jump_view:
+            det.cal_jump = Calibrator(arr["cal_jump_knots"], arr["cal_jump_probs"], tails[3])
+            det.jump_ref = arr["jump_ref"]
         forest = sio.loads(arr["forest"].tobytes(), trusted=_TRUSTED_SKOPS_TYPES)
         if not isinstance(forest, IsolationForest):
             raise ValueError("stored forest is not an IsolationForest")

@@ -11,8 +11,12 @@ Definitions:
 - *Confirmation* (``confirm``): the service raises an incident once a host's score has been
   above the threshold for ``k`` consecutive samples (``ML_ANOMALY_CONSECUTIVE``). A sample
   counts as flagged once it is the k-th consecutive sample above the threshold and stays
-  flagged while the score stays above; the runs are what the service reports. The stored
-  evaluation and the benchmarks count detections this way.
+  flagged while the score stays above.
+- *Incident rows* (``incident_rows``): the service's whole incident lifecycle. An incident
+  opens at the k-th consecutive sample above the threshold and stays open until k
+  consecutive samples are back below (``ML_ANOMALY_CONSECUTIVE`` both ways); the rows
+  during which it is open are the flagged run, so a dip of fewer than k samples does not
+  split one incident into two. The stored evaluation and the benchmarks count this way.
 - *Point-wise* precision, recall and F1 count rows; no point-adjust is applied.
 - *hit@k*: share of detected events whose top-k metrics at the first flagged row
   include one of the event's labelled metrics, next to the chance that k random picks
@@ -139,6 +143,35 @@ def confirm(above: Sequence[bool] | BoolArray, k: int) -> BoolArray:
         last_below = np.where(pos >= 0, below[np.maximum(pos, 0)], -1)
     streak = np.arange(len(a)) - last_below
     out: BoolArray = streak >= k
+    return out
+
+
+def incident_rows(above: Sequence[bool] | BoolArray, k: int) -> BoolArray:
+    """Rows during which the service has an incident open (causal).
+
+    The service's rule (``AnomalyService._track``): the k-th sample in a row above the
+    threshold opens an incident; once open, it is resolved by the k-th sample in a row
+    below, which is the first row no longer flagged. With k = 1 this is ``above`` itself.
+    """
+    a = np.asarray(above, dtype=bool)
+    out = np.zeros(len(a), dtype=bool)
+    if k <= 1:
+        return a.copy()
+    opening = confirm(a, k)
+    closing = confirm(~a, k)
+    # Walk the change points only: open at the first opening row, close at the next closing.
+    i, n = 0, len(a)
+    open_rows = np.flatnonzero(opening)
+    close_rows = np.flatnonzero(closing)
+    while i < n:
+        j = np.searchsorted(open_rows, i)
+        if j == len(open_rows):
+            break
+        start = int(open_rows[j])
+        c = np.searchsorted(close_rows, start + 1)
+        end = int(close_rows[c]) if c < len(close_rows) else n
+        out[start:end] = True
+        i = end + 1
     return out
 
 

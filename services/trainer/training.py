@@ -20,9 +20,10 @@ threshold learn from normal rows only, with the threshold at the requested conta
 less the labelled anomalies' share (at least ``MIN_CONTAMINATION``). An unlabelled
 history trains on every row, unsupervised, at the requested contamination.
 
-Detections are counted as the service raises incidents: a sample is flagged once it is
-the ``consecutive``-th sample in a row above the threshold (``ML_ANOMALY_CONSECUTIVE``)
-and stays flagged while the score stays above (``evaluation.confirm``); no point-adjust.
+Detections are counted as the service raises incidents: a sample is flagged while an
+incident is open, from the ``consecutive``-th sample in a row above the threshold
+(``ML_ANOMALY_CONSECUTIVE``) until as many in a row are back below
+(``evaluation.incident_rows``); no point-adjust.
 
 The active model, if any, is scored on the same synthetic month with the same rule, so
 the activation rule compares like with like: ``quality`` is the event F1 of the overall
@@ -43,7 +44,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from services.trainer.detector import AnomalyDetector
-from services.trainer.evaluation import NORMAL, confirm, evaluate_labels
+from services.trainer.evaluation import NORMAL, evaluate_labels, incident_rows
 from services.trainer.features import FeatureConfig
 from services.trainer.repository import Row, rows_to_frame
 from services.trainer.synthetic import SyntheticDataGenerator
@@ -101,10 +102,10 @@ def evaluate(
     det: AnomalyDetector, frame: pd.DataFrame, start_row: int, *, consecutive: int
 ) -> dict[str, Any]:
     """Figures of ``det`` on ``frame[start_row:]`` (earlier rows: history), detections
-    confirmed after ``consecutive`` samples in a row above the threshold."""
+    counted as the service's incidents (``incident_rows``, ``consecutive`` both ways)."""
     scored = det.score_frame(frame)
     labels = frame["label"].astype(str).to_numpy()[start_row:]
-    result = evaluate_labels(labels, confirm(scored.is_anomaly[start_row:], consecutive))
+    result = evaluate_labels(labels, incident_rows(scored.is_anomaly[start_row:], consecutive))
     result["consecutive"] = consecutive
     return result
 

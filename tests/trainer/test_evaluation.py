@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from math import comb
 
+import numpy as np
 import pytest
 
 from services.trainer.evaluation import (
@@ -92,3 +94,41 @@ def test_attribution_hits() -> None:
     )
     assert (r.events, r.hits, r.hit_rate) == (2, 1, 0.5)
     assert r.chance == pytest.approx((hit_chance(38, 1, 3) + hit_chance(38, 2, 3)) / 2)
+
+
+def _tracked(above: list[bool], k: int) -> list[bool]:
+    """Open incident per row as the trainer's scoring loop tracks it (the service's code)."""
+    from services.trainer.anomaly import AnomalyService, HostTracker
+    from services.trainer.detector import AnomalyDetector
+    from shared.settings import Settings
+
+    service = AnomalyService(Settings(anomaly_consecutive=k), None, None)  # type: ignore[arg-type]
+    active = type("Active", (), {"detector": AnomalyDetector(), "model_id": 1, "version": 1})()
+    tracker, now = HostTracker(), datetime(2024, 1, 1, tzinfo=UTC)
+    state, out = False, []
+    for i, flag in enumerate(above):
+        action = service._track(
+            tracker, "h", now + timedelta(minutes=i), 0.9, flag, "high", [], active, live=True
+        )
+        if action is not None and action.kind == "raise":
+            state = True
+        elif action is not None and action.kind == "resolve":
+            state = False
+        out.append(state)
+    return out
+
+
+def test_incident_rows_follow_the_service_lifecycle() -> None:
+    from services.trainer.evaluation import incident_rows
+
+    above = [bool(a) for a in [0, 1, 1, 1, 0, 1, 0, 0, 1, 1, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0]]
+    want = [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 0]
+    assert incident_rows(above, 3).astype(int).tolist() == want
+    assert _tracked(above, 3) == [bool(w) for w in want]
+    assert incident_rows(above, 1).tolist() == above
+    rng = np.random.default_rng(4)
+    for k in (2, 3, 5):
+        noisy = (rng.random(400) < 0.6).tolist()
+        assert incident_rows(noisy, k).tolist() == _tracked(noisy, k)
+        # Open rows are a superset of the k-consecutive confirmation.
+        assert not (confirm(noisy, k) & ~incident_rows(noisy, k)).any()
