@@ -52,6 +52,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -61,6 +63,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import skops.io as sio
+from joblib import parallel_backend
 from scipy.stats import genpareto
 from sklearn.ensemble import IsolationForest
 
@@ -98,6 +101,10 @@ FORMAT_VERSION = 1
 # bounds-checked after loading, and the whole file is checked against its sha256.
 _TRUSTED_SKOPS_TYPES = ["sklearn.tree._tree.Tree"]
 _SMALL_BATCH = 64  # below this many rows the numpy forest beats scikit-learn's overhead
+# From this many rows scikit-learn walks the trees in threads (its documented
+# ``parallel_backend("threading")`` route; the tree walk releases the GIL).
+_PARALLEL_ROWS = 4096
+_SCORING_THREADS = min(2, os.cpu_count() or 1)
 # A metric's shift is measured against at least the 2nd-largest of its hourly shift peaks
 # over the last 24 hours, the forest score is averaged over the last 20 samples and a lone
 # sample's jump is a view of its own. All chosen without SMD test labels
@@ -261,6 +268,12 @@ class Calibrator:
     def __call__(self, x: FloatArray) -> FloatArray:
         x = np.asarray(x, dtype=np.float64)
         top = self.probs[-1]
+        if x.shape == (1,):  # one sample (the real-time path): skip the array machinery
+            v = float(x[0])
+            last = float(self.knots[-1])
+            if v > last:
+                return np.array([top + (1.0 - top) * -math.expm1(-(v - last) / self.tail)])
+            return np.array([np.interp(v, self.knots, self.probs, left=0.0)])
         inside: FloatArray = np.interp(x, self.knots, self.probs, left=0.0)
         beyond = top + (1.0 - top) * -np.expm1(-(x - self.knots[-1]) / self.tail)
         out: FloatArray = np.where(x > self.knots[-1], beyond, inside)
@@ -418,6 +431,10 @@ class AnomalyDetector:
         """scikit-learn-equal ``score_samples`` of feature rows (numpy fast path if small)."""
         flat, *_ = self._require_fitted()
         xs = self._standardise(features)
+        if len(xs) >= _PARALLEL_ROWS and self.forest is not None and _SCORING_THREADS > 1:
+            with parallel_backend("threading", n_jobs=_SCORING_THREADS):
+                threaded: FloatArray = self.forest.score_samples(xs)
+            return threaded
         if len(xs) >= _SMALL_BATCH and self.forest is not None:
             out: FloatArray = self.forest.score_samples(xs)
             return out
@@ -546,7 +563,8 @@ class AnomalyDetector:
         feats = history.features(rows=rows)
         fresh = self.forest_scores(feats.matrix[-need:])
         cached[len(cached) - need :] = -fresh
-        forest_anom = _causal_mean(cached.copy(), self.smoothing)[-1:]
+        # The last row of ``_causal_mean``: the same left-to-right sum, then the mean.
+        forest_anom = np.array([sum(cached.tolist()) / len(cached)])
         last = _last_row(feats)
         ref = None
         if history.memory is not None:
