@@ -55,6 +55,7 @@ from services.trainer.detector import (
     MetricContribution,
     Severity,
     _rows,
+    set_scoring_threads,
     severity,
 )
 from services.trainer.features import FloatArray, RecentHistory, epoch_seconds
@@ -141,7 +142,13 @@ def training_executor() -> ProcessPoolExecutor:
     A process, not a thread: a fit holds the GIL long enough to delay health checks and
     predictions by hundreds of milliseconds (measured), a separate process does not.
     """
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        # One core for the fit: the service's process keeps the other.
+        initializer=set_scoring_threads,
+        initargs=(1,),
+    )
 
 
 def train_in_worker(

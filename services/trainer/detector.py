@@ -105,6 +105,15 @@ _SMALL_BATCH = 64  # below this many rows the numpy forest beats scikit-learn's 
 # ``parallel_backend("threading")`` route; the tree walk releases the GIL).
 _PARALLEL_ROWS = 4096
 _SCORING_THREADS = min(2, os.cpu_count() or 1)
+
+
+def set_scoring_threads(n: int) -> None:
+    """Threads for scoring large batches in this process (1: none). The training worker
+    sets 1, so a fit never takes the core the service's event loop runs on."""
+    global _SCORING_THREADS
+    _SCORING_THREADS = max(1, int(n))
+
+
 # A metric's shift is measured against at least the 2nd-largest of its hourly shift peaks
 # over the last 24 hours, the forest score is averaged over the last 20 samples and a lone
 # sample's jump is a view of its own. All chosen without SMD test labels
