@@ -183,7 +183,8 @@ def main() -> None:
     )
     print(
         f"detector: AnomalyDetector defaults, {rule}, "
-        f"detections after {args.consecutive} consecutive rows above the threshold"
+        f"counted as incidents: open after {args.consecutive} rows in a row above the threshold, "
+        f"resolved after {args.consecutive} below"
     )
     for m in args.machines:
         r = run_machine(
