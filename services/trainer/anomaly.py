@@ -20,9 +20,10 @@ Design choices:
   queryable, by a background writer that batches them every ``WRITE_INTERVAL`` seconds;
   the request itself does no database work once the host's history is warm.
 - *Per-host recent history*: a prediction's rolling and lag features come from that host's
-  recent samples, read once from ``metrics_history`` on first use and then kept in memory,
-  fed by the posted samples and by the collected samples the scoring loop sees. A host
-  with no samples at all starts from a look-back at the training medians.
+  recent samples, read once from ``metrics_history`` on first use (the detector's
+  ``history_samples``: the feature look-back and the day its shift memory covers) and then
+  kept in memory, fed by the posted samples and by the collected samples the scoring loop
+  sees. A host with no samples at all starts from a look-back at the training medians.
 - *Incidents* come from the scoring loop (collected samples): ``ML_ANOMALY_CONSECUTIVE``
   samples in a row above the threshold open one (dedup key ``ML_ANOMALY:<host>``, cooldown
   ``ML_INCIDENT_COOLDOWN_MINUTES``), a worse severity while open updates it, and as many
