@@ -279,12 +279,21 @@ class FeatureExtractor:
         n, m = raw.shape
         slots = np.floor(times / cfg.interval_s).astype(np.int64)
         finite = np.isfinite(raw)
-        values = _forward_fill(raw if finite.all() else np.where(finite, raw, np.nan), self.medians)
+        all_finite = bool(finite.all())
+        values = _forward_fill(raw if all_finite else np.where(finite, raw, np.nan), self.medians)
 
         # Standardise, clip and quantise; constant metrics have scale inf -> 0.
         z = (values - self.medians) / self.scales
         np.clip(z, -_Z_CLIP, _Z_CLIP, out=z)
         q = np.rint(z * _QUANT).astype(np.int64)
+        if (
+            tail == 1
+            and all_finite
+            and cfg.baseline_stat == "mean"
+            and not cfg.level_median
+            and bool(np.all(np.diff(slots) == 1))
+        ):
+            return self._last_row(times[-1:], values[-1:], q)
 
         # Dense grid of slots with long gaps shortened to the look-back.
         lookback = cfg.lookback
@@ -377,6 +386,71 @@ class FeatureExtractor:
             baseline=baseline,
             values=values,
             hour=np.floor(times / 3600.0).astype(np.int64),
+        )
+
+
+    def _last_row(self, time: FloatArray, value: FloatArray, q: IntArray) -> FeatureSet:
+        """``_compute`` for the last row of a run of samples one slot apart, none missing
+        (the real-time path): the same integer window sums and the same float operations,
+        taken over slices instead of prefix sums, so the result is identical."""
+        cfg = self.config
+        p = len(q) - 1  # grid position of the last row (the grid is the rows themselves)
+        zq = q[-1:].astype(np.float64) / _QUANT
+        parts: list[FloatArray] = [zq]
+
+        def window(w: int, end: int) -> tuple[IntArray, FloatArray]:
+            lo = max(end - w + 1, 0)
+            block = q[lo : end + 1]
+            return block, np.array([[float(end + 1 - lo)]])
+
+        short_mean: FloatArray | None = None
+        for w in cfg.mean_windows:
+            block, cnt = window(w, p)
+            mean = block.sum(axis=0, keepdims=True).astype(np.float64) / cnt / _QUANT
+            parts.append(mean)
+            if short_mean is None:
+                short_mean = mean
+        for w in cfg.std_windows:
+            block, cnt = window(w, p)
+            s1 = block.sum(axis=0, keepdims=True)
+            s2 = (block * block).sum(axis=0, keepdims=True)
+            num = (cnt.astype(np.int64) * s2 - s1 * s1).astype(np.float64)
+            parts.append(np.sqrt(np.maximum(num, 0.0)) / cnt / _QUANT)
+        for w in cfg.min_windows:
+            block, _ = window(w, p)
+            parts.append(block.min(axis=0, keepdims=True).astype(np.float64) / _QUANT)
+        for w in cfg.max_windows:
+            block, _ = window(w, p)
+            parts.append(block.max(axis=0, keepdims=True).astype(np.float64) / _QUANT)
+        for lag in cfg.lags:
+            parts.append((q[-1:] - q[max(p - lag, 0)]).astype(np.float64) / _QUANT)
+        if p > 0:
+            block, cnt = window(cfg.baseline_window, p - 1)
+            baseline = block.sum(axis=0, keepdims=True).astype(np.float64) / cnt / _QUANT
+        else:
+            baseline = zq
+        deviation = (zq if short_mean is None else short_mean) - baseline
+        parts.append(deviation)
+        if cfg.time_features:
+            day_frac = np.mod(time, _SECONDS_PER_DAY) / _SECONDS_PER_DAY
+            dow = np.mod(np.floor(time / _SECONDS_PER_DAY) + 3.0, 7.0) / 7.0  # Monday = 0
+            parts.append(
+                np.column_stack(
+                    [
+                        np.sin(2 * np.pi * day_frac),
+                        np.cos(2 * np.pi * day_frac),
+                        np.sin(2 * np.pi * dow),
+                        np.cos(2 * np.pi * dow),
+                    ]
+                )
+            )
+        return FeatureSet(
+            matrix=np.hstack(parts),
+            z=zq,
+            deviation=deviation,
+            baseline=baseline,
+            values=value,
+            hour=np.floor(time / 3600.0).astype(np.int64),
         )
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.trainer.features import FeatureConfig, FeatureExtractor, RecentHistory
+from services.trainer.features import FeatureConfig, FeatureExtractor, RecentHistory, epoch_seconds
 
 METRICS = ["cpu", "mem", "errors"]
 
@@ -213,3 +213,42 @@ def test_baseline_stat_is_serialised_and_defaults_to_mean() -> None:
     assert FeatureConfig.from_dict(old).baseline_stat == "mean"
     with pytest.raises(ValueError, match="baseline_stat"):
         FeatureConfig(baseline_stat="mode").validate()  # type: ignore[arg-type]
+
+
+def test_the_last_row_fast_path_equals_the_full_computation_bit_for_bit() -> None:
+    from services.trainer.features import FeatureConfig, FeatureExtractor
+
+    rng = np.random.default_rng(12)
+    n = 200
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2024-05-01", periods=n, freq="1min", tz="UTC"),
+            "a": rng.normal(50, 10, n),
+            "b": rng.exponential(2.0, n),
+            "c": np.full(n, 3.0),  # constant in training
+        }
+    )
+    configs = [
+        FeatureConfig(),
+        FeatureConfig(mean_windows=(3, 10), min_windows=(5,), max_windows=(7,), lags=(1, 60)),
+        FeatureConfig(mean_windows=(), std_windows=(4,), time_features=False),
+    ]
+    times = epoch_seconds(frame["timestamp"])
+    values = frame[["a", "b", "c"]].to_numpy()
+    for cfg in configs:
+        fx = FeatureExtractor(cfg).fit(frame)
+        for end in (1, 2, 5, 61, 150, 200):  # from a lone sample to a full look-back
+            fast = fx._compute(times[:end], values[:end].copy(), tail=1)
+            full = fx._compute(times[:end], values[:end].copy())
+            for name in ("matrix", "z", "deviation", "baseline", "values", "hour"):
+                np.testing.assert_array_equal(getattr(fast, name), getattr(full, name)[-1:])
+    # A gap or a missing value takes the general path, with the same answer.
+    gappy = times.copy()
+    gappy[150:] += 600.0
+    holes = values.copy()
+    holes[149, 0] = np.nan
+    fx = FeatureExtractor().fit(frame)
+    for t, v in ((gappy, values), (times, holes)):
+        fast = fx._compute(t[:151], v[:151].copy(), tail=1)
+        full = fx._compute(t[:151], v[:151].copy())
+        np.testing.assert_array_equal(fast.matrix, full.matrix[-1:])
