@@ -388,7 +388,6 @@ class FeatureExtractor:
             hour=np.floor(times / 3600.0).astype(np.int64),
         )
 
-
     def _last_row(self, time: FloatArray, value: FloatArray, q: IntArray) -> FeatureSet:
         """``_compute`` for the last row of a run of samples one slot apart, none missing
         (the real-time path): the same integer window sums and the same float operations,
