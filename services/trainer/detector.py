@@ -206,9 +206,11 @@ class FlatForest:
             if not np.array_equal(left[internal], internal + 1):
                 raise ValueError("unexpected tree layout: left child is not the next node")
             node_depth = np.zeros(count, dtype=np.int64)
-            for i in internal:  # parents precede children in depth-first order
-                node_depth[left[i]] = node_depth[i] + 1
-                node_depth[right[i]] = node_depth[i] + 1
+            level = internal[:1] if len(internal) else internal  # the root, if it splits
+            while len(level):  # one level at a time: a handful of steps, not a node loop
+                children = np.concatenate([left[level], right[level]])
+                node_depth[children] = node_depth[level[0]] + 1
+                level = children[~is_leaf[children]]
             cols_arr = np.asarray(cols, dtype=np.int64)
             feat = np.where(is_leaf, 0, cols_arr[np.maximum(tree.feature, 0)])
             samples = np.asarray(tree.n_node_samples, dtype=np.float64)
