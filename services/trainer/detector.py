@@ -55,6 +55,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -63,7 +64,6 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import skops.io as sio
-from joblib import parallel_backend
 from scipy.stats import genpareto
 from sklearn.ensemble import IsolationForest
 
@@ -101,8 +101,9 @@ FORMAT_VERSION = 1
 # bounds-checked after loading, and the whole file is checked against its sha256.
 _TRUSTED_SKOPS_TYPES = ["sklearn.tree._tree.Tree"]
 _SMALL_BATCH = 64  # below this many rows the numpy forest beats scikit-learn's overhead
-# From this many rows scikit-learn walks the trees in threads (its documented
-# ``parallel_backend("threading")`` route; the tree walk releases the GIL).
+# From this many rows the rows are split between threads, each scored by scikit-learn (its
+# tree walk releases the GIL). Each row's score is computed exactly as in one thread (a
+# row's trees are summed in the same order), so the result is the same bit for bit.
 _PARALLEL_ROWS = 4096
 _SCORING_THREADS = min(2, os.cpu_count() or 1)
 
@@ -443,8 +444,11 @@ class AnomalyDetector:
         flat, *_ = self._require_fitted()
         xs = self._standardise(features)
         if len(xs) >= _PARALLEL_ROWS and self.forest is not None and _SCORING_THREADS > 1:
-            with parallel_backend("threading", n_jobs=_SCORING_THREADS):
-                threaded: FloatArray = self.forest.score_samples(xs)
+            chunks = np.array_split(xs, _SCORING_THREADS)
+            with ThreadPoolExecutor(_SCORING_THREADS) as pool:
+                threaded: FloatArray = np.concatenate(
+                    list(pool.map(self.forest.score_samples, chunks))
+                )
             return threaded
         if len(xs) >= _SMALL_BATCH and self.forest is not None:
             out: FloatArray = self.forest.score_samples(xs)

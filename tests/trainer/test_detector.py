@@ -438,3 +438,20 @@ def test_options_are_stored_and_models_before_them_load_as_trained() -> None:
     loaded = AnomalyDetector.from_bytes(old, AnomalyDetector.sha256(old))
     assert loaded.extractor.config.level_median == 0 and not loaded.jump_view
     np.testing.assert_array_equal(loaded.score_frame(df).score, old_style.score_frame(df).score)
+
+
+def test_threaded_batch_scoring_equals_one_thread_bit_for_bit() -> None:
+    import services.trainer.detector as detector_module
+
+    det, _ = _trained()
+    df = _frame(n=9000, seed=2)
+    before = detector_module._SCORING_THREADS
+    try:
+        detector_module.set_scoring_threads(2)
+        threaded = det.score_frame(df)
+        detector_module.set_scoring_threads(1)
+        single = det.score_frame(df)
+    finally:
+        detector_module.set_scoring_threads(before)
+    np.testing.assert_array_equal(threaded.forest_score, single.forest_score)
+    np.testing.assert_array_equal(threaded.score, single.score)
