@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from services.api.routes import ERRORS, clients
 from shared.anomaly_schemas import (
     ActivateResponse,
+    AnomaliesOnlyQuery,
     AnomalyScoreList,
     FeedbackRequest,
     FeedbackResponse,
+    MinSeverityQuery,
     PredictRequest,
     PredictResponse,
+    ScoresEndQuery,
+    ScoresLimitQuery,
+    ScoresStartQuery,
     TrainAnomalyRequest,
     TrainAnomalyResponse,
 )
@@ -85,14 +89,11 @@ async def predict_anomaly(request: Request, body: PredictRequest) -> Response:
 async def anomaly_scores(
     request: Request,
     host: HostQuery = None,
-    start: Annotated[datetime | None, Query(description="Scores at or after (UTC).")] = None,
-    end: Annotated[datetime | None, Query(description="Scores at or before (UTC).")] = None,
-    min_severity: Annotated[
-        Literal["low", "medium", "high", "critical"] | None,
-        Query(description="Only this severity or worse."),
-    ] = None,
-    anomalies_only: Annotated[bool, Query(description="Only scores above the threshold.")] = False,
-    limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many.")] = 100,
+    start: ScoresStartQuery = None,
+    end: ScoresEndQuery = None,
+    min_severity: MinSeverityQuery = None,
+    anomalies_only: AnomaliesOnlyQuery = False,
+    limit: ScoresLimitQuery = 100,
 ) -> Response:
     return await clients(request).forward("trainer", "/anomaly-scores", request)
 

@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from services.trainer import repository as repo
 from services.trainer.anomaly import AnomalyService
 from shared.anomaly_schemas import (
     ActivateResponse,
+    AnomaliesOnlyQuery,
     AnomalyScoreList,
     AnomalyScoreOut,
     FeedbackRequest,
     FeedbackResponse,
+    MinSeverityQuery,
     PredictRequest,
     PredictResponse,
+    ScoresEndQuery,
+    ScoresLimitQuery,
+    ScoresStartQuery,
     TrainAnomalyRequest,
     TrainAnomalyResponse,
 )
 from shared.db import utc
-from shared.schemas import ModelSummary, RowId
+from shared.schemas import HostQuery, ModelSummary, RowId
 from shared.service import ConnDep
 
 router = APIRouter()
@@ -77,15 +81,12 @@ async def predict(request: Request, body: PredictRequest) -> Response:
 )
 async def list_scores(
     conn: ConnDep,
-    host: Annotated[str | None, Query(max_length=255, description="Only this host.")] = None,
-    start: Annotated[datetime | None, Query(description="Scores at or after (UTC).")] = None,
-    end: Annotated[datetime | None, Query(description="Scores at or before (UTC).")] = None,
-    min_severity: Annotated[
-        Literal["low", "medium", "high", "critical"] | None,
-        Query(description="Only this severity or worse."),
-    ] = None,
-    anomalies_only: Annotated[bool, Query(description="Only scores above the threshold.")] = False,
-    limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many.")] = 100,
+    host: HostQuery = None,
+    start: ScoresStartQuery = None,
+    end: ScoresEndQuery = None,
+    min_severity: MinSeverityQuery = None,
+    anomalies_only: AnomaliesOnlyQuery = False,
+    limit: ScoresLimitQuery = 100,
 ) -> AnomalyScoreList:
     flt = repo.ScoreFilter(
         host=host,

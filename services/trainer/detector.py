@@ -68,6 +68,7 @@ from scipy.stats import genpareto
 from sklearn.ensemble import IsolationForest
 
 from services.trainer.features import (
+    HISTORY_MARGIN,
     FeatureConfig,
     FeatureExtractor,
     FeatureSet,
@@ -123,7 +124,6 @@ def set_scoring_threads(n: int) -> None:
 # synthetic months of other seeds.
 SHIFT_MEMORY_HOURS = 24
 SHIFT_MEMORY_RANK = 2
-_HISTORY_MARGIN = 64  # samples kept beyond the feature look-back
 
 
 def severity(score: float) -> Severity:
@@ -408,7 +408,7 @@ class AnomalyDetector:
         dev_score = self._shift_score(feats, self._batch_memory_ref(feats))[mask]
         jumps = np.abs(feats.z - feats.baseline)[mask]
         self.jump_ref = np.maximum(np.quantile(jumps, 0.999, axis=0), 1.0)
-        jump_anom = self._jump_score(feats)[mask]
+        jump_anom = (jumps / self.jump_ref).max(axis=1)  # ``_jump_score`` of the masked rows
         self.cal_forest = Calibrator.fit(forest_anom)
         self.cal_dev = Calibrator.fit(dev_score)
         self.cal_jump = Calibrator.fit(jump_anom) if self.jump_view else None
@@ -498,11 +498,15 @@ class AnomalyDetector:
         are measured against the memory and then folded into it.
         """
         forest = self.forest_scores(feats.matrix)
-        ref = self._batch_memory_ref(feats)
-        if memory is not None and ref is not None:
+        ref: FloatArray | None
+        if memory is not None and self.shift_memory_hours:
+            # Rows before ``start`` are look-back only: their reference is not worth computing.
+            ref = np.zeros_like(feats.deviation)
             shift = np.abs(feats.deviation[start:])
             ref[start:] = memory.reference(feats.hour[start:], shift, SHIFT_MEMORY_RANK)
             memory.fold(feats.hour[start:], shift)
+        else:
+            ref = self._batch_memory_ref(feats)
         score = self._combine(feats, _causal_mean(-forest, self.smoothing), ref)
         return BatchScores(
             score=score, is_anomaly=score >= self.threshold, forest_score=forest, features=feats
@@ -518,14 +522,14 @@ class AnomalyDetector:
         shift memory's hours (``seed_history``)."""
         cfg = self.extractor.config
         memory = int(np.ceil((self.shift_memory_hours + 1) * 3600.0 / cfg.interval_s))
-        margin = self.smoothing + _HISTORY_MARGIN
+        margin = self.smoothing + HISTORY_MARGIN
         return cfg.lookback + margin + (memory if self.shift_memory_hours else 0)
 
     def new_history(self) -> RecentHistory:
         """An empty per-host buffer of recent samples for ``score_sample``."""
         cfg = self.extractor.config
         history = RecentHistory(
-            self.extractor, capacity=cfg.lookback + self.smoothing + _HISTORY_MARGIN
+            self.extractor, capacity=cfg.lookback + self.smoothing + HISTORY_MARGIN
         )
         if self.shift_memory_hours:
             history.memory = ShiftMemory(self.shift_memory_hours, len(self.metrics))

@@ -46,6 +46,7 @@ _EPOCH_DT = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 BaselineStat = Literal["mean", "median"]
 BASELINE_STATS: tuple[BaselineStat, ...] = ("mean", "median")
+HISTORY_MARGIN = 64  # samples a history keeps beyond the feature look-back
 _GATHER_ROWS = 256  # below this many rows a window median gathers and sorts its windows
 
 
@@ -463,7 +464,7 @@ class RecentHistory:
 
     def __init__(self, extractor: FeatureExtractor, capacity: int | None = None) -> None:
         self.extractor = extractor
-        need = extractor.config.lookback + 64
+        need = extractor.config.lookback + HISTORY_MARGIN
         self.capacity = max(capacity or 0, need)
         m = len(extractor.metrics)
         self._index = {name: i for i, name in enumerate(extractor.metrics)}
