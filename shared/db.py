@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
 from shared.catalogue import METRIC_NAMES, METRICS
@@ -56,21 +56,6 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return _create_async_engine(url, **kwargs)
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
-
-
-async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """One session per request: commits on success, rolls back on error."""
-    async with factory() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
-
-
 def utc(value: datetime) -> datetime:
     """A timezone-aware UTC datetime; naive values (SQLite) are taken as UTC."""
     if value.tzinfo is None:
@@ -80,6 +65,11 @@ def utc(value: datetime) -> datetime:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def row_dict(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """A result row as a dict with every timestamp aware UTC: `row_dict(row._mapping)`."""
+    return {k: utc(v) if isinstance(v, datetime) else v for k, v in mapping.items()}
 
 
 def db_timestamp(value: datetime, *, sqlite: bool) -> datetime | str:

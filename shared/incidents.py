@@ -20,16 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from shared.db import utc, utcnow
 from shared.errors import Conflict, NotFound
 from shared.settings import Settings
+from shared.severity import worst
 from shared.tables import incidents
 
 log = logging.getLogger("autofix_ml.incidents")
 
-SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
 Change = Literal["opened", "reopened", "updated"]
-
-
-def severity_rank(severity: str) -> int:
-    return SEVERITIES.index(severity) if severity in SEVERITIES else 0
 
 
 def _row(mapping: Any) -> dict[str, Any]:
@@ -71,12 +67,12 @@ async def raise_incident(
     details = details or {}
     current = await _open_incident(conn, dedup_key)
     if current is not None:
-        worst = max(current["severity"], severity, key=severity_rank)
+        worst_severity = worst(current["severity"], severity)
         await conn.execute(
             sa.update(incidents)
             .where(incidents.c.id == current["id"])
             .values(
-                severity=worst,
+                severity=worst_severity,
                 updated_at=now,
                 details={**current["details"], **details},
                 description=description or current["description"],

@@ -9,8 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db import utc, utcnow
+from shared.db import row_dict, utcnow
 from shared.errors import AppError, NotFound
+from shared.schemas.models import ModelSummary
 from shared.tables import ml_models
 
 SUMMARY_COLUMNS = [c for c in ml_models.c if c.name not in ("artifact", "artifact_format", "notes")]
@@ -22,12 +23,8 @@ class ArtifactIntegrityError(AppError):
     status_code = 500
 
 
-def _row(mapping: Any) -> dict[str, Any]:
-    row = dict(mapping)
-    for key in ("training_start", "training_end", "created_at", "activated_at"):
-        if row.get(key) is not None:
-            row[key] = utc(row[key])
-    return row
+def _record(mapping: Any) -> ModelSummary:
+    return ModelSummary.model_validate(row_dict(mapping))
 
 
 def _scope(query: Any, *, name: str, host: str | None, metric: str | None) -> Any:
@@ -44,21 +41,21 @@ async def list_models(
     name: str | None = None,
     status: str | None = None,
     limit: int = 100,
-) -> list[dict[str, Any]]:
+) -> list[ModelSummary]:
     query = sa.select(*SUMMARY_COLUMNS).order_by(ml_models.c.id.desc()).limit(limit)
     if name is not None:
         query = query.where(ml_models.c.name == name)
     if status is not None:
         query = query.where(ml_models.c.status == status)
-    return [_row(row._mapping) for row in await conn.execute(query)]
+    return [_record(row._mapping) for row in await conn.execute(query)]
 
 
-async def get_model(conn: AsyncConnection, model_id: int) -> dict[str, Any]:
+async def get_model(conn: AsyncConnection, model_id: int) -> ModelSummary:
     query = sa.select(*SUMMARY_COLUMNS).where(ml_models.c.id == model_id)
     row = (await conn.execute(query)).first()
     if row is None:
         raise NotFound(f"model {model_id} not found")
-    return _row(row._mapping)
+    return _record(row._mapping)
 
 
 async def count_active(conn: AsyncConnection) -> int:
@@ -68,11 +65,11 @@ async def count_active(conn: AsyncConnection) -> int:
 
 async def active_model(
     conn: AsyncConnection, *, name: str, host: str | None = None, metric: str | None = None
-) -> dict[str, Any] | None:
+) -> ModelSummary | None:
     """The active version of a model family (summary columns), or None."""
     query = _scope(sa.select(*SUMMARY_COLUMNS), name=name, host=host, metric=metric)
     row = (await conn.execute(query.where(ml_models.c.status == "active"))).first()
-    return _row(row._mapping) if row else None
+    return _record(row._mapping) if row else None
 
 
 async def insert_model(
@@ -91,7 +88,7 @@ async def insert_model(
     sample_count: int | None = None,
     status: str = "candidate",
     notes: str | None = None,
-) -> dict[str, Any]:
+) -> ModelSummary:
     """Store a new version (the next number in its family) with its artifact's sha256."""
     latest = _scope(
         sa.select(sa.func.max(ml_models.c.version)), name=name, host=host, metric=metric
@@ -128,11 +125,11 @@ async def insert_model(
     return await get_model(conn, model_id)
 
 
-async def activate(conn: AsyncConnection, model_id: int) -> dict[str, Any]:
+async def activate(conn: AsyncConnection, model_id: int) -> ModelSummary:
     """Make this version the active one of its family; the previous active one is retired."""
     model = await get_model(conn, model_id)
     await conn.execute(
-        _scope(sa.update(ml_models), name=model["name"], host=model["host"], metric=model["metric"])
+        _scope(sa.update(ml_models), name=model.name, host=model.host, metric=model.metric)
         .where(ml_models.c.status == "active", ml_models.c.id != model_id)
         .values(status="retired")
     )
@@ -142,6 +139,14 @@ async def activate(conn: AsyncConnection, model_id: int) -> dict[str, Any]:
         .values(status="active", activated_at=utcnow())
     )
     return await get_model(conn, model_id)
+
+
+async def active_models(conn: AsyncConnection, *, name: str) -> list[ModelSummary]:
+    """Every active version of a model family (one per host and metric)."""
+    query = sa.select(*SUMMARY_COLUMNS).where(
+        ml_models.c.name == name, ml_models.c.status == "active"
+    )
+    return [_record(row._mapping) for row in await conn.execute(query.order_by(ml_models.c.id))]
 
 
 async def update_metrics(conn: AsyncConnection, model_id: int, metrics: dict[str, Any]) -> None:

@@ -12,10 +12,9 @@ from services.api import routes_anomaly, routes_forecast
 from services.api.metrics import MetricsMiddleware, RequestMetrics, metrics_endpoint
 from services.api.proxy import ServiceClients
 from services.api.routes import compose_health, router, service_states
-from shared.errors import install_error_handlers
-from shared.schemas import HealthResponse
-from shared.service import TTLCache
+from shared.schemas.health import HealthResponse
 from shared.settings import Settings, get_settings
+from shared.web import TTLCache, install_error_handlers
 
 DESCRIPTION = """
 The ML layer of an infrastructure auto-remediation system: metrics collection,

@@ -13,26 +13,20 @@ from starlette.responses import Response
 
 from services.api.proxy import SERVICES, ServiceClients
 from shared.errors import AppError
-from shared.schemas import (
+from shared.schemas.common import ErrorResponse, RowId
+from shared.schemas.health import HealthResponse, ServiceState
+from shared.schemas.incidents import IncidentList, IncidentOut, ResolveRequest
+from shared.schemas.models import ModelList, ModelSummary
+from shared.schemas.samples import (
     EndDateQuery,
-    ErrorResponse,
     ExportResponse,
-    GenerateSyntheticRequest,
-    GenerateSyntheticResponse,
-    HealthResponse,
     HostQuery,
-    IncidentList,
-    IncidentOut,
     IngestRequest,
     IngestResponse,
-    ModelList,
-    ModelSummary,
-    ResolveRequest,
-    RowId,
-    ServiceState,
     StartDateQuery,
     StatsResponse,
 )
+from shared.schemas.synthetic import GenerateSyntheticRequest, GenerateSyntheticResponse
 
 router = APIRouter(prefix="/api/ml")
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from services.api.routes import ERRORS, clients
-from shared.anomaly_schemas import (
+from shared.schemas.anomaly import (
     ActivateResponse,
     AnomaliesOnlyQuery,
     AnomalyScoreList,
@@ -23,7 +23,8 @@ from shared.anomaly_schemas import (
     TrainAnomalyRequest,
     TrainAnomalyResponse,
 )
-from shared.schemas import ErrorResponse, HostQuery, RowId
+from shared.schemas.common import ErrorResponse, RowId
+from shared.schemas.samples import HostQuery
 
 router = APIRouter(prefix="/api/ml")
 

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from services.api.proxy import ServiceClients
-from shared.forecast_schemas import (
+from shared.schemas.common import ErrorResponse
+from shared.schemas.forecast import (
     AlertsResponse,
     ForecastResponse,
     NextHourResponse,
@@ -18,7 +19,6 @@ from shared.forecast_schemas import (
     TrainForecasterResponse,
     TrendResponse,
 )
-from shared.schemas import ErrorResponse
 
 router = APIRouter(prefix="/api/ml", tags=["forecasting"])
 

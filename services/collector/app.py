@@ -15,8 +15,8 @@ from services.collector.routes import router
 from services.collector.runtime import CollectorRuntime
 from services.collector.sampler import MetricsCollector
 from shared.db import create_engine
-from shared.service import TTLCache, new_app
 from shared.settings import Settings, get_settings
+from shared.web import TTLCache, new_app
 
 
 def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None = None) -> FastAPI:

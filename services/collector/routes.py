@@ -13,8 +13,8 @@ from services.collector.repository import SampleFilter
 from services.collector.runtime import CollectorRuntime
 from shared.db import utc, utcnow
 from shared.errors import BadRequest, Unprocessable
-from shared.schemas import (
-    CollectorHealth,
+from shared.schemas.health import CollectorHealth
+from shared.schemas.samples import (
     EndDateQuery,
     HostQuery,
     IngestRequest,
@@ -22,7 +22,7 @@ from shared.schemas import (
     StartDateQuery,
     StatsResponse,
 )
-from shared.service import ConnDep, EngineDep, TTLCache
+from shared.web import ConnDep, EngineDep, TTLCache
 
 router = APIRouter()
 

@@ -15,8 +15,8 @@ from services.forecaster.routes import router
 from services.forecaster.service import Forecaster
 from shared.db import create_engine
 from shared.incidents import Notifier
-from shared.service import new_app
 from shared.settings import Settings, get_settings
+from shared.web import new_app
 
 
 def create_app(

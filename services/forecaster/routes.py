@@ -11,7 +11,7 @@ from services.forecaster import repository as repo
 from services.forecaster import views
 from services.forecaster.service import Forecaster
 from shared.db import utcnow
-from shared.forecast_schemas import (
+from shared.schemas.forecast import (
     AlertsResponse,
     ForecasterHealth,
     ForecastResponse,
@@ -22,7 +22,7 @@ from shared.forecast_schemas import (
     TrainForecasterResponse,
     TrendResponse,
 )
-from shared.service import ConnDep, EngineDep
+from shared.web import ConnDep, EngineDep
 
 router = APIRouter()
 

@@ -32,13 +32,13 @@ from shared import registry
 from shared.catalogue import METRIC_NAMES
 from shared.db import utc, utcnow
 from shared.errors import AppError, Conflict, NotFound
-from shared.forecast_schemas import (
+from shared.incidents import Notifier, raise_incident, resolve_incident
+from shared.schemas.forecast import (
     TrainedMetric,
     TrainForecasterRequest,
     TrainForecasterResponse,
     evaluation_out,
 )
-from shared.incidents import Notifier, raise_incident, resolve_incident
 from shared.settings import Settings
 
 log = logging.getLogger("autofix_ml.forecaster")
@@ -388,15 +388,15 @@ class Forecaster:
                     sample_count=fit.n_points,
                     status="active",
                 )
-                if row["artifact_sha256"] != fit.sha256:
+                if row.artifact_sha256 != fit.sha256:
                     raise AppError("stored model checksum differs from the serialised model")
-                predictions[fit.metric] = (int(row["id"]), fit.prediction, config.interval_width)
+                predictions[fit.metric] = (row.id, fit.prediction, config.interval_width)
                 trained.append(
                     TrainedMetric(
                         metric=fit.metric,
-                        model_id=row["id"],
-                        version=row["version"],
-                        artifact_sha256=row["artifact_sha256"],
+                        model_id=row.id,
+                        version=row.version,
+                        artifact_sha256=row.artifact_sha256,
                         points=fit.n_points,
                         fit_seconds=fit.fit_seconds,
                         evaluation=evaluation_out(evaluation),
@@ -518,7 +518,7 @@ class Forecaster:
                         loaded = await self.verified_artifact(conn, int(row["id"]))
                     except (AppError, fm.ForecastError, ValueError, KeyError) as exc:
                         detail = exc.detail if isinstance(exc, AppError) else str(exc)
-                        log.error("forecaster: cannot load model %s: %s", row["id"], detail)
+                        log.error("forecaster: cannot load model %s: %s", int(row["id"]), detail)
                         loaded = str(detail)
                     by_host[str(row["host"])].append((row, loaded))
 

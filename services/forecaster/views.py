@@ -15,7 +15,7 @@ from services.forecaster.service import ALERT_HORIZON_HOURS, find_breach, unknow
 from shared.catalogue import METRIC_NAMES
 from shared.db import utc
 from shared.errors import Conflict
-from shared.forecast_schemas import (
+from shared.schemas.forecast import (
     AlertsResponse,
     BreachAlert,
     ChangePointOut,

@@ -54,7 +54,6 @@ from services.trainer import repository as repo
 from services.trainer.detector import (
     AnomalyDetector,
     MetricContribution,
-    Severity,
     _rows,
     set_scoring_threads,
     severity,
@@ -71,12 +70,14 @@ from services.trainer.training import (
     train_detector,
 )
 from shared import incidents, registry
-from shared.anomaly_schemas import TrainAnomalyRequest
 from shared.catalogue import METRIC_NAMES
 from shared.db import create_engine, utc, utcnow
 from shared.errors import Conflict
-from shared.incidents import Notifier, severity_rank
+from shared.incidents import Notifier
+from shared.schemas.anomaly import TrainAnomalyRequest
+from shared.schemas.models import ModelSummary
 from shared.settings import Settings
+from shared.severity import Severity, severity_rank
 
 log = logging.getLogger("autofix_ml.anomaly")
 
@@ -241,18 +242,18 @@ class AnomalyService:
             return
         self._swap(await self._load(conn, model))
 
-    async def _load(self, conn: AsyncConnection, model: dict[str, Any]) -> ActiveModel:
+    async def _load(self, conn: AsyncConnection, model: ModelSummary) -> ActiveModel:
         """A stored version, checksum verified (twice: registry and detector)."""
         try:
-            blob, _fmt, sha = await registry.load_artifact(conn, model["id"])
+            blob, _fmt, sha = await registry.load_artifact(conn, model.id)
             detector = await asyncio.to_thread(AnomalyDetector.from_bytes, blob, sha)
         except (registry.ArtifactIntegrityError, ValueError) as exc:
             detail = getattr(exc, "detail", str(exc))
-            raise Conflict(f"model {model['id']} refused: {detail}") from exc
-        threshold = model["metrics"].get("threshold")
+            raise Conflict(f"model {model.id} refused: {detail}") from exc
+        threshold = model.metrics.get("threshold")
         if isinstance(threshold, int | float):
             detector.threshold = float(threshold)
-        return ActiveModel(detector, int(model["id"]), int(model["version"]))
+        return ActiveModel(detector, int(model.id), int(model.version))
 
     def _swap(self, active: ActiveModel | None) -> None:
         changed = (self.active.model_id if self.active else None) != (
@@ -356,7 +357,7 @@ class AnomalyService:
                 if activate:
                     if self.cursor is None and active is None:
                         self.cursor = await self._initial_cursor(conn)
-                    model = await registry.activate(conn, model["id"])
+                    model = await registry.activate(conn, model.id)
                     loaded = await self._load(conn, model)
             if activate:
                 self._swap(loaded)
@@ -376,10 +377,8 @@ class AnomalyService:
             previous = self.active.model_id if self.active else None
             async with self.engine.begin() as conn:
                 model = await registry.get_model(conn, model_id)
-                if model["name"] != MODEL_NAME:
-                    raise Conflict(
-                        f"model {model_id} is a {model['name']}, not an anomaly detector"
-                    )
+                if model.name != MODEL_NAME:
+                    raise Conflict(f"model {model_id} is a {model.name}, not an anomaly detector")
                 loaded = await self._load(conn, model)
                 if self.cursor is None and previous is None:
                     self.cursor = await self._initial_cursor(conn)
@@ -481,7 +480,7 @@ class AnomalyService:
                 after = det.threshold
                 try:
                     now = utcnow()
-                    metrics = dict(model["metrics"])
+                    metrics = dict(model.metrics)
                     history = list(metrics.get("threshold_history", []))
                     history.append(
                         {
@@ -534,7 +533,7 @@ class AnomalyService:
         async with self.engine.connect() as conn:
             model = await registry.active_model(conn, name=MODEL_NAME)
             current = self.active.model_id if self.active else None
-            if (model["id"] if model else None) != current:
+            if (model.id if model else None) != current:
                 async with self._lock:
                     await self._load_active(conn)
 

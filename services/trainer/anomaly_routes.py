@@ -10,7 +10,8 @@ from starlette.responses import Response
 
 from services.trainer import repository as repo
 from services.trainer.anomaly import AnomalyService
-from shared.anomaly_schemas import (
+from shared.db import utc
+from shared.schemas.anomaly import (
     ActivateResponse,
     AnomaliesOnlyQuery,
     AnomalyScoreList,
@@ -26,9 +27,10 @@ from shared.anomaly_schemas import (
     TrainAnomalyRequest,
     TrainAnomalyResponse,
 )
-from shared.db import utc
-from shared.schemas import HostQuery, ModelSummary, RowId
-from shared.service import ConnDep
+from shared.schemas.common import RowId
+from shared.schemas.models import ModelSummary
+from shared.schemas.samples import HostQuery
+from shared.web import ConnDep
 
 router = APIRouter()
 

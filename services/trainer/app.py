@@ -14,8 +14,8 @@ from services.trainer.incident_routes import router as incident_router
 from services.trainer.routes import router
 from shared.db import create_engine
 from shared.incidents import Notifier
-from shared.service import new_app
 from shared.settings import Settings, get_settings
+from shared.web import new_app
 
 
 def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None = None) -> FastAPI:

@@ -77,10 +77,10 @@ from services.trainer.features import (
     frame_times,
     trailing_peak,
 )
+from shared.severity import Severity
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-Severity = Literal["low", "medium", "high", "critical"]
 Feedback = Literal["false_positive", "true_positive"]
 ThresholdMethod = Literal["quantile", "pot"]
 THRESHOLD_METHODS: tuple[ThresholdMethod, ...] = ("quantile", "pot")

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query, Request
 
 from shared import incidents
 from shared.incidents import Notifier
-from shared.schemas import IncidentList, IncidentOut, ResolveRequest, RowId
-from shared.service import ConnDep
+from shared.schemas.common import RowId
+from shared.schemas.incidents import IncidentList, IncidentOut, ResolveRequest
+from shared.web import ConnDep
 
 router = APIRouter()
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.catalogue import METRIC_NAMES
 from shared.db import utc
 from shared.errors import NotFound
-from shared.incidents import SEVERITIES
+from shared.severity import SEVERITIES
 from shared.tables import anomaly_scores as scores
 from shared.tables import metrics_history as mh
 

@@ -10,15 +10,11 @@ from fastapi import APIRouter, Query, Request
 
 from services.trainer.synthetic import SyntheticDataGenerator, label_distribution, store_frame
 from shared import registry
-from shared.schemas import (
-    GenerateSyntheticRequest,
-    GenerateSyntheticResponse,
-    ModelList,
-    ModelSummary,
-    RowId,
-    ServiceHealth,
-)
-from shared.service import ConnDep, EngineDep
+from shared.schemas.common import RowId
+from shared.schemas.health import ServiceHealth
+from shared.schemas.models import ModelList, ModelListQuery, ModelSummary
+from shared.schemas.synthetic import GenerateSyntheticRequest, GenerateSyntheticResponse
+from shared.web import ConnDep, EngineDep
 
 router = APIRouter()
 
@@ -62,14 +58,9 @@ async def generate_synthetic(
 
 
 @router.get("/models", response_model=ModelList, summary="The model registry")
-async def list_models(
-    conn: ConnDep,
-    name: Annotated[str | None, Query(description="Only this model family.")] = None,
-    status: Annotated[str | None, Query(description="Only this status, e.g. active.")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000, description="At most this many.")] = 100,
-) -> ModelList:
-    rows = await registry.list_models(conn, name=name, status=status, limit=limit)
-    return ModelList(models=[ModelSummary.model_validate(r) for r in rows], count=len(rows))
+async def list_models(conn: ConnDep, query: Annotated[ModelListQuery, Query()]) -> ModelList:
+    rows = await registry.list_models(conn, name=query.name, status=query.status, limit=query.limit)
+    return ModelList(models=rows, count=len(rows))
 
 
 @router.get("/models/{model_id}", response_model=ModelSummary, summary="One model version")

@@ -117,7 +117,7 @@ async def test_training_registers_verified_versions_with_evaluation_and_stores_f
             assert fmt == "prophet_json" and sha == hashlib.sha256(artifact).hexdigest()
             assert load_model(artifact, sha).metric == row["metric"]
         retired = await registry.list_models(conn, name="forecaster", status="retired")
-        assert sorted(m["id"] for m in retired) == sorted(m["model_id"] for m in result["models"])
+        assert sorted(m.id for m in retired) == sorted(m["model_id"] for m in result["models"])
         stored = (
             await conn.execute(sa.select(sa.func.count()).select_from(metric_forecasts))
         ).scalar_one()

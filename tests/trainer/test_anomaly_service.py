@@ -466,6 +466,6 @@ async def test_feedback_moves_the_threshold_and_survives_a_restart(
 
 def test_schema_dumps() -> None:
     # The request example of the spec validates as is.
-    from shared.anomaly_schemas import PredictRequest
+    from shared.schemas.anomaly import PredictRequest
 
     PredictRequest.model_validate(json.loads(json.dumps(SPIKE)))

@@ -9,9 +9,11 @@ from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from shared.db import utc
-from shared.schemas import ModelSummary, Schema, _TimedSample, metric_fields
+from shared.schemas.common import Schema
+from shared.schemas.models import ModelSummary
+from shared.schemas.samples import _TimedSample, metric_fields
+from shared.severity import Severity
 
-Severity = Literal["low", "medium", "high", "critical"]
 FeedbackKind = Literal["false_positive", "true_positive"]
 
 # Query parameters of GET /anomaly-scores (the trainer and the gateway declare the same ones).
@@ -174,3 +176,19 @@ class FeedbackResponse(Schema):
 class ActivateResponse(Schema):
     model: ModelSummary = Field(description="The model, now active.")
     previous_model_id: int | None = Field(description="The version active before, if any.")
+
+
+class AnomalyScoreQuery(BaseModel):
+    """Query parameters of GET /anomaly-scores."""
+
+    host: str | None = Field(default=None, max_length=255, description="Only samples of this host.")
+    start: datetime | None = Field(default=None, description="Scores at or after (UTC).")
+    end: datetime | None = Field(default=None, description="Scores at or before (UTC).")
+    min_severity: Severity | None = Field(default=None, description="Only this severity or worse.")
+    anomalies_only: bool = Field(default=False, description="Only scores above the threshold.")
+    limit: int = Field(default=100, ge=1, le=10_000, description="At most this many.")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _as_utc(cls, value: datetime | None) -> datetime | None:
+        return utc(value) if value is not None else None

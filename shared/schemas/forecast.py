@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.catalogue import METRIC_NAMES
 from shared.db import utc
-from shared.schemas import Schema, ServiceHealth
+from shared.schemas.common import Schema
+from shared.schemas.health import ServiceHealth
 
 Direction = Literal["rising", "falling", "flat"]
 
@@ -240,3 +241,29 @@ class ForecasterHealth(ServiceHealth):
 
 def evaluation_out(data: dict[str, Any] | None) -> MetricEvaluationOut | None:
     return None if not data else MetricEvaluationOut.model_validate(data)
+
+
+class ForecastHostQuery(BaseModel):
+    """Query parameter of the forecast reads: which host."""
+
+    host: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="Host; default: the host whose forecaster was trained last.",
+    )
+
+
+class ForecastQuery(ForecastHostQuery):
+    """Query parameters of GET /forecast."""
+
+    hours_ahead: int = Field(default=6, ge=1, le=24, description="Hours ahead, 1 to 24.")
+    metric: str | None = Field(
+        default=None, description="One metric; default: every forecast metric."
+    )
+
+
+class AlertsQuery(ForecastHostQuery):
+    """Query parameters of GET /forecast/alerts."""
+
+    hours_ahead: int = Field(default=24, ge=1, le=24, description="Horizon, 1 to 24 hours.")

@@ -1,0 +1,129 @@
+"""The active versions of a model family, held in memory, for any family (detector, forecaster, ...).
+
+Usage: `holder = ActiveModelHolder("anomaly_detector", AnomalyDetector.from_bytes)`;
+`await holder.refresh(conn)` at start-up and now and then (another process may have activated a
+version), `holder.put(await holder.load(conn, record))` after activating one here, and
+`holder.require(hint)` where a model is needed. Each version's artifact is read and its sha256
+checked once, when it is loaded; decoding runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared import registry
+from shared.errors import AppError, Conflict
+from shared.schemas.models import ModelSummary
+
+log = logging.getLogger("autofix_ml.models")
+
+M = TypeVar("M")
+Scope = tuple[str | None, str | None]  # (host, metric)
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveModel(Generic[M]):
+    """A loaded model and its registry record."""
+
+    model: M
+    record: ModelSummary
+
+    @property
+    def id(self) -> int:
+        return self.record.id
+
+    @property
+    def version(self) -> int:
+        return self.record.version
+
+    @property
+    def scope(self) -> Scope:
+        return (self.record.host, self.record.metric)
+
+
+class ActiveModelHolder(Generic[M]):
+    """One loaded model per (host, metric) scope of a family; swapped when a new one is active."""
+
+    def __init__(
+        self,
+        name: str,
+        decode: Callable[[bytes, str], M],
+        *,
+        on_change: Callable[[Scope], None] | None = None,
+    ) -> None:
+        self.name = name
+        self._decode = decode
+        self._on_change = on_change
+        self._models: dict[Scope, ActiveModel[M]] = {}
+        # Scopes whose active version could not be loaded, and why.
+        self.failures: dict[Scope, str] = {}
+
+    def get(self, *, host: str | None = None, metric: str | None = None) -> ActiveModel[M] | None:
+        return self._models.get((host, metric))
+
+    def require(
+        self, hint: str, *, host: str | None = None, metric: str | None = None
+    ) -> ActiveModel[M]:
+        """The active model of a scope, or a 409 whose detail is `hint`."""
+        active = self.get(host=host, metric=metric)
+        if active is None:
+            raise Conflict(hint)
+        return active
+
+    def all(self) -> list[ActiveModel[M]]:
+        return list(self._models.values())
+
+    async def load(self, conn: AsyncConnection, record: ModelSummary) -> ActiveModel[M]:
+        """A stored version, its checksum verified; a 409 naming it if it cannot be used."""
+        try:
+            artifact, _fmt, sha256 = await registry.load_artifact(conn, record.id)
+            model = await asyncio.to_thread(self._decode, artifact, sha256)
+        except (AppError, ValueError, KeyError) as exc:
+            detail = exc.detail if isinstance(exc, AppError) else str(exc)
+            raise Conflict(f"model {record.id} refused: {detail}") from exc
+        return ActiveModel(model, record)
+
+    def put(self, active: ActiveModel[M]) -> None:
+        """Hold `active` for its scope (after this process activated or reloaded it)."""
+        previous = self._models.get(active.scope)
+        self._models[active.scope] = active
+        self.failures.pop(active.scope, None)
+        if self._on_change is not None and (previous is None or previous.id != active.id):
+            self._on_change(active.scope)
+
+    def drop(self, scope: Scope) -> None:
+        if self._models.pop(scope, None) is not None and self._on_change is not None:
+            self._on_change(scope)
+
+    async def refresh(self, conn: AsyncConnection) -> bool:
+        """Load what became active since the last look and drop what is no longer; True if
+        anything changed. A version that fails to load is logged and kept in `failures`."""
+        records = await registry.active_models(conn, name=self.name)
+        wanted = {(r.host, r.metric): r for r in records}
+        changed = False
+        for scope in [s for s in self._models if s not in wanted]:
+            self.drop(scope)
+            changed = True
+        for scope, record in wanted.items():
+            held = self._models.get(scope)
+            if held is not None and held.id == record.id:
+                if held.record != record:  # same version, new figures (e.g. a moved threshold)
+                    self._models[scope] = ActiveModel(held.model, record)
+                continue
+            try:
+                self.put(await self.load(conn, record))
+                changed = True
+            except Conflict as exc:
+                if self.failures.get(scope) != exc.detail:
+                    log.error("%s: %s", self.name, exc.detail)
+                self.failures[scope] = str(exc.detail)
+                if held is not None:
+                    self.drop(scope)
+                    changed = True
+        return changed

@@ -1,0 +1,23 @@
+"""What every API model shares: the base model, the error body, row ids, severities."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.severity import Severity
+
+__all__ = ["ErrorResponse", "RowId", "Schema", "Severity"]
+
+# Row ids are 64-bit integers in both engines.
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Row id.")]
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ErrorResponse(Schema):
+    detail: Any = Field(description="What went wrong; for 422, a list of {field, msg}.")

@@ -1,0 +1,162 @@
+"""API models of metric samples: submitting, summarising and exporting them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import Query
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from shared.catalogue import LABELS, METRICS, Metric
+from shared.db import utc, utcnow
+from shared.schemas.common import Schema
+
+# How far ahead of the receiving clock a pushed sample may be stamped (clock skew).
+MAX_FUTURE_SKEW = timedelta(minutes=5)
+# The oldest timestamp a sample may carry (older is a client bug, not a measurement).
+EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+# Query parameters of the sample filters (collector and gateway declare the same ones).
+HostQuery = Annotated[str | None, Query(max_length=255, description="Only samples of this host.")]
+StartDateQuery = Annotated[
+    str | None,
+    Query(description="ISO date or datetime, inclusive (UTC unless an offset is given)."),
+]
+EndDateQuery = Annotated[
+    str | None,
+    Query(description="ISO date (the whole day) or datetime, inclusive (UTC unless an offset)."),
+]
+# Values past these bounds are client bugs, not measurements (and would overflow the
+# database's INTEGER or the statistics' sums of squares).
+MAX_METRIC_VALUE = 1e12
+MAX_INTEGER_METRIC = 2**31 - 1
+
+
+def _metric_field(metric: Metric) -> Any:
+    constraints: dict[str, Any] = {
+        "ge": 0 if metric.non_negative else -MAX_METRIC_VALUE,
+        "le": MAX_INTEGER_METRIC if metric.is_integer else MAX_METRIC_VALUE,
+    }
+    if metric.is_percent:
+        constraints["le"] = 100
+    annotation: Any = (int | None) if metric.is_integer else (float | None)
+    return (
+        annotation,
+        Field(default=None, description=f"{metric.description} ({metric.unit})", **constraints),
+    )
+
+
+class _TimedSample(BaseModel):
+    """Fields and rules every submitted sample shares: a timestamp, never in the future."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    timestamp: datetime | None = Field(
+        default=None,
+        description="When the sample was taken (UTC if no offset is given); default: now. "
+        "At most 5 minutes in the future.",
+    )
+
+    @field_validator("timestamp")
+    @classmethod
+    def _not_in_future(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        value = utc(value)
+        if value > utcnow() + MAX_FUTURE_SKEW:
+            raise ValueError("timestamp is more than 5 minutes in the future")
+        if value < EARLIEST_TIMESTAMP:
+            raise ValueError("timestamp is before 1970-01-01")
+        return value
+
+
+def metric_fields() -> dict[str, Any]:
+    """The 14 metrics as optional, validated pydantic fields (for `create_model`)."""
+    return {m.name: _metric_field(m) for m in METRICS}
+
+
+class _SampleBase(_TimedSample):
+    host: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="The machine the sample describes; default: the receiving collector's host.",
+    )
+    label: str = Field(
+        default="normal",
+        min_length=1,
+        max_length=50,
+        description=f"Label for supervised learning, e.g. {', '.join(LABELS)}.",
+    )
+
+
+MetricSample = create_model(
+    "MetricSample",
+    __base__=_SampleBase,
+    __doc__="One sample of any of the 14 metrics; absent metrics are stored as null.",
+    **metric_fields(),
+)
+
+
+class IngestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    samples: list[MetricSample] = Field(
+        min_length=1, max_length=10_000, description="Samples to store, 1 to 10,000 per request."
+    )
+
+
+class IngestResponse(Schema):
+    accepted: int = Field(description="Samples stored.")
+
+
+class MetricSummary(Schema):
+    mean: float | None = Field(description="Mean over the selected samples.")
+    std: float | None = Field(description="Sample standard deviation.")
+    min: float | None = Field(description="Smallest value.")
+    max: float | None = Field(description="Largest value.")
+    count: int = Field(description="Samples with a value for this metric.")
+
+
+class StatsResponse(Schema):
+    total_samples: int = Field(description="Samples in the selection.")
+    metrics: dict[str, MetricSummary] = Field(description="Summary per metric.")
+    data_duration_hours: float = Field(description="Hours between the oldest and newest sample.")
+    label_distribution: dict[str, int] = Field(description="Samples per label.")
+    hosts: list[str] = Field(description="Hosts in the selection.")
+    start: datetime | None = Field(description="Oldest sample in the selection.")
+    end: datetime | None = Field(description="Newest sample in the selection.")
+
+
+class ExportSample(Schema):
+    """One exported row; the 14 metrics follow the same names as on ingest."""
+
+    timestamp: datetime = Field(description="UTC time of the sample.")
+    host: str = Field(description="Host the sample describes.")
+    label: str = Field(description="Label of the sample.")
+    cpu_usage_percent: float | None = Field(default=None, description="... and the other 13.")
+
+
+class ExportResponse(Schema):
+    samples: list[ExportSample] = Field(description="Samples, oldest first.")
+    count: int = Field(description="Number of samples.")
+
+
+class SampleQuery(BaseModel):
+    """Query parameters that select stored samples (stats, export)."""
+
+    host: str | None = Field(default=None, max_length=255, description="Only samples of this host.")
+    start_date: str | None = Field(
+        default=None,
+        description="ISO date or datetime, inclusive (UTC unless an offset is given).",
+    )
+    end_date: str | None = Field(
+        default=None,
+        description="ISO date (the whole day) or datetime, inclusive (UTC unless an offset).",
+    )
+
+
+class ExportQuery(SampleQuery):
+    """Query parameters of GET /metrics/export."""
+
+    format: Literal["json", "csv"] = Field(default="json", description="json (default) or csv")

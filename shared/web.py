@@ -1,0 +1,128 @@
+"""What every service app shares: the app factory, error handlers, the connection dependency, caching."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.errors import AppError
+
+T = TypeVar("T")
+log = logging.getLogger("autofix_ml.errors")
+
+
+def new_app(*, title: str, description: str, lifespan: Any, docs: bool = True) -> FastAPI:
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    return app
+
+
+def get_engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
+async def db_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """One connection and transaction per request: commits on success, rolls back on error."""
+    async with get_engine(request).begin() as conn:
+        yield conn
+
+
+ConnDep = Annotated[AsyncConnection, Depends(db_connection)]
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+
+
+class TTLCache(Generic[T]):
+    """One value recomputed at most every `ttl` seconds; concurrent callers share one computation."""
+
+    def __init__(self, ttl: float, compute: Callable[[], Awaitable[T]]) -> None:
+        self.ttl = ttl
+        self._compute = compute
+        self._value: T | None = None
+        self._at = -float("inf")
+        self._lock = asyncio.Lock()
+
+    def invalidate(self) -> None:
+        self._at = -float("inf")
+
+    async def get(self) -> T:
+        if self._value is not None and time.monotonic() - self._at < self.ttl:
+            return self._value
+        async with self._lock:
+            if self._value is not None and time.monotonic() - self._at < self.ttl:
+                return self._value
+            value = await self._compute()
+            self._value, self._at = value, time.monotonic()
+            return value
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        # Never echo the submitted value back: only where and why.
+        errors.append(
+            {"field": ".".join(loc), "loc": loc, "msg": err.get("msg", ""), "type": err.get("type")}
+        )
+    return errors
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _field_errors(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_request: Request, exc: IntegrityError) -> JSONResponse:
+        log.warning("integrity error: %s", exc.orig)
+        return JSONResponse({"detail": "conflict with stored data"}, status_code=409)
+
+    @app.exception_handler(OperationalError)
+    async def _operational(_request: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database unavailable: %s", exc.orig)
+        return JSONResponse({"detail": "database unavailable"}, status_code=503)
+
+    @app.exception_handler(DBAPIError)
+    async def _dbapi(_request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            return JSONResponse({"detail": "database unavailable"}, status_code=503)
+        log.exception("database error")
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    @app.exception_handler(OSError)
+    async def _os_error(_request: Request, exc: OSError) -> JSONResponse:
+        # asyncpg raises plain OSError / ConnectionRefusedError when the server is away.
+        log.error("I/O error: %s", exc)
+        return JSONResponse({"detail": "database unavailable"}, status_code=503)
+
+    @app.exception_handler(Exception)
+    async def _unhandled(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse({"detail": "internal error"}, status_code=500)

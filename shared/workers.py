@@ -1,0 +1,52 @@
+"""Worker pools for CPU-bound work, made in a lifespan and handed to the code that needs them.
+
+Usage: `pool = process_pool(2)` in the lifespan, `await run_in(pool, fit, frame)` in a service,
+`pool.shutdown(...)` on the way out. Processes are spawned, never forked, so a worker inherits
+no event loop, connection or lock of the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from functools import partial
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def process_pool(
+    workers: int,
+    *,
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> ProcessPoolExecutor:
+    """A pool of `workers` spawned processes: `process_pool(1, initializer=f, initargs=(1,))`."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=initializer,
+        initargs=initargs,
+    )
+
+
+def thread_pool(workers: int, *, name: str) -> ThreadPoolExecutor:
+    """A pool of `workers` named threads, for work that releases the GIL (numpy, I/O)."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+
+
+async def run_in(
+    executor: Executor | None, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """Run `fn(*args, **kwargs)` on `executor` (None: the loop's default threads) and await it."""
+    call = partial(fn, *args, **kwargs) if kwargs else partial(fn, *args)
+    return await asyncio.get_running_loop().run_in_executor(executor, call)
+
+
+def shutdown(executor: Executor | None, *, wait: bool = False) -> None:
+    """Stop a pool, dropping queued work: `shutdown(pool)` in the lifespan's `finally`."""
+    if executor is not None:
+        executor.shutdown(wait=wait, cancel_futures=True)
