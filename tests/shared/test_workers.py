@@ -1,0 +1,55 @@
+"""Worker pools: spawned processes and named threads, awaited without blocking the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+from shared.workers import process_pool, run_in, shutdown, thread_pool
+
+
+def _pid_and_scaled(value: int, *, factor: int) -> tuple[int, int]:
+    return os.getpid(), value * factor
+
+
+_initialised: list[int] = []
+
+
+def _remember(value: int) -> None:
+    _initialised.append(value)
+
+
+def _initialised_values() -> list[int]:
+    return list(_initialised)
+
+
+async def test_process_pool_runs_in_another_process_with_its_initializer() -> None:
+    pool = process_pool(1, initializer=_remember, initargs=(7,))
+    try:
+        pid, value = await run_in(pool, _pid_and_scaled, 3, factor=5)
+        assert value == 15 and pid != os.getpid()
+        assert await run_in(pool, _initialised_values) == [7]
+    finally:
+        shutdown(pool, wait=True)
+    assert _initialised == []  # the initializer ran in the worker, not here
+
+
+async def test_thread_pool_names_its_threads_and_leaves_the_loop_free() -> None:
+    pool = thread_pool(1, name="fit")
+    gate = threading.Event()
+    try:
+        job = asyncio.ensure_future(
+            run_in(pool, lambda: (gate.wait(5), threading.current_thread().name))
+        )
+        await asyncio.sleep(0.01)  # the loop keeps turning while the thread waits
+        assert not job.done()
+        gate.set()
+        _, name = await job
+        assert name.startswith("fit")
+    finally:
+        shutdown(pool)
+
+
+async def test_run_in_none_uses_the_default_executor() -> None:
+    assert await run_in(None, sum, [1, 2, 3]) == 6
