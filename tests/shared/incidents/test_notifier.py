@@ -3,43 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import incidents
 from shared.incidents import Notifier
 from shared.settings import Settings
 from tests.conftest import served
-from tests.shared.incidents.conftest import open_incident
-
-
-class Receiver:
-    """A webhook receiver on loopback that fails the first `failures` posts with a 503."""
-
-    def __init__(self, failures: int = 0) -> None:
-        self.failures = failures
-        self.bodies: list[dict[str, Any]] = []
-        self.attempts = 0
-        self.app = FastAPI()
-
-        @self.app.post("/hook")
-        async def hook(request: Request) -> JSONResponse:
-            self.attempts += 1
-            if self.attempts <= self.failures:
-                return JSONResponse({"detail": "busy"}, status_code=503)
-            self.bodies.append(await request.json())
-            return JSONResponse({"ok": True})
-
-    async def wait(self, n: int) -> None:
-        for _ in range(500):
-            if len(self.bodies) >= n:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"receiver got {len(self.bodies)} of {n}")
+from tests.shared.incidents.conftest import Receiver, open_incident
 
 
 @pytest.mark.parametrize("fmt", ["json", "alertmanager"])
