@@ -99,7 +99,7 @@ async def raise_incident(
         )
         return await get_incident(conn, recent[0]), "reopened"
 
-    values = dict(
+    cause: dict[str, Any] = dict(
         type=type,
         host=host,
         dedup_key=dedup_key,
@@ -108,10 +108,8 @@ async def raise_incident(
         description=description,
         metric=metric,
         details=details,
-        status="open",
-        started_at=now,
-        updated_at=now,
     )
+    values = {**cause, "status": "open", "started_at": now, "updated_at": now}
     try:
         async with conn.begin_nested():
             result = await conn.execute(
@@ -120,19 +118,7 @@ async def raise_incident(
             new_id = int(result.scalar_one())
     except IntegrityError:
         # Another writer opened it between our read and insert: update theirs.
-        return await raise_incident(
-            conn,
-            type=type,
-            host=host,
-            dedup_key=dedup_key,
-            severity=severity,
-            title=title,
-            description=description,
-            metric=metric,
-            details=details,
-            cooldown_minutes=cooldown_minutes,
-            now=now,
-        )
+        return await raise_incident(conn, **cause, cooldown_minutes=cooldown_minutes, now=now)
     return await get_incident(conn, new_id), "opened"
 
 

@@ -9,9 +9,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import incidents
 from shared.incidents import Notifier
+from shared.schemas.incidents import IncidentOut
 from shared.settings import Settings
 from tests.conftest import served
 from tests.shared.incidents.conftest import Receiver, open_incident
+
+
+async def recorded(engine: AsyncEngine, incident_id: int) -> IncidentOut:
+    """The incident once the notifier has recorded the delivery's outcome (10 s at most)."""
+    for _ in range(500):
+        async with engine.connect() as conn:
+            stored = await incidents.get_incident(conn, incident_id)
+        if stored.notification_status:
+            break
+        await asyncio.sleep(0.02)
+    return stored
 
 
 @pytest.mark.parametrize("fmt", ["json", "alertmanager"])
@@ -28,12 +40,7 @@ async def test_webhook_delivers_with_retries(
         incident, _ = await open_incident(engine, metric="cpu_usage_percent", severity="high")
         notifier.notify(incident)
         await receiver.wait(1)
-        for _ in range(500):
-            async with engine.connect() as conn:
-                stored = await incidents.get_incident(conn, incident.id)
-            if stored.notification_status:
-                break
-            await asyncio.sleep(0.02)
+        stored = await recorded(engine, incident.id)
         await notifier.stop()
     assert receiver.attempts == 3
     body = receiver.bodies[0]
@@ -66,13 +73,7 @@ async def test_webhook_gives_up_and_records_failure(
         notifier.start()
         incident, _ = await open_incident(engine)
         notifier.notify(incident)
-        for _ in range(500):
-            async with engine.connect() as conn:
-                stored = await incidents.get_incident(conn, incident.id)
-            if stored.notification_status:
-                break
-            await asyncio.sleep(0.02)
+        stored = await recorded(engine, incident.id)
         await notifier.stop()
     assert receiver.attempts == 3 and notifier.failed == 1 and notifier.sent == 0
-    async with engine.connect() as conn:
-        assert (await incidents.get_incident(conn, incident.id)).notification_status == "failed"
+    assert stored.notification_status == "failed"
