@@ -21,7 +21,8 @@ import httpx
 import psutil
 
 from bench.harness import Services, database, percentile, services, wrk
-from services.trainer.synthetic import SyntheticDataGenerator, store_frame
+from services.trainer.synthetic.generator import SyntheticDataGenerator
+from services.trainer.synthetic.repository import store_frame
 from shared.db import create_engine
 
 
@@ -149,14 +150,15 @@ async def _fill(url: str, hosts: int) -> int:
 
 def bench_collection(cpu_seconds: float) -> None:
     """One collection in process (against a live gateway), and the collector's CPU over time."""
-    from services.collector.sampler import MetricsCollector
+    from services.collector.sampling.sampler import MetricsCollector
+    from shared.http import make_client
     from shared.settings import Settings
 
     with database("sqlite") as url, services(url) as s:
         settings = Settings(database_url=url, scrape_url=f"{s.gateway}/metrics")
 
         async def run() -> list[float]:
-            async with httpx.AsyncClient() as client:
+            async with make_client(timeout=settings.scrape_timeout) as client:
                 collector = MetricsCollector(settings, client)
                 await collector.prime()
                 out = []

@@ -149,7 +149,8 @@ def synthetic(
     """Generate labelled synthetic training data to a CSV file and/or the database."""
     if output is None and not database:
         raise typer.BadParameter("give --output FILE and/or --database")
-    from services.trainer.synthetic import SyntheticDataGenerator, label_distribution
+    from services.trainer.synthetic.generator import SyntheticDataGenerator, label_distribution
+    from services.trainer.synthetic.service import save_to_database
 
     generator = SyntheticDataGenerator(seed=seed)
     columns = [
@@ -179,7 +180,7 @@ def synthetic(
                 progress.update(task, advance=len(part))
         if database:
             task = progress.add_task("storing in the database", total=1)
-            generator.save_to_database(frame, host=host)
+            save_to_database(frame, host=host)
             progress.update(task, completed=1)
     console.print(f"{len(frame)} samples: {label_distribution(frame)}")
 

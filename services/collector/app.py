@@ -1,22 +1,31 @@
-"""The collector service: sampling loop, ingest, statistics, export, retention."""
+"""The collector service: sampling loop, ingest, statistics, export, retention.
+
+Usage: `uvicorn --factory services.collector.app:create_app`; tests pass `engine=`.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 
-import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.collector import repository
-from services.collector.routes import router
-from services.collector.runtime import CollectorRuntime
-from services.collector.sampler import MetricsCollector
+from services.collector.health import endpoints as health
+from services.collector.health.service import stored_data_cache
+from services.collector.samples import endpoints as samples
+from services.collector.samples.service import retention_loop
+from services.collector.sampling import endpoints as sampling
+from services.collector.sampling.sampler import MetricsCollector
+from services.collector.sampling.service import SamplingService, sampling_loop
 from shared.db import create_engine
+from shared.http import make_client
+from shared.loops import BackgroundLoop, stop_all
 from shared.settings import Settings, get_settings
-from shared.web import TTLCache, new_app
+from shared.web import new_app
+
+log = logging.getLogger("autofix_ml.collector")
 
 
 def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None = None) -> FastAPI:
@@ -26,25 +35,27 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = engine or create_engine(settings.database_url)
-        client = httpx.AsyncClient(timeout=settings.scrape_timeout)
-        rt = CollectorRuntime(settings, db, MetricsCollector(settings, client))
+        client = make_client(timeout=settings.scrape_timeout)
+        service = SamplingService(settings, db, MetricsCollector(settings, client))
+        loops: list[BackgroundLoop] = []
+        if settings.ml_enabled:
+            loops.append(sampling_loop(service))
+        else:
+            log.info("MetricsCollector disabled (ML_ENABLED=false)")
+        loops.append(retention_loop(db, settings))
 
-        async def db_summary() -> tuple[bool, int, datetime | None, datetime | None]:
-            try:
-                async with db.connect() as conn:
-                    count, oldest, newest = await repository.summary(conn)
-                return True, count, oldest, newest
-            except Exception:  # noqa: BLE001 - health reports the database as down
-                return False, rt.samples_written, None, None
-
+        app.state.settings = settings
         app.state.engine = db
-        app.state.runtime = rt
-        app.state.summary_cache = TTLCache(1.0, db_summary)
-        rt.start()
+        app.state.sampling = service
+        app.state.stored_data = stored_data_cache(db, service)
+        app.state.loops = loops
+        for loop in loops:
+            loop.start()
         try:
             yield
         finally:
-            await rt.stop()
+            await stop_all(loops)
+            await service.flush()
             await client.aclose()
             if engine is None:
                 await db.dispose()
@@ -54,5 +65,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         description="Samples host and application metrics into metrics_history.",
         lifespan=lifespan,
     )
-    app.include_router(router)
+    app.include_router(health.router)
+    app.include_router(samples.router)
+    app.include_router(sampling.router)
     return app

@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.trainer.anomaly import AnomalyService
 from services.trainer.anomaly_routes import router as anomaly_router
-from services.trainer.incident_routes import router as incident_router
+from services.trainer.incidents import endpoints as incidents
 from services.trainer.routes import router
+from services.trainer.synthetic import endpoints as synthetic
 from shared.db import create_engine
 from shared.incidents import Notifier
 from shared.settings import Settings, get_settings
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         app.state.engine = db
         app.state.settings = settings
         app.state.notifier = Notifier(settings, db)
+        app.state.loops = [app.state.notifier.loop]
         app.state.notifier.start()
         app.state.anomaly = AnomalyService(settings, db, app.state.notifier)
         await app.state.anomaly.start()
@@ -44,6 +46,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         lifespan=lifespan,
     )
     app.include_router(router)
-    app.include_router(incident_router)
+    app.include_router(synthetic.router)
+    app.include_router(incidents.router)
     app.include_router(anomaly_router)
     return app

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from services.trainer.synthetic import SyntheticDataGenerator, label_distribution, store_frame
 from shared import registry
 from shared.schemas.common import RowId
 from shared.schemas.health import ServiceHealth
 from shared.schemas.models import ModelList, ModelListQuery, ModelSummary
-from shared.schemas.synthetic import GenerateSyntheticRequest, GenerateSyntheticResponse
 from shared.web import ConnDep, EngineDep
 
 router = APIRouter()
@@ -29,32 +25,6 @@ async def health(request: Request, engine: EngineDep) -> ServiceHealth:
         )
     except Exception:  # noqa: BLE001 - reported, not raised
         return ServiceHealth(status="degraded", service="trainer", database=False)
-
-
-@router.post(
-    "/train/generate-synthetic",
-    response_model=GenerateSyntheticResponse,
-    summary="Generate labelled synthetic samples and store them",
-)
-async def generate_synthetic(
-    body: GenerateSyntheticRequest, conn: ConnDep
-) -> GenerateSyntheticResponse:
-    started = time.perf_counter()
-    generator = SyntheticDataGenerator(seed=body.seed)
-    frame = await asyncio.to_thread(generator.generate_full_training_set, body.days)
-    generated = time.perf_counter()
-    count = await store_frame(conn, frame, host=body.host)
-    stored = time.perf_counter()
-    return GenerateSyntheticResponse(
-        count=count,
-        label_distribution=label_distribution(frame),
-        host=body.host,
-        start=frame["timestamp"].iloc[0].to_pydatetime(),
-        end=frame["timestamp"].iloc[-1].to_pydatetime(),
-        generation_seconds=generated - started,
-        storage_seconds=stored - generated,
-        seconds=stored - started,
-    )
 
 
 @router.get("/models", response_model=ModelList, summary="The model registry")

@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.collector.app import create_app
-from services.trainer.synthetic import SyntheticDataGenerator, label_distribution, store_frame
+from services.trainer.synthetic.generator import SyntheticDataGenerator, label_distribution
+from services.trainer.synthetic.repository import store_frame
 from shared.catalogue import METRIC_NAMES, METRICS_BY_NAME
 from shared.settings import Settings
 from tests.conftest import app_client, served

@@ -1,53 +1,20 @@
-"""Synthetic training data: 1-minute samples of the 14 metrics with labelled incidents.
+"""The synthetic data generator: 1-minute samples of the 14 metrics with labelled incidents.
 
-Usage: `df = SyntheticDataGenerator(seed=42).generate_full_training_set(days=30)`.
-
-Normal operation (label `normal`) models one 8 GB host: business hours (09-18 UTC) carry up to
-five times the night load, weekends keep about a third of the weekday daytime bump, and every
-metric has smooth plus white multiplicative noise of a few percent (rarely beyond 10 %).
-CPU runs at ~18 % at night and ~42 % in business hours, memory stays in a 31-37 % band, disk
-usage grows by 0.1 percentage points a day, the error rate sits near 0.01 errors/s and
-p50 < p95 < p99 always, all following the load.
-
-Scenarios, never overlapping and separated by at least an hour of normal operation:
-
-- `cpu_spike`: a 60-minute buildup from the current CPU level (~30 %) to 85 %, a 10-15 minute
-  peak at 85-95 %, a 2-minute remediation dropping to ~35 %; these 72-77 minutes are labelled.
-  The 30-minute recovery back to the baseline (~30 %) follows, labelled `normal`: the host is
-  healthy again. Requests surge with the spike and latency rises with CPU queueing above 60 %.
-- `memory_leak`: memory grows linearly from its current level (~30 %) to 90 % over 2-4 hours,
-  then the restart minute drops it back below the baseline; growth and restart are labelled,
-  the 10-minute warm-up back to the baseline is not. GC pressure adds CPU, reads and latency
-  in the last part of the growth.
-- `error_storm`: the error rate jumps to ~0.25 errors/s for 5-10 minutes and recovers
-  linearly over 15 minutes; all of it is labelled. Latency rises with the error rate (p95 most),
-  retries add requests and CPU.
-
-Event counts follow the spec's label shares (85 / 7.5 / 4 / 3.5 %), not its counts (~50 spikes,
-~25 leaks of 6-12 h, ~25 storms), which contradict them: 25 leaks of 6-12 h alone would be 37 %
-of 30 days. Each kind gets `round(share * minutes / mean labelled length)` events (at least one),
-scaled with `days`, and the random part of their lengths is nudged so the labelled minutes meet
-the share: per 30 days about 43 CPU spikes, 10 memory leaks of 2-4 h and 67 error storms.
+Usage: `df = SyntheticDataGenerator(seed=42).generate_full_training_set(days=30)`; the
+scenarios and how their counts follow the spec's label shares: docs/synthetic.md.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import repeat
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.catalogue import LABELS, METRIC_NAMES
-from shared.db import bulk_insert_samples, create_engine, frame_records, utc
-from shared.tables import metrics_history
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -142,7 +109,7 @@ class SyntheticDataGenerator:
             raise ValueError(f"days must be at least 1, got {days}")
         if start is None:
             start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=days)
-        start = utc(start)
+        start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
         n = int(days) * MINUTES_PER_DAY
         rng = np.random.default_rng(self.seed)
 
@@ -259,51 +226,11 @@ class SyntheticDataGenerator:
     ) -> int:
         """Replace `host`'s rows in the df's time window with the df; returns rows stored.
 
-        Blocking (runs its own event loop): for the CLI and notebooks, not for async code.
+        The spec's Python API; blocking (runs its own event loop), for scripts and notebooks.
         """
-        if database_url is None:
-            from shared.settings import get_settings
+        from services.trainer.synthetic.service import save_to_database
 
-            database_url = get_settings().database_url
-        return asyncio.run(_save(database_url, df, host=host))
-
-
-async def _save(database_url: str, df: pd.DataFrame, *, host: str) -> int:
-    engine = create_engine(database_url)
-    try:
-        async with engine.begin() as conn:
-            return await store_frame(conn, df, host=host)
-    finally:
-        await engine.dispose()
-
-
-async def store_frame(conn: AsyncConnection, df: pd.DataFrame, *, host: str) -> int:
-    """Replace `host`'s metrics_history rows in the df's time window with the df's rows.
-
-    Runs inside the caller's transaction; returns the number of rows stored.
-    """
-    if df.empty:
-        return 0
-    timestamps = pd.DatetimeIndex(df["timestamp"])
-    first = utc(timestamps.min().to_pydatetime())
-    last = utc(timestamps.max().to_pydatetime())
-    await conn.execute(
-        delete(metrics_history).where(
-            metrics_history.c.host == host,
-            metrics_history.c.timestamp >= first,
-            metrics_history.c.timestamp <= last,
-        )
-    )
-    sqlite = conn.dialect.name == "sqlite"
-    records = frame_records(df, host=host, sqlite=sqlite)
-    return await bulk_insert_samples(conn, records, prepared=True)
-
-
-def frame_rows(df: pd.DataFrame, *, host: str) -> Iterator[tuple[Any, ...]]:
-    """The df's rows as tuples in `shared.db.SAMPLE_COLUMNS` order (timestamp, host, ..., label)."""
-    timestamps = pd.DatetimeIndex(df["timestamp"]).to_pydatetime().tolist()
-    metrics = [df[name].to_numpy().tolist() for name in METRIC_NAMES]
-    return zip(timestamps, repeat(host), *metrics, df["label"].tolist(), strict=False)
+        return save_to_database(df, database_url=database_url, host=host)
 
 
 def label_distribution(df: pd.DataFrame) -> dict[str, int]:

@@ -1,4 +1,7 @@
-"""SQL of the collector: store samples, statistics, export streams, retention."""
+"""SQL of stored samples: inserts, summary, statistics, retention and the export streams.
+
+Usage: `await statistics(engine, SampleFilter(host="web-1"))`, `export_stream(engine, "csv", flt)`.
+"""
 
 from __future__ import annotations
 
@@ -15,28 +18,33 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.collector.samples.window import SampleFilter
 from shared.catalogue import METRIC_NAMES
 from shared.db import SAMPLE_COLUMNS, bulk_insert_samples, db_timestamp, utc, utcnow
+from shared.schemas.samples import MetricSummary, StatsResponse
 from shared.tables import metrics_history as mh
 
 ExportFormat = Literal["json", "csv"]
 
 
 @dataclass(frozen=True, slots=True)
-class SampleFilter:
-    host: str | None = None
-    start: datetime | None = None
-    end: datetime | None = None
+class StoredSamples:
+    """How many samples are stored, and the oldest and newest timestamp (None when empty)."""
 
-    def clauses(self) -> list[sa.ColumnElement[bool]]:
-        out: list[sa.ColumnElement[bool]] = []
-        if self.host is not None:
-            out.append(mh.c.host == self.host)
-        if self.start is not None:
-            out.append(mh.c.timestamp >= self.start)
-        if self.end is not None:
-            out.append(mh.c.timestamp <= self.end)
-        return out
+    count: int
+    oldest: datetime | None
+    newest: datetime | None
+
+
+def _clauses(flt: SampleFilter) -> list[sa.ColumnElement[bool]]:
+    out: list[sa.ColumnElement[bool]] = []
+    if flt.host is not None:
+        out.append(mh.c.host == flt.host)
+    if flt.start is not None:
+        out.append(mh.c.timestamp >= flt.start)
+    if flt.end is not None:
+        out.append(mh.c.timestamp <= flt.end)
+    return out
 
 
 async def insert_samples(conn: AsyncConnection, samples: Sequence[dict[str, Any]]) -> int:
@@ -44,7 +52,7 @@ async def insert_samples(conn: AsyncConnection, samples: Sequence[dict[str, Any]
     return await bulk_insert_samples(conn, rows)
 
 
-async def summary(conn: AsyncConnection) -> tuple[int, datetime | None, datetime | None]:
+async def summary(conn: AsyncConnection) -> StoredSamples:
     """Row count, oldest and newest timestamp of all stored samples."""
     row = (
         await conn.execute(
@@ -53,7 +61,7 @@ async def summary(conn: AsyncConnection) -> tuple[int, datetime | None, datetime
     ).one()
     oldest = utc(row[1]) if row[1] is not None else None
     newest = utc(row[2]) if row[2] is not None else None
-    return int(row[0]), oldest, newest
+    return StoredSamples(count=int(row[0]), oldest=oldest, newest=newest)
 
 
 # Per metric: count, sum, sum of squares, min, max. Sums combine across groups and scans.
@@ -88,7 +96,7 @@ async def _moments(
         sa.func.min(mh.c.timestamp),
         sa.func.max(mh.c.timestamp),
         *_moment_columns(names, postgres=postgres),
-    ).where(*flt.clauses())
+    ).where(*_clauses(flt))
     if grouped:
         query = query.group_by(mh.c.host, mh.c.label)
     async with engine.connect() as conn:
@@ -97,23 +105,19 @@ async def _moments(
 
 async def _group_counts(engine: AsyncEngine, flt: SampleFilter, column: str) -> list[Any]:
     col = mh.c[column]
-    query = sa.select(col, sa.func.count()).where(*flt.clauses()).group_by(col)
+    query = sa.select(col, sa.func.count()).where(*_clauses(flt)).group_by(col)
     async with engine.connect() as conn:
         return list((await conn.execute(query)).all())
 
 
-def _summary(count: int, total: float, squares: float, lo: Any, hi: Any) -> dict[str, Any]:
+def _summary(count: int, total: float, squares: float, lo: Any, hi: Any) -> MetricSummary:
     if not count:
-        return {"mean": None, "std": None, "min": None, "max": None, "count": 0}
+        return MetricSummary(mean=None, std=None, min=None, max=None, count=0)
     mean = total / count
     var = max(squares - total * total / count, 0.0) / (count - 1) if count > 1 else 0.0
-    return {
-        "mean": mean,
-        "std": math.sqrt(var),
-        "min": float(lo),
-        "max": float(hi),
-        "count": int(count),
-    }
+    return MetricSummary(
+        mean=mean, std=math.sqrt(var), min=float(lo), max=float(hi), count=int(count)
+    )
 
 
 def _accumulate(acc: dict[str, list[Any]], names: Sequence[str], values: Sequence[Any]) -> None:
@@ -129,14 +133,8 @@ def _accumulate(acc: dict[str, list[Any]], names: Sequence[str], values: Sequenc
         a[4] = float(hi) if a[4] is None else max(a[4], float(hi))
 
 
-async def statistics(engine: AsyncEngine, flt: SampleFilter) -> dict[str, Any]:
-    """The spec's statistics, computed in SQL.
-
-    The aggregates are CPU-bound in the database, so they are split over two scans that
-    run on two cores at once. On PostgreSQL one scan also groups by (host, label), which
-    gives the label distribution and hosts without a third scan; on SQLite those come
-    from the label and host indexes instead.
-    """
+async def statistics(engine: AsyncEngine, flt: SampleFilter) -> StatsResponse:
+    """The spec's statistics, computed in SQL over concurrent scans (docs/collector.md)."""
     postgres = engine.dialect.name == "postgresql"
     split = 5 if postgres else len(METRIC_NAMES) // 2  # grouping costs PostgreSQL extra
     first_names, second_names = METRIC_NAMES[:split], METRIC_NAMES[split:]
@@ -170,15 +168,15 @@ async def statistics(engine: AsyncEngine, flt: SampleFilter) -> dict[str, Any]:
     start = utc(second[1]) if second[1] is not None else None
     end = utc(second[2]) if second[2] is not None else None
     duration = (end - start).total_seconds() / 3600.0 if start and end else 0.0
-    return {
-        "total_samples": total,
-        "metrics": {name: _summary(*acc[name]) for name in METRIC_NAMES},
-        "data_duration_hours": duration,
-        "label_distribution": dict(sorted(labels.items(), key=lambda kv: -kv[1])),
-        "hosts": sorted(hosts),
-        "start": start,
-        "end": end,
-    }
+    return StatsResponse(
+        total_samples=total,
+        metrics={name: _summary(*acc[name]) for name in METRIC_NAMES},
+        data_duration_hours=duration,
+        label_distribution=dict(sorted(labels.items(), key=lambda kv: -kv[1])),
+        hosts=sorted(hosts),
+        start=start,
+        end=end,
+    )
 
 
 async def delete_older_than(conn: AsyncConnection, days: float) -> int:

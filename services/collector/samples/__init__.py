@@ -1,0 +1,1 @@
+"""Stored samples: ingest, statistics, export and retention of metrics_history."""

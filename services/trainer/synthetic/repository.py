@@ -1,0 +1,35 @@
+"""SQL of synthetic data: a generated frame replaces its host's rows in its time window.
+
+Usage: `async with engine.begin() as conn: await store_frame(conn, df, host="synthetic")`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.db import bulk_insert_samples, frame_records, utc
+from shared.tables import metrics_history
+
+
+async def store_frame(conn: AsyncConnection, df: pd.DataFrame, *, host: str) -> int:
+    """Replace `host`'s metrics_history rows in the df's time window with the df's rows.
+
+    Runs inside the caller's transaction; returns the number of rows stored.
+    """
+    if df.empty:
+        return 0
+    timestamps = pd.DatetimeIndex(df["timestamp"])
+    first = utc(timestamps.min().to_pydatetime())
+    last = utc(timestamps.max().to_pydatetime())
+    await conn.execute(
+        delete(metrics_history).where(
+            metrics_history.c.host == host,
+            metrics_history.c.timestamp >= first,
+            metrics_history.c.timestamp <= last,
+        )
+    )
+    sqlite = conn.dialect.name == "sqlite"
+    records = frame_records(df, host=host, sqlite=sqlite)
+    return await bulk_insert_samples(conn, records, prepared=True)

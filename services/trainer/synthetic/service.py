@@ -1,0 +1,61 @@
+"""Generating synthetic data and storing it: for the endpoint, the CLI and scripts.
+
+Usage: `await generate(conn, request)` in a request; `await save_frame(url, df, host=h)` or the
+blocking `save_to_database(df)` outside one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pandas as pd
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.trainer.synthetic.generator import SyntheticDataGenerator, label_distribution
+from services.trainer.synthetic.repository import store_frame
+from shared.db import create_engine
+from shared.schemas.synthetic import GenerateSyntheticRequest, GenerateSyntheticResponse
+
+
+async def generate(
+    conn: AsyncConnection, request: GenerateSyntheticRequest
+) -> GenerateSyntheticResponse:
+    """Generate `request.days` of data (off the event loop) and store it under `request.host`."""
+    started = time.perf_counter()
+    generator = SyntheticDataGenerator(seed=request.seed)
+    frame = await asyncio.to_thread(generator.generate_full_training_set, request.days)
+    generated = time.perf_counter()
+    count = await store_frame(conn, frame, host=request.host)
+    stored = time.perf_counter()
+    return GenerateSyntheticResponse(
+        count=count,
+        label_distribution=label_distribution(frame),
+        host=request.host,
+        start=frame["timestamp"].iloc[0].to_pydatetime(),
+        end=frame["timestamp"].iloc[-1].to_pydatetime(),
+        generation_seconds=generated - started,
+        storage_seconds=stored - generated,
+        seconds=stored - started,
+    )
+
+
+async def save_frame(database_url: str, df: pd.DataFrame, *, host: str) -> int:
+    """Store `df` under `host` in the database at `database_url`, in one transaction."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            return await store_frame(conn, df, host=host)
+    finally:
+        await engine.dispose()
+
+
+def save_to_database(
+    df: pd.DataFrame, *, database_url: str | None = None, host: str = "synthetic"
+) -> int:
+    """Blocking `save_frame` (runs its own event loop); DATABASE_URL when no URL is given."""
+    if database_url is None:
+        from shared.settings import get_settings
+
+        database_url = get_settings().database_url
+    return asyncio.run(save_frame(database_url, df, host=host))

@@ -1,0 +1,111 @@
+"""Delivery of incidents to AUTOFIX_WEBHOOK_URL from a background loop, retried with backoff.
+
+Usage: `notifier = Notifier(settings, engine)`, `notifier.start()` in the lifespan,
+`notifier.notify(incident)` after the transaction commits, `await notifier.stop()` on the way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.http import make_client
+from shared.incidents.payloads import alertmanager_payload, json_payload
+from shared.incidents.repository import record_notification
+from shared.loops import BackgroundLoop
+from shared.schemas.incidents import IncidentOut
+from shared.settings import Settings
+
+log = logging.getLogger("autofix_ml.incidents")
+
+MAX_BACKOFF_SECONDS = 30.0
+
+
+class Notifier:
+    """Posts incidents from a bounded queue; `notify()` never blocks and drops the oldest when full."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine | None = None,
+        *,
+        backoff: float = 0.5,
+        queue_size: int = 1000,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.backoff = backoff
+        self.queue: asyncio.Queue[IncidentOut] = asyncio.Queue(maxsize=queue_size)
+        self.dropped = 0
+        self.sent = 0
+        self.failed = 0
+        self.loop = BackgroundLoop("webhook", self._deliver_next, interval=0.0)
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.settings.webhook_url)
+
+    def start(self) -> None:
+        if self.enabled and self._client is None:
+            self._client = make_client(timeout=self.settings.webhook_timeout)
+            self.loop.start()
+
+    async def stop(self) -> None:
+        await self.loop.stop()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def notify(self, incident: IncidentOut) -> None:
+        if not self.enabled:
+            return
+        if self.queue.full():
+            self.queue.get_nowait()
+            self.dropped += 1
+        self.queue.put_nowait(incident)
+
+    def payload(self, incident: IncidentOut) -> dict[str, Any]:
+        if self.settings.webhook_format == "alertmanager":
+            return alertmanager_payload(incident)
+        return json_payload(incident)
+
+    async def _deliver_next(self) -> float:
+        """One loop step: wait for an incident, post it, record the outcome; run again at once."""
+        incident = await self.queue.get()
+        sent = await self._deliver(incident)
+        await self._record(incident, sent)
+        return 0.0
+
+    async def _deliver(self, incident: IncidentOut) -> bool:
+        assert self._client is not None
+        body = self.payload(incident)
+        for attempt in range(self.settings.webhook_retries + 1):
+            try:
+                response = await self._client.post(self.settings.webhook_url, json=body)
+                if response.status_code < 300:
+                    self.sent += 1
+                    return True
+                if 400 <= response.status_code < 500 and response.status_code != 429:
+                    log.warning(
+                        "webhook refused incident %s: %s", incident.id, response.status_code
+                    )
+                    break
+            except httpx.HTTPError as exc:
+                log.warning("webhook attempt %d failed: %s", attempt + 1, type(exc).__name__)
+            await asyncio.sleep(min(self.backoff * 2**attempt, MAX_BACKOFF_SECONDS))
+        self.failed += 1
+        return False
+
+    async def _record(self, incident: IncidentOut, sent: bool) -> None:
+        if self.engine is None:
+            return
+        try:
+            async with self.engine.begin() as conn:
+                await record_notification(conn, incident.id, sent=sent)
+        except Exception as exc:  # noqa: BLE001 - bookkeeping only
+            log.warning("could not record notification of incident %s: %s", incident.id, exc)

@@ -1,0 +1,65 @@
+"""Webhook bodies of an incident: Alertmanager's webhook format (version 4) or plain JSON.
+
+Usage: `alertmanager_payload(incident)` or `json_payload(incident)` for an `IncidentOut`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.schemas.incidents import IncidentOut
+
+_TIMESTAMPS = ("started_at", "updated_at", "resolved_at", "notified_at")
+
+
+def _iso(value: datetime | None) -> str:
+    if value is None:
+        return "0001-01-01T00:00:00Z"
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def alertmanager_payload(incident: IncidentOut) -> dict[str, Any]:
+    """Alertmanager's webhook format, version 4, with one alert."""
+    status = "resolved" if incident.status == "resolved" else "firing"
+    labels = {
+        "alertname": incident.type,
+        "host": incident.host,
+        "severity": incident.severity,
+        "incident_id": str(incident.id),
+    }
+    if incident.metric:
+        labels["metric"] = incident.metric
+    annotations = {"summary": incident.title, "description": incident.description or ""}
+    alert = {
+        "status": status,
+        "labels": labels,
+        "annotations": annotations,
+        "startsAt": _iso(incident.started_at),
+        "endsAt": _iso(incident.resolved_at),
+        "generatorURL": "",
+        "fingerprint": hashlib.sha256(incident.dedup_key.encode()).hexdigest()[:16],
+    }
+    return {
+        "version": "4",
+        "groupKey": f'{{}}:{{alertname="{incident.type}"}}',
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "autofix-ml",
+        "groupLabels": {"alertname": incident.type},
+        "commonLabels": labels,
+        "commonAnnotations": annotations,
+        "externalURL": "",
+        "alerts": [alert],
+    }
+
+
+def json_payload(incident: IncidentOut) -> dict[str, Any]:
+    """Every field of the incident, timestamps as ISO 8601 UTC with a Z."""
+    out = incident.model_dump()
+    for key in _TIMESTAMPS:
+        if out[key] is not None:
+            out[key] = _iso(out[key])
+    return out
