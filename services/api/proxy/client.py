@@ -1,4 +1,7 @@
-"""Calls from the gateway to the services: pooled clients, timeouts, 503 on failure."""
+"""Calls from the gateway to the services: one pooled client each, 503 naming the service.
+
+Use: `clients = ServiceClients(settings)` in the lifespan, `await clients.aclose()` at the end.
+"""
 
 from __future__ import annotations
 
@@ -6,65 +9,46 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from services.api.proxy.table import SERVICES, Service, TimeoutClass, timeouts
 from shared.errors import ServiceUnavailable
+from shared.http import failure_reason, make_client
 from shared.settings import Settings
 
 log = logging.getLogger("autofix_ml.gateway")
 
-SERVICES = ("collector", "trainer", "forecaster")
 # Headers a proxy must not copy (hop-by-hop) or that the server sets again.
-_DROP = {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
+_DROP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
+)
+# Connections per service: many concurrent requests without a queue in the pool.
+MAX_CONNECTIONS = 256
 
 
-def make_client(settings: Settings, service: str) -> httpx.AsyncClient:
-    """One pooled client per service: httpx's API, over aiohttp's transport by default.
-
-    httpx's own pool collapses under many concurrent requests (encode/httpx#3215);
-    AUTOFIX_GATEWAY_TRANSPORT=httpx selects it anyway, for comparison.
-    """
-    timeout = httpx.Timeout(settings.http_timeout, connect=settings.http_connect_timeout)
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=128, keepalive_expiry=30)
-    transport: httpx.AsyncBaseTransport
-    if settings.gateway_transport == "httpx":
-        transport = httpx.AsyncHTTPTransport(limits=limits)
-    else:
-        transport = AiohttpTransport(limits=limits, trust_env=False)
-    return httpx.AsyncClient(
-        base_url=settings.service_url(service),
-        timeout=timeout,
-        transport=transport,
-        trust_env=False,
-    )
-
-
-def failure_reason(exc: BaseException) -> str:
-    """Why a call failed, from the transport's own exception (httpx-aiohttp maps a refused
-    connection to ConnectTimeout, so look at the cause first)."""
-    cause = exc.__cause__
-    if isinstance(cause, aiohttp.ClientConnectorError):
-        return "unreachable"
-    if isinstance(cause, aiohttp.ServerDisconnectedError):
-        return "disconnected"
-    if isinstance(cause, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return "timed out"
-    if isinstance(exc, httpx.ConnectError):
-        return "unreachable"
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
-        return "timed out"
-    return "unreachable"
+def _headers(response: httpx.Response) -> dict[str, str]:
+    return {k: v for k, v in response.headers.items() if k.lower() not in _DROP}
 
 
 class ServiceClients:
+    """The services' clients and the seconds of each timeout class."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.clients = {name: make_client(settings, name) for name in SERVICES}
+        self.timeouts: dict[TimeoutClass, float] = timeouts(settings.http_timeout)
+        self.clients: dict[str, httpx.AsyncClient] = {
+            name: make_client(
+                base_url=settings.service_url(name),
+                timeout=settings.http_timeout,
+                connect_timeout=settings.http_connect_timeout,
+                transport=settings.gateway_transport,
+                max_connections=MAX_CONNECTIONS,
+            )
+            for name in SERVICES
+        }
 
     async def aclose(self) -> None:
         await asyncio.gather(*(c.aclose() for c in self.clients.values()))
@@ -78,7 +62,7 @@ class ServiceClients:
 
     async def request(
         self,
-        service: str,
+        service: Service,
         method: str,
         path: str,
         *,
@@ -88,11 +72,10 @@ class ServiceClients:
         timeout: float | None = None,
     ) -> httpx.Response:
         """A whole response; any connection failure or timeout is a 503 naming the service."""
-        client = self.clients[service]
         limit = timeout or self.settings.http_timeout
         try:
             async with asyncio.timeout(limit + 0.5):
-                return await client.request(
+                return await self.clients[service].request(
                     method,
                     path,
                     params=params or None,
@@ -104,27 +87,27 @@ class ServiceClients:
             raise self._unavailable(service, exc) from exc
 
     async def forward(
-        self, service: str, path: str, request: Request, *, timeout: float | None = None
+        self, service: Service, path: str, request: Request, *, timeout: float | None = None
     ) -> Response:
-        """Forward the request (query and body) and pass the answer, 4xx included, through."""
+        """Send the request's own query string and body bytes on; pass the answer back as is."""
+        # FastAPI has read (and validated) the body already: this returns the same bytes.
         body = await request.body()
-        headers = {"content-type": request.headers.get("content-type", "application/json")}
         response = await self.request(
             service,
             request.method,
             path,
             params=request.url.query,
             content=body or None,
-            headers=headers,
+            headers={"content-type": request.headers.get("content-type", "application/json")},
             timeout=timeout,
         )
         return Response(
             content=response.content,
             status_code=response.status_code,
-            headers={k: v for k, v in response.headers.items() if k.lower() not in _DROP},
+            headers=_headers(response),
         )
 
-    async def stream(self, service: str, path: str, request: Request) -> Response:
+    async def stream(self, service: Service, path: str, request: Request) -> Response:
         """Forward a GET and stream the answer back chunk by chunk, never buffering it."""
         client = self.clients[service]
         outbound = client.build_request("GET", path, params=request.url.query or None)
@@ -133,7 +116,7 @@ class ServiceClients:
                 response = await client.send(outbound, stream=True)
         except (httpx.TransportError, TimeoutError) as exc:
             raise self._unavailable(service, exc) from exc
-        headers = {k: v for k, v in response.headers.items() if k.lower() not in _DROP}
+        headers = _headers(response)
         if response.status_code >= 400:
             content = await response.aread()
             await response.aclose()

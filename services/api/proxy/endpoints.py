@@ -1,0 +1,113 @@
+"""The proxied routes, registered in one loop from the table.
+
+Use: `app.include_router(proxy_router(ROUTES, dependencies=PROXY_DEPENDENCIES))`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Request, params
+from starlette.responses import Response
+
+from services.api.deps import ServiceClientsDep
+from services.api.proxy.client import ServiceClients
+from services.api.proxy.table import API_PREFIX, ProxyRoute
+from shared.schemas.common import ErrorResponse
+
+Endpoint = Callable[..., Awaitable[Response]]
+_KW = inspect.Parameter.KEYWORD_ONLY
+
+
+def responses(route: ProxyRoute) -> dict[int | str, dict[str, Any]]:
+    """The route's documented answers besides the success: its errors and the 503."""
+    out: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorResponse, "description": text} for code, text in route.errors.items()
+    }
+    out[503] = {
+        "model": ErrorResponse,
+        "description": f"The {route.service} service is down; the detail names it.",
+    }
+    if route.media_types:
+        out[route.status_code] = {"content": {media: {} for media in route.media_types}}
+    return out
+
+
+def _signature(route: ProxyRoute) -> inspect.Signature:
+    """What FastAPI validates and documents: path parameters, the query model, the body."""
+    parameters = [
+        inspect.Parameter("request", _KW, annotation=Request),
+        inspect.Parameter("clients", _KW, annotation=ServiceClientsDep),
+    ]
+    parameters += [
+        inspect.Parameter(name, _KW, annotation=annotation)
+        for name, annotation in route.path_params.items()
+    ]
+    if route.query is not None:
+        parameters.append(
+            inspect.Parameter("query", _KW, annotation=Annotated[route.query, Query()])
+        )
+    if route.body is not None and route.body_required:
+        parameters.append(inspect.Parameter("body", _KW, annotation=route.body))
+    elif route.body is not None:
+        parameters.append(
+            inspect.Parameter("body", _KW, annotation=route.body | None, default=None)
+        )
+    return inspect.Signature(parameters, return_annotation=Response)
+
+
+def _endpoint(route: ProxyRoute) -> Endpoint:
+    """An endpoint that forwards the validated request to the route's service."""
+    service, target, names, kind = (
+        route.service,
+        route.target,
+        tuple(route.path_params),
+        route.timeout,
+    )
+
+    def service_path(values: dict[str, Any]) -> str:
+        if not names:
+            return target
+        return target.format_map({name: quote(str(values[name]), safe="") for name in names})
+
+    if route.streamed:
+
+        async def endpoint(request: Request, clients: ServiceClients, **values: Any) -> Response:
+            return await clients.stream(service, service_path(values), request)
+
+    else:
+
+        async def endpoint(request: Request, clients: ServiceClients, **values: Any) -> Response:
+            return await clients.forward(
+                service, service_path(values), request, timeout=clients.timeouts[kind]
+            )
+
+    endpoint.__name__ = endpoint.__qualname__ = route.name
+    endpoint.__signature__ = _signature(route)  # type: ignore[attr-defined]
+    return endpoint
+
+
+def proxy_router(
+    routes: Sequence[ProxyRoute], *, dependencies: Sequence[params.Depends] = ()
+) -> APIRouter:
+    """One route per table entry; `dependencies` run before each (authentication, later)."""
+    router = APIRouter(prefix=API_PREFIX)
+    for route in routes:
+        if set(route.path_params) != route.placeholders():
+            raise ValueError(f"{route.name}: path parameters do not match {route.path}")
+        router.add_api_route(
+            route.path,
+            _endpoint(route),
+            methods=[route.method],
+            name=route.name,
+            response_model=route.response,
+            status_code=route.status_code,
+            responses=responses(route),
+            summary=route.summary,
+            tags=list(route.tags) or None,
+            dependencies=list(dependencies),
+        )
+    return router
