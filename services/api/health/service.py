@@ -58,8 +58,8 @@ class HealthService:
             return Probe(ServiceState(status="down", url=url, detail="invalid health answer"))
         latency = (time.perf_counter() - started) * 1000
         if response.status_code != 200:
-            detail = f"health answered {response.status_code}"
-            return Probe(ServiceState(status="down", url=url, latency_ms=latency, detail=detail))
+            failed = f"health answered {response.status_code}"
+            return Probe(ServiceState(status="down", url=url, latency_ms=latency, detail=failed))
         status: Literal["up", "degraded"] = "up" if answer.get("database", True) else "degraded"
         detail = None if status == "up" else "database unreachable"
         return Probe(
