@@ -66,19 +66,21 @@ class ServiceClients:
         method: str,
         path: str,
         *,
-        params: str | None = None,
+        query: str = "",
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
     ) -> httpx.Response:
-        """A whole response; any connection failure or timeout is a 503 naming the service."""
+        """A whole response; any connection failure or timeout is a 503 naming the service.
+
+        `query` is a raw query string, sent as it is (not parsed and encoded again).
+        """
         limit = timeout or self.settings.http_timeout
         try:
             async with asyncio.timeout(limit + 0.5):
                 return await self.clients[service].request(
                     method,
-                    path,
-                    params=params or None,
+                    f"{path}?{query}" if query else path,
                     content=content,
                     headers=headers,
                     timeout=httpx.Timeout(limit, connect=self.settings.http_connect_timeout),
@@ -96,7 +98,7 @@ class ServiceClients:
             service,
             request.method,
             path,
-            params=request.url.query,
+            query=request.url.query,
             content=body or None,
             headers={"content-type": request.headers.get("content-type", "application/json")},
             timeout=timeout,
@@ -110,7 +112,8 @@ class ServiceClients:
     async def stream(self, service: Service, path: str, request: Request) -> Response:
         """Forward a GET and stream the answer back chunk by chunk, never buffering it."""
         client = self.clients[service]
-        outbound = client.build_request("GET", path, params=request.url.query or None)
+        query = request.url.query
+        outbound = client.build_request("GET", f"{path}?{query}" if query else path)
         try:
             async with asyncio.timeout(self.settings.http_timeout + 0.5):
                 response = await client.send(outbound, stream=True)
