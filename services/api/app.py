@@ -16,7 +16,7 @@ from services.api.health.endpoints import router as health_router
 from services.api.health.service import HealthService
 from services.api.metrics import MetricsMiddleware, RequestMetrics, metrics_endpoint
 from services.api.proxy.client import ServiceClients
-from services.api.proxy.endpoints import proxy_router
+from services.api.proxy.endpoints import add_proxy_routes
 from services.api.proxy.table import ROUTES
 from shared.settings import Settings, get_settings
 from shared.web import install_error_handlers
@@ -32,11 +32,11 @@ that is down gives a 503 whose detail names it.
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    clients = ServiceClients(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        clients = ServiceClients(settings)
-        app.state.clients = clients
+        clients.open()
         app.state.health = HealthService(clients, ttl=settings.health_cache_seconds)
         try:
             yield
@@ -54,8 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.request_metrics = RequestMetrics()
     install_error_handlers(app)
+    add_proxy_routes(app, ROUTES, clients=clients, dependencies=PROXY_DEPENDENCIES)
     app.include_router(health_router)
-    app.include_router(proxy_router(ROUTES, dependencies=PROXY_DEPENDENCIES))
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
 
     @app.get("/", include_in_schema=False)

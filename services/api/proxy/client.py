@@ -1,6 +1,7 @@
 """Calls from the gateway to the services: one pooled client each, 503 naming the service.
 
-Use: `clients = ServiceClients(settings)` in the lifespan, `await clients.aclose()` at the end.
+Use: `clients = ServiceClients(settings)` in the app factory; `clients.open()` at the start of the
+lifespan and `await clients.aclose()` at its end.
 """
 
 from __future__ import annotations
@@ -39,19 +40,24 @@ class ServiceClients:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.timeouts: dict[TimeoutClass, float] = timeouts(settings.http_timeout)
-        self.clients: dict[str, httpx.AsyncClient] = {
+        self.clients: dict[str, httpx.AsyncClient] = {}
+
+    def open(self) -> None:
+        """Make the pooled clients (in the lifespan, so each app run has its own)."""
+        self.clients = {
             name: make_client(
-                base_url=settings.service_url(name),
-                timeout=settings.http_timeout,
-                connect_timeout=settings.http_connect_timeout,
-                transport=settings.gateway_transport,
+                base_url=self.settings.service_url(name),
+                timeout=self.settings.http_timeout,
+                connect_timeout=self.settings.http_connect_timeout,
+                transport=self.settings.gateway_transport,
                 max_connections=MAX_CONNECTIONS,
             )
             for name in SERVICES
         }
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(c.aclose() for c in self.clients.values()))
+        clients, self.clients = self.clients, {}
+        await asyncio.gather(*(c.aclose() for c in clients.values()))
 
     def _unavailable(self, service: str, exc: Exception) -> ServiceUnavailable:
         reason = failure_reason(exc)
