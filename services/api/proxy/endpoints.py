@@ -37,9 +37,7 @@ def responses(route: ProxyRoute) -> dict[int | str, dict[str, Any]]:
 
 def _signature(route: ProxyRoute) -> inspect.Signature:
     """What FastAPI validates and documents: path parameters, the query model, the body."""
-    parameters = [
-        inspect.Parameter("request", _KW, annotation=Request),
-    ]
+    parameters = [inspect.Parameter("request", _KW, annotation=Request)]
     parameters += [
         inspect.Parameter(name, _KW, annotation=annotation)
         for name, annotation in route.path_params.items()
@@ -63,12 +61,8 @@ def _endpoint(route: ProxyRoute, clients: ServiceClients) -> Endpoint:
     The clients are bound here rather than injected per request: a FastAPI dependency costs
     each proxied request 20-40 us of the gateway's CPU (docs/gateway.md).
     """
-    service, target, names, kind = (
-        route.service,
-        route.target,
-        tuple(route.path_params),
-        route.timeout,
-    )
+    service, target, names = route.service, route.target, tuple(route.path_params)
+    seconds = clients.timeouts[route.timeout]
 
     def service_path(values: dict[str, Any]) -> str:
         if not names:
@@ -83,9 +77,7 @@ def _endpoint(route: ProxyRoute, clients: ServiceClients) -> Endpoint:
     else:
 
         async def endpoint(request: Request, **values: Any) -> Response:
-            return await clients.forward(
-                service, service_path(values), request, timeout=clients.timeouts[kind]
-            )
+            return await clients.forward(service, service_path(values), request, timeout=seconds)
 
     endpoint.__name__ = endpoint.__qualname__ = route.name
     endpoint.__signature__ = _signature(route)  # type: ignore[attr-defined]

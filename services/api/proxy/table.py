@@ -110,6 +110,7 @@ class ProxyRoute:
         return self.service_path or self.path
 
     def placeholders(self) -> set[str]:
+        """The names between braces in the public path."""
         return set(re.findall(r"{(\w+)}", self.path))
 
 
