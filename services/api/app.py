@@ -1,4 +1,7 @@
-"""The gateway: /api/ml/* routed to the services, aggregated health, OpenAPI, /metrics."""
+"""The gateway: /api/ml/* routed to the services, aggregated health, OpenAPI, /metrics.
+
+Use: `uvicorn --factory services.api.app:create_app` (or `autofix-ml serve api`).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
-from services.api import routes_anomaly, routes_forecast
+from services.api.deps import PROXY_DEPENDENCIES
+from services.api.health.endpoints import router as health_router
+from services.api.health.service import HealthService
 from services.api.metrics import MetricsMiddleware, RequestMetrics, metrics_endpoint
-from services.api.proxy import ServiceClients
-from services.api.routes import compose_health, router, service_states
-from shared.schemas.health import HealthResponse
+from services.api.proxy.client import ServiceClients
+from services.api.proxy.endpoints import add_proxy_routes
+from services.api.proxy.table import ROUTES
 from shared.settings import Settings, get_settings
-from shared.web import TTLCache, install_error_handlers
+from shared.web import install_error_handlers
 
 DESCRIPTION = """
 The ML layer of an infrastructure auto-remediation system: metrics collection,
@@ -27,22 +32,16 @@ that is down gives a 503 whose detail names it.
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    request_metrics = RequestMetrics()
+    clients = ServiceClients(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service_clients = ServiceClients(settings)
-        app.state.clients = service_clients
-        app.state.settings = settings
-
-        async def compute() -> HealthResponse:
-            return compose_health(await service_states(service_clients))
-
-        app.state.health_cache = TTLCache(settings.health_cache_seconds, compute)
+        clients.open()
+        app.state.health = HealthService(clients, ttl=settings.health_cache_seconds)
         try:
             yield
         finally:
-            await service_clients.aclose()
+            await clients.aclose()
 
     app = FastAPI(
         title="autofix-ml",
@@ -53,16 +52,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url="/api/redoc",
         openapi_url="/api/openapi.json",
     )
-    app.state.request_metrics = request_metrics
+    app.state.request_metrics = RequestMetrics()
     install_error_handlers(app)
-    app.include_router(router)
-    app.include_router(routes_anomaly.router)
-    app.include_router(routes_forecast.router)
+    add_proxy_routes(app, ROUTES, clients=clients, dependencies=PROXY_DEPENDENCIES)
+    app.include_router(health_router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
         return RedirectResponse("/api/docs")
 
-    app.add_middleware(MetricsMiddleware, metrics=request_metrics, exclude=frozenset({"/metrics"}))
+    app.add_middleware(
+        MetricsMiddleware, metrics=app.state.request_metrics, exclude=frozenset({"/metrics"})
+    )
     return app

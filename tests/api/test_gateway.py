@@ -31,9 +31,16 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def stack(
-    settings: Settings, engine: AsyncEngine, *, without: str = ""
+    settings: Settings,
+    engine: AsyncEngine,
+    *,
+    without: str = "",
+    urls: dict[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
-    """Collector, trainer and forecaster served on loopback; the gateway in front of them."""
+    """Collector, trainer and forecaster served on loopback; the gateway in front of them.
+
+    `without` leaves one service out; `urls` points the gateway elsewhere for some.
+    """
     ports = {name: free_port() for name in ("collector", "trainer", "forecaster")}
     settings = settings.model_copy(
         update={
@@ -41,6 +48,7 @@ async def stack(
             "trainer_url": f"http://127.0.0.1:{ports['trainer']}",
             "forecaster_url": f"http://127.0.0.1:{ports['forecaster']}",
         }
+        | {f"{name}_url": url for name, url in (urls or {}).items()}
     )
     factories = {
         "collector": create_collector,
@@ -116,8 +124,8 @@ async def test_a_hanging_service_is_a_503_within_the_timeout(
     server = await asyncio.start_server(accept_and_hang, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     settings = settings.model_copy(update={"http_timeout": 1.0})
-    async with stack(settings, engine, without="trainer") as s:
-        s.app.state.clients.clients["trainer"].base_url = f"http://127.0.0.1:{port}"
+    hanging = {"trainer": f"http://127.0.0.1:{port}"}
+    async with stack(settings, engine, without="trainer", urls=hanging) as s:
         started = time.monotonic()
         response = await s.gateway.get("/api/ml/models")
         elapsed = time.monotonic() - started

@@ -1,0 +1,1 @@
+"""GET /api/ml/health: every service's state in one answer."""

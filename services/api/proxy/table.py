@@ -1,0 +1,355 @@
+"""The gateway's proxied routes, one declarative entry each (see docs/gateway.md).
+
+Use: a new public route is one `ProxyRoute(...)` in ROUTES plus its endpoint in the service.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel
+
+from shared.schemas.anomaly import (
+    ActivateResponse,
+    AnomalyScoreList,
+    AnomalyScoreQuery,
+    FeedbackRequest,
+    FeedbackResponse,
+    PredictRequest,
+    PredictResponse,
+    TrainAnomalyRequest,
+    TrainAnomalyResponse,
+)
+from shared.schemas.common import MetricPath, RowId
+from shared.schemas.forecast import (
+    AlertsQuery,
+    AlertsResponse,
+    ForecastHostQuery,
+    ForecastQuery,
+    ForecastResponse,
+    NextHourResponse,
+    RefreshResponse,
+    TrainForecasterRequest,
+    TrainForecasterResponse,
+    TrendResponse,
+)
+from shared.schemas.incidents import IncidentList, IncidentListQuery, IncidentOut, ResolveRequest
+from shared.schemas.models import ModelList, ModelListQuery, ModelSummary
+from shared.schemas.samples import (
+    ExportQuery,
+    ExportResponse,
+    IngestRequest,
+    IngestResponse,
+    SampleQuery,
+    StatsResponse,
+)
+from shared.schemas.synthetic import GenerateSyntheticRequest, GenerateSyntheticResponse
+
+# Every public route is under this prefix.
+API_PREFIX = "/api/ml"
+Service = Literal["collector", "trainer", "forecaster"]
+SERVICES: tuple[Service, ...] = get_args(Service)
+TimeoutClass = Literal["read", "synthetic", "training", "refresh"]
+# The least each class waits, in seconds; settings.http_timeout raises every one of them.
+TIMEOUT_FLOORS: Mapping[TimeoutClass, float] = {
+    "read": 0.0,
+    "synthetic": 120.0,  # a year of samples generated and stored
+    "training": 600.0,  # a month of samples takes seconds; a slow database far longer
+    "refresh": 120.0,  # every host's forecasts recomputed
+}
+
+
+def timeouts(http_timeout: float) -> dict[TimeoutClass, float]:
+    """Seconds per timeout class: `timeouts(settings.http_timeout)["training"]`."""
+    return {name: max(http_timeout, floor) for name, floor in TIMEOUT_FLOORS.items()}
+
+
+def errors(
+    *,
+    bad_request: str | None = None,
+    not_found: str | None = None,
+    conflict: str | None = None,
+    invalid: bool = True,
+) -> dict[int, str]:
+    """A route's documented errors besides the 503: `errors(not_found="No model with this id.")`."""
+    documented = {400: bad_request, 404: not_found, 409: conflict}
+    out = {code: text for code, text in documented.items() if text is not None}
+    if invalid:
+        out[422] = "Invalid input: each field and the reason."
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyRoute:
+    """One public route under /api/ml and the service endpoint that answers it."""
+
+    name: str  # the route's name, and the start of its OpenAPI operationId
+    method: Literal["GET", "POST"]
+    path: str  # public path, relative to /api/ml
+    service: Service
+    summary: str
+    response: type[BaseModel] | None
+    status_code: int = 200
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    path_params: Mapping[str, Any] = field(default_factory=dict)
+    errors: Mapping[int, str] = field(default_factory=errors)
+    timeout: TimeoutClass = "read"
+    streamed: bool = False
+    media_types: tuple[str, ...] = ()  # other media types of the success answer
+    tags: tuple[str, ...] = ()
+    service_path: str = ""  # default: the public path
+
+    @property
+    def target(self) -> str:
+        """The service's path, with `{name}` placeholders for the path parameters."""
+        return self.service_path or self.path
+
+    def placeholders(self) -> set[str]:
+        """The names between braces in the public path."""
+        return set(re.findall(r"{(\w+)}", self.path))
+
+
+MODEL_ID = {"model_id": RowId}
+FORECASTING = ("forecasting",)
+NO_FORECAST = "No forecaster model (or no stored forecast) yet; the detail says to train."
+UNKNOWN_METRIC = "Unknown metric; the detail lists the known."
+
+# Routes are matched in this order, one by one: the most requested come first.
+ROUTES: tuple[ProxyRoute, ...] = (
+    # Anomaly detection: the trainer.
+    ProxyRoute(
+        name="predict_anomaly",
+        method="POST",
+        path="/predict/anomaly",
+        service="trainer",
+        body=PredictRequest,
+        response=PredictResponse,
+        errors=errors(conflict="No anomaly detector trained yet: train one first."),
+        summary="Score one sample in real time: score, severity, top contributing metrics",
+    ),
+    ProxyRoute(
+        name="anomaly_scores",
+        method="GET",
+        path="/anomaly-scores",
+        service="trainer",
+        query=AnomalyScoreQuery,
+        response=AnomalyScoreList,
+        summary="Stored anomaly scores (scoring loop and predictions), newest first",
+    ),
+    ProxyRoute(
+        name="anomaly_feedback",
+        method="POST",
+        path="/anomaly-scores/{score_id}/feedback",
+        service="trainer",
+        path_params={"score_id": RowId},
+        body=FeedbackRequest,
+        response=FeedbackResponse,
+        errors=errors(not_found="No score with this id.", conflict="No active anomaly detector."),
+        summary="Mark a score as a false or true positive: moves and records the threshold",
+    ),
+    ProxyRoute(
+        name="train_anomaly_detector",
+        method="POST",
+        path="/train/anomaly-detector",
+        service="trainer",
+        body=TrainAnomalyRequest,
+        response=TrainAnomalyResponse,
+        timeout="training",
+        errors=errors(
+            conflict="Another training is running, or the history is too short without "
+            "use_synthetic."
+        ),
+        summary="Train a new anomaly detector version; activated unless worse than the active one",
+    ),
+    # Samples: the collector.
+    ProxyRoute(
+        name="metrics_ingest",
+        method="POST",
+        path="/metrics/ingest",
+        service="collector",
+        body=IngestRequest,
+        response=IngestResponse,
+        status_code=201,
+        summary="Push a batch of samples from another host",
+    ),
+    ProxyRoute(
+        name="metrics_stats",
+        method="GET",
+        path="/metrics/stats",
+        service="collector",
+        query=SampleQuery,
+        response=StatsResponse,
+        summary="Statistical summary of collected metrics",
+    ),
+    ProxyRoute(
+        name="metrics_export",
+        method="GET",
+        path="/metrics/export",
+        service="collector",
+        query=ExportQuery,
+        response=ExportResponse,
+        media_types=("text/csv",),
+        errors=errors(bad_request="start_date after end_date"),
+        streamed=True,
+        summary="Export training data as JSON or CSV, streamed",
+    ),
+    ProxyRoute(
+        name="metrics_collect",
+        method="POST",
+        path="/metrics/collect",
+        service="collector",
+        response=None,
+        summary="Take one sample of the collector's host now",
+    ),
+    # Incidents: the trainer.
+    ProxyRoute(
+        name="incident_list",
+        method="GET",
+        path="/incidents",
+        service="trainer",
+        query=IncidentListQuery,
+        response=IncidentList,
+        summary="Incidents (ML_ANOMALY, predicted_breach, ...), newest first",
+    ),
+    ProxyRoute(
+        name="incident",
+        method="GET",
+        path="/incidents/{incident_id}",
+        service="trainer",
+        path_params={"incident_id": RowId},
+        response=IncidentOut,
+        summary="One incident",
+    ),
+    ProxyRoute(
+        name="incident_resolve",
+        method="POST",
+        path="/incidents/{incident_id}/resolve",
+        service="trainer",
+        path_params={"incident_id": RowId},
+        body=ResolveRequest,
+        body_required=False,
+        response=IncidentOut,
+        errors=errors(conflict="Already resolved"),
+        summary="Resolve an incident",
+    ),
+    # Forecasting: the forecaster.
+    ProxyRoute(
+        name="forecast",
+        method="GET",
+        path="/forecast",
+        service="forecaster",
+        query=ForecastQuery,
+        response=ForecastResponse,
+        errors=errors(not_found=UNKNOWN_METRIC, conflict=NO_FORECAST),
+        tags=FORECASTING,
+        summary="Forecast 1-24 hours ahead with bounds, from the stored forecasts",
+    ),
+    ProxyRoute(
+        name="forecast_next_hour",
+        method="GET",
+        path="/forecast/next-hour",
+        service="forecaster",
+        query=ForecastHostQuery,
+        response=NextHourResponse,
+        errors=errors(conflict=NO_FORECAST),
+        tags=FORECASTING,
+        summary="Every metric: current value, forecast an hour ahead, bounds, direction",
+    ),
+    ProxyRoute(
+        name="forecast_alerts",
+        method="GET",
+        path="/forecast/alerts",
+        service="forecaster",
+        query=AlertsQuery,
+        response=AlertsResponse,
+        errors=errors(conflict=NO_FORECAST),
+        tags=FORECASTING,
+        summary="Every predicted threshold breach in the horizon",
+    ),
+    ProxyRoute(
+        name="forecast_trend",
+        method="GET",
+        path="/forecast/trend/{metric}",
+        service="forecaster",
+        path_params={"metric": MetricPath},
+        query=ForecastHostQuery,
+        response=TrendResponse,
+        errors=errors(not_found=UNKNOWN_METRIC, conflict=NO_FORECAST),
+        tags=FORECASTING,
+        summary="Trend slope per hour and per day, direction and change points",
+    ),
+    ProxyRoute(
+        name="train_forecaster",
+        method="POST",
+        path="/train/forecaster",
+        service="forecaster",
+        body=TrainForecasterRequest,
+        body_required=False,
+        response=TrainForecasterResponse,
+        timeout="training",
+        errors=errors(
+            not_found="The host has no samples.",
+            conflict="A training run is already in progress, or there is no data to fit.",
+        ),
+        tags=FORECASTING,
+        summary="Fit one Prophet model per metric (waits for the result, seconds for 30 days)",
+    ),
+    ProxyRoute(
+        name="forecast_refresh",
+        method="POST",
+        path="/forecast/refresh",
+        service="forecaster",
+        response=RefreshResponse,
+        timeout="refresh",
+        errors=errors(invalid=False),
+        tags=FORECASTING,
+        summary="Recompute the stored forecasts and breach incidents now (normally scheduled)",
+    ),
+    # Model registry and synthetic data: the trainer.
+    ProxyRoute(
+        name="models",
+        method="GET",
+        path="/models",
+        service="trainer",
+        query=ModelListQuery,
+        response=ModelList,
+        summary="All trained models with versions and evaluation figures",
+    ),
+    ProxyRoute(
+        name="model",
+        method="GET",
+        path="/models/{model_id}",
+        service="trainer",
+        path_params=MODEL_ID,
+        response=ModelSummary,
+        summary="One model version",
+    ),
+    ProxyRoute(
+        name="activate_model",
+        method="POST",
+        path="/models/{model_id}/activate",
+        service="trainer",
+        path_params=MODEL_ID,
+        response=ActivateResponse,
+        errors=errors(
+            not_found="No model with this id.",
+            conflict="Not an anomaly detector, or its artifact fails its sha256 check.",
+        ),
+        summary="Make a stored model version the active one (rollback)",
+    ),
+    ProxyRoute(
+        name="generate_synthetic",
+        method="POST",
+        path="/train/generate-synthetic",
+        service="trainer",
+        body=GenerateSyntheticRequest,
+        response=GenerateSyntheticResponse,
+        timeout="synthetic",
+        summary="Generate labelled synthetic training data and store it",
+    ),
+)
