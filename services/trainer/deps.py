@@ -1,0 +1,20 @@
+"""The trainer's request dependencies: ``async def route(service: AnomalyServiceDep): ...``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from services.trainer.anomaly.service import AnomalyService
+from shared.web import ConnDep, EngineDep
+
+__all__ = ["AnomalyServiceDep", "ConnDep", "EngineDep"]
+
+
+def anomaly_service(request: Request) -> AnomalyService:
+    service: AnomalyService = request.app.state.anomaly
+    return service
+
+
+AnomalyServiceDep = Annotated[AnomalyService, Depends(anomaly_service)]
