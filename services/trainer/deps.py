@@ -12,7 +12,8 @@ from shared.web import ConnDep, EngineDep
 __all__ = ["AnomalyServiceDep", "ConnDep", "EngineDep"]
 
 
-def anomaly_service(request: Request) -> AnomalyService:
+async def anomaly_service(request: Request) -> AnomalyService:
+    # async: FastAPI would run a plain function in its thread pool, a hop on every predict.
     service: AnomalyService = request.app.state.anomaly
     return service
 

@@ -141,12 +141,7 @@ class RecentHistory:
 class ShiftMemory:
     """Hourly peaks of the absolute level shift of each metric over the last ``window`` hours.
 
-    The detector measures a metric's shift against the larger of its 99.9th training
-    percentile and the ``rank``-th largest hourly peak of that metric's shift over the
-    ``window`` whole hours before the sample's hour (``trailing_peak``). A host whose metric
-    has turned volatile thus needs a larger shift to alarm again, while a shift larger than
-    anything of the past day (bar one hour) still alarms. Peaks are maxima, so folding rows
-    hour by hour or all at once gives the same memory: online and batch agree exactly.
+    Usage: ``ref = memory.reference(hours, shift, rank); memory.fold(hours, shift)``.
     """
 
     window: int
