@@ -266,7 +266,7 @@ class AnomalyDetector:
             return history
         order = np.argsort(times, kind="stable")[-self.history_samples :]
         times, values = times[order], values[order]
-        feats = self.extractor.transform_arrays(times, values.copy())
+        feats = self.extractor.transform_arrays(times, values)
         history.memory.fold(feats.hour, np.abs(feats.deviation))
         first = max(0, len(times) - history.capacity)
         for t, row in zip(times[first:], values[first:], strict=True):

@@ -246,14 +246,9 @@ def _score_batch(
         ordered: Sequence[SampleRow] = sorted(rows, key=lambda r: (utc(r[TIMESTAMP]), r[ID]))
         times, values = repo.sample_arrays(ordered, det.metrics)
         batch = det.score_new(histories[host], times, values, threshold=threshold)
-        out[host] = [
-            ScoredSample(
-                row=r,
-                score=float(batch.score[i]),
-                is_anomaly=float(batch.score[i]) >= threshold,
-                severity=severity(float(batch.score[i])),
-                contributions=contribution_dicts(det.contributions(batch.features, i, top_k=3)),
-            )
-            for i, r in enumerate(ordered)
-        ]
+        items = []
+        for i, (r, score) in enumerate(zip(ordered, batch.score.tolist(), strict=True)):
+            top = contribution_dicts(det.contributions(batch.features, i, top_k=3))
+            items.append(ScoredSample(r, score, score >= threshold, severity(score), top))
+        out[host] = items
     return out

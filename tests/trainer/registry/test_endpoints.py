@@ -6,6 +6,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.trainer.app import create_app
+from shared import registry
 from shared.settings import Settings
 from tests.conftest import app_client
 
@@ -31,3 +32,26 @@ async def test_unknown_model_is_404(settings: Settings, engine: AsyncEngine):
     assert missing.status_code == 404
     assert missing.json() == {"detail": "model 999 not found"}
     assert fields(invalid) == ["path.model_id"]
+
+
+async def test_only_an_anomaly_detector_is_activated_here(settings: Settings, engine: AsyncEngine):
+    async with engine.begin() as conn:
+        other = await registry.insert_model(
+            conn,
+            name="forecaster",
+            model_type="prophet",
+            artifact=b"{}",
+            artifact_format="json",
+            parameters={},
+            metrics={},
+        )
+    async with app_client(create_app(settings, engine=engine)) as client:
+        refused = await client.post(f"/models/{other.id}/activate")
+        missing = await client.post("/models/999999/activate")
+        stored = (await client.get(f"/models/{other.id}")).json()
+    assert refused.status_code == 409
+    assert refused.json() == {
+        "detail": f"model {other.id} is a forecaster, not an anomaly detector"
+    }
+    assert missing.status_code == 404
+    assert stored["status"] == "candidate"
