@@ -414,3 +414,15 @@ def test_threaded_batch_scoring_equals_one_thread_bit_for_bit() -> None:
         shutdown(pool)
     np.testing.assert_array_equal(a.forest_score, b.forest_score)
     np.testing.assert_array_equal(a.score, b.score)
+
+
+def test_a_model_stored_by_the_build_before_scores_as_it_did() -> None:
+    """tests/data/anomaly: a model written by the code before the anomaly room (10 trees on
+    ``_frame(1500)``) and its scores of ``_frame(1500, seed=5)`` at the time."""
+    data = Path(__file__).resolve().parents[2] / "data" / "anomaly"
+    blob = (data / "model-format-1.npz").read_bytes()
+    loaded = artifact.load(blob, artifact.sha256(blob))
+    np.testing.assert_array_equal(
+        loaded.score_frame(_frame(1500, seed=5)).score, np.load(data / "model-format-1-scores.npy")
+    )
+    assert loaded.fitted_threshold == pytest.approx(0.95, abs=0.01)
