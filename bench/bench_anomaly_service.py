@@ -27,7 +27,8 @@ from pathlib import Path
 import httpx
 
 from bench.harness import database, percentile, services
-from services.trainer.synthetic import SyntheticDataGenerator, _save
+from services.trainer.synthetic.generator import SyntheticDataGenerator
+from services.trainer.synthetic.service import save_frame
 
 BODY = {
     "cpu_usage_percent": 45.0,
@@ -62,7 +63,7 @@ def run(kind: str, *, requests: int, wrk_seconds: int) -> None:
     print(f"== {kind}")
     with database(kind) as url:
         frame = SyntheticDataGenerator(seed=42).generate_full_training_set(30)
-        asyncio.run(_save(url, frame, host="bench"))
+        asyncio.run(save_frame(url, frame, host="bench"))
         with services(url) as svc:
             trainer = svc.urls["trainer"]
             api = svc.gateway

@@ -31,7 +31,7 @@ from services.forecaster.model import (
     forecast,
     serialize_model,
 )
-from services.trainer.synthetic import SyntheticDataGenerator
+from services.trainer.synthetic.generator import SyntheticDataGenerator
 from shared.catalogue import METRIC_NAMES
 
 START = datetime(2025, 1, 6, tzinfo=UTC)

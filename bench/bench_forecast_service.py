@@ -28,7 +28,8 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from services.trainer.synthetic import SyntheticDataGenerator, store_frame
+from services.trainer.synthetic.generator import SyntheticDataGenerator
+from services.trainer.synthetic.repository import store_frame
 from shared.db import create_engine
 from shared.migrate import upgrade
 from tests.conftest import free_port

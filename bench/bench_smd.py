@@ -1,23 +1,16 @@
 """SMD benchmark: train per machine on the train half, score the test half, report figures.
 
-Run: ``python -m bench.bench_smd [--contamination 0.01] [--consecutive 3] [--data DIR]
-[--threshold-method quantile|pot] [--pot-risk 1e-3]``.
+Run: ``python -m bench.bench_smd [--contamination 0.01] [--consecutive 3] [--data DIR]``.
 
-The threshold comes from the train scores only: the contamination quantile (default), or
-Peaks-Over-Threshold (``--threshold-method pot``: a Generalized Pareto tail fitted above the
-98 % quantile of the train scores, threshold at tail probability ``--pot-risk``; see
-``detector.pot_threshold``). The test labels are used only to count. POT was run once per
-literature risk, fixed beforehand (level 0.98; q = 1e-3 OmniAnomaly, 1e-4 Siffer's SPOT);
-pooled, 1 consecutive: q 1e-3 point F1 0.143, event P 0.810 R 0.281, hit@3 0.875; q 1e-4
-point F1 0.087, event P 0.895 R 0.211 (quantile 0.01: 0.461, 0.394, 0.860, 0.918). On the
-calibrated score POT lands near the 1 - q quantile (0.999 / 0.9999), far too high for SMD,
-so the default stays the quantile. Detections are counted as the service raises incidents
+The threshold is the contamination quantile of the train scores; the test labels are used
+only to count. Detections are counted as the service raises incidents
 (``evaluation.incident_rows``): a row is flagged while an incident is open, from the
 ``--consecutive``-th row in a row above the threshold (``ML_ANOMALY_CONSECUTIVE``, default
 3) until as many rows in a row are back below; causal, no point-adjust; ``--consecutive 1``
 gives the raw flags. The baseline is a plain Isolation Forest on the raw 38 columns with its
 threshold at the 99th percentile of its train scores, run here too, on its raw flags (as
-the issue defines it) and with the same incident rule.
+the issue defines it) and with the same incident rule. The Peaks-Over-Threshold runs
+(``--threshold-method pot``, an option removed with the POT threshold) are in bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -31,14 +24,8 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import IsolationForest
 
-from services.trainer.detector import (
-    POT_LEVEL,
-    POT_RISK,
-    THRESHOLD_METHODS,
-    AnomalyDetector,
-    ThresholdMethod,
-)
-from services.trainer.evaluation import (
+from services.trainer.anomaly.detector import AnomalyDetector
+from services.trainer.anomaly.evaluation import (
     DetectionCounts,
     Event,
     attribution_hits,
@@ -72,8 +59,8 @@ def attribution(det: AnomalyDetector, feats, flags, raw_events, k: int = 3):
     for ev in raw_events:
         idx = np.flatnonzero(flags[ev["start"] : ev["end"] + 1])
         if len(idx):
-            row = np.array([ev["start"] + idx[0]])
-            tops.append(det.top_metrics(feats, row, k)[0])
+            row = ev["start"] + int(idx[0])
+            tops.append([c.metric for c in det.contributions(feats, row, top_k=k)])
             truths.append(ev["metrics"])
     return attribution_hits(tops, truths, n_metrics=len(METRICS), k=k)
 
@@ -84,15 +71,11 @@ def run_machine(
     contamination: float,
     directory: Path | None = None,
     consecutive: int = 3,
-    threshold_method: ThresholdMethod = "quantile",
-    pot_risk: float = POT_RISK,
 ):
     train, test, raw = load(machine, directory)
     events = [Event(e["start"], e["end"], "anomaly") for e in raw]
     t0 = time.perf_counter()
-    det = AnomalyDetector(
-        contamination=contamination, threshold_method=threshold_method, pot_risk=pot_risk
-    ).fit(train, METRICS)
+    det = AnomalyDetector(contamination=contamination).fit(train, METRICS)
     fit_s = time.perf_counter() - t0
     # The test half follows the train half; the service reads a host's last
     # ``history_samples`` (feature look-back and 24 h of shift memory) before scoring.
@@ -102,7 +85,7 @@ def run_machine(
     scores = det.score_frame(frame)
     score_s = time.perf_counter() - t0
     flags = incident_rows(scores.is_anomaly[history:], consecutive)
-    feats = _slice(scores.features, history)
+    feats = scores.features.take(slice(history, None))
     counts = detection_counts(events, flags)
     attr = attribution(det, feats, flags, raw)
 
@@ -133,14 +116,8 @@ def run_machine(
         battr=battr,
         fit_s=fit_s,
         score_rate=len(frame) / score_s,
-        threshold=det.threshold,
+        threshold=det.fitted_threshold,
     )
-
-
-def _slice(feats, start):
-    from services.trainer.detector import _rows
-
-    return _rows(feats, slice(start, None))
 
 
 def fmt_counts(c: DetectionCounts) -> str:
@@ -168,19 +145,11 @@ def main() -> None:
         default=3,
         help="rows in a row above the threshold before a detection (ML_ANOMALY_CONSECUTIVE)",
     )
-    ap.add_argument("--threshold-method", choices=THRESHOLD_METHODS, default="quantile")
-    ap.add_argument(
-        "--pot-risk", type=float, default=POT_RISK, help="POT tail probability of the threshold"
-    )
     args = ap.parse_args()
     tot, btot, bctot = DetectionCounts(), DetectionCounts(), DetectionCounts()
     hits = bhits = n = bn = 0
     chance = bchance = 0.0
-    rule = (
-        f"POT threshold (level {POT_LEVEL}, risk {args.pot_risk})"
-        if args.threshold_method == "pot"
-        else f"contamination={args.contamination} quantile threshold"
-    )
+    rule = f"contamination={args.contamination} quantile threshold"
     print(
         f"detector: AnomalyDetector defaults, {rule}, "
         f"counted as incidents: open after {args.consecutive} rows in a row above the threshold, "
@@ -192,8 +161,6 @@ def main() -> None:
             contamination=args.contamination,
             directory=args.data,
             consecutive=args.consecutive,
-            threshold_method=args.threshold_method,
-            pot_risk=args.pot_risk,
         )
         print(f"{m:13s} detector {fmt(r['counts'], r['attr'])}")
         print(f"{'':13s} baseline {fmt(r['base'], r['battr'])}")

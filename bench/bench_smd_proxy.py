@@ -15,6 +15,8 @@ resolved after 3 in a row below; contamination 0.01):
   point-wise F1 of the flagged rows against the injected rows on that stretch.
 
 Each configuration is a set of ``AnomalyDetector`` arguments; the defaults are the first.
+The configurations of options since removed from the detector (no jump view, median level,
+no shift memory) are in bench/RESULTS.md with their figures.
 """
 
 from __future__ import annotations
@@ -26,41 +28,18 @@ import numpy as np
 import pandas as pd
 
 from bench.bench_smd import MACHINES, METRICS, load
-from services.trainer.detector import AnomalyDetector
-from services.trainer.evaluation import (
+from services.trainer.anomaly.detector import AnomalyDetector
+from services.trainer.anomaly.evaluation import (
     DetectionCounts,
     Event,
     detection_counts,
     incident_rows,
     runs,
 )
-from services.trainer.features import FeatureConfig
 
 FIT_SHARE = 0.7
 CONFIGS: dict[str, dict[str, Any]] = {
     "default (jump view, level mean 5, smoothing 20, 24 h memory)": {},
-    "jump view, level median 3, smoothing 20, 24 h memory": {
-        "feature_config": FeatureConfig(level_median=3)
-    },
-    "no jump view, level median 3, smoothing 20, 24 h memory": {
-        "jump_view": False,
-        "feature_config": FeatureConfig(level_median=3),
-    },
-    "no jump view, level mean 5, smoothing 20, 24 h memory": {"jump_view": False},
-    "no jump view, level mean 5, smoothing 10, 24 h memory": {
-        "jump_view": False,
-        "smoothing": 10,
-    },
-    "no jump view, level mean 5, smoothing 10, no memory": {
-        "jump_view": False,
-        "smoothing": 10,
-        "shift_memory_hours": 0,
-    },
-    "no jump view, level mean 5, smoothing 5, no memory (earlier)": {
-        "jump_view": False,
-        "smoothing": 5,
-        "shift_memory_hours": 0,
-    },
 }
 DURATIONS = (3, 4, 5, 7, 10, 15, 30, 60)
 

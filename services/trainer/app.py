@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.trainer.anomaly import AnomalyService
-from services.trainer.anomaly_routes import router as anomaly_router
-from services.trainer.incidents import endpoints as incidents
-from services.trainer.routes import router
-from services.trainer.synthetic import endpoints as synthetic
+from services.trainer.anomaly.endpoints import router as anomaly_router
+from services.trainer.anomaly.forest import ScoringThreads
+from services.trainer.anomaly.service import AnomalyService
+from services.trainer.health.endpoints import router as health_router
+from services.trainer.incidents.endpoints import router as incidents_router
+from services.trainer.registry.endpoints import router as registry_router
+from services.trainer.synthetic.endpoints import router as synthetic_router
 from shared.db import create_engine
 from shared.incidents import Notifier
 from shared.settings import Settings, get_settings
 from shared.web import new_app
+from shared.workers import process_pool, shutdown, thread_pool
+
+# Threads that share a large scoring batch in the service (the training process uses one).
+SCORING_THREADS = min(2, os.cpu_count() or 1)
 
 
 def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None = None) -> FastAPI:
@@ -28,14 +35,25 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         app.state.engine = db
         app.state.settings = settings
         app.state.notifier = Notifier(settings, db)
-        app.state.loops = [app.state.notifier.loop]
         app.state.notifier.start()
-        app.state.anomaly = AnomalyService(settings, db, app.state.notifier)
+        app.state.loops = [app.state.notifier.loop]
+        training_pool = process_pool(1)  # a fit holds the GIL: a process keeps health fast
+        scoring_pool = thread_pool(SCORING_THREADS, name="anomaly-scoring")
+        app.state.anomaly = AnomalyService(
+            settings,
+            db,
+            app.state.notifier,
+            training_pool=training_pool,
+            threads=ScoringThreads(scoring_pool, SCORING_THREADS),
+        )
         await app.state.anomaly.start()
+        app.state.loops += app.state.anomaly.loops
         try:
             yield
         finally:
             await app.state.anomaly.stop()
+            shutdown(training_pool, wait=True)
+            shutdown(scoring_pool)
             await app.state.notifier.stop()
             if engine is None:
                 await db.dispose()
@@ -45,8 +63,9 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         description="Synthetic training data, model training and the model registry.",
         lifespan=lifespan,
     )
-    app.include_router(router)
-    app.include_router(synthetic.router)
-    app.include_router(incidents.router)
+    app.include_router(health_router)
+    app.include_router(synthetic_router)
+    app.include_router(registry_router)
+    app.include_router(incidents_router)
     app.include_router(anomaly_router)
     return app

@@ -1,4 +1,4 @@
-"""The trainer's request dependencies, as `Annotated` aliases for endpoint parameters."""
+"""The trainer's request dependencies: ``async def route(service: AnomalyServiceDep): ...``."""
 
 from __future__ import annotations
 
@@ -6,12 +6,23 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from services.trainer.anomaly.service import AnomalyService
 from shared.incidents import Notifier
+from shared.web import ConnDep, EngineDep
+
+__all__ = ["AnomalyServiceDep", "ConnDep", "EngineDep", "NotifierDep"]
 
 
-def notifier(request: Request) -> Notifier:
+async def anomaly_service(request: Request) -> AnomalyService:
+    # async: FastAPI would run a plain function in its thread pool, a hop on every predict.
+    service: AnomalyService = request.app.state.anomaly
+    return service
+
+
+async def notifier(request: Request) -> Notifier:
     value: Notifier = request.app.state.notifier
     return value
 
 
+AnomalyServiceDep = Annotated[AnomalyService, Depends(anomaly_service)]
 NotifierDep = Annotated[Notifier, Depends(notifier)]

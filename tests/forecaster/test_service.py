@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.forecaster import repository as repo
 from services.forecaster.app import create_app
 from services.forecaster.model import ModelIntegrityError, load_model
-from services.trainer.synthetic import SyntheticDataGenerator, store_frame
+from services.trainer.synthetic.generator import SyntheticDataGenerator
+from services.trainer.synthetic.repository import store_frame
 from shared import registry
 from shared.catalogue import METRIC_NAMES
 from shared.incidents import list_incidents

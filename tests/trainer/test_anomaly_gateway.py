@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.settings import Settings
 from tests.api.test_gateway import stack
-from tests.trainer.test_anomaly_service import FOUR, SPIKE, store_history
+from tests.trainer.anomaly.test_anomaly_service import FOUR, SPIKE, store_history
 
 
 async def test_train_and_predict_through_the_gateway(

@@ -1,10 +1,8 @@
-"""The trainer's HTTP API: synthetic data generation, the model registry, health."""
+"""The trainer's HTTP API: synthetic data generation."""
 
 from __future__ import annotations
 
-import shutil
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.trainer.app import create_app
 from shared.catalogue import LABELS
-from shared.db import create_engine
 from shared.settings import Settings
 from shared.tables import metrics_history as mh
 from tests.conftest import app_client
@@ -108,53 +105,3 @@ async def test_second_call_for_a_host_replaces_its_rows(settings: Settings, engi
         assert stored == {k: v for k, v in second["label_distribution"].items() if v}
     assert other["count"] == 1440
     assert sum((await labels_in_db(engine, "elsewhere")).values()) == 1440
-
-
-async def test_model_registry_starts_empty(settings: Settings, engine: AsyncEngine):
-    async with app_client(create_app(settings, engine=engine)) as client:
-        everything = await client.get("/models")
-        active = await client.get("/models", params={"status": "active"})
-    assert everything.status_code == 200
-    assert everything.json() == {"models": [], "count": 0}
-    assert active.json() == {"models": [], "count": 0}
-
-
-async def test_unknown_model_is_404(settings: Settings, engine: AsyncEngine):
-    async with app_client(create_app(settings, engine=engine)) as client:
-        missing = await client.get("/models/999")
-        invalid = await client.get("/models/0")
-    assert missing.status_code == 404
-    assert missing.json() == {"detail": "model 999 not found"}
-    assert fields(invalid) == ["path.model_id"]
-
-
-async def test_health(settings: Settings, engine: AsyncEngine):
-    async with app_client(create_app(settings, engine=engine)) as client:
-        response = await client.get("/health")
-    assert response.status_code == 200
-    assert response.json() == {
-        "status": "healthy",
-        "service": "trainer",
-        "database": True,
-        "active_models": 0,
-    }
-
-
-@pytest.mark.usefixtures("settle_sqlite_workers")
-async def test_health_without_a_database_is_degraded(tmp_path: Path):
-    folder = tmp_path / "db"
-    url = f"sqlite+aiosqlite:///{folder / 'trainer.db'}"
-    engine = create_engine(url)
-    shutil.rmtree(folder)  # create_engine made the folder; without it SQLite cannot open the file
-    try:
-        async with app_client(create_app(Settings(database_url=url), engine=engine)) as client:
-            response = await client.get("/health")
-    finally:
-        await engine.dispose()
-    assert response.status_code == 200
-    assert response.json() == {
-        "status": "degraded",
-        "service": "trainer",
-        "database": False,
-        "active_models": 0,
-    }

@@ -3,7 +3,6 @@
 Usage: `from services.trainer.synthetic import SyntheticDataGenerator` (the spec's Python API).
 """
 
-from services.trainer.synthetic.generator import SyntheticDataGenerator, label_distribution
-from services.trainer.synthetic.repository import store_frame
+from services.trainer.synthetic.generator import SyntheticDataGenerator
 
-__all__ = ["SyntheticDataGenerator", "label_distribution", "store_frame"]
+__all__ = ["SyntheticDataGenerator"]

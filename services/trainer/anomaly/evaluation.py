@@ -1,26 +1,6 @@
-"""Point-wise and per-event detection metrics (no point-adjust) and attribution hit rates.
+"""Point-wise and per-event detection figures (no point-adjust), incident rows, attribution hits.
 
-Definitions:
-
-- An *event* is a maximal run of consecutive rows with the same non-normal label.
-- *Per-event recall*: share of events with at least one flagged row inside the event or
-  within ``tolerance`` rows after its end (default 0: inside the event only).
-- *Per-event precision*: share of flagged runs (maximal runs of flagged rows) that
-  overlap an event (extended by the same tolerance). It is an overall figure: a false run
-  belongs to no scenario, so per scenario only recall is reported.
-- *Confirmation* (``confirm``): the service raises an incident once a host's score has been
-  above the threshold for ``k`` consecutive samples (``ML_ANOMALY_CONSECUTIVE``). A sample
-  counts as flagged once it is the k-th consecutive sample above the threshold and stays
-  flagged while the score stays above.
-- *Incident rows* (``incident_rows``): the service's whole incident lifecycle. An incident
-  opens at the k-th consecutive sample above the threshold and stays open until k
-  consecutive samples are back below (``ML_ANOMALY_CONSECUTIVE`` both ways); the rows
-  during which it is open are the flagged run, so a dip of fewer than k samples does not
-  split one incident into two. The stored evaluation and the benchmarks count this way.
-- *Point-wise* precision, recall and F1 count rows; no point-adjust is applied.
-- *hit@k*: share of detected events whose top-k metrics at the first flagged row
-  include one of the event's labelled metrics, next to the chance that k random picks
-  out of N metrics hit: ``1 - C(N - m, k) / C(N, k)`` for an event naming m metrics.
+Usage: ``evaluate_labels(labels, incident_rows(flags, 3))``; definitions in docs/anomaly-detection.md.
 """
 
 from __future__ import annotations
@@ -33,8 +13,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from services.trainer.anomaly.arrays import BoolArray
+
 NORMAL = "normal"
-BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +130,7 @@ def confirm(above: Sequence[bool] | BoolArray, k: int) -> BoolArray:
 def incident_rows(above: Sequence[bool] | BoolArray, k: int) -> BoolArray:
     """Rows during which the service has an incident open (causal).
 
-    The service's rule (``AnomalyService._track``): the k-th sample in a row above the
+    The service's rule (``tracker.HostTracker.observe``): the k-th sample in a row above the
     threshold opens an incident; once open, it is resolved by the k-th sample in a row
     below, which is the first row no longer flagged. With k = 1 this is ``above`` itself.
     """

@@ -8,7 +8,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from services.trainer.evaluation import (
+from services.trainer.anomaly.evaluation import (
     Event,
     attribution_hits,
     confirm,
@@ -98,17 +98,20 @@ def test_attribution_hits() -> None:
 
 def _tracked(above: list[bool], k: int) -> list[bool]:
     """Open incident per row as the trainer's scoring loop tracks it (the service's code)."""
-    from services.trainer.anomaly import AnomalyService, HostTracker
-    from services.trainer.detector import AnomalyDetector
-    from shared.settings import Settings
+    from services.trainer.anomaly.tracker import HostTracker, ScoringModel
 
-    service = AnomalyService(Settings(anomaly_consecutive=k), None, None)  # type: ignore[arg-type]
-    active = type("Active", (), {"detector": AnomalyDetector(), "model_id": 1, "version": 1})()
-    tracker, now = HostTracker(), datetime(2024, 1, 1, tzinfo=UTC)
+    tracker, now = HostTracker("h", k), datetime(2024, 1, 1, tzinfo=UTC)
+    model = ScoringModel(model_id=1, version=1, threshold=0.95)
     state, out = False, []
     for i, flag in enumerate(above):
-        action = service._track(
-            tracker, "h", now + timedelta(minutes=i), 0.9, flag, "high", [], active, live=True
+        action = tracker.observe(
+            ts=now + timedelta(minutes=i),
+            score=0.9,
+            flag=flag,
+            severity="high",
+            top=[],
+            model=model,
+            live=True,
         )
         if action is not None and action.kind == "raise":
             state = True
@@ -119,7 +122,7 @@ def _tracked(above: list[bool], k: int) -> list[bool]:
 
 
 def test_incident_rows_follow_the_service_lifecycle() -> None:
-    from services.trainer.evaluation import incident_rows
+    from services.trainer.anomaly.evaluation import incident_rows
 
     above = [bool(a) for a in [0, 1, 1, 1, 0, 1, 0, 0, 1, 1, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0]]
     want = [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -11,15 +12,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.trainer.detector import AnomalyDetector, Calibrator, pot_threshold, severity
-from services.trainer.evaluation import (
+from services.trainer.anomaly import artifact
+from services.trainer.anomaly.calibration import Calibrator
+from services.trainer.anomaly.detector import AnomalyDetector
+from services.trainer.anomaly.evaluation import (
     Event,
     attribution_hits,
     detection_counts,
     incident_rows,
 )
+from services.trainer.anomaly.features import frame_times
+from services.trainer.anomaly.forest import ScoringThreads
+from services.trainer.anomaly.history import RecentHistory, ShiftMemory, trailing_peak
+from services.trainer.anomaly.threshold import adjusted_threshold, severity
+from shared.workers import shutdown, thread_pool
 
-SMD = Path(__file__).resolve().parents[1] / "data" / "smd"
+SMD = Path(__file__).resolve().parents[2] / "data" / "smd"
 
 
 def _frame(n: int = 3000, seed: int = 0) -> pd.DataFrame:
@@ -36,6 +44,16 @@ def _frame(n: int = 3000, seed: int = 0) -> pd.DataFrame:
     )
 
 
+def _arrays(det: AnomalyDetector, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch seconds and metric values of a frame's rows, in the detector's metric order."""
+    return frame_times(frame), frame.reindex(columns=list(det.metrics)).to_numpy(dtype=float)
+
+
+def _history(det: AnomalyDetector, frame: pd.DataFrame) -> RecentHistory:
+    """A host's history seeded from the frame's rows, as the service seeds one."""
+    return det.seeded_history(*_arrays(det, frame))
+
+
 @lru_cache(maxsize=1)
 def _trained() -> tuple[AnomalyDetector, pd.DataFrame]:
     df = _frame()
@@ -45,7 +63,7 @@ def _trained() -> tuple[AnomalyDetector, pd.DataFrame]:
 def test_fast_path_equals_sklearn() -> None:
     det, df = _trained()
     assert det.forest is not None and det.flat is not None
-    x = det._standardise(det.extractor.transform(df).matrix)
+    x = det.standardise(det.extractor.transform(df).matrix)
     extreme = x[:20] * 50.0  # outside the training range in every direction
     for rows in (x[:300], extreme):
         np.testing.assert_allclose(
@@ -56,12 +74,15 @@ def test_fast_path_equals_sklearn() -> None:
 def test_online_score_equals_batch_score() -> None:
     det, df = _trained()
     batch = det.score_frame(df)
-    hist = det.history_from(df.iloc[:2900])  # the look-back and 24 h of shift memory
+    hist = _history(det, df.iloc[:2900])  # the look-back and 24 h of shift memory
     assert det.history_samples < 2900
     metrics = list(det.metrics)
     for i in range(2900, 2950):
         res = det.score_sample(
-            {m: float(df.at[i, m]) for m in metrics}, timestamp=df.at[i, "timestamp"], history=hist
+            {m: float(df.at[i, m]) for m in metrics},
+            timestamp=df.at[i, "timestamp"],
+            history=hist,
+            threshold=det.fitted_threshold,
         )
         assert res.score == pytest.approx(batch.score[i], abs=1e-9)
         assert res.is_anomaly == bool(batch.is_anomaly[i])
@@ -71,8 +92,8 @@ def test_scores_are_calibrated_and_threshold_matches_contamination() -> None:
     det, df = _trained()
     scores = det.score_frame(df).score
     assert np.all((scores >= 0) & (scores <= 1))
-    assert np.mean(scores >= det.threshold) == pytest.approx(det.contamination, abs=0.01)
-    assert det.threshold == pytest.approx(1 - det.contamination, abs=0.01)
+    assert np.mean(scores >= det.fitted_threshold) == pytest.approx(det.contamination, abs=0.01)
+    assert det.fitted_threshold == pytest.approx(1 - det.contamination, abs=0.01)
 
 
 def test_calibrator_is_monotone_and_bounded() -> None:
@@ -88,12 +109,13 @@ def test_calibrator_is_monotone_and_bounded() -> None:
 def test_an_obvious_anomaly_scores_high_and_names_its_metric() -> None:
     det, df = _trained()
     hist = det.new_history()
-    hist.extend_frame(df.iloc[-200:])
+    hist.extend(*_arrays(det, df.iloc[-200:]))
     ts = df["timestamp"].iloc[-1]
     res = None
     for k in range(1, 6):
         sample = {"cpu_usage_percent": 99.0, "memory_usage_percent": 60.0, "error_rate": 0.01}
-        res = det.score_sample(sample, timestamp=ts + pd.Timedelta(minutes=k), history=hist)
+        at = ts + pd.Timedelta(minutes=k)
+        res = det.score_sample(sample, timestamp=at, history=hist, threshold=det.fitted_threshold)
     assert res is not None and res.is_anomaly
     assert res.severity in ("high", "critical")
     top = res.contributions[0]
@@ -108,7 +130,9 @@ def test_missing_metrics_are_filled() -> None:
     det, df = _trained()
     hist = det.new_history()
     ts = df["timestamp"].iloc[-1]
-    res = det.score_sample({"cpu_usage_percent": 41.0}, timestamp=ts, history=hist)
+    res = det.score_sample(
+        {"cpu_usage_percent": 41.0}, timestamp=ts, history=hist, threshold=det.fitted_threshold
+    )
     assert np.isfinite(res.score)
     assert det.training_medians["memory_usage_percent"] == pytest.approx(60, abs=0.5)
 
@@ -118,79 +142,93 @@ def test_severity_cutoffs() -> None:
 
 
 def test_threshold_feedback_moves_in_the_right_direction() -> None:
-    det = AnomalyDetector()
-    det.threshold = 0.95
-    up = det.adjust_threshold("false_positive", 0.97)
-    assert up > 0 and det.threshold > 0.95
-    before = det.threshold
-    down = det.adjust_threshold("true_positive", 0.90)
-    assert down < 0 and det.threshold < before
-    assert det.adjust_threshold("false_positive", 0.3) == 0.0  # not flagged anyway
+    up = adjusted_threshold(0.95, "false_positive", 0.97)
+    assert up > 0.95
+    down = adjusted_threshold(up, "true_positive", 0.90)
+    assert down < up
+    assert adjusted_threshold(up, "false_positive", 0.3) == up  # not flagged anyway
+    assert adjusted_threshold(0.9999, "false_positive", 1.0) == 0.9999  # bounded
     with pytest.raises(ValueError):
-        det.adjust_threshold("maybe", 0.9)  # type: ignore[arg-type]
+        adjusted_threshold(0.95, "maybe", 0.9)  # type: ignore[arg-type]
 
 
 def test_serialization_roundtrip_and_checksum() -> None:
     det, df = _trained()
-    blob = det.to_bytes()
-    digest = AnomalyDetector.sha256(blob)
-    loaded = AnomalyDetector.from_bytes(blob, digest)
+    blob = artifact.dump(det)
+    digest = artifact.sha256(blob)
+    loaded = artifact.load(blob, digest)
     np.testing.assert_array_equal(loaded.score_frame(df).score, det.score_frame(df).score)
-    assert loaded.threshold == det.threshold
+    assert loaded.fitted_threshold == det.fitted_threshold
     assert loaded.training_medians == det.training_medians
+    assert isinstance(loaded.new_history().memory, ShiftMemory)
     tampered = bytearray(blob)
     tampered[len(tampered) // 2] ^= 0xFF
     with pytest.raises(ValueError, match="checksum"):
-        AnomalyDetector.from_bytes(bytes(tampered), digest)
+        artifact.load(bytes(tampered), digest)
 
 
-def test_pot_threshold_lands_near_the_analytic_tail_quantile() -> None:
-    from scipy.stats import expon, genpareto
-
-    rng = np.random.default_rng(11)
-    # Heavy tail (GPD shape 0.2) and light tail (exponential, shape 0); the excesses over
-    # any threshold are GPD again, so POT should recover the analytic quantile.
-    for dist in (genpareto(c=0.2, scale=1.0), expon()):
-        sample = dist.rvs(size=50_000, random_state=rng)
-        for risk in (1e-3, 1e-4):
-            truth = float(dist.isf(risk))
-            got = pot_threshold(sample, level=0.98, risk=risk)
-            assert got == pytest.approx(truth, rel=0.15), (dist.dist.name, risk, got, truth)
-    with pytest.raises(ValueError):
-        pot_threshold(np.arange(100.0), level=0.98, risk=0.05)  # risk beyond the init level
-
-
-def test_pot_detector_threshold_and_storage() -> None:
-    det, df = _trained()
-    pot = AnomalyDetector(n_estimators=50, threshold_method="pot", pot_risk=1e-3).fit(df)
-    # Calibrated scores are uniform on training, so POT lands near the 1 - risk quantile.
-    assert pot.threshold == pytest.approx(0.999, abs=0.002)
-    assert pot.threshold > det.threshold  # default contamination 0.05: quantile 0.95
-    blob = pot.to_bytes()
-    loaded = AnomalyDetector.from_bytes(blob, AnomalyDetector.sha256(blob))
-    assert (loaded.threshold_method, loaded.pot_level, loaded.pot_risk) == ("pot", 0.98, 1e-3)
-    assert loaded.threshold == pot.threshold
-    np.testing.assert_array_equal(loaded.score_frame(df).is_anomaly, pot.score_frame(df).is_anomaly)
-    with pytest.raises(ValueError):
-        AnomalyDetector(threshold_method="mad")  # type: ignore[arg-type]
-
-
-def test_models_stored_before_pot_load_as_quantile() -> None:
-    import io
-
-    det, _ = _trained()
-    with np.load(io.BytesIO(det.to_bytes()), allow_pickle=False) as npz:
+def _rewritten(blob: bytes, edit: Any) -> bytes:
+    """The artifact with its arrays (config decoded as a dict) changed by ``edit``."""
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     config = json.loads(arrays["config"].tobytes().decode())
-    for key in ("threshold_method", "pot_level", "pot_risk"):
-        del config[key]
+    edit(config, arrays)
     arrays["config"] = np.frombuffer(json.dumps(config).encode(), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    old = buf.getvalue()
-    loaded = AnomalyDetector.from_bytes(old, AnomalyDetector.sha256(old))
-    assert loaded.threshold_method == "quantile"
-    assert loaded.threshold == det.threshold
+    return buf.getvalue()
+
+
+def test_the_stored_layout_is_format_1_as_before() -> None:
+    """Models stored before this build load: the layout, keys and fixed values are unchanged."""
+    det, _ = _trained()
+    with np.load(io.BytesIO(artifact.dump(det)), allow_pickle=False) as npz:
+        names = list(npz.files)
+        config = json.loads(npz["config"].tobytes().decode())
+    assert list(config) == [
+        "format_version", "contamination", "n_estimators", "max_samples", "smoothing",
+        "random_state", "threshold", "threshold_method", "pot_level", "pot_risk",
+        "shift_memory_hours", "n_train", "metrics", "feature_config", "depth", "normaliser",
+        "tails",
+    ]  # fmt: skip
+    assert config["format_version"] == 1
+    assert (config["threshold_method"], config["shift_memory_hours"]) == ("quantile", 24)
+    assert list(config["feature_config"]) == [
+        "interval_s", "mean_windows", "std_windows", "min_windows", "max_windows", "lags",
+        "baseline_window", "baseline_stat", "level_median", "time_features",
+    ]  # fmt: skip
+    assert names == [
+        "config", "forest", "medians", "scales", "mean", "scale", "dev_ref", "z_ref",
+        "jump_ref", "cal_forest_knots", "cal_forest_probs", "cal_dev_knots", "cal_dev_probs",
+        "cal_final_knots", "cal_final_probs", "cal_jump_knots", "cal_jump_probs",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda c, a: c.update(format_version=2),
+            "artifact format 2 is not supported (this build reads format 1); retrain",
+        ),
+        (lambda c, a: c.pop("format_version"), "artifact format None is not supported"),
+        # Layouts written before the options were adopted, or with variants not adopted.
+        (lambda c, a: c.pop("shift_memory_hours"), "shift_memory_hours missing"),
+        (lambda c, a: c.update(shift_memory_hours=0), "shift_memory_hours 0"),
+        (lambda c, a: c.update(threshold_method="pot"), "threshold_method 'pot'"),
+        (lambda c, a: c.pop("threshold_method"), "threshold_method missing"),
+        (lambda c, a: c["feature_config"].update(baseline_stat="median"), "baseline_stat"),
+        (lambda c, a: c["feature_config"].pop("level_median"), "level_median missing"),
+        (lambda c, a: c["feature_config"].update(level_median=3), "level_median 3"),
+        (lambda c, a: [a.pop(k) for k in ("cal_jump_knots", "cal_jump_probs")], "no jump view"),
+    ],
+)
+def test_other_artifact_formats_are_refused_naming_why(edit: Any, message: str) -> None:
+    det, _ = _trained()
+    old = _rewritten(artifact.dump(det), edit)
+    with pytest.raises(ValueError, match="retrain") as refused:
+        artifact.load(old, artifact.sha256(old))
+    assert message in str(refused.value)
 
 
 def test_invalid_contamination_is_rejected() -> None:
@@ -202,8 +240,8 @@ def test_invalid_contamination_is_rejected() -> None:
 @lru_cache(maxsize=1)
 def _service_evaluation() -> dict[str, Any]:
     """What the trainer stores for a model trained on a synthetic month (seed 42)."""
-    from services.trainer.synthetic import SyntheticDataGenerator
-    from services.trainer.training import train_detector
+    from services.trainer.anomaly.training import train_detector
+    from services.trainer.synthetic.generator import SyntheticDataGenerator
 
     train = SyntheticDataGenerator(42).generate_full_training_set(30)
     outcome = train_detector(train, contamination=0.05, n_estimators=100, synthetic_seed=42)
@@ -246,7 +284,8 @@ def test_smd_machine_beats_plain_isolation_forest() -> None:
     for e in raw:
         hit = np.flatnonzero(flags[e["start"] : e["end"] + 1])
         if len(hit):
-            tops += det.top_metrics(scored.features, np.array([history + e["start"] + hit[0]]))
+            row = history + e["start"] + int(hit[0])
+            tops.append([c.metric for c in det.contributions(scored.features, row, top_k=3)])
             truths.append(e["metrics"])
     attr = attribution_hits(tops, truths, n_metrics=38, k=3)
 
@@ -258,35 +297,7 @@ def test_smd_machine_beats_plain_isolation_forest() -> None:
     assert attr.hit_rate >= 0.85 and attr.hit_rate > attr.chance + 0.3
 
 
-def test_median_baseline_model_roundtrip_and_old_models_load_as_mean() -> None:
-    import io
-
-    from services.trainer.features import FeatureConfig
-
-    df = _frame(1500)
-    det = AnomalyDetector(n_estimators=20, feature_config=FeatureConfig(baseline_stat="median"))
-    det.fit(df)
-    blob = det.to_bytes()
-    loaded = AnomalyDetector.from_bytes(blob, AnomalyDetector.sha256(blob))
-    assert loaded.extractor.config.baseline_stat == "median"
-    np.testing.assert_array_equal(loaded.score_frame(df).score, det.score_frame(df).score)
-
-    mean_det, _ = _trained()
-    with np.load(io.BytesIO(mean_det.to_bytes()), allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    config = json.loads(arrays["config"].tobytes().decode())
-    del config["feature_config"]["baseline_stat"]  # stored before the option existed
-    arrays["config"] = np.frombuffer(json.dumps(config).encode(), dtype=np.uint8)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    old = buf.getvalue()
-    loaded = AnomalyDetector.from_bytes(old, AnomalyDetector.sha256(old))
-    assert loaded.extractor.config.baseline_stat == "mean"
-
-
 def test_trailing_peak_matches_a_direct_count() -> None:
-    from services.trainer.features import trailing_peak
-
     rng = np.random.default_rng(5)
     hours = np.sort(rng.choice(np.arange(200), 600))  # gaps and repeated hours
     shift = rng.exponential(size=(600, 3))
@@ -303,8 +314,6 @@ def test_trailing_peak_matches_a_direct_count() -> None:
 
 
 def test_shift_memory_folded_in_pieces_equals_one_batch() -> None:
-    from services.trainer.features import ShiftMemory, trailing_peak
-
     rng = np.random.default_rng(6)
     hours = np.sort(rng.integers(0, 120, 900))
     shift = rng.exponential(size=(900, 2))
@@ -334,61 +343,41 @@ def _volatile_frame() -> pd.DataFrame:
 
 def test_shift_memory_quiets_a_metric_that_turned_volatile_but_not_a_new_extreme() -> None:
     df = _volatile_frame()
-    train = df.iloc[: 4 * 1440]
-    with_memory = AnomalyDetector(n_estimators=50, contamination=0.01).fit(train)
-    without = AnomalyDetector(n_estimators=50, contamination=0.01, shift_memory_hours=0).fit(train)
-    a, b = with_memory.score_frame(df).score, without.score_frame(df).score
+    det = AnomalyDetector(n_estimators=50, contamination=0.01).fit(df.iloc[: 4 * 1440])
+    scores = det.score_frame(df).score
     repeat = slice(5 * 1440 + 64, 5 * 1440 + 75)  # the 13th 16-point jump within a day
     extreme = slice(5 * 1440 + 304, 5 * 1440 + 315)
     first = slice(4 * 1440 + 4, 4 * 1440 + 15)  # the first jump of the volatile day
-    assert b[repeat].max() >= without.threshold  # without memory it alarms yet again
-    assert a[repeat].max() < b[repeat].max()
-    assert a[extreme].max() >= with_memory.threshold  # far beyond the day's peaks: alarms
-    assert a[first].max() >= with_memory.threshold and b[first].max() >= without.threshold
-    # The shift part itself: beyond its reference without memory, within it with memory.
-    feats = with_memory.extractor.transform(df)
-    ref = with_memory._batch_memory_ref(feats)
-    assert ref is not None
-    cpu = with_memory.metrics.index("cpu_usage_percent")
+    assert scores[extreme].max() >= det.fitted_threshold  # far beyond the day's peaks: alarms
+    assert scores[first].max() >= det.fitted_threshold
+    # The shift part itself: beyond its training reference, within the memory's.
+    feats = det.extractor.transform(df)
+    ref = det._batch_memory_ref(feats)
+    cpu = det.metrics.index("cpu_usage_percent")
     dev = np.abs(feats.deviation[repeat, cpu])
-    assert (dev / with_memory.dev_ref[cpu]).max() > 1.0
-    assert (dev / np.maximum(with_memory.dev_ref[cpu], ref[repeat, cpu])).max() <= 1.0
+    assert (dev / det.dev_ref[cpu]).max() > 1.0
+    assert (dev / np.maximum(det.dev_ref[cpu], ref[repeat, cpu])).max() <= 1.0
     ext = np.abs(feats.deviation[extreme, cpu])
-    assert (ext / np.maximum(with_memory.dev_ref[cpu], ref[extreme, cpu])).max() > 2.0
-
-
-def test_shift_memory_is_stored_and_old_models_load_without_it() -> None:
-    import io
-
-    det, df = _trained()
-    blob = det.to_bytes()
-    loaded = AnomalyDetector.from_bytes(blob, AnomalyDetector.sha256(blob))
-    assert loaded.shift_memory_hours == det.shift_memory_hours == 24
-    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    config = json.loads(arrays["config"].tobytes().decode())
-    del config["shift_memory_hours"]
-    arrays["config"] = np.frombuffer(json.dumps(config).encode(), dtype=np.uint8)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    old = AnomalyDetector.from_bytes(buf.getvalue(), AnomalyDetector.sha256(buf.getvalue()))
-    assert old.shift_memory_hours == 0 and old.new_history().memory is None
-    with pytest.raises(ValueError):
-        AnomalyDetector(shift_memory_hours=-1)
+    assert (ext / np.maximum(det.dev_ref[cpu], ref[extreme, cpu])).max() > 2.0
+    # Calibrated, the repeat's shift view scores lower than against training alone.
+    fitted = det.fitted()
+    with_memory = fitted.cal_dev(det._shift_score(feats, ref))
+    training_only = fitted.cal_dev(det._shift_score(feats, np.zeros_like(ref)))
+    assert with_memory[repeat].max() < training_only[repeat].max()
 
 
 def test_a_late_sample_is_scored_against_the_memory_of_its_own_time() -> None:
     det, df = _trained()
-    hist = det.history_from(df.iloc[:2900])
+    hist = _history(det, df.iloc[:2900])
     metrics = list(det.metrics)
     late_at = 2850
     copy = hist.copy_until(float(pd.Timestamp(df.at[late_at - 1, "timestamp"]).timestamp()))
-    assert copy.memory is not None and hist.memory is not None
     assert copy.memory.hours.max() <= hist.memory.hours.max()
     res = det.score_sample(
         {m: float(df.at[late_at, m]) for m in metrics},
         timestamp=df.at[late_at, "timestamp"],
         history=copy,
+        threshold=det.fitted_threshold,
     )
     assert res.score == pytest.approx(det.score_frame(df).score[late_at], abs=1e-9)
     assert len(hist) == hist.capacity  # the original history is untouched
@@ -398,12 +387,12 @@ def test_a_lone_extreme_sample_scores_high_but_cannot_open_an_incident() -> None
     df = _frame(n=4 * 1440, seed=8)
     train, live = df.iloc[: 3 * 1440], df.iloc[3 * 1440 :].reset_index(drop=True)
     det = AnomalyDetector(n_estimators=50, contamination=0.01).fit(train)
-    no_jump = AnomalyDetector(n_estimators=50, contamination=0.01, jump_view=False).fit(train)
     spiked = live.copy()
     spiked.loc[600, "cpu_usage_percent"] = 99.0  # one sample, every other metric normal
     scores = det.score_frame(spiked)
     assert scores.is_anomaly[600] and scores.score[600] >= 0.999
-    assert no_jump.score_frame(spiked).score[600] < scores.score[600]
+    # The jump view is what flags it: the sample against the previous hour's mean.
+    assert det._jump_score(scores.features)[600] > 1.0
     # Above the threshold on that sample alone, not three in a row: no incident.
     assert not incident_rows(scores.is_anomaly, 3)[595:610].any()
     # The same jump held for five samples is an incident.
@@ -412,46 +401,28 @@ def test_a_lone_extreme_sample_scores_high_but_cannot_open_an_incident() -> None
     assert incident_rows(det.score_frame(held).is_anomaly, 3)[602:606].any()
 
 
-def test_options_are_stored_and_models_before_them_load_as_trained() -> None:
-    import io
-
-    from services.trainer.features import FeatureConfig
-
-    df = _frame(1500)
-    det = AnomalyDetector(n_estimators=20, feature_config=FeatureConfig(level_median=3))
-    det.fit(df)
-    blob = det.to_bytes()
-    loaded = AnomalyDetector.from_bytes(blob, AnomalyDetector.sha256(blob))
-    assert loaded.extractor.config.level_median == 3 and loaded.jump_view
-    np.testing.assert_array_equal(loaded.score_frame(df).score, det.score_frame(df).score)
-
-    old_style = AnomalyDetector(n_estimators=20, jump_view=False).fit(df)
-    with np.load(io.BytesIO(old_style.to_bytes()), allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    assert "cal_jump_knots" not in arrays  # a model without the jump view stores none
-    config = json.loads(arrays["config"].tobytes().decode())
-    del config["feature_config"]["level_median"]  # stored before the option existed
-    arrays["config"] = np.frombuffer(json.dumps(config).encode(), dtype=np.uint8)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    old = buf.getvalue()
-    loaded = AnomalyDetector.from_bytes(old, AnomalyDetector.sha256(old))
-    assert loaded.extractor.config.level_median == 0 and not loaded.jump_view
-    np.testing.assert_array_equal(loaded.score_frame(df).score, old_style.score_frame(df).score)
-
-
 def test_threaded_batch_scoring_equals_one_thread_bit_for_bit() -> None:
-    import services.trainer.detector as detector_module
-
     det, _ = _trained()
-    df = _frame(n=9000, seed=2)
-    before = detector_module._SCORING_THREADS
+    blob = artifact.dump(det)
+    pool = thread_pool(2, name="test-scoring")
     try:
-        detector_module.set_scoring_threads(2)
-        threaded = det.score_frame(df)
-        detector_module.set_scoring_threads(1)
-        single = det.score_frame(df)
+        threaded = artifact.load(blob, artifact.sha256(blob), threads=ScoringThreads(pool, 2))
+        single = artifact.load(blob, artifact.sha256(blob))
+        df = _frame(n=9000, seed=2)
+        a, b = threaded.score_frame(df), single.score_frame(df)
     finally:
-        detector_module.set_scoring_threads(before)
-    np.testing.assert_array_equal(threaded.forest_score, single.forest_score)
-    np.testing.assert_array_equal(threaded.score, single.score)
+        shutdown(pool)
+    np.testing.assert_array_equal(a.forest_score, b.forest_score)
+    np.testing.assert_array_equal(a.score, b.score)
+
+
+def test_a_model_stored_by_the_build_before_scores_as_it_did() -> None:
+    """tests/data/anomaly: a model written by the code before the anomaly room (10 trees on
+    ``_frame(1500)``) and its scores of ``_frame(1500, seed=5)`` at the time."""
+    data = Path(__file__).resolve().parents[2] / "data" / "anomaly"
+    blob = (data / "model-format-1.npz").read_bytes()
+    loaded = artifact.load(blob, artifact.sha256(blob))
+    np.testing.assert_array_equal(
+        loaded.score_frame(_frame(1500, seed=5)).score, np.load(data / "model-format-1-scores.npy")
+    )
+    assert loaded.fitted_threshold == pytest.approx(0.95, abs=0.01)

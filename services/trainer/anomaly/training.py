@@ -1,40 +1,12 @@
-"""One training run of the anomaly detector: fit, evaluate on held-out labels, compare.
+"""One training run of the anomaly detector: fit, evaluate on synthetic and held-out labels, compare.
 
-Usage: ``outcome = train_detector(rows, contamination=0.05, n_estimators=100, active=None)``.
-Plain and blocking (the service runs it in its training executor).
-
-Evaluation, stored with every model (``metrics.evaluation``):
-
-- ``synthetic``: always. The model scores ``EVAL_DAYS`` of synthetic data of seed
-  ``EVAL_SEED`` (another seed if the training data was that seed): per-scenario per-event
-  recall (cpu_spike, memory_leak, error_storm) and the overall per-event precision (share
-  of flagged runs that overlap any labelled event), with point-wise figures.
-- ``held_out``: only when the training history carries labels other than ``normal``. Its
-  last ``HOLDOUT_SHARE`` is held out (the model is fitted on the rest and scores the
-  held-out stretch with the fitted part as its recent history); that stretch may lack a
-  scenario.
-
-A history with labels (synthetic data, or labelled real data) trains on its normal rows:
-the features still look back over every row, but the forest, the calibration and the
-threshold learn from normal rows only, with the threshold at the requested contamination
-less the labelled anomalies' share (at least ``MIN_CONTAMINATION``). An unlabelled
-history trains on every row, unsupervised, at the requested contamination.
-
-Detections are counted as the service raises incidents: a sample is flagged while an
-incident is open, from the ``consecutive``-th sample in a row above the threshold
-(``ML_ANOMALY_CONSECUTIVE``) until as many in a row are back below
-(``evaluation.incident_rows``); no point-adjust.
-
-The active model, if any, is scored on the same synthetic month with the same rule, so
-the activation rule compares like with like: ``quality`` is the event F1 of the overall
-event precision and the mean per-scenario event recall on that month, and the new version
-is *worse* when its quality is lower than the active one's by more than ``WORSE_MARGIN``.
+Usage: ``outcome = train_detector(frame, contamination=0.05, n_estimators=100, active=None)``
+(blocking: the service runs it in its training process; docs/anomaly-detection.md).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -43,11 +15,12 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from services.trainer.detector import AnomalyDetector
-from services.trainer.evaluation import NORMAL, evaluate_labels, incident_rows
-from services.trainer.features import FeatureConfig
-from services.trainer.repository import Row, rows_to_frame
-from services.trainer.synthetic import SyntheticDataGenerator
+from services.trainer.anomaly import artifact
+from services.trainer.anomaly.detector import AnomalyDetector
+from services.trainer.anomaly.evaluation import NORMAL, evaluate_labels, incident_rows
+from services.trainer.anomaly.features import FeatureConfig
+from services.trainer.anomaly.forest import ScoringThreads
+from services.trainer.synthetic.generator import SyntheticDataGenerator
 from shared.catalogue import METRIC_NAMES
 
 EVAL_SEED = 7
@@ -62,7 +35,6 @@ WORSE_MARGIN = 0.02
 MIN_CONTAMINATION = 0.001
 MODEL_NAME = "anomaly_detector"
 MODEL_TYPE = "isolation_forest"
-ARTIFACT_FORMAT = "npz+skops"
 
 
 @dataclass(slots=True)
@@ -101,8 +73,8 @@ def quality(evaluation: dict[str, Any]) -> float:
 def evaluate(
     det: AnomalyDetector, frame: pd.DataFrame, start_row: int, *, consecutive: int
 ) -> dict[str, Any]:
-    """Figures of ``det`` on ``frame[start_row:]`` (earlier rows: history), detections
-    counted as the service's incidents (``incident_rows``, ``consecutive`` both ways)."""
+    """Figures of ``det`` at its fitted threshold on ``frame[start_row:]`` (earlier rows:
+    history), detections counted as the service's incidents (``incident_rows``)."""
     scored = det.score_frame(frame)
     labels = frame["label"].astype(str).to_numpy()[start_row:]
     result = evaluate_labels(labels, incident_rows(scored.is_anomaly[start_row:], consecutive))
@@ -111,23 +83,24 @@ def evaluate(
 
 
 def train_detector(
-    rows: Sequence[Row] | pd.DataFrame,
+    history: pd.DataFrame,
     *,
     contamination: float,
     n_estimators: int,
     active: AnomalyDetector | None = None,
     synthetic_seed: int | None = None,
     consecutive: int = DEFAULT_CONSECUTIVE,
+    threads: ScoringThreads | None = None,
 ) -> TrainingOutcome:
     """Fit a detector on a host's samples, evaluate it and (if given) the active one.
 
     ``synthetic_seed``: the rows are synthetic data of that seed; they are all used for
     training and the evaluation month gets another seed. ``consecutive``: the service's
     ``ML_ANOMALY_CONSECUTIVE``, the confirmation rule detections are counted with.
+    ``threads``: for the evaluations' batch scoring (the training process passes none).
     """
     started = time.perf_counter()
-    frame = rows if isinstance(rows, pd.DataFrame) else rows_to_frame(rows)
-    frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    frame = history.sort_values("timestamp", kind="stable").reset_index(drop=True)
     metrics = [m for m in _metric_names(frame) if frame[m].notna().any()]
     if not metrics:
         raise ValueError("the training history has no metric values")
@@ -141,7 +114,7 @@ def train_detector(
         # threshold for what remains of the expected contamination once they are removed.
         normal = _clean_normal(train["label"].astype(str).to_numpy(), FeatureConfig().lookback)
         effective = max(contamination - float(1.0 - normal.mean()), MIN_CONTAMINATION)
-    det = AnomalyDetector(contamination=effective, n_estimators=n_estimators).fit(
+    det = AnomalyDetector(contamination=effective, n_estimators=n_estimators, threads=threads).fit(
         train, metrics, normal=normal
     )
     fitted = time.perf_counter()
@@ -163,7 +136,7 @@ def train_detector(
     if active is not None:
         active_quality = quality(evaluate(active, month, 0, consecutive=consecutive))
     evaluated = time.perf_counter()
-    artifact = det.to_bytes()
+    blob = artifact.dump(det)
     stamps = pd.DatetimeIndex(train["timestamp"])
     parameters = {
         "contamination": contamination,
@@ -174,13 +147,14 @@ def train_detector(
         "smoothing": det.smoothing,
         "random_state": det.random_state,
         "metrics": list(det.metrics),
-        "feature_config": det.extractor.config.to_dict(),
+        "feature_config": artifact.feature_config_dict(det.extractor.config),
     }
     stored_metrics = {
         "evaluation": evaluation,
         "quality": round(new_quality, 4),
-        "threshold": det.threshold,
-        "initial_threshold": det.threshold,
+        # The threshold in force, moved by feedback (the one place it is kept), and where it began.
+        "threshold": det.fitted_threshold,
+        "initial_threshold": det.fitted_threshold,
         "threshold_history": [],
         "training_medians": det.training_medians,
         "fit_seconds": round(fitted - started, 3),
@@ -188,8 +162,8 @@ def train_detector(
         "train_seconds": round(time.perf_counter() - started, 3),
     }
     return TrainingOutcome(
-        artifact=artifact,
-        sha256=AnomalyDetector.sha256(artifact),
+        artifact=blob,
+        sha256=artifact.sha256(blob),
         parameters=parameters,
         metrics=stored_metrics,
         evaluation=evaluation,
@@ -204,7 +178,8 @@ def train_detector(
 def activation_decision(
     quality: float, active_quality: float | None, *, force: bool
 ) -> tuple[bool, str]:
-    """Whether a new version becomes active, and why (see the module docstring)."""
+    """Whether a new version becomes active, and why: not when its quality is lower than the
+    active version's by more than ``WORSE_MARGIN``, unless forced."""
     if active_quality is None:
         return True, "no active model to compare with"
     if force:

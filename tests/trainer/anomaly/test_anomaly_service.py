@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,15 +20,17 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.trainer.anomaly import MIN_HISTORY_SAMPLES, AnomalyService
+from services.trainer.anomaly.service import MIN_HISTORY_SAMPLES, AnomalyService
 from services.trainer.app import create_app
-from services.trainer.synthetic import SyntheticDataGenerator, store_frame
+from services.trainer.synthetic.generator import SyntheticDataGenerator
+from services.trainer.synthetic.repository import store_frame
+from shared import registry
 from shared.catalogue import METRIC_NAMES
 from shared.db import utcnow
 from shared.settings import Settings
 from shared.tables import anomaly_scores, ml_models
 from tests.conftest import app_client, served
-from tests.shared.test_incidents import Receiver
+from tests.shared.incidents.conftest import Receiver
 
 FAST = {"contamination": 0.05, "n_estimators": 30}
 FOUR = {
@@ -222,6 +225,38 @@ async def test_concurrent_training_is_refused_and_health_answers(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_an_artifact_of_another_format_is_refused_naming_its_version(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    first = (await trained(client, engine))["model"]
+    async with engine.begin() as conn:
+        blob, fmt, _sha = await registry.load_artifact(conn, first["id"])
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        config = json.loads(arrays["config"].tobytes().decode())
+        config["format_version"] = 2
+        arrays["config"] = np.frombuffer(json.dumps(config).encode(), dtype=np.uint8)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        other = await registry.insert_model(
+            conn,
+            name="anomaly_detector",
+            model_type="isolation_forest",
+            artifact=buf.getvalue(),
+            artifact_format=fmt,
+            parameters=first["parameters"],
+            metrics=first["metrics"],
+        )
+    response = await client.post(f"/models/{other.id}/activate")
+    assert response.status_code == 409
+    assert response.json()["detail"] == (
+        f"model {other.id} refused: artifact format 2 is not supported "
+        "(this build reads format 1); retrain"
+    )
+    assert (await client.get(f"/models/{first['id']}")).json()["status"] == "active"
+    assert (await client.post("/predict/anomaly", json=FOUR)).json()["model_id"] == first["id"]
 
 
 async def test_tampered_artifact_is_refused(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
@@ -462,6 +497,22 @@ async def test_feedback_moves_the_threshold_and_survives_a_restart(
     async with app_client(create_app(fast_settings, engine=engine)) as client:
         again = (await client.post("/predict/anomaly", json={**FOUR, "host": "g"})).json()
     assert again["threshold"] == pytest.approx(change["threshold_after"])
+
+
+async def test_a_threshold_moved_by_another_process_is_used_after_the_next_pass(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    model = (await trained(client, engine))["model"]
+    moved = round(model["metrics"]["threshold"] + 0.001, 6)
+    async with engine.begin() as conn:  # as another trainer replica's feedback would
+        metrics = {**(await registry.get_model(conn, model["id"])).metrics, "threshold": moved}
+        await registry.update_metrics(conn, model["id"], metrics)
+
+    async def threshold() -> bool:
+        body = (await client.post("/predict/anomaly", json={**FOUR, "host": "m"})).json()
+        return bool(body["threshold"] == moved)
+
+    await wait_for(threshold)
 
 
 def test_schema_dumps() -> None:

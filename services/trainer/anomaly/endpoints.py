@@ -1,0 +1,67 @@
+"""HTTP routes of anomaly detection: train, predict, stored scores and feedback on them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from services.trainer.deps import AnomalyServiceDep
+from shared.schemas.anomaly import (
+    AnomalyScoreList,
+    AnomalyScoreQuery,
+    FeedbackRequest,
+    FeedbackResponse,
+    PredictRequest,
+    PredictResponse,
+    TrainAnomalyRequest,
+    TrainAnomalyResponse,
+)
+from shared.schemas.common import RowId
+
+router = APIRouter()
+
+
+@router.post(
+    "/train/anomaly-detector",
+    response_model=TrainAnomalyResponse,
+    summary="Train a new anomaly detector version (409 while another trains)",
+)
+async def train(service: AnomalyServiceDep, body: TrainAnomalyRequest) -> TrainAnomalyResponse:
+    return await service.train(body)
+
+
+@router.post(
+    "/predict/anomaly", response_model=PredictResponse, summary="Score one sample in real time"
+)
+async def predict(service: AnomalyServiceDep, body: PredictRequest) -> Response:
+    values: dict[str, Any] = {
+        k: v for k, v in body.model_dump(exclude={"host", "timestamp"}).items() if v is not None
+    }
+    answer = await service.predict(values, host=body.host, timestamp=body.timestamp)
+    # Built by the service from typed values; skipping re-validation keeps this path short.
+    return Response(orjson.dumps(answer), media_type="application/json")
+
+
+@router.get(
+    "/anomaly-scores",
+    response_model=AnomalyScoreList,
+    summary="Stored anomaly scores, newest first",
+)
+async def list_scores(
+    service: AnomalyServiceDep, query: Annotated[AnomalyScoreQuery, Query()]
+) -> AnomalyScoreList:
+    return await service.list_scores(query)
+
+
+@router.post(
+    "/anomaly-scores/{score_id}/feedback",
+    response_model=FeedbackResponse,
+    summary="Tell the detector a score was a false or true positive: moves the threshold",
+)
+async def feedback(
+    service: AnomalyServiceDep, score_id: RowId, body: FeedbackRequest
+) -> FeedbackResponse:
+    return await service.feedback(score_id, body.feedback)

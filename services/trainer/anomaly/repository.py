@@ -1,0 +1,217 @@
+"""All SQL of anomaly detection: training history, new samples to score, stored scores, cursor.
+
+Usage: ``rows = await samples_after(conn, cursor, 5000)``; ``await insert_scores(conn, records)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.trainer.anomaly.arrays import FloatArray
+from services.trainer.anomaly.features import epoch_seconds
+from shared.catalogue import METRIC_NAMES
+from shared.db import create_engine, row_dict, utc
+from shared.errors import Conflict, NotFound
+from shared.schemas.anomaly import AnomalyScoreOut, AnomalyScoreQuery
+from shared.severity import SEVERITIES
+from shared.tables import anomaly_scores as scores
+from shared.tables import metrics_history as mh
+from shared.tables import ml_models
+
+# A metrics_history row: id, timestamp, host, the 14 metrics, label (SAMPLE_COLUMNS order).
+SampleRow = tuple[Any, ...]
+SAMPLE_COLUMNS = [mh.c.id, mh.c.timestamp, mh.c.host, *(mh.c[m] for m in METRIC_NAMES), mh.c.label]
+ID, TIMESTAMP, HOST = 0, 1, 2
+_COLUMN_INDEX = {c.name: i for i, c in enumerate(SAMPLE_COLUMNS)}
+# Rows fetched per round trip when streaming history: the event loop gets control between.
+_PARTITION = 1000
+
+
+def rows_to_frame(rows: Sequence[SampleRow]) -> pd.DataFrame:
+    """Rows in SAMPLE_COLUMNS order as a frame with a UTC 'timestamp' and float metrics."""
+    columns = [c.name for c in SAMPLE_COLUMNS]
+    frame = pd.DataFrame.from_records(list(rows), columns=columns)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="mixed")
+    for name in METRIC_NAMES:
+        frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(np.float64)
+    return frame
+
+
+def sample_arrays(
+    rows: Sequence[SampleRow], metrics: Sequence[str]
+) -> tuple[FloatArray, FloatArray]:
+    """Epoch seconds and metric values (rows, metrics; NaN = missing) of sample rows."""
+    cols = [_COLUMN_INDEX[m] for m in metrics]
+    times = epoch_seconds([utc(r[TIMESTAMP]) for r in rows])
+    values = np.array(
+        [[np.nan if r[c] is None else float(r[c]) for c in cols] for r in rows],
+        dtype=np.float64,
+    ).reshape(len(rows), len(cols))
+    return times, values
+
+
+def score_record(
+    *,
+    metrics_id: int | None,
+    model_id: int,
+    timestamp: datetime,
+    host: str,
+    score: float,
+    threshold: float,
+    is_anomaly: bool,
+    severity: str,
+    contributions: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """One anomaly_scores row to insert (``insert_scores``)."""
+    return {
+        "metrics_id": metrics_id,
+        "model_id": model_id,
+        "timestamp": timestamp,
+        "host": host,
+        "score": score,
+        "raw_score": None,
+        "threshold": threshold,
+        "is_anomaly": is_anomaly,
+        "severity": severity,
+        "contributions": contributions,
+    }
+
+
+async def busiest_host(
+    conn: AsyncConnection, *, start: datetime | None, end: datetime | None
+) -> tuple[str | None, int]:
+    """The host with the most samples in the range, and its count."""
+    query = sa.select(mh.c.host, sa.func.count().label("n")).group_by(mh.c.host)
+    query = _range(query, start=start, end=end)
+    row = (await conn.execute(query.order_by(sa.desc("n"), mh.c.host).limit(1))).first()
+    return (str(row[0]), int(row[1])) if row else (None, 0)
+
+
+async def count_samples(
+    conn: AsyncConnection, *, host: str, start: datetime | None, end: datetime | None
+) -> int:
+    query = sa.select(sa.func.count()).select_from(mh).where(mh.c.host == host)
+    return int((await conn.execute(_range(query, start=start, end=end))).scalar_one())
+
+
+async def load_history(
+    conn: AsyncConnection, *, host: str, start: datetime | None, end: datetime | None
+) -> list[SampleRow]:
+    """A host's samples in time order, streamed in partitions."""
+    query = _range(sa.select(*SAMPLE_COLUMNS).where(mh.c.host == host), start=start, end=end)
+    result = await conn.stream(query.order_by(mh.c.timestamp, mh.c.id))
+    out: list[SampleRow] = []
+    async for part in result.partitions(_PARTITION):
+        out.extend(tuple(r) for r in part)
+    return out
+
+
+async def read_history_frame(
+    database_url: str, *, host: str, start: datetime | None, end: datetime | None
+) -> pd.DataFrame:
+    """A host's samples as a frame, over a connection of its own (for the training process)."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await load_history(conn, host=host, start=start, end=end)
+    finally:
+        await engine.dispose()
+    if not rows:
+        raise Conflict(f"no samples of host {host} in the requested range")
+    return rows_to_frame(rows)
+
+
+async def recent_samples(
+    conn: AsyncConnection, *, host: str, limit: int, max_id: int | None = None
+) -> list[SampleRow]:
+    """A host's latest ``limit`` samples (ids up to ``max_id``), oldest first."""
+    query = sa.select(*SAMPLE_COLUMNS).where(mh.c.host == host)
+    if max_id is not None:
+        query = query.where(mh.c.id <= max_id)
+    query = query.order_by(mh.c.timestamp.desc(), mh.c.id.desc()).limit(limit)
+    rows = [tuple(r) for r in await conn.execute(query)]
+    rows.reverse()
+    return rows
+
+
+async def samples_after(conn: AsyncConnection, after_id: int, limit: int) -> list[SampleRow]:
+    """Samples with id > ``after_id``, by id: what the scoring loop has not seen yet."""
+    query = sa.select(*SAMPLE_COLUMNS).where(mh.c.id > after_id).order_by(mh.c.id).limit(limit)
+    return [tuple(r) for r in await conn.execute(query)]
+
+
+async def initial_cursor(conn: AsyncConnection) -> int:
+    """Where scoring starts: after the last scored sample, else after every stored one
+    (samples stored before the first model existed are not scored)."""
+    last = (await conn.execute(sa.select(sa.func.max(scores.c.metrics_id)))).scalar_one()
+    if last is not None:
+        return int(last)
+    return int((await conn.execute(sa.select(sa.func.max(mh.c.id)))).scalar_one() or 0)
+
+
+async def insert_scores(conn: AsyncConnection, records: Sequence[dict[str, Any]]) -> None:
+    """Store a batch of ``score_record`` rows (one executemany)."""
+    if records:
+        await conn.execute(sa.insert(scores), list(records))
+
+
+async def list_scores(conn: AsyncConnection, query: AnomalyScoreQuery) -> list[AnomalyScoreOut]:
+    """Stored scores matching ``query``, newest first."""
+    select = sa.select(scores).order_by(scores.c.timestamp.desc(), scores.c.id.desc())
+    if query.host is not None:
+        select = select.where(scores.c.host == query.host)
+    if query.start is not None:
+        select = select.where(scores.c.timestamp >= query.start)
+    if query.end is not None:
+        select = select.where(scores.c.timestamp <= query.end)
+    if query.min_severity is not None:
+        allowed = SEVERITIES[SEVERITIES.index(query.min_severity) :]
+        select = select.where(scores.c.severity.in_(allowed))
+    if query.anomalies_only:
+        select = select.where(scores.c.is_anomaly.is_(True))
+    rows = await conn.execute(select.limit(query.limit))
+    return [_score(r._mapping) for r in rows]
+
+
+async def get_score(conn: AsyncConnection, score_id: int) -> AnomalyScoreOut:
+    row = (await conn.execute(sa.select(scores).where(scores.c.id == score_id))).first()
+    if row is None:
+        raise NotFound(f"anomaly score {score_id} not found")
+    return _score(row._mapping)
+
+
+async def set_feedback(
+    conn: AsyncConnection, score_id: int, *, feedback: str, at: datetime
+) -> None:
+    await conn.execute(
+        sa.update(scores).where(scores.c.id == score_id).values(feedback=feedback, feedback_at=at)
+    )
+
+
+async def locked_model_metrics(conn: AsyncConnection, model_id: int) -> dict[str, Any]:
+    """A model's stored figures, its row locked until the transaction ends (PostgreSQL), so
+    feedback from two processes moves the threshold one after the other."""
+    query = sa.select(ml_models.c.metrics).where(ml_models.c.id == model_id).with_for_update()
+    metrics = (await conn.execute(query)).scalar_one_or_none()
+    if metrics is None:
+        raise NotFound(f"model {model_id} not found")
+    return dict(metrics)
+
+
+def _score(mapping: Any) -> AnomalyScoreOut:
+    return AnomalyScoreOut.model_validate(row_dict(mapping))
+
+
+def _range(query: Any, *, start: datetime | None, end: datetime | None) -> Any:
+    if start is not None:
+        query = query.where(mh.c.timestamp >= start)
+    if end is not None:
+        query = query.where(mh.c.timestamp <= end)
+    return query
