@@ -1,0 +1,20 @@
+"""Dependencies of the forecaster's endpoints, as `Annotated` aliases.
+
+Usage: `async def route(forecaster: ForecasterDep) -> ...`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from services.forecaster.forecasting.service import Forecaster
+
+
+def forecaster(request: Request) -> Forecaster:
+    service: Forecaster = request.app.state.forecaster
+    return service
+
+
+ForecasterDep = Annotated[Forecaster, Depends(forecaster)]
