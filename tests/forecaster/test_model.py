@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -326,3 +328,25 @@ def test_fitting_at_an_hour_is_supported(synthetic: pd.DataFrame) -> None:
     # Hours made only of labelled anomalies are left out of the fit.
     assert 0.9 * 30 * 24 < model.n_points <= 30 * 24
     assert len(day_ahead(model, hours=6)) == 7  # hourly points up to 6 h ahead, rounded up
+
+
+ORCHESTRATION = {"endpoints", "service", "training", "reads", "repository"}
+
+
+def test_domain_modules_import_neither_fastapi_nor_sqlalchemy() -> None:
+    room = Path(__file__).resolve().parents[2] / "services" / "forecaster" / "forecasting"
+    domain = [p for p in room.glob("*.py") if p.stem not in ORCHESTRATION | {"__init__"}]
+    assert {p.stem for p in domain} >= {"prophet_model", "history", "breach", "jobs"}
+    for path in domain:
+        tree = ast.parse(path.read_text())
+        imported = {
+            name.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for name in (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+            )
+        }
+        assert not imported & {"fastapi", "starlette", "sqlalchemy"}, path.name

@@ -246,9 +246,14 @@ async def test_health_answers_while_prophet_is_fitting_in_worker_processes(
             answers.append(await client.get("/health"))
             await asyncio.sleep(0.005)
         assert (await fit).status_code == 200
+        # A refresh sends the stored versions to the same workers, which parse them once.
+        refreshed = await client.post("/forecast/refresh")
     during = [a for a in answers if a.json()["fit_running"]]
     assert during, "no health answer arrived while the fit was running"
     assert all(a.status_code == 200 and a.json()["status"] == "healthy" for a in during)
+    assert refreshed.status_code == 200, refreshed.text
+    [host] = refreshed.json()["hosts"]
+    assert host["metrics"] == METRICS and host["failures"] == {}
 
 
 async def test_next_hour_gives_every_metric_now_and_in_an_hour(

@@ -6,6 +6,7 @@ Usage: `await reads.forecast(conn, query, step_minutes=15.0, now=utcnow())` in a
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -183,16 +184,7 @@ async def alerts(
     )
     found = [
         BreachAlert(
-            metric=breach.metric,
-            threshold=breach.threshold,
-            yhat_crossing_at=breach.yhat_crossing_at,
-            upper_crossing_at=breach.upper_crossing_at,
-            at=breach.at,
-            predicted_value=breach.predicted_value,
-            predicted_upper=breach.predicted_upper,
-            probability=breach.probability,
-            peak_probability=breach.peak_probability,
-            severity=breach.severity,
+            **asdict(breach),
             model_id=stored[breach.metric].model_id,
             generated_at=stored[breach.metric].generated_at,
         )

@@ -262,9 +262,8 @@ async def read_forecasts(
 ) -> list[StoredForecast]:
     """The newest generation of each metric's forecast with points in (after, until], by metric.
 
-    Two statements on purpose: joined to its own GROUP BY, PostgreSQL (with the table's
-    statistics not yet gathered after the first writes) re-ran the aggregate once per row,
-    120 ms instead of 2 ms (bench_forecast_service).
+    Two statements on purpose: one joined to its own GROUP BY was slow on PostgreSQL
+    before its statistics were gathered (docs/forecasting.md).
     """
     f = metric_forecasts.c
     scope = [f.host == host]

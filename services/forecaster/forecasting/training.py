@@ -1,5 +1,4 @@
-"""Training orchestration: choose the window, bucket the history in SQL, fit and evaluate in workers,
-register the versions.
+"""Training runs: the window, the SQL bucket means, fits and evaluations on the workers, registration.
 
 Usage: `run = await fit_metrics(engine, executor, request, config=config, grid=grid)`, then
 `await register(conn, run)` inside the transaction that stores the forecasts.
