@@ -94,9 +94,9 @@ async def timed_gets(client: httpx.AsyncClient, path: str, n: int, **params: obj
     return out
 
 
-async def run(engine_name: str, url: str, *, requests: int, start: datetime | None) -> None:
+async def run(engine_name: str, url: str, *, requests: int, data_start: datetime | None) -> None:
     print(f"\n### {engine_name}\n")
-    rows = await store(url, 30, start)
+    rows = await store(url, 30, data_start)
     print(f"stored {rows} samples (30 days, seed 42)\n")
     ports = {"forecaster": free_port(), "api": free_port()}
     env = {
@@ -239,14 +239,14 @@ def main() -> None:
         url = make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
         try:
             upgrade(url)
-            asyncio.run(run("PostgreSQL", url, requests=args.requests, start=args.start))
+            asyncio.run(run("PostgreSQL", url, requests=args.requests, data_start=args.start))
         finally:
             asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     if args.only in (None, "sqlite"):
         with tempfile.TemporaryDirectory(prefix="bench-forecast-") as tmp:
             url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
             upgrade(url)
-            asyncio.run(run("SQLite", url, requests=args.requests, start=args.start))
+            asyncio.run(run("SQLite", url, requests=args.requests, data_start=args.start))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from fastapi import Depends, Request
 from services.forecaster.forecasting.service import Forecaster
 
 
-def forecaster(request: Request) -> Forecaster:
+async def forecaster(request: Request) -> Forecaster:
+    # async on purpose: FastAPI runs a plain `def` dependency on its thread pool.
     service: Forecaster = request.app.state.forecaster
     return service
 

@@ -166,7 +166,11 @@ async def alerts(
     stored = {
         series.metric: series
         for series in await repo.read_forecasts(
-            conn, host=host, after=now, until=now + timedelta(hours=query.hours_ahead)
+            conn,
+            host=host,
+            after=now,
+            until=now + timedelta(hours=query.hours_ahead),
+            metrics=thresholds.keys(),
         )
     }
     breaches = find_breaches(
@@ -177,7 +181,6 @@ async def alerts(
                 interval_width(models[name].parameters if name in models else {}),
             )
             for name, series in stored.items()
-            if name in thresholds
         ),
         limits=thresholds,
         now=now,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
@@ -259,8 +259,11 @@ async def read_forecasts(
     after: datetime,
     until: datetime,
     metric: str | None = None,
+    metrics: Collection[str] | None = None,
 ) -> list[StoredForecast]:
     """The newest generation of each metric's forecast with points in (after, until], by metric.
+
+    Only `metric`, or only `metrics`, when given.
 
     Two statements on purpose: one joined to its own GROUP BY was slow on PostgreSQL
     before its statistics were gathered (docs/forecasting.md).
@@ -269,6 +272,8 @@ async def read_forecasts(
     scope = [f.host == host]
     if metric is not None:
         scope.append(f.metric == metric)
+    if metrics is not None:
+        scope.append(f.metric.in_(list(metrics)))
     newest = sa.select(f.metric, sa.func.max(f.generated_at)).where(*scope).group_by(f.metric)
     pairs = [(row[0], row[1]) for row in await conn.execute(newest)]
     if not pairs:
