@@ -13,41 +13,35 @@ import argparse
 import os
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 
-from services.forecaster.model import (
+from services.forecaster.forecasting.errors import ForecastError
+from services.forecaster.forecasting.evaluation import MetricEvaluation, evaluate
+from services.forecaster.forecasting.history import MetricHistory, history_from_samples
+from services.forecaster.forecasting.prediction import forecast_grid
+from services.forecaster.forecasting.prophet_model import (
     DEFAULT_CONFIG,
     ForecastConfig,
-    MetricEvaluation,
-    evaluate,
-    evaluate_metric,
-    fit_metric,
-    fit_models,
-    forecast,
+    MetricModel,
+    fit,
+    predict,
     serialize_model,
 )
 from services.trainer.synthetic.generator import SyntheticDataGenerator
+from shared import workers
 from shared.catalogue import METRIC_NAMES
 
 START = datetime(2025, 1, 6, tzinfo=UTC)
 TARGETS = ("cpu_usage_percent", "memory_usage_percent", "response_time_p95")
 
-_HISTORY: pd.DataFrame | None = None
 
-
-def _init_worker(history: pd.DataFrame) -> None:
-    global _HISTORY
-    _HISTORY = history
-
-
-def _fit_in_worker(metric: str) -> str:
-    assert _HISTORY is not None
-    return serialize_model(fit_metric(_HISTORY, metric)).payload
+def _fit_and_serialise(metric: str, history: MetricHistory) -> str:
+    """What a worker process does for a fit, without the trend and forecast around it."""
+    return serialize_model(fit(history, metric)).payload
 
 
 def timed(fn, *args, **kwargs):
@@ -56,37 +50,49 @@ def timed(fn, *args, **kwargs):
     return value, time.perf_counter() - started
 
 
-def bench_fit(history: pd.DataFrame, *, quick: bool) -> None:
+def fit_all(histories: dict[str, MetricHistory], workers_: int) -> dict[str, MetricModel]:
+    with workers.thread_pool(workers_, name="fit") as pool:
+        models = pool.map(lambda name: fit(histories[name], name), METRIC_NAMES)
+        return dict(zip(METRIC_NAMES, models, strict=True))
+
+
+def bench_fit(samples: pd.DataFrame, *, quick: bool) -> None:
     print("## Fit: all 14 metrics, 30 days, 15-minute resolution\n")
     print("| how | seconds |\n|---|---:|")
-    result = None
-    for workers in (1, 2, 3):
-        result, seconds = timed(fit_models, history, max_workers=workers)
-        assert not result.failures, result.failures
-        print(f"| thread pool, {workers} worker(s) | {seconds:.2f} |")
+    models: dict[str, MetricModel] = {}
+    for count in (1, 2, 3):
+        started = time.perf_counter()
+        histories = history_from_samples(samples, METRIC_NAMES, resolution="15min")
+        models = fit_all(histories, count)
+        print(f"| thread pool, {count} worker(s) | {time.perf_counter() - started:.2f} |")
     if not quick:
-        ctx_started = time.perf_counter()
-        with ProcessPoolExecutor(2, initializer=_init_worker, initargs=(history,)) as pool:
-            payloads = list(pool.map(_fit_in_worker, METRIC_NAMES))
-        seconds = time.perf_counter() - ctx_started
+        started = time.perf_counter()
+        histories = history_from_samples(samples, METRIC_NAMES, resolution="15min")
+        with workers.process_pool(2) as pool:
+            payloads = list(
+                pool.map(_fit_and_serialise, METRIC_NAMES, [histories[m] for m in METRIC_NAMES])
+            )
+        seconds = time.perf_counter() - started
         assert len(payloads) == 14
         print(f"| process pool, 2 workers (incl. worker start-up) | {seconds:.2f} |")
-    assert result is not None
     print("\nPer metric (last thread-pool run; wall time inside a busy pool):\n")
     print("| metric | points | fit s |\n|---|---:|---:|")
-    for name, model in result.models.items():
+    for name, model in models.items():
         print(f"| {name} | {model.n_points} | {model.fit_seconds:.2f} |")
     print()
 
 
-def bench_resolution(history: pd.DataFrame, *, quick: bool) -> None:
+def bench_resolution(samples: pd.DataFrame, *, quick: bool) -> None:
     print("## Resolution: cpu_usage_percent, same run, scored on 15-minute held-out means\n")
     print("| resolution | fit s | MAE | coverage | naive day | naive week |")
     print("|---|---:|---:|---:|---:|---:|")
+    name = "cpu_usage_percent"
+    scored = history_from_samples(samples, [name], resolution="15min")[name].observed
     resolutions = ["1h", "15min", "5min"] + ([] if quick else ["1min"])
     for resolution in resolutions:
         config = replace(DEFAULT_CONFIG, resolution=resolution)
-        e = evaluate_metric(history, "cpu_usage_percent", config=config, score_resolution="15min")
+        history = history_from_samples(samples, [name], resolution=resolution)[name]
+        e = evaluate(history, name, config=config, scored=scored, score_resolution="15min")
         print(
             f"| {resolution} | {e.fit_seconds:.2f} | {e.mae:.3f} | {e.coverage:.2f} "
             f"| {e.naive_day_mae:.3f} | {e.naive_week_mae:.3f} |"
@@ -94,30 +100,49 @@ def bench_resolution(history: pd.DataFrame, *, quick: bool) -> None:
     print()
 
 
-def bench_predict(history: pd.DataFrame) -> None:
-    print("## Predict: 24 h at 15 minutes (96 points), cpu_usage_percent\n")
-    base = fit_metric(history, "cpu_usage_percent")
-    reference_config = replace(DEFAULT_CONFIG, uncertainty_samples=5000)
-    base.config = reference_config
-    reference = forecast(base)
-    ref_width = float((reference["yhat_upper"] - reference["yhat_lower"]).mean())
+def bench_predict(samples: pd.DataFrame) -> None:
+    print("## Predict: the 24 h storage grid at 15 minutes (97 points), cpu_usage_percent\n")
+    name = "cpu_usage_percent"
+    base = fit(history_from_samples(samples, [name], resolution="15min")[name], name)
+    grid = forecast_grid(base.trained_end, step=base.config.step, hours=24)
+    base.config = replace(DEFAULT_CONFIG, uncertainty_samples=5000)
+    reference = predict(base, grid)
+    ref_width = float((reference.upper - reference.lower).mean())
     print("| uncertainty_samples | predict ms (median of 5) | bound error vs 5,000 draws |")
     print("|---:|---:|---:|")
-    for samples in (0, 100, 300, 1000):
+    for draws in (0, 100, 300, 1000):
         errors, times = [], []
         for seed in range(5):
-            base.config = replace(DEFAULT_CONFIG, uncertainty_samples=samples, seed=seed)
-            frame, seconds = timed(forecast, base)
+            base.config = replace(DEFAULT_CONFIG, uncertainty_samples=draws, seed=seed)
+            prediction, seconds = timed(predict, base, grid)
             times.append(seconds * 1000)
-            if samples:
+            if draws:
                 diff = np.abs(
-                    frame[["yhat_lower", "yhat_upper"]].to_numpy()
-                    - reference[["yhat_lower", "yhat_upper"]].to_numpy()
+                    np.concatenate(
+                        [prediction.lower - reference.lower, prediction.upper - reference.upper]
+                    )
                 )
                 errors.append(float(diff.mean()) / ref_width)
         error = f"{statistics.mean(errors) * 100:.1f} % of width" if errors else "no bounds"
-        print(f"| {samples} | {statistics.median(times):.1f} | {error} |")
+        print(f"| {draws} | {statistics.median(times):.1f} | {error} |")
     print()
+
+
+def evaluate_all(
+    samples: pd.DataFrame, names=METRIC_NAMES, config: ForecastConfig = DEFAULT_CONFIG
+) -> dict[str, MetricEvaluation]:
+    """Holdout evaluation of each metric on 2 threads; a metric that fails is left out."""
+    histories = history_from_samples(samples, names, resolution=config.resolution)
+
+    def one(name: str) -> MetricEvaluation | None:
+        try:
+            return evaluate(histories[name], name, config=config)
+        except ForecastError:
+            return None
+
+    with workers.thread_pool(2, name="evaluate") as pool:
+        results = dict(zip(names, pool.map(one, names), strict=True))
+    return {name: e for name, e in results.items() if e is not None}
 
 
 def quality_table(results: dict[str, MetricEvaluation], names=METRIC_NAMES) -> None:
@@ -141,12 +166,12 @@ def quality_table(results: dict[str, MetricEvaluation], names=METRIC_NAMES) -> N
     print()
 
 
-def bench_quality(history: pd.DataFrame, *, quick: bool) -> None:
+def bench_quality(samples: pd.DataFrame, *, quick: bool) -> None:
     print("## Quality: last day held out, all 96 held-out 15-minute points scored\n")
     print(
         "Default config (labelled anomalies left out of the fit, weekday/weekend daily shapes):\n"
     )
-    quality_table(evaluate(history))
+    quality_table(evaluate_all(samples))
     if quick:
         return
     variants: list[tuple[str, ForecastConfig]] = [
@@ -169,24 +194,24 @@ def bench_quality(history: pd.DataFrame, *, quick: bool) -> None:
     ]
     for title, config in variants:
         print(f"{title} (target metrics):\n")
-        quality_table(evaluate(history, TARGETS, config=config), TARGETS)
+        quality_table(evaluate_all(samples, TARGETS, config), TARGETS)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="skip the slow 1-minute fit")
     args = parser.parse_args()
-    history, seconds = timed(
+    samples, seconds = timed(
         SyntheticDataGenerator(seed=42).generate_full_training_set, 30, start=START
     )
     print(
-        f"# Forecaster benchmark\n\n{len(history)} rows generated in {seconds:.2f} s; "
+        f"# Forecaster benchmark\n\n{len(samples)} rows generated in {seconds:.2f} s; "
         f"{os.cpu_count()} CPUs; config {DEFAULT_CONFIG}\n"
     )
-    bench_fit(history, quick=args.quick)
-    bench_resolution(history, quick=args.quick)
-    bench_predict(history)
-    bench_quality(history, quick=args.quick)
+    bench_fit(samples, quick=args.quick)
+    bench_resolution(samples, quick=args.quick)
+    bench_predict(samples)
+    bench_quality(samples, quick=args.quick)
 
 
 if __name__ == "__main__":

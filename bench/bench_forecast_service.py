@@ -3,11 +3,12 @@
     python -m bench.bench_forecast_service                 # PostgreSQL and SQLite
     python -m bench.bench_forecast_service --only sqlite   # one engine
     python -m bench.bench_forecast_service --requests 1000
+    python -m bench.bench_forecast_service --start 2025-06-01T00:00Z   # the same data every run
 
 The forecaster and the gateway run as their own processes (`autofix-ml serve`, uvicorn) on
 loopback ports, as `autofix-ml up` runs them; this process is the HTTP client, one
 kept-alive connection per target. Data: SyntheticDataGenerator(seed=42), 30 days ending
-now, stored under host "synthetic" through store_frame. PostgreSQL: a throwaway database
+now (or from --start), stored under host "synthetic" through store_frame. PostgreSQL: a throwaway database
 on postgresql+asyncpg://postgres@127.0.0.1:5432, created and dropped here.
 """
 
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -48,10 +50,10 @@ def summary(name: str, ms: list[float]) -> str:
     )
 
 
-async def store(url: str, days: int) -> int:
+async def store(url: str, days: int, start: datetime | None) -> int:
     engine = create_engine(url)
     try:
-        frame = SyntheticDataGenerator(seed=42).generate_full_training_set(days)
+        frame = SyntheticDataGenerator(seed=42).generate_full_training_set(days, start=start)
         async with engine.begin() as conn:
             return await store_frame(conn, frame, host="synthetic")
     finally:
@@ -93,9 +95,9 @@ async def timed_gets(client: httpx.AsyncClient, path: str, n: int, **params: obj
     return out
 
 
-async def run(engine_name: str, url: str, *, requests: int) -> None:
+async def run(engine_name: str, url: str, *, requests: int, data_start: datetime | None) -> None:
     print(f"\n### {engine_name}\n")
-    rows = await store(url, 30)
+    rows = await store(url, 30, data_start)
     print(f"stored {rows} samples (30 days, seed 42)\n")
     ports = {"forecaster": free_port(), "api": free_port()}
     env = {
@@ -222,6 +224,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("postgresql", "sqlite"))
     parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument(
+        "--start",
+        type=datetime.fromisoformat,
+        help="first sample (ISO time); default: 30 days before now",
+    )
     args = parser.parse_args()
     print("## Forecasting service (issue 4)\n")
     print(
@@ -233,14 +240,14 @@ def main() -> None:
         url = make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
         try:
             upgrade(url)
-            asyncio.run(run("PostgreSQL", url, requests=args.requests))
+            asyncio.run(run("PostgreSQL", url, requests=args.requests, data_start=args.start))
         finally:
             asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     if args.only in (None, "sqlite"):
         with tempfile.TemporaryDirectory(prefix="bench-forecast-") as tmp:
             url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
             upgrade(url)
-            asyncio.run(run("SQLite", url, requests=args.requests))
+            asyncio.run(run("SQLite", url, requests=args.requests, data_start=args.start))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Engine and session factory, timestamp handling, and each engine's bulk fast path."""
+"""Engines, timestamps (UTC, aware), result rows as dicts, and each engine's bulk fast path."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
-"""The forecaster service: Prophet models per metric, forecasts and breach alerts."""
+"""The forecaster service: Prophet models per metric, forecasts and breach alerts.
+
+Usage: `uvicorn --factory services.forecaster.app:create_app` (or `autofix-ml serve forecaster`).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from contextlib import asynccontextmanager
@@ -11,10 +12,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.forecaster.routes import router
-from services.forecaster.service import Forecaster
+from services.forecaster.forecasting import endpoints as forecasting
+from services.forecaster.forecasting.prophet_model import stored_model
+from services.forecaster.forecasting.repository import MODEL_NAME
+from services.forecaster.forecasting.service import Forecaster, ForecasterModels
+from services.forecaster.health import endpoints as health
+from shared import workers
 from shared.db import create_engine
 from shared.incidents import Notifier
+from shared.loops import BackgroundLoop, stop_all
 from shared.settings import Settings, get_settings
 from shared.web import new_app
 
@@ -27,34 +33,51 @@ def create_app(
     executor: Executor | None = None,
     fit_workers: int = 2,
 ) -> FastAPI:
-    """The app. Prophet runs on `executor` (default: `fit_workers` processes of its own,
-    left running by the caller when one is handed in); `refresh_loop=False` leaves the
-    scheduled refresh off (tests drive it through POST /forecast/refresh)."""
+    """The app. Prophet runs on `executor` (default: `fit_workers` processes made here, left
+    running by the caller when one is handed in); `refresh_loop=False` leaves the scheduled
+    refresh off (tests drive it through POST /forecast/refresh)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = engine or create_engine(settings.database_url)
+        # Fitting in threads of this process held the GIL long enough to slow /health.
+        pool = executor or workers.process_pool(fit_workers)
         notifier = Notifier(settings, db)
-        service = Forecaster(settings, db, notifier, executor=executor, workers=fit_workers)
+        service = Forecaster(
+            settings,
+            db,
+            notifier,
+            executor=pool,
+            models=ForecasterModels(MODEL_NAME, stored_model),
+            warm_workers=fit_workers if executor is None else 0,
+        )
+        loops = (
+            [
+                BackgroundLoop(
+                    "forecast-refresh",
+                    service.refresh_step,
+                    interval=lambda: service.refresh_seconds,
+                )
+            ]
+            if refresh_loop
+            else []
+        )
         app.state.engine = db
         app.state.settings = settings
         app.state.notifier = notifier
         app.state.forecaster = service
+        app.state.loops = loops
         notifier.start()
-        loop_task = (
-            asyncio.create_task(service.refresh_loop(), name="forecast-refresh")
-            if refresh_loop
-            else None
-        )
+        for loop in loops:
+            loop.start()
         try:
             yield
         finally:
-            if loop_task is not None:
-                loop_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await loop_task
+            await stop_all(loops)
             service.close()
+            if executor is None:
+                workers.shutdown(pool)
             await notifier.stop()
             if engine is None:
                 await db.dispose()
@@ -64,5 +87,6 @@ def create_app(
         description="Forecasts every metric hours ahead and alerts before a threshold is breached.",
         lifespan=lifespan,
     )
-    app.include_router(router)
+    app.include_router(health.router)
+    app.include_router(forecasting.router)
     return app

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import multiprocessing
 import threading
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -20,13 +19,16 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.forecaster import repository as repo
 from services.forecaster.app import create_app
-from services.forecaster.model import ModelIntegrityError, load_model
+from services.forecaster.forecasting import repository as repo
+from services.forecaster.forecasting.errors import ModelIntegrityError
+from services.forecaster.forecasting.history import frames_from_buckets, history_from_samples
+from services.forecaster.forecasting.prophet_model import load_model
 from services.trainer.synthetic.generator import SyntheticDataGenerator
 from services.trainer.synthetic.repository import store_frame
-from shared import registry
+from shared import registry, workers
 from shared.catalogue import METRIC_NAMES
+from shared.errors import Conflict
 from shared.incidents import list_incidents
 from shared.registry import ArtifactIntegrityError
 from shared.settings import Settings
@@ -61,7 +63,7 @@ async def store_synthetic(
 @pytest.fixture(scope="module")
 def process_pool() -> Iterator[ProcessPoolExecutor]:
     """The service's default executor kind, shared by the tests that need real processes."""
-    pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
+    pool = workers.process_pool(2)
     try:
         yield pool
     finally:
@@ -75,7 +77,7 @@ async def forecaster(
     """The forecaster app; Prophet on a small thread pool unless an executor is handed in."""
     with contextlib.ExitStack() as exits:
         if executor is None:
-            executor = exits.enter_context(ThreadPoolExecutor(max_workers=2))
+            executor = exits.enter_context(workers.thread_pool(2, name="prophet"))
         app = create_app(settings, engine=engine, refresh_loop=False, executor=executor)
         async with app_client(app) as client:
             client.timeout = httpx.Timeout(120.0)
@@ -107,16 +109,16 @@ async def test_training_registers_verified_versions_with_evaluation_and_stores_f
     assert per_metric * step >= pd.Timedelta(hours=24)
     async with engine.connect() as conn:
         models = await repo.active_models(conn, host="synthetic")
-        assert [m["version"] for m in models] == [2, 2]
+        assert [m.version for m in models] == [2, 2]
         for row in models:
-            assert row["model_type"] == "prophet" and row["name"] == "forecaster"
-            evaluation = row["metrics"]
+            assert row.model_type == "prophet" and row.name == "forecaster"
+            evaluation = row.metrics
             for key in ("mae", "mape", "mase", "coverage", "naive_day_mae", "naive_week_mae"):
                 assert key in evaluation
             assert 0.0 <= evaluation["coverage"] <= 1.0
-            artifact, fmt, sha = await registry.load_artifact(conn, row["id"])
+            artifact, fmt, sha = await registry.load_artifact(conn, row.id)
             assert fmt == "prophet_json" and sha == hashlib.sha256(artifact).hexdigest()
-            assert load_model(artifact, sha).metric == row["metric"]
+            assert load_model(artifact, sha).metric == row.metric
         retired = await registry.list_models(conn, name="forecaster", status="retired")
         assert sorted(m.id for m in retired) == sorted(m["model_id"] for m in result["models"])
         stored = (
@@ -206,7 +208,7 @@ async def test_a_second_training_run_is_a_409_and_health_answers_meanwhile(
     settings: Settings, engine: AsyncEngine
 ) -> None:
     await store_synthetic(engine)
-    pool = ThreadPoolExecutor(max_workers=1)
+    pool = workers.thread_pool(1, name="prophet")
     async with forecaster(settings, engine, executor=pool) as (client, _app):
         # Park the service's only worker so the run provably stays in progress.
         gate = threading.Event()
@@ -245,9 +247,14 @@ async def test_health_answers_while_prophet_is_fitting_in_worker_processes(
             answers.append(await client.get("/health"))
             await asyncio.sleep(0.005)
         assert (await fit).status_code == 200
+        # A refresh sends the stored versions to the same workers, which parse them once.
+        refreshed = await client.post("/forecast/refresh")
     during = [a for a in answers if a.json()["fit_running"]]
     assert during, "no health answer arrived while the fit was running"
     assert all(a.status_code == 200 and a.json()["status"] == "healthy" for a in during)
+    assert refreshed.status_code == 200, refreshed.text
+    [host] = refreshed.json()["hosts"]
+    assert host["metrics"] == METRICS and host["failures"] == {}
 
 
 async def test_next_hour_gives_every_metric_now_and_in_an_hour(
@@ -343,23 +350,23 @@ async def test_predicted_breach_opens_one_incident_and_resolves_when_it_no_longe
     assert refreshed.json()["hosts"][0]["incidents_opened"] == 0  # deduplicated
 
     [incident] = open_after_refreshes
-    assert incident["status"] == "open"
-    assert incident["dedup_key"] == f"predicted_breach:synthetic:{CPU}"
-    assert incident["metric"] == CPU and incident["details"]["threshold"] == 85.0
+    assert incident.status == "open"
+    assert incident.dedup_key == f"predicted_breach:synthetic:{CPU}"
+    assert incident.metric == CPU and incident.details["threshold"] == 85.0
 
     assert resolved.json()["hosts"][0]["incidents_resolved"] == 1
     assert quiet.json()["alerts"] == []
     [closed] = after
-    assert closed["id"] == incident["id"] and closed["status"] == "resolved"
+    assert closed.id == incident.id and closed.status == "resolved"
     assert [r["status"] for r in received] == ["open", "resolved"]
     assert all(r["type"] == "predicted_breach" for r in received)
 
 
-async def test_a_tampered_artifact_is_refused_on_load(
+async def test_a_tampered_artifact_is_refused_when_a_process_loads_it(
     settings: Settings, engine: AsyncEngine
 ) -> None:
     await store_synthetic(engine)
-    async with forecaster(settings, engine) as (client, app):
+    async with forecaster(settings, engine) as (client, _app):
         result = await train(client)
         cpu_id = next(m["model_id"] for m in result["models"] if m["metric"] == CPU)
         async with engine.begin() as conn:
@@ -371,29 +378,38 @@ async def test_a_tampered_artifact_is_refused_on_load(
             await conn.execute(
                 sa.update(ml_models).where(ml_models.c.id == cpu_id).values(artifact=tampered)
             )
-        async with engine.connect() as conn:
-            with pytest.raises(ArtifactIntegrityError, match="sha256"):
-                await registry.load_artifact(conn, cpu_id)
-            with pytest.raises(ArtifactIntegrityError):
-                await app.state.forecaster.verified_artifact(conn, cpu_id)
-            sha = (
-                await conn.execute(
-                    sa.select(ml_models.c.artifact_sha256).where(ml_models.c.id == cpu_id)
-                )
-            ).scalar_one()
-        with pytest.raises(ModelIntegrityError):
-            load_model(tampered, sha)
-        refreshed = await client.post("/forecast/refresh")
+        # The process that wrote the version holds it as verified then: not re-read per refresh.
+        same_process = await client.post("/forecast/refresh")
+    async with engine.connect() as conn:
+        with pytest.raises(ArtifactIntegrityError, match="sha256"):
+            await registry.load_artifact(conn, cpu_id)
+        record = await registry.get_model(conn, cpu_id)
+        sha = record.artifact_sha256
+    assert sha is not None
+    with pytest.raises(ModelIntegrityError):
+        load_model(tampered, sha)
 
-    assert refreshed.status_code == 200
-    [host] = refreshed.json()["hosts"]
-    assert "sha256" in host["failures"][CPU]
-    assert host["metrics"] == ["memory_usage_percent"]
+    # A process that loads it (a restart, another replica) refuses it, on every pass.
+    async with forecaster(settings, engine) as (client, app):
+        async with engine.connect() as conn:
+            with pytest.raises(Conflict, match="sha256"):
+                await app.state.forecaster.models.load(conn, record)
+        refreshed = await client.post("/forecast/refresh")
+        again = await client.post("/forecast/refresh")
+
+    assert same_process.json()["hosts"][0]["metrics"] == METRICS
+    for response in (refreshed, again):
+        assert response.status_code == 200
+        [host] = response.json()["hosts"]
+        assert "sha256" in host["failures"][CPU]
+        assert host["metrics"] == ["memory_usage_percent"]
     async with engine.connect() as conn:
         cpu_generations = await repo.generations(conn, host="synthetic", metric=CPU)
         memory_generations = await repo.generations(conn, host="synthetic", metric=METRICS[1])
-    assert len(cpu_generations) == 1  # the tampered model's forecast was not rewritten
-    assert len(memory_generations) == 2
+    # The tampered model's forecast was not rewritten after the training process's refresh.
+    assert cpu_generations[0] == pd.Timestamp(same_process.json()["hosts"][0]["generated_at"])
+    assert len(memory_generations) == repo.KEEP_GENERATIONS
+    assert memory_generations[0] > cpu_generations[0]
 
 
 async def test_refreshes_keep_only_recent_generations(
@@ -410,3 +426,68 @@ async def test_refreshes_keep_only_recent_generations(
     assert len(kept) == repo.KEEP_GENERATIONS
     generated = pd.Timestamp(latest.json()["forecasts"][0]["generated_at"])
     assert generated == pd.Timestamp(kept[0])
+
+
+async def test_database_buckets_match_the_dataframe_buckets(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """The history the service fits (SQL means) is the one the benches and notebooks build."""
+    frame = await store_synthetic(engine, days=2)
+    start, end = frame["timestamp"].min(), frame["timestamp"].max()
+    async with engine.connect() as conn:
+        buckets = await repo.bucketed_history(
+            conn,
+            host="synthetic",
+            start=start.to_pydatetime(),
+            end=end.to_pydatetime(),
+            metrics=METRICS,
+            bucket_seconds=900,
+        )
+    assert buckets.samples == len(frame)
+    from_sql = frames_from_buckets(buckets.table(), METRICS, bucket_seconds=900)
+    from_frame = history_from_samples(frame, METRICS, resolution="15min")
+    for name in METRICS:
+        for part in ("fit", "observed"):
+            ours, theirs = getattr(from_sql[name], part), getattr(from_frame[name], part)
+            assert len(ours) > 0 and ours["ds"].tolist() == theirs["ds"].tolist()
+            np.testing.assert_allclose(ours["y"], theirs["y"], rtol=1e-9)
+    assert len(from_sql[CPU].fit) == len(from_frame[CPU].fit) < len(from_sql[CPU].observed)
+
+
+async def test_a_metric_without_values_is_reported_and_the_others_fitted(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    frame = SyntheticDataGenerator(seed=42).generate_full_training_set(DAYS)
+    frame["disk_usage_percent"] = np.nan
+    async with engine.begin() as conn:
+        await store_frame(conn, frame, host="synthetic")
+    async with forecaster(settings, engine) as (client, _app):
+        result = await train(client, metrics=[CPU, "disk_usage_percent"])
+    assert [m["metric"] for m in result["models"]] == [CPU]
+    assert "0 usable points" in result["failures"]["disk_usage_percent"]
+
+
+async def test_the_refresh_loop_rewrites_stale_forecasts(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    await store_synthetic(engine)
+    async with forecaster(settings, engine) as (client, _app):
+        await train(client, metrics=[CPU])
+    quick = settings.model_copy(update={"forecast_refresh_minutes": 0.01})
+    with workers.thread_pool(1, name="prophet") as pool:
+        app = create_app(quick, engine=engine, executor=pool)
+        async with app_client(app) as client:
+            [loop] = app.state.loops
+            for _ in range(600):
+                async with engine.connect() as conn:
+                    kept = await repo.generations(conn, host="synthetic", metric=CPU)
+                if len(kept) == repo.KEEP_GENERATIONS and loop.runs > 0:
+                    break
+                await asyncio.sleep(0.05)
+            health = await client.get("/health")
+        assert not loop.running
+    state = loop.state()
+    assert state.name == "forecast-refresh" and state.failures == 0
+    assert state.last_success_at is not None
+    assert len(kept) == repo.KEEP_GENERATIONS
+    assert pd.Timestamp(health.json()["last_refresh_at"]) >= pd.Timestamp(kept[0])

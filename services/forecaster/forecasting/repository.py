@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from itertools import groupby
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db import utc
+from services.forecaster.forecasting.history import BUCKET, SAMPLES, normal_column
+from services.forecaster.forecasting.prediction import Prediction
+from shared.db import row_dict, utc
 from shared.registry import SUMMARY_COLUMNS
+from shared.schemas.models import ModelSummary
 from shared.tables import metric_forecasts, metrics_history, ml_models
 
 MODEL_NAME = "forecaster"
@@ -20,6 +27,10 @@ KEEP_GENERATIONS = 2
 
 
 # ------------------------------------------------------------------------------ history
+
+
+def _row(mapping: Any) -> dict[str, Any]:
+    return row_dict(mapping)
 
 
 async def sample_counts(conn: AsyncConnection) -> list[tuple[str, int]]:
@@ -54,6 +65,21 @@ def _bucket(conn: AsyncConnection, seconds: int) -> sa.ColumnElement[Any]:
     return sa.literal_column(sql)
 
 
+@dataclass(frozen=True, slots=True)
+class BucketRows:
+    """Per-bucket means as the database returns them (see `bucketed_history`)."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+    @property
+    def samples(self) -> int:
+        return int(sum(row[1] for row in self.rows))
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame.from_records(self.rows, columns=self.columns)
+
+
 async def bucketed_history(
     conn: AsyncConnection,
     *,
@@ -62,20 +88,21 @@ async def bucketed_history(
     end: datetime,
     metrics: Sequence[str],
     bucket_seconds: int,
-) -> tuple[list[str], list[tuple[Any, ...]]]:
+) -> BucketRows:
     """Per-bucket means of each metric, computed by the database.
 
     Columns: ``bucket`` (epoch seconds / width), ``samples``, then per metric
     ``<metric>`` (mean of every sample) and ``<metric>__normal`` (mean of samples labelled
     normal, which is what the model fits). Thousands of rows instead of tens of thousands.
+    `history.bucket_means` computes the same from a DataFrame of samples.
     """
-    bucket = _bucket(conn, bucket_seconds).label("bucket")
+    bucket = _bucket(conn, bucket_seconds).label(BUCKET)
     normal = metrics_history.c.label == "normal"
-    columns: list[Any] = [bucket, sa.func.count().label("samples")]
+    columns: list[Any] = [bucket, sa.func.count().label(SAMPLES)]
     for name in metrics:
         column = metrics_history.c[name]
         columns.append(sa.func.avg(column).label(name))
-        columns.append(sa.func.avg(sa.case((normal, column))).label(f"{name}__normal"))
+        columns.append(sa.func.avg(sa.case((normal, column))).label(normal_column(name)))
     query = (
         sa.select(*columns)
         .where(
@@ -83,14 +110,15 @@ async def bucketed_history(
             metrics_history.c.timestamp >= start,
             metrics_history.c.timestamp <= end,
         )
-        .group_by(sa.literal_column("bucket"))
-        .order_by(sa.literal_column("bucket"))
+        .group_by(sa.literal_column(BUCKET))
+        .order_by(sa.literal_column(BUCKET))
     )
     result = await conn.execute(query)
-    return list(result.keys()), [tuple(row) for row in result]
+    return BucketRows(list(result.keys()), [tuple(row) for row in result])
 
 
 async def latest_sample(conn: AsyncConnection, host: str) -> dict[str, Any] | None:
+    """The newest sample of a host as a row (timestamp, host, the metrics, label), or None."""
     query = (
         sa.select(metrics_history)
         .where(metrics_history.c.host == host)
@@ -98,25 +126,13 @@ async def latest_sample(conn: AsyncConnection, host: str) -> dict[str, Any] | No
         .limit(1)
     )
     row = (await conn.execute(query)).first()
-    if row is None:
-        return None
-    sample = dict(row._mapping)
-    sample["timestamp"] = utc(sample["timestamp"])
-    return sample
+    return None if row is None else _row(row._mapping)
 
 
 # ------------------------------------------------------------------------------- models
 
 
-def _model_row(mapping: Any) -> dict[str, Any]:
-    row = dict(mapping)
-    for key in ("training_start", "training_end", "created_at", "activated_at"):
-        if row.get(key) is not None:
-            row[key] = utc(row[key])
-    return row
-
-
-async def active_models(conn: AsyncConnection, *, host: str | None = None) -> list[dict[str, Any]]:
+async def active_models(conn: AsyncConnection, *, host: str | None = None) -> list[ModelSummary]:
     """Active forecaster versions (summary columns, no artifact), by host and metric."""
     query = sa.select(*SUMMARY_COLUMNS).where(
         ml_models.c.name == MODEL_NAME, ml_models.c.status == "active"
@@ -124,7 +140,7 @@ async def active_models(conn: AsyncConnection, *, host: str | None = None) -> li
     if host is not None:
         query = query.where(ml_models.c.host == host)
     query = query.order_by(ml_models.c.host, ml_models.c.metric)
-    return [_model_row(row._mapping) for row in await conn.execute(query)]
+    return [ModelSummary.model_validate(_row(row._mapping)) for row in await conn.execute(query)]
 
 
 async def count_active(conn: AsyncConnection) -> int:
@@ -200,6 +216,42 @@ async def newest_generation(conn: AsyncConnection) -> datetime | None:
     return None if value is None else utc(value)
 
 
+@dataclass(slots=True)
+class StoredForecast:
+    """One metric's newest stored forecast generation, points soonest first."""
+
+    metric: str
+    model_id: int | None
+    model_version: int | None
+    generated_at: datetime
+    times: list[datetime]
+    yhat: list[float]
+    lower: list[float]
+    upper: list[float]
+
+    def prediction(self) -> Prediction:
+        return Prediction(
+            times=self.times,
+            yhat=np.array(self.yhat, dtype=float),
+            lower=np.array(self.lower, dtype=float),
+            upper=np.array(self.upper, dtype=float),
+        )
+
+
+def _stored(metric: str, rows: list[Any]) -> StoredForecast:
+    first = rows[0]
+    return StoredForecast(
+        metric=metric,
+        model_id=first[1],
+        model_version=first[2],
+        generated_at=utc(first[3]),
+        times=[utc(r[4]) for r in rows],
+        yhat=[r[5] for r in rows],
+        lower=[r[6] for r in rows],
+        upper=[r[7] for r in rows],
+    )
+
+
 async def read_forecasts(
     conn: AsyncConnection,
     *,
@@ -207,20 +259,21 @@ async def read_forecasts(
     after: datetime,
     until: datetime,
     metric: str | None = None,
-) -> list[tuple[Any, ...]]:
-    """The newest generation of each metric's forecast, points in (after, until].
+    metrics: Collection[str] | None = None,
+) -> list[StoredForecast]:
+    """The newest generation of each metric's forecast with points in (after, until], by metric.
 
-    Rows: metric, model_id, model version, generated_at, target_timestamp, yhat, lower, upper;
-    ordered by metric then time.
+    Only `metric`, or only `metrics`, when given.
 
-    Two statements on purpose: joined to its own GROUP BY, PostgreSQL (with the table's
-    statistics not yet gathered after the first writes) re-ran the aggregate once per row,
-    120 ms instead of 2 ms (bench_forecast_service).
+    Two statements on purpose: one joined to its own GROUP BY was slow on PostgreSQL
+    before its statistics were gathered (docs/forecasting.md).
     """
     f = metric_forecasts.c
     scope = [f.host == host]
     if metric is not None:
         scope.append(f.metric == metric)
+    if metrics is not None:
+        scope.append(f.metric.in_(list(metrics)))
     newest = sa.select(f.metric, sa.func.max(f.generated_at)).where(*scope).group_by(f.metric)
     pairs = [(row[0], row[1]) for row in await conn.execute(newest)]
     if not pairs:
@@ -245,7 +298,8 @@ async def read_forecasts(
         )
         .order_by(f.metric, f.target_timestamp)
     )
-    return [tuple(row) for row in await conn.execute(query)]
+    rows = list(await conn.execute(query))
+    return [_stored(str(name), list(group)) for name, group in groupby(rows, key=lambda r: r[0])]
 
 
 async def generations(conn: AsyncConnection, *, host: str, metric: str) -> list[datetime]:

@@ -1,0 +1,97 @@
+"""HTTP routes of forecasting: training, refresh, stored forecasts, next hour, alerts, trend."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from services.forecaster.deps import ForecasterDep
+from services.forecaster.forecasting import reads
+from shared.db import utcnow
+from shared.schemas.forecast import (
+    AlertsQuery,
+    AlertsResponse,
+    ForecastHostQuery,
+    ForecastQuery,
+    ForecastResponse,
+    NextHourResponse,
+    RefreshedHost,
+    RefreshResponse,
+    TrainForecasterRequest,
+    TrainForecasterResponse,
+    TrendResponse,
+)
+from shared.web import ConnDep
+
+router = APIRouter()
+
+
+@router.post(
+    "/train/forecaster",
+    response_model=TrainForecasterResponse,
+    summary="Fit one Prophet model per metric, activate them and store 24 h of forecasts",
+)
+async def train(
+    forecaster: ForecasterDep, body: TrainForecasterRequest | None = None
+) -> TrainForecasterResponse:
+    return await forecaster.train(body or TrainForecasterRequest())
+
+
+@router.post(
+    "/forecast/refresh",
+    response_model=RefreshResponse,
+    summary="Recompute the stored forecasts (and breach incidents) from now on",
+)
+async def refresh(forecaster: ForecasterDep) -> RefreshResponse:
+    started = time.perf_counter()
+    outcomes = await forecaster.refresh()
+    return RefreshResponse(
+        hosts=[RefreshedHost.model_validate(o) for o in outcomes],
+        seconds=time.perf_counter() - started,
+    )
+
+
+@router.get("/forecast", response_model=ForecastResponse, summary="Stored forecast, 1-24 h ahead")
+async def forecast(
+    forecaster: ForecasterDep, conn: ConnDep, query: Annotated[ForecastQuery, Query()]
+) -> ForecastResponse:
+    return await reads.forecast(conn, query, step_minutes=forecaster.step_minutes, now=utcnow())
+
+
+@router.get(
+    "/forecast/next-hour",
+    response_model=NextHourResponse,
+    summary="Each metric now and an hour from now",
+)
+async def next_hour(
+    forecaster: ForecasterDep, conn: ConnDep, query: Annotated[ForecastHostQuery, Query()]
+) -> NextHourResponse:
+    return await reads.next_hour(
+        conn, host=query.host, step_minutes=forecaster.step_minutes, now=utcnow()
+    )
+
+
+@router.get(
+    "/forecast/alerts",
+    response_model=AlertsResponse,
+    summary="Every predicted threshold breach in the horizon",
+)
+async def alerts(
+    forecaster: ForecasterDep, conn: ConnDep, query: Annotated[AlertsQuery, Query()]
+) -> AlertsResponse:
+    return await reads.alerts(conn, query, thresholds=forecaster.thresholds, now=utcnow())
+
+
+@router.get(
+    "/forecast/trend/{metric}",
+    response_model=TrendResponse,
+    summary="Trend slope, direction and change points of a metric",
+)
+async def trend(
+    conn: ConnDep,
+    metric: Annotated[str, Path(max_length=100, description="A metric of the catalogue.")],
+    query: Annotated[ForecastHostQuery, Query()],
+) -> TrendResponse:
+    return await reads.trend(conn, host=query.host, metric=metric)

@@ -1,0 +1,151 @@
+"""Holdout evaluation: fit on all but the final day, score it against seasonal-naive forecasts.
+
+Usage: `evaluate(history, "cpu_usage_percent")` with `history` a `MetricHistory`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from services.forecaster.forecasting.errors import InsufficientHistoryError
+from services.forecaster.forecasting.history import MetricHistory
+from services.forecaster.forecasting.prediction import FloatArray
+from services.forecaster.forecasting.prophet_model import (
+    DEFAULT_CONFIG,
+    ForecastConfig,
+    fit,
+    predict_frame,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricEvaluation:
+    """Accuracy of a model on the held-out final stretch against seasonal-naive forecasts.
+
+    Every held-out bucket is scored, anomalous ones included. MAPE skips actual values of
+    zero (None when none are left); MASE scales by the in-sample MAE of the one-day naive.
+    """
+
+    metric: str
+    resolution: str
+    score_resolution: str
+    holdout_start: datetime
+    holdout_end: datetime
+    n_points: int
+    mae: float
+    mape: float | None
+    mase: float | None
+    coverage: float
+    interval_width: float
+    naive_day_mae: float | None
+    naive_week_mae: float | None
+    naive_day_mape: float | None
+    naive_week_mape: float | None
+    fit_seconds: float
+
+    @property
+    def best_naive_mae(self) -> float | None:
+        maes = [m for m in (self.naive_day_mae, self.naive_week_mae) if m is not None]
+        return min(maes) if maes else None
+
+    @property
+    def beats_naive(self) -> bool:
+        best = self.best_naive_mae
+        return best is None or self.mae < best
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON document stored with the model version (its registry `metrics`)."""
+        data = asdict(self)
+        data["holdout_start"] = self.holdout_start.isoformat()
+        data["holdout_end"] = self.holdout_end.isoformat()
+        data["best_naive_mae"] = self.best_naive_mae
+        data["beats_naive"] = self.beats_naive
+        return data
+
+
+def _mae(actual: FloatArray, predicted: FloatArray) -> float | None:
+    ok = ~np.isnan(predicted) & ~np.isnan(actual)
+    return float(np.mean(np.abs(actual[ok] - predicted[ok]))) if ok.any() else None
+
+
+def _mape(actual: FloatArray, predicted: FloatArray, zero_tol: float = 1e-9) -> float | None:
+    ok = ~np.isnan(predicted) & ~np.isnan(actual) & (np.abs(actual) > zero_tol)
+    if not ok.any():
+        return None
+    return float(np.mean(np.abs((actual[ok] - predicted[ok]) / actual[ok])) * 100.0)
+
+
+def _lagged(series: pd.Series, ds: pd.Series, lag: pd.Timedelta) -> FloatArray:
+    return series.reindex(pd.DatetimeIndex(ds) - lag).to_numpy(dtype=float)
+
+
+def evaluate(
+    history: MetricHistory,
+    metric: str,
+    *,
+    config: ForecastConfig = DEFAULT_CONFIG,
+    holdout_hours: float = 24.0,
+    scored: pd.DataFrame | None = None,
+    score_resolution: str | None = None,
+) -> MetricEvaluation:
+    """Fit on all but the final ``holdout_hours`` of ``history`` and score that stretch.
+
+    ``scored`` (default: ``history.observed``) holds the actual bucket means at
+    ``score_resolution`` (default: the model's); pass one scoring resolution to compare
+    models fitted at several.
+    """
+    scored_at = score_resolution or config.resolution
+    if scored is None:
+        scored = history.observed
+    if scored.empty:
+        raise InsufficientHistoryError(f"{metric}: no data")
+    end = scored["ds"].iloc[-1] + pd.Timedelta(scored_at) / 2
+    cutoff = end - pd.Timedelta(hours=holdout_hours)
+    training = MetricHistory(
+        fit=history.fit[history.fit["ds"] < cutoff],
+        observed=history.observed[history.observed["ds"] < cutoff],
+    )
+    test = scored[scored["ds"] >= cutoff].reset_index(drop=True)
+    if test.empty:
+        raise InsufficientHistoryError(f"{metric}: nothing to hold out")
+    model = fit(training, metric, config=config)
+    predicted = predict_frame(model, pd.DatetimeIndex(test["ds"]))
+
+    actual = test["y"].to_numpy(dtype=float)
+    yhat = predicted["yhat"].to_numpy(dtype=float)
+    inside = (actual >= predicted["yhat_lower"].to_numpy()) & (
+        actual <= predicted["yhat_upper"].to_numpy()
+    )
+    by_time = pd.Series(scored["y"].to_numpy(dtype=float), index=pd.DatetimeIndex(scored["ds"]))
+    naive_day = _lagged(by_time, test["ds"], pd.Timedelta(days=1))
+    naive_week = _lagged(by_time, test["ds"], pd.Timedelta(days=7))
+
+    in_sample = scored[scored["ds"] < cutoff]
+    scale = _mae(
+        in_sample["y"].to_numpy(dtype=float),
+        _lagged(by_time, in_sample["ds"], pd.Timedelta(days=1)),
+    )
+    mae = float(np.mean(np.abs(actual - yhat)))
+    return MetricEvaluation(
+        metric=metric,
+        resolution=config.resolution,
+        score_resolution=scored_at,
+        holdout_start=pd.Timestamp(cutoff).tz_localize("UTC").to_pydatetime(),
+        holdout_end=pd.Timestamp(test["ds"].iloc[-1]).tz_localize("UTC").to_pydatetime(),
+        n_points=len(test),
+        mae=mae,
+        mape=_mape(actual, yhat),
+        mase=mae / scale if scale else None,
+        coverage=float(inside.mean()),
+        interval_width=config.interval_width,
+        naive_day_mae=_mae(actual, naive_day),
+        naive_week_mae=_mae(actual, naive_week),
+        naive_day_mape=_mape(actual, naive_day),
+        naive_week_mape=_mape(actual, naive_week),
+        fit_seconds=model.fit_seconds,
+    )
