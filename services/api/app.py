@@ -14,7 +14,8 @@ from fastapi.responses import RedirectResponse
 from services.api.deps import PROXY_DEPENDENCIES
 from services.api.health.endpoints import router as health_router
 from services.api.health.service import HealthService
-from services.api.metrics import MetricsMiddleware, RequestMetrics, metrics_endpoint
+from services.api.metrics.endpoints import metrics_endpoint
+from services.api.metrics.middleware import MetricsMiddleware, RequestMetrics
 from services.api.proxy.client import ServiceClients
 from services.api.proxy.endpoints import add_proxy_routes
 from services.api.proxy.table import ROUTES

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from services.api.metrics import RequestMetrics
+from services.api.metrics.middleware import RequestMetrics
 from services.collector.sampling.prometheus import (
     ScrapeSnapshot,
     application_metrics,

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Response
 
-from services.api.metrics import RequestMetrics
+from services.api.metrics.middleware import RequestMetrics
 from services.collector.sampling.sampler import MetricsCollector, derived_rates
 from shared.catalogue import APPLICATION_METRICS, METRIC_NAMES, SYSTEM_METRICS
 from shared.settings import Settings

@@ -1,4 +1,7 @@
-"""The gateway's own request metrics in Prometheus format (what the collector scrapes)."""
+"""The gateway's own request metrics (Prometheus): the registry and the ASGI middleware that counts.
+
+Usage: `metrics = RequestMetrics()`; `app.add_middleware(MetricsMiddleware, metrics=metrics, exclude=...)`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -93,8 +95,3 @@ class MetricsMiddleware:
             if status >= 500:
                 self.metrics.errors.labels(path).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    metrics: RequestMetrics = request.app.state.request_metrics
-    return metrics.render()

@@ -1,0 +1,1 @@
+"""The gateway's own Prometheus metrics: counted by a middleware, served at /metrics."""

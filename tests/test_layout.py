@@ -1,0 +1,103 @@
+"""The layout holds: rooms with fixed file names, domain modules free of web and database code,
+no module past a readable size."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("services", "shared")
+MAX_LINES = 400
+# Modules that wire a room to the web or the database; every other module of a room is domain
+# code that a notebook, the CLI or a test can use without a server.
+WIRING = frozenset({"app.py", "deps.py", "endpoints.py", "service.py", "repository.py"})
+# Orchestration and plumbing beside service.py (a service split for size, the gateway's HTTP
+# client and middleware), by path: each may use the web or the database, nothing else may.
+ORCHESTRATION = frozenset(
+    {
+        "services/api/metrics/middleware.py",
+        "services/api/proxy/client.py",
+        "services/forecaster/forecasting/reads.py",
+        "services/forecaster/forecasting/training.py",
+        "services/trainer/anomaly/scoring.py",
+    }
+)
+FORBIDDEN = ("fastapi", "starlette", "sqlalchemy")
+
+
+def _modules(*packages: str) -> list[Path]:
+    return sorted(p for pkg in packages for p in (ROOT / pkg).rglob("*.py"))
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _rooms() -> list[Path]:
+    return sorted(
+        d for d in (ROOT / "services").glob("*/*") if d.is_dir() and (d / "__init__.py").exists()
+    )
+
+
+def _domain_modules() -> list[Path]:
+    return [
+        p
+        for room in _rooms()
+        for p in sorted(room.glob("*.py"))
+        if p.name not in WIRING
+        and p.name != "__init__.py"
+        and str(p.relative_to(ROOT)) not in ORCHESTRATION
+    ]
+
+
+def test_every_service_has_an_app_deps_and_rooms() -> None:
+    for service in sorted((ROOT / "services").glob("*/")):
+        if not (service / "__init__.py").exists():
+            continue
+        assert (service / "app.py").exists() and (service / "deps.py").exists(), service.name
+        rooms = [r for r in _rooms() if r.parent == service]
+        assert rooms, f"{service.name} has no feature packages"
+        loose = {p.name for p in service.glob("*.py")} - {"__init__.py", "app.py", "deps.py"}
+        assert loose == set(), f"{service.name}: modules outside a room: {sorted(loose)}"
+
+
+def test_routes_live_only_in_endpoints_modules() -> None:
+    for path in _modules("services"):
+        if path.name == "endpoints.py" or path.name == "app.py":
+            continue
+        assert "APIRouter" not in path.read_text(), f"{path.relative_to(ROOT)} declares routes"
+
+
+@pytest.mark.parametrize("path", _domain_modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_domain_modules_know_nothing_of_http_or_sql(path: Path) -> None:
+    bad = sorted(n for n in _imports(path) if n.split(".")[0] in FORBIDDEN)
+    assert bad == [], f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_domain_modules_were_found() -> None:
+    assert len(_domain_modules()) >= 25
+    assert all((ROOT / path).exists() for path in ORCHESTRATION)
+
+
+def test_the_training_process_reaches_the_database_only_through_the_repository() -> None:
+    imports = _imports(ROOT / "services" / "trainer" / "anomaly" / "worker.py")
+    assert not {n for n in imports if n.split(".")[0] in FORBIDDEN}
+    assert "services.trainer.anomaly" in imports  # ``from ... import artifact, repository``
+
+
+def test_no_module_is_past_a_readable_size() -> None:
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in _modules(*PACKAGES)
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}
