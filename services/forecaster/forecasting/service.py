@@ -73,8 +73,8 @@ class RefreshOutcome:
     incidents_resolved: int = 0
 
 
-def _scope_order(item: tuple[Scope, Any]) -> tuple[str, str]:
-    (host, metric), _ = item
+def _scope_order(scope: Scope) -> tuple[str, str]:
+    host, metric = scope
     return (host or "", metric or "")
 
 
@@ -307,9 +307,10 @@ class Forecaster:
                 await self.models.refresh(conn)
             by_host: dict[str, list[ActiveModel[StoredModel]]] = defaultdict(list)
             failed: dict[str, dict[str, str]] = defaultdict(dict)
-            for (host, metric), reason in sorted(self.models.failures.items(), key=_scope_order):
-                failed[str(host)][str(metric)] = reason
-            for active in sorted(self.models.all(), key=lambda a: _scope_order((a.scope, ""))):
+            for scope in sorted(self.models.failures, key=_scope_order):
+                host, metric = scope
+                failed[str(host)][str(metric)] = self.models.failures[scope]
+            for active in sorted(self.models.all(), key=lambda a: _scope_order(a.scope)):
                 by_host[str(active.record.host)].append(active)
 
             outcomes: list[RefreshOutcome] = []
