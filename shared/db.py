@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
 from shared.catalogue import METRIC_NAMES, METRICS
+from shared.clock import utc
 
 INTEGER_METRICS = frozenset(m.name for m in METRICS if m.is_integer)
 
@@ -54,17 +55,6 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)
     return _create_async_engine(url, **kwargs)
-
-
-def utc(value: datetime) -> datetime:
-    """A timezone-aware UTC datetime; naive values (SQLite) are taken as UTC."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def row_dict(mapping: Mapping[str, Any]) -> dict[str, Any]:

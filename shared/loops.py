@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.db import utcnow
+from shared.clock import utcnow
 
 log = logging.getLogger("autofix_ml.loops")
 

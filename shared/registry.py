@@ -9,7 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db import row_dict, utcnow
+from shared.clock import utcnow
+from shared.db import row_dict
 from shared.errors import AppError, NotFound
 from shared.schemas.models import ModelSummary
 from shared.tables import ml_models

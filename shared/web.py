@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -45,6 +45,10 @@ async def db_connection(request: Request) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
+# Row ids are 64-bit integers in both engines.
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Row id.")]
+# A metric named in a path (checked against the catalogue by the service, which lists the known).
+MetricPath = Annotated[str, Path(max_length=100, description="A metric of the catalogue.")]
 ConnDep = Annotated[AsyncConnection, Depends(db_connection)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 

@@ -19,7 +19,7 @@ from services.forecaster.forecasting.service import Forecaster, ForecasterModels
 from services.forecaster.health import endpoints as health
 from shared import workers
 from shared.db import create_engine
-from shared.incidents import Notifier
+from shared.incidents.notifier import Notifier
 from shared.loops import BackgroundLoop, stop_all
 from shared.settings import Settings, get_settings
 from shared.web import new_app

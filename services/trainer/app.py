@@ -17,7 +17,7 @@ from services.trainer.incidents.endpoints import router as incidents_router
 from services.trainer.registry.endpoints import router as registry_router
 from services.trainer.synthetic.endpoints import router as synthetic_router
 from shared.db import create_engine
-from shared.incidents import Notifier
+from shared.incidents.notifier import Notifier
 from shared.settings import Settings, get_settings
 from shared.web import new_app
 from shared.workers import process_pool, shutdown, thread_pool

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from services.trainer.anomaly.service import AnomalyService
-from shared.incidents import Notifier
+from shared.incidents.notifier import Notifier
 from shared.web import ConnDep, EngineDep
 
 __all__ = ["AnomalyServiceDep", "ConnDep", "EngineDep", "NotifierDep"]

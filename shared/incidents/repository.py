@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db import row_dict, utcnow
+from shared.clock import utcnow
+from shared.db import row_dict
 from shared.errors import Conflict, NotFound
 from shared.schemas.incidents import IncidentOut
 from shared.severity import Severity, worst

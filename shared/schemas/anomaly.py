@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from shared.db import utc
+from shared.clock import utc
 from shared.schemas.common import Schema
 from shared.schemas.models import ModelSummary
 from shared.schemas.samples import _TimedSample, metric_fields
 from shared.severity import Severity
 
 FeedbackKind = Literal["false_positive", "true_positive"]
-
-# Query parameters of GET /anomaly-scores (the trainer and the gateway declare the same ones).
-ScoresStartQuery = Annotated[datetime | None, Query(description="Scores at or after (UTC).")]
-ScoresEndQuery = Annotated[datetime | None, Query(description="Scores at or before (UTC).")]
-MinSeverityQuery = Annotated[Severity | None, Query(description="Only this severity or worse.")]
-AnomaliesOnlyQuery = Annotated[bool, Query(description="Only scores above the threshold.")]
-ScoresLimitQuery = Annotated[int, Query(ge=1, le=10_000, description="At most this many.")]
 
 
 class TrainAnomalyRequest(BaseModel):

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.catalogue import METRIC_NAMES
-from shared.db import utc
+from shared.clock import utc
 from shared.schemas.common import Schema
 from shared.schemas.health import ServiceHealth
 

@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from shared.catalogue import LABELS, METRICS, Metric
-from shared.db import utc, utcnow
+from shared.clock import utc, utcnow
 from shared.schemas.common import Schema
 
 # How far ahead of the receiving clock a pushed sample may be stamped (clock skew).
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 # The oldest timestamp a sample may carry (older is a client bug, not a measurement).
 EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
-# Query parameters of the sample filters (collector and gateway declare the same ones).
-HostQuery = Annotated[str | None, Query(max_length=255, description="Only samples of this host.")]
-StartDateQuery = Annotated[
-    str | None,
-    Query(description="ISO date or datetime, inclusive (UTC unless an offset is given)."),
-]
-EndDateQuery = Annotated[
-    str | None,
-    Query(description="ISO date (the whole day) or datetime, inclusive (UTC unless an offset)."),
-]
 # Values past these bounds are client bugs, not measurements (and would overflow the
 # database's INTEGER or the statistics' sums of squares).
 MAX_METRIC_VALUE = 1e12

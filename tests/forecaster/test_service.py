@@ -29,7 +29,7 @@ from services.trainer.synthetic.repository import store_frame
 from shared import registry, workers
 from shared.catalogue import METRIC_NAMES
 from shared.errors import Conflict
-from shared.incidents import list_incidents
+from shared.incidents.repository import list_incidents
 from shared.registry import ArtifactIntegrityError
 from shared.settings import Settings
 from shared.tables import metric_forecasts, ml_models

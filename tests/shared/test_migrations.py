@@ -91,7 +91,8 @@ def test_upgrade_creates_schema_in_step_with_models_and_downgrade_removes_it(
 def test_recent_metrics_view_shows_only_the_last_day(fresh_url: str) -> None:
     from datetime import timedelta
 
-    from shared.db import bulk_insert_samples, utcnow
+    from shared.clock import utcnow
+    from shared.db import bulk_insert_samples
 
     upgrade(fresh_url)
 

@@ -23,7 +23,6 @@ from shared.schemas.anomaly import (
     TrainAnomalyRequest,
     TrainAnomalyResponse,
 )
-from shared.schemas.common import MetricPath, RowId
 from shared.schemas.forecast import (
     AlertsQuery,
     AlertsResponse,
@@ -47,6 +46,7 @@ from shared.schemas.samples import (
     StatsResponse,
 )
 from shared.schemas.synthetic import GenerateSyntheticRequest, GenerateSyntheticResponse
+from shared.web import MetricPath, RowId
 
 # Every public route is under this prefix.
 API_PREFIX = "/api/ml"

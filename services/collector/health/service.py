@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.collector.samples import repository
 from services.collector.sampling.service import SamplingService
-from shared.db import utcnow
+from shared.clock import utcnow
 from shared.schemas.health import CollectorHealth
 from shared.web import TTLCache
 

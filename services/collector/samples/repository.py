@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.collector.samples.window import SampleFilter
 from shared.catalogue import METRIC_NAMES
-from shared.db import SAMPLE_COLUMNS, bulk_insert_samples, db_timestamp, utc, utcnow
+from shared.clock import utc, utcnow
+from shared.db import SAMPLE_COLUMNS, bulk_insert_samples, db_timestamp
 from shared.schemas.samples import MetricSummary, StatsResponse
 from shared.tables import metrics_history as mh
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.collector.samples import repository
-from shared.db import utcnow
+from shared.clock import utcnow
 from shared.loops import BackgroundLoop
 from shared.settings import Settings
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.collector.samples import repository
 from services.collector.sampling.buffer import SampleBuffer
 from services.collector.sampling.sampler import MetricsCollector
-from shared.db import utcnow
+from shared.clock import utcnow
 from shared.loops import BackgroundLoop
 from shared.settings import Settings
 

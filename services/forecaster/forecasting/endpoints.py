@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 
 from services.forecaster.deps import ForecasterDep
 from services.forecaster.forecasting import reads
-from shared.db import utcnow
+from shared.clock import utcnow
 from shared.schemas.forecast import (
     AlertsQuery,
     AlertsResponse,
@@ -23,7 +23,7 @@ from shared.schemas.forecast import (
     TrainForecasterResponse,
     TrendResponse,
 )
-from shared.web import ConnDep
+from shared.web import ConnDep, MetricPath
 
 router = APIRouter()
 
@@ -91,7 +91,7 @@ async def alerts(
 )
 async def trend(
     conn: ConnDep,
-    metric: Annotated[str, Path(max_length=100, description="A metric of the catalogue.")],
+    metric: MetricPath,
     query: Annotated[ForecastHostQuery, Query()],
 ) -> TrendResponse:
     return await reads.trend(conn, host=query.host, metric=metric)

@@ -11,7 +11,8 @@ from datetime import datetime
 import numpy as np
 
 from services.forecaster.forecasting.prediction import Prediction
-from services.forecaster.forecasting.trend import Direction, direction
+from services.forecaster.forecasting.trend import direction
+from shared.schemas.forecast import Direction
 
 # "flat" while |forecast - current| stays under this share of the metric's scale.
 NEXT_HOUR_FLAT_TOLERANCE = 0.02

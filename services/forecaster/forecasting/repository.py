@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.forecaster.forecasting.history import BUCKET, SAMPLES, normal_column
 from services.forecaster.forecasting.prediction import Prediction
-from shared.db import row_dict, utc
+from shared.clock import utc
+from shared.db import row_dict
 from shared.registry import SUMMARY_COLUMNS
 from shared.schemas.models import ModelSummary
 from shared.tables import metric_forecasts, metrics_history, ml_models

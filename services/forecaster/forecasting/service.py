@@ -34,9 +34,10 @@ from services.forecaster.forecasting.prophet_model import (
 )
 from services.forecaster.forecasting.training import fit_metrics, register
 from shared.active_model import ActiveModel, ActiveModelHolder, Scope
-from shared.db import utcnow
+from shared.clock import utcnow
 from shared.errors import Conflict
-from shared.incidents import Notifier, raise_incident, resolve_incident
+from shared.incidents.notifier import Notifier
+from shared.incidents.repository import raise_incident, resolve_incident
 from shared.schemas.forecast import (
     ForecasterHealth,
     TrainedMetric,

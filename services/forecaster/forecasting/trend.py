@@ -7,15 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from services.forecaster.forecasting.prediction import naive_utc
 from services.forecaster.forecasting.prophet_model import MetricModel, with_conditions
-
-Direction = Literal["rising", "falling", "flat"]
+from shared.schemas.forecast import Direction
 
 
 def direction(change: float, tolerance: float) -> Direction:

@@ -19,7 +19,7 @@ from shared.schemas.anomaly import (
     TrainAnomalyRequest,
     TrainAnomalyResponse,
 )
-from shared.schemas.common import RowId
+from shared.web import RowId
 
 router = APIRouter()
 

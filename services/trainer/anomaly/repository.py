@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.trainer.anomaly.arrays import FloatArray
 from services.trainer.anomaly.features import epoch_seconds
 from shared.catalogue import METRIC_NAMES
-from shared.db import create_engine, row_dict, utc
+from shared.clock import utc
+from shared.db import create_engine, row_dict
 from shared.errors import Conflict, NotFound
 from shared.schemas.anomaly import AnomalyScoreOut, AnomalyScoreQuery
 from shared.severity import SEVERITIES

@@ -21,11 +21,11 @@ from services.trainer.anomaly.history import RecentHistory
 from services.trainer.anomaly.repository import HOST, ID, TIMESTAMP, SampleRow
 from services.trainer.anomaly.threshold import severity
 from services.trainer.anomaly.tracker import HostTracker, IncidentAction, ScoringModel
-from shared import incidents
 from shared.active_model import ActiveModel, ActiveModelHolder
-from shared.db import utc, utcnow
+from shared.clock import utc, utcnow
 from shared.errors import Conflict
-from shared.incidents import Notifier
+from shared.incidents import repository as incidents
+from shared.incidents.notifier import Notifier
 from shared.loops import BackgroundLoop
 from shared.schemas.incidents import IncidentOut
 from shared.settings import Settings

@@ -37,9 +37,9 @@ from services.trainer.synthetic.generator import SyntheticDataGenerator
 from services.trainer.synthetic.repository import store_frame
 from shared import registry
 from shared.active_model import ActiveModel, ActiveModelHolder, Scope
-from shared.db import utc, utcnow
+from shared.clock import utc, utcnow
 from shared.errors import Conflict
-from shared.incidents import Notifier
+from shared.incidents.notifier import Notifier
 from shared.loops import BackgroundLoop
 from shared.schemas.anomaly import (
     ActivateResponse,

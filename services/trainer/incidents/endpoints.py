@@ -7,10 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from services.trainer.deps import NotifierDep
-from shared import incidents
-from shared.schemas.common import RowId
+from shared.incidents import repository as incidents
 from shared.schemas.incidents import IncidentList, IncidentListQuery, IncidentOut, ResolveRequest
-from shared.web import ConnDep
+from shared.web import ConnDep, RowId
 
 router = APIRouter()
 

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query
 from services.trainer.deps import AnomalyServiceDep, ConnDep
 from shared import registry
 from shared.schemas.anomaly import ActivateResponse
-from shared.schemas.common import RowId
 from shared.schemas.models import ModelList, ModelListQuery, ModelSummary
+from shared.web import RowId
 
 router = APIRouter()
 

@@ -9,7 +9,8 @@ import pandas as pd
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db import bulk_insert_samples, frame_records, utc
+from shared.clock import utc
+from shared.db import bulk_insert_samples, frame_records
 from shared.tables import metrics_history
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.collector.app import create_app
 from services.collector.samples import repository
 from services.collector.samples.window import SampleFilter
-from shared.db import utcnow
+from shared.clock import utcnow
 from shared.settings import Settings
 from tests.collector.conftest import count_rows, wait_for
 from tests.conftest import app_client

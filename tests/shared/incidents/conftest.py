@@ -9,8 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared import incidents
-from shared.incidents import Change
+from shared.incidents import repository as incidents
+from shared.incidents.repository import Change
 from shared.schemas.incidents import IncidentOut
 
 

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared import incidents
-from shared.incidents import Notifier
+from shared.incidents import repository as incidents
+from shared.incidents.notifier import Notifier
 from shared.schemas.incidents import IncidentOut
 from shared.settings import Settings
 from tests.conftest import served

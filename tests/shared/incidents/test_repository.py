@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared import incidents
-from shared.db import utcnow
+from shared.clock import utcnow
 from shared.errors import Conflict, NotFound
+from shared.incidents import repository as incidents
 from tests.shared.incidents.conftest import open_incident
 
 

@@ -26,7 +26,7 @@ from services.trainer.synthetic.generator import SyntheticDataGenerator
 from services.trainer.synthetic.repository import store_frame
 from shared import registry
 from shared.catalogue import METRIC_NAMES
-from shared.db import utcnow
+from shared.clock import utcnow
 from shared.settings import Settings
 from shared.tables import anomaly_scores, ml_models
 from tests.conftest import app_client, served

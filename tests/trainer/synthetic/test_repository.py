@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from services.trainer.synthetic.generator import SyntheticDataGenerator
 from services.trainer.synthetic.repository import store_frame
-from shared.db import SAMPLE_COLUMNS, create_engine, frame_records, utc
+from shared.clock import utc
+from shared.db import SAMPLE_COLUMNS, create_engine, frame_records
 from shared.migrate import upgrade
 from shared.tables import metrics_history
 
