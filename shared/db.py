@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,20 @@ from shared.clock import utc
 INTEGER_METRICS = frozenset(m.name for m in METRICS if m.is_integer)
 
 SAMPLE_COLUMNS: tuple[str, ...] = ("timestamp", "host", *METRIC_NAMES, "label")
+
+
+@asynccontextmanager
+async def database(url: str, engine: AsyncEngine | None = None) -> AsyncIterator[AsyncEngine]:
+    """The engine a service runs on, in its lifespan: `engine` as handed in (a test's, left
+    open), else a new one for `url`, disposed on the way out."""
+    if engine is not None:
+        yield engine
+        return
+    owned = create_engine(url)
+    try:
+        yield owned
+    finally:
+        await owned.dispose()
 
 
 def is_sqlite(url_or_engine: str | AsyncEngine | AsyncConnection) -> bool:

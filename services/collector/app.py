@@ -19,7 +19,7 @@ from services.collector.samples.service import retention_loop
 from services.collector.sampling import endpoints as sampling
 from services.collector.sampling.sampler import MetricsCollector
 from services.collector.sampling.service import SamplingService, sampling_loop
-from shared.db import create_engine
+from shared.db import database
 from shared.http import make_client
 from shared.loops import BackgroundLoop, stop_all
 from shared.settings import Settings, get_settings
@@ -34,31 +34,29 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = engine or create_engine(settings.database_url)
-        client = make_client(timeout=settings.scrape_timeout)
-        service = SamplingService(settings, db, MetricsCollector(settings, client))
-        loops: list[BackgroundLoop] = []
-        if settings.ml_enabled:
-            loops.append(sampling_loop(service))
-        else:
-            log.info("MetricsCollector disabled (ML_ENABLED=false)")
-        loops.append(retention_loop(db, settings))
+        async with database(settings.database_url, engine) as db:
+            client = make_client(timeout=settings.scrape_timeout)
+            service = SamplingService(settings, db, MetricsCollector(settings, client))
+            loops: list[BackgroundLoop] = []
+            if settings.ml_enabled:
+                loops.append(sampling_loop(service))
+            else:
+                log.info("MetricsCollector disabled (ML_ENABLED=false)")
+            loops.append(retention_loop(db, settings))
 
-        app.state.settings = settings
-        app.state.engine = db
-        app.state.sampling = service
-        app.state.stored_data = stored_data_cache(db, service)
-        app.state.loops = loops
-        for loop in loops:
-            loop.start()
-        try:
-            yield
-        finally:
-            await stop_all(loops)
-            await service.flush()
-            await client.aclose()
-            if engine is None:
-                await db.dispose()
+            app.state.settings = settings
+            app.state.engine = db
+            app.state.sampling = service
+            app.state.stored_data = stored_data_cache(db, service)
+            app.state.loops = loops
+            for loop in loops:
+                loop.start()
+            try:
+                yield
+            finally:
+                await stop_all(loops)
+                await service.flush()
+                await client.aclose()
 
     app = new_app(
         title="autofix-ml collector",

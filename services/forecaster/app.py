@@ -18,7 +18,7 @@ from services.forecaster.forecasting.repository import MODEL_NAME
 from services.forecaster.forecasting.service import Forecaster, ForecasterModels
 from services.forecaster.health import endpoints as health
 from shared import workers
-from shared.db import create_engine
+from shared.db import database
 from shared.incidents.notifier import Notifier
 from shared.loops import BackgroundLoop, stop_all
 from shared.settings import Settings, get_settings
@@ -40,47 +40,45 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = engine or create_engine(settings.database_url)
-        # Fitting in threads of this process held the GIL long enough to slow /health.
-        pool = executor or workers.process_pool(fit_workers)
-        notifier = Notifier(settings, db)
-        service = Forecaster(
-            settings,
-            db,
-            notifier,
-            executor=pool,
-            models=ForecasterModels(MODEL_NAME, stored_model),
-            warm_workers=fit_workers if executor is None else 0,
-        )
-        loops = (
-            [
-                BackgroundLoop(
-                    "forecast-refresh",
-                    service.refresh_step,
-                    interval=lambda: service.refresh_seconds,
-                )
-            ]
-            if refresh_loop
-            else []
-        )
-        app.state.engine = db
-        app.state.settings = settings
-        app.state.notifier = notifier
-        app.state.forecaster = service
-        app.state.loops = loops
-        notifier.start()
-        for loop in loops:
-            loop.start()
-        try:
-            yield
-        finally:
-            await stop_all(loops)
-            service.close()
-            if executor is None:
-                workers.shutdown(pool)
-            await notifier.stop()
-            if engine is None:
-                await db.dispose()
+        async with database(settings.database_url, engine) as db:
+            # Fitting in threads of this process held the GIL long enough to slow /health.
+            pool = executor or workers.process_pool(fit_workers)
+            notifier = Notifier(settings, db)
+            service = Forecaster(
+                settings,
+                db,
+                notifier,
+                executor=pool,
+                models=ForecasterModels(MODEL_NAME, stored_model),
+                warm_workers=fit_workers if executor is None else 0,
+            )
+            loops = (
+                [
+                    BackgroundLoop(
+                        "forecast-refresh",
+                        service.refresh_step,
+                        interval=lambda: service.refresh_seconds,
+                    )
+                ]
+                if refresh_loop
+                else []
+            )
+            app.state.engine = db
+            app.state.settings = settings
+            app.state.notifier = notifier
+            app.state.forecaster = service
+            app.state.loops = [notifier.loop, *loops]
+            notifier.start()
+            for loop in loops:
+                loop.start()
+            try:
+                yield
+            finally:
+                await stop_all(loops)
+                service.close()
+                if executor is None:
+                    workers.shutdown(pool)
+                await notifier.stop()
 
     app = new_app(
         title="autofix-ml forecaster",

@@ -16,7 +16,7 @@ from services.trainer.health.endpoints import router as health_router
 from services.trainer.incidents.endpoints import router as incidents_router
 from services.trainer.registry.endpoints import router as registry_router
 from services.trainer.synthetic.endpoints import router as synthetic_router
-from shared.db import create_engine
+from shared.db import database
 from shared.incidents.notifier import Notifier
 from shared.settings import Settings, get_settings
 from shared.web import new_app
@@ -31,32 +31,30 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = engine or create_engine(settings.database_url)
-        app.state.engine = db
-        app.state.settings = settings
-        app.state.notifier = Notifier(settings, db)
-        app.state.notifier.start()
-        app.state.loops = [app.state.notifier.loop]
-        training_pool = process_pool(1)  # a fit holds the GIL: a process keeps health fast
-        scoring_pool = thread_pool(SCORING_THREADS, name="anomaly-scoring")
-        app.state.anomaly = AnomalyService(
-            settings,
-            db,
-            app.state.notifier,
-            training_pool=training_pool,
-            threads=ScoringThreads(scoring_pool, SCORING_THREADS),
-        )
-        await app.state.anomaly.start()
-        app.state.loops += app.state.anomaly.loops
-        try:
-            yield
-        finally:
-            await app.state.anomaly.stop()
-            shutdown(training_pool, wait=True)
-            shutdown(scoring_pool)
-            await app.state.notifier.stop()
-            if engine is None:
-                await db.dispose()
+        async with database(settings.database_url, engine) as db:
+            app.state.engine = db
+            app.state.settings = settings
+            app.state.notifier = Notifier(settings, db)
+            app.state.notifier.start()
+            app.state.loops = [app.state.notifier.loop]
+            training_pool = process_pool(1)  # a fit holds the GIL: a process keeps health fast
+            scoring_pool = thread_pool(SCORING_THREADS, name="anomaly-scoring")
+            app.state.anomaly = AnomalyService(
+                settings,
+                db,
+                app.state.notifier,
+                training_pool=training_pool,
+                threads=ScoringThreads(scoring_pool, SCORING_THREADS),
+            )
+            await app.state.anomaly.start()
+            app.state.loops += app.state.anomaly.loops
+            try:
+                yield
+            finally:
+                await app.state.anomaly.stop()
+                shutdown(training_pool, wait=True)
+                shutdown(scoring_pool)
+                await app.state.notifier.stop()
 
     app = new_app(
         title="autofix-ml trainer",
