@@ -72,7 +72,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return _create_async_engine(url, **kwargs)
 
 
-def row_dict(mapping: Mapping[str, Any]) -> dict[str, Any]:
+def row_dict(mapping: Mapping[Any, Any]) -> dict[str, Any]:
     """A result row as a dict with every timestamp aware UTC: `row_dict(row._mapping)`."""
     return {k: utc(v) if isinstance(v, datetime) else v for k, v in mapping.items()}
 

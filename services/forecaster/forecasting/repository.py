@@ -30,10 +30,6 @@ KEEP_GENERATIONS = 2
 # ------------------------------------------------------------------------------ history
 
 
-def _row(mapping: Any) -> dict[str, Any]:
-    return row_dict(mapping)
-
-
 async def sample_counts(conn: AsyncConnection) -> list[tuple[str, int]]:
     """Hosts with samples, most samples first."""
     count = sa.func.count().label("n")
@@ -127,7 +123,7 @@ async def latest_sample(conn: AsyncConnection, host: str) -> dict[str, Any] | No
         .limit(1)
     )
     row = (await conn.execute(query)).first()
-    return None if row is None else _row(row._mapping)
+    return None if row is None else row_dict(row._mapping)
 
 
 # ------------------------------------------------------------------------------- models
@@ -141,7 +137,9 @@ async def active_models(conn: AsyncConnection, *, host: str | None = None) -> li
     if host is not None:
         query = query.where(ml_models.c.host == host)
     query = query.order_by(ml_models.c.host, ml_models.c.metric)
-    return [ModelSummary.model_validate(_row(row._mapping)) for row in await conn.execute(query)]
+    return [
+        ModelSummary.model_validate(row_dict(row._mapping)) for row in await conn.execute(query)
+    ]
 
 
 async def count_active(conn: AsyncConnection) -> int:
