@@ -477,7 +477,8 @@ async def test_the_refresh_loop_rewrites_stale_forecasts(
     with workers.thread_pool(1, name="prophet") as pool:
         app = create_app(quick, engine=engine, executor=pool)
         async with app_client(app) as client:
-            [loop] = app.state.loops
+            [loop] = [lp for lp in app.state.loops if lp.name == "forecast-refresh"]
+            assert {lp.name for lp in app.state.loops} == {"forecast-refresh", "webhook"}
             for _ in range(600):
                 async with engine.connect() as conn:
                     kept = await repo.generations(conn, host="synthetic", metric=CPU)
