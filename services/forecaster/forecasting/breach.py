@@ -14,11 +14,8 @@ from typing import Any
 import numpy as np
 
 from services.forecaster.forecasting.errors import ForecastError
-from services.forecaster.forecasting.prediction import (
-    DEFAULT_INTERVAL_WIDTH,
-    FloatArray,
-    Prediction,
-)
+from services.forecaster.forecasting.prediction import DEFAULT_INTERVAL_WIDTH, Prediction
+from shared.arrays import FloatArray
 from shared.catalogue import METRIC_NAMES, METRICS_BY_NAME
 from shared.severity import Severity
 

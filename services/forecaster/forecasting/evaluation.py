@@ -14,13 +14,13 @@ import pandas as pd
 
 from services.forecaster.forecasting.errors import InsufficientHistoryError
 from services.forecaster.forecasting.history import MetricHistory
-from services.forecaster.forecasting.prediction import FloatArray
 from services.forecaster.forecasting.prophet_model import (
     DEFAULT_CONFIG,
     ForecastConfig,
     fit,
     predict_frame,
 )
+from shared.arrays import FloatArray
 
 
 @dataclass(frozen=True, slots=True)

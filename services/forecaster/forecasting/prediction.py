@@ -9,11 +9,9 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
-FloatArray = npt.NDArray[np.float64]
+from shared.arrays import FloatArray
 
 # Probability mass between a forecast's bounds, unless a model was fitted with another.
 DEFAULT_INTERVAL_WIDTH = 0.8

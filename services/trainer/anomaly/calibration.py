@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.trainer.anomaly.arrays import FloatArray
+from shared.arrays import FloatArray
 
 
 @dataclass(slots=True)

@@ -16,7 +16,6 @@ import numpy.typing as npt
 import pandas as pd
 from sklearn.ensemble import IsolationForest
 
-from services.trainer.anomaly.arrays import BoolArray, FloatArray
 from services.trainer.anomaly.calibration import Calibrator
 from services.trainer.anomaly.explain import MetricContribution, contributions
 from services.trainer.anomaly.features import FeatureConfig, FeatureExtractor, FeatureSet
@@ -30,6 +29,7 @@ from services.trainer.anomaly.history import (
     trailing_peak,
 )
 from services.trainer.anomaly.threshold import severity
+from shared.arrays import BoolArray, FloatArray
 from shared.severity import Severity
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from services.trainer.anomaly.arrays import BoolArray
+from shared.arrays import BoolArray
 
 NORMAL = "normal"
 

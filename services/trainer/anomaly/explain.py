@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from services.trainer.anomaly.arrays import FloatArray
 from services.trainer.anomaly.features import FeatureExtractor, FeatureSet
+from shared.arrays import FloatArray
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import maximum_filter1d, minimum_filter1d
 
-from services.trainer.anomaly.arrays import FloatArray, IntArray
+from shared.arrays import FloatArray, IntArray
 
 NON_METRIC_COLUMNS = frozenset({"timestamp", "label", "host", "id", "is_anomaly"})
 _QUANT = 1024.0  # fixed-point resolution of standardised values

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.ensemble import IsolationForest
 
-from services.trainer.anomaly.arrays import FloatArray, IntArray
+from shared.arrays import FloatArray, IntArray
 
 _SMALL_BATCH = 64  # below this many rows the numpy forest beats scikit-learn's overhead
 # From this many rows the rows are split between threads, each scored by scikit-learn (its

@@ -12,8 +12,8 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from services.trainer.anomaly.arrays import FloatArray, IntArray
 from services.trainer.anomaly.features import FeatureExtractor, FeatureSet, to_epoch
+from shared.arrays import FloatArray, IntArray
 
 HISTORY_MARGIN = 64  # samples a history keeps beyond the feature look-back
 # A metric's shift is measured against at least the 2nd-largest of its hourly shift peaks over

@@ -14,8 +14,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.trainer.anomaly.arrays import FloatArray
 from services.trainer.anomaly.features import epoch_seconds
+from shared.arrays import FloatArray
 from shared.catalogue import METRIC_NAMES
 from shared.clock import utc
 from shared.db import create_engine, row_dict

@@ -11,13 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
+from shared.arrays import FloatArray, IntArray
 from shared.catalogue import LABELS, METRIC_NAMES
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 MINUTES_PER_DAY = 1440
 TOTAL_MEMORY_MB = 8192.0

@@ -1,4 +1,4 @@
-"""The numpy array types of the anomaly room, declared once: ``from ...arrays import FloatArray``."""
+"""The numpy array types of the whole product, declared once: `from shared.arrays import FloatArray`."""
 
 from __future__ import annotations
 
