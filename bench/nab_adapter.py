@@ -3,6 +3,8 @@
 ``PYTHONPATH=bench .venv/bin/python ../shared/benchmarks/anomaly/nab_eval.py nab_adapter:detect
 --name autofix --nab-python /tmp/nabvenv/bin/python`` (see ../shared/benchmarks/README.md).
 Defaults untouched per file; every row is scored causally as it arrives; a late row scores 0.
+The score is the host's surprise (-log10 p) mapped into [0, 1) by s / (s + 5): the same
+order as the service's likelihood, without its float64 saturation at 1.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from services.trainer.anomaly.streaming import HostStream
 
 def detect(df: pd.DataFrame) -> np.ndarray:
     stream = HostStream(("value",))
-    times = pd.to_datetime(df["timestamp"]).astype("int64").to_numpy() / 1e9
+    stamps = pd.to_datetime(df["timestamp"]).astype("datetime64[ns]").astype("int64")
+    times = stamps.to_numpy() / 1e9
     values = df["value"].astype(float).to_numpy()
     out = np.zeros(len(df))
     for i in range(len(df)):
-        out[i] = stream.update(float(times[i]), {"value": float(values[i])}).score
+        s = stream.update(float(times[i]), {"value": float(values[i])}).surprise
+        out[i] = s / (s + 5.0)
     return out

@@ -8,9 +8,12 @@ Usage::
     peek = stream.score(ts, values)            # same answer, learns nothing (predict)
     blob = stream.to_bytes(); HostStream.from_bytes(blob)   # persisted state
 
-Every window is measured in seconds, not rows, so any sampling interval (1 s to 1 h,
-irregular, with gaps) means the same thing. A sample older than or as old as the last
-one accepted is skipped and counted (``late``), never raised on.
+Each metric is watched through four views, each calibrated against that metric's own past
+(see docs/anomaly-detection.md): the deviation from its recent level, the same deviation
+averaged over a short time, the deviation from its usual value at this time of day, and a
+value outside everything it has shown. Every window is measured in seconds, not rows, so
+any sampling interval (1 s to 1 h, irregular, with gaps) means the same thing. A sample as
+old as or older than the last one accepted is skipped and counted (``late``).
 """
 
 from __future__ import annotations
@@ -24,23 +27,36 @@ from typing import ClassVar
 import numpy as np
 import orjson
 
-from shared.arrays import FloatArray
+from shared.arrays import BoolArray, FloatArray
 
-_SQRT2 = math.sqrt(2.0)
+DAY = 86400.0
+# calibration histograms: bins of log2(deviation) from 2**-6 to 2**10, quarter-octave wide
+_LOG_LO, _LOG_HI, _LOG_STEP = -6.0, 10.0, 0.25
+N_BINS = int((_LOG_HI - _LOG_LO) / _LOG_STEP) + 1
+_N_VIEWS = 3  # level, short-term level, time of day (the range view needs no histogram)
+MAX_SURPRISE = 30.0
+_DEV_MIN = 2.0**_LOG_LO
+_DEV_CAP = 2.0**_LOG_HI
 
 
 @dataclass(frozen=True, slots=True)
 class StreamConfig:
-    """Time constants (seconds) and probation of the per-metric detectors."""
+    """Time constants (seconds), probation and calibration of the per-metric detectors."""
 
-    level_tau: float = 3 * 3600.0  # the expected level's memory
-    scale_tau: float = 6 * 3600.0  # the spread's memory
-    short_tau: float = 600.0  # how long a deviation is averaged before it counts
-    score_tau: float = 24 * 3600.0  # memory of the distribution of raw scores
+    level_tau: float = 3 * 3600.0  # memory of the expected level
+    scale_tau: float = DAY  # memory of the spread
+    short_tau: float = 900.0  # a deviation averaged over about this long (level shifts)
+    calibration_tau: float = 7 * DAY  # memory of how unusual each view has been
+    profile_days: float = 1.0  # memory of the time-of-day profile, in days
+    profile_bins: int = 96  # time-of-day bins (15 minutes)
+    range_tau: float = 30 * DAY  # the range seen fades towards the level this slowly
+    range_tolerance: float = 0.05  # beyond the range by this share of it: never seen
+    never_seen: float = 8.0  # surprise (-log10 p) of a value outside the range seen
+    clip: float = 8.0  # a sample moves level and spread by at most this many spreads
+    tail: float = 2.0  # beyond the calibrated range, p falls as (top / deviation) ** tail
+    band: float = 4.0  # the expected band: expected +- band spreads
     probation_s: float = 3600.0  # quiet for the first hour ...
-    probation_n: int = 30  # ... and the first samples
-    clip: float = 6.0  # a sample moves the level by at most this many spreads
-    band_z: float = 3.0  # the expected band: level +- band_z spreads
+    probation_n: int = 30  # ... and the first samples of each metric
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,23 +66,57 @@ class MetricReading:
     expected: float
     lower: float
     upper: float
-    likelihood: float  # 0..1: how unlikely the recent behaviour is under what was learned
-    learning: bool  # still in probation: likelihood is reported but raises nothing
+    likelihood: float  # 0..1: 1 - p of the most unusual view of this metric
+    surprise: float  # -log10 p, unbounded above (ranking past likelihood's float limit)
+    learning: bool  # still in probation: reported, raises nothing
 
 
 @dataclass(frozen=True, slots=True)
 class HostReading:
     timestamp: float
-    score: float  # the host's likelihood: the largest of its metrics' (0 while all learn)
+    score: float  # the host's likelihood: its most unusual metric, for the number of metrics
+    surprise: float  # -log10 of the host's p
     metrics: list[MetricReading]
     accepted: bool  # False: late or duplicate, skipped (nothing learned or scored)
 
     def top(self, k: int = 3) -> list[MetricReading]:
-        return sorted(self.metrics, key=lambda m: m.likelihood, reverse=True)[:k]
+        return sorted(self.metrics, key=lambda m: m.surprise, reverse=True)[:k]
 
 
-def _decay(dt: FloatArray | float, tau: float) -> FloatArray | float:
-    return np.exp(-np.asarray(dt) / tau)
+def likelihood_of(surprise: float) -> float:
+    return 1.0 - math.pow(10.0, -surprise)
+
+
+def surprise_of(likelihood: float) -> float:
+    return -math.log10(max(1.0 - likelihood, 10.0**-MAX_SURPRISE))
+
+
+class _Step:
+    """What one sample does to every metric, before it is (maybe) learned."""
+
+    __slots__ = (
+        "x",
+        "seen",
+        "first",
+        "dt",
+        "dev",
+        "short",
+        "bin",
+        "season_ok",
+        "season_dev",
+        "surprise",
+    )
+
+    x: FloatArray
+    seen: BoolArray
+    first: BoolArray
+    dt: FloatArray
+    dev: FloatArray
+    short: FloatArray
+    bin: int
+    season_ok: BoolArray
+    season_dev: FloatArray
+    surprise: FloatArray
 
 
 @dataclass
@@ -76,129 +126,202 @@ class HostStream:
     metrics: tuple[str, ...]
     config: StreamConfig = field(default_factory=StreamConfig)
     late: int = 0
-    first_ts: float = math.nan
     last_ts: float = math.nan
 
-    _STATE: ClassVar[tuple[str, ...]] = (
+    _ARRAYS: ClassVar[tuple[str, ...]] = (
         "n",
+        "first_seen",
         "last_seen",
         "level",
-        "var",
+        "spread",
         "short",
-        "s_mean",
-        "s_var",
+        "low",
+        "high",
+        "season_spread",
+        "season_n",
     )
+    _MATRICES: ClassVar[tuple[str, ...]] = ("profile", "calib")
 
     def __post_init__(self) -> None:
         m = len(self.metrics)
         self.index = {name: i for i, name in enumerate(self.metrics)}
-        self.n = np.zeros(m)
-        self.last_seen = np.full(m, math.nan)
-        self.level = np.zeros(m)
-        self.var = np.zeros(m)
-        self.short = np.zeros(m)
-        self.s_mean = np.zeros(m)
-        self.s_var = np.zeros(m)
+        self.n: FloatArray = np.zeros(m)  # samples seen per metric
+        self.first_seen: FloatArray = np.zeros(m)
+        self.last_seen: FloatArray = np.zeros(m)
+        self.level: FloatArray = np.zeros(m)
+        self.spread: FloatArray = np.zeros(m)  # mean absolute deviation from the level
+        self.short: FloatArray = np.zeros(m)  # deviation averaged over short_tau
+        self.low: FloatArray = np.zeros(m)
+        self.high: FloatArray = np.zeros(m)
+        self.season_spread: FloatArray = np.zeros(m)
+        self.season_n: FloatArray = np.zeros(m)
+        self.profile: FloatArray = np.full((m, self.config.profile_bins), math.nan)
+        self.calib: FloatArray = np.zeros((m, _N_VIEWS, N_BINS))
 
     # -- scoring -------------------------------------------------------------------
 
     def update(self, ts: float, values: Mapping[str, float | None]) -> HostReading:
         """Score one sample and learn from it."""
-        return self._step(ts, values, learn=True)
+        return self._run(ts, values, learn=True)
 
     def score(self, ts: float, values: Mapping[str, float | None]) -> HostReading:
         """Score one sample as ``update`` would, without learning from it."""
-        return self._step(ts, values, learn=False)
+        return self._run(ts, values, learn=False)
 
-    def _step(self, ts: float, values: Mapping[str, float | None], *, learn: bool) -> HostReading:
+    def _run(self, ts: float, values: Mapping[str, float | None], *, learn: bool) -> HostReading:
         if not math.isnan(self.last_ts) and ts <= self.last_ts:
             if learn:
                 self.late += 1
-            return HostReading(ts, 0.0, [], accepted=False)
+            return HostReading(ts, 0.0, 0.0, [], accepted=False)
+        step = self._evaluate(ts, values)
+        reading = self._reading(ts, step)
+        if learn:
+            self._learn(ts, step)
+        return reading
+
+    def _evaluate(self, ts: float, values: Mapping[str, float | None]) -> _Step:
         cfg = self.config
+        s = _Step()
         x = np.full(len(self.metrics), math.nan)
         for name, v in values.items():
             i = self.index.get(name)
             if i is not None and v is not None and math.isfinite(v):
                 x[i] = v
-        seen = ~np.isnan(x)
-        first = seen & (self.n == 0)
-        dt = np.where(np.isnan(self.last_seen), 0.0, ts - self.last_seen)
-        dt = np.maximum(dt, 0.0)
+        known = self.n > 0
+        s.x = x
+        s.seen = x == x  # not NaN
+        s.first = s.seen & ~known
+        scored = s.seen & known
+        s.dt = np.where(known, np.maximum(ts - self.last_seen, 0.0), 0.0)
+        dev = np.abs(x - self.level) / self._scale()
+        s.dev = np.where(scored, np.minimum(dev, _DEV_CAP), 0.0)
+        a_short = 1.0 - np.exp(-s.dt / cfg.short_tau)
+        s.short = np.where(known, self.short + a_short * (s.dev - self.short), 0.0)
+        s.bin = int((ts % DAY) / DAY * cfg.profile_bins)
+        expected_now = self.profile[:, s.bin]
+        s.season_ok = scored & (expected_now == expected_now) & (ts - self.first_seen > DAY)
+        season_dev = np.abs(x - expected_now) / np.maximum(self.season_spread, self._floor())
+        s.season_dev = np.where(s.season_ok, np.minimum(season_dev, _DEV_CAP), 0.0)
 
-        level, var = self.level, self.var
-        spread = np.sqrt(var)
-        floor = np.maximum(1e-6 * np.abs(level), 1e-9)
-        scale = np.maximum(spread, floor)
-        dev = np.where(seen & ~first, np.abs(x - level) / scale, 0.0)
-        # a series that has never moved: any change is a full deviation, no change none
-        dev = np.where((spread <= floor) & (dev > 0), np.minimum(dev, 10.0), dev)
-        raw = dev / (1.0 + dev)
+        views = np.stack((s.dev, s.short, s.season_dev), axis=1)
+        surprises = self._surprise(views)
+        surprises[:, 2] *= s.season_ok & (self.season_n > cfg.probation_n)
+        surprise = surprises.max(axis=1)
+        width = self.high - self.low
+        margin = cfg.range_tolerance * width
+        outside = (self.n > 1) & (width > 0) & ((x > self.high + margin) | (x < self.low - margin))
+        never = cfg.never_seen + np.minimum(s.dev, 100.0) / 10.0
+        surprise = np.where(outside, np.maximum(surprise, never), surprise)
+        s.surprise = np.where(scored, np.minimum(surprise, MAX_SURPRISE), 0.0)
+        return s
 
-        a_short = 1.0 - _decay(dt, cfg.short_tau)
-        short = np.where(first, raw, self.short + a_short * (raw - self.short))
-        s_std = np.sqrt(np.maximum(self.s_var, 1e-6))
-        z = (short - self.s_mean) / s_std
-        likelihood = 0.5 * (1.0 + _erf(z / _SQRT2))
-        n_after = self.n + seen
-        elapsed = np.where(np.isnan(self.last_seen), 0.0, ts - self.first_ts)
-        learning = (n_after <= cfg.probation_n) | (elapsed < cfg.probation_s)
-        likelihood = np.where(seen & ~learning, likelihood, 0.0)
+    def _floor(self) -> FloatArray:
+        return np.maximum(1e-6 * np.abs(self.level), 1e-9)
 
-        readings = []
-        band = cfg.band_z * spread
-        for i in np.flatnonzero(seen):
-            exp_i = float(level[i]) if not first[i] else float(x[i])
-            readings.append(
-                MetricReading(
-                    self.metrics[i],
-                    float(x[i]),
-                    exp_i,
-                    exp_i - float(band[i]),
-                    exp_i + float(band[i]),
-                    float(likelihood[i]),
-                    bool(learning[i]),
-                )
-            )
-        host_score = float(likelihood.max()) if len(likelihood) else 0.0
+    def _scale(self) -> FloatArray:
+        return np.maximum(self.spread, self._floor())
 
-        if learn:
-            self._learn(ts, x, seen, first, dt, raw, short, scale)
-        return HostReading(ts, host_score, readings, accepted=True)
+    @staticmethod
+    def _bins(dev: FloatArray) -> np.ndarray:
+        u = np.log2(np.maximum(dev, _DEV_MIN))
+        bins: np.ndarray = np.minimum(((u - _LOG_LO) / _LOG_STEP).astype(np.intp), N_BINS - 1)
+        return bins
 
-    def _learn(
-        self,
-        ts: float,
-        x: FloatArray,
-        seen: np.ndarray,
-        first: np.ndarray,
-        dt: FloatArray,
-        raw: FloatArray,
-        short: FloatArray,
-        scale: FloatArray,
-    ) -> None:
+    def _surprise(self, views: FloatArray) -> FloatArray:
+        """-log10 of the share of the metric's past deviations (per view) at least as large;
+        past the largest, p keeps falling as (largest / deviation) ** tail."""
+        tails = np.cumsum(self.calib[:, :, ::-1], axis=2)[:, :, ::-1]  # weight at or above
+        total = tails[:, :, 0]
+        tail = np.take_along_axis(tails, self._bins(views)[:, :, None], axis=2)[:, :, 0]
+        # the highest bin that still holds half a sample of weight: the calibrated range
+        top_bin = np.sum(tails >= 0.5, axis=2) - 1
+        top = np.exp2(_LOG_LO + (top_bin + 1) * _LOG_STEP)
+        ratio = np.minimum(top / np.maximum(views, _DEV_MIN), 1.0)
+        p = np.where(tail >= 0.5, tail + 0.5, 0.5 * ratio**self.config.tail) / (total + 1.0)
+        return np.where(total > 0, -np.log10(np.minimum(p, 1.0)), 0.0)
+
+    def _reading(self, ts: float, s: _Step) -> HostReading:
         cfg = self.config
-        if math.isnan(self.first_ts):
-            self.first_ts = ts
+        elapsed = np.where(self.n > 0, ts - self.first_seen, 0.0)
+        learning = (self.n + 1 <= cfg.probation_n) | (elapsed < cfg.probation_s)
+        active = s.seen & ~learning
+        host_surprise = 0.0
+        n_active = int(active.sum())
+        if n_active:
+            # the most unusual of m metrics: p * m (Bonferroni), so more metrics are not noisier
+            host_surprise = max(0.0, float(s.surprise[active].max()) - math.log10(n_active))
+        use_season = s.season_ok & (self.season_spread < self.spread)
+        expected = np.where(s.first, s.x, np.where(use_season, self.profile[:, s.bin], self.level))
+        half = cfg.band * np.where(use_season, self.season_spread, self.spread)
+        readings = [
+            MetricReading(
+                self.metrics[i],
+                float(s.x[i]),
+                float(expected[i]),
+                float(expected[i] - half[i]),
+                float(expected[i] + half[i]),
+                likelihood_of(float(s.surprise[i])) if active[i] else 0.0,
+                float(s.surprise[i]) if active[i] else 0.0,
+                bool(learning[i]),
+            )
+            for i in np.flatnonzero(s.seen)
+        ]
+        return HostReading(ts, likelihood_of(host_surprise), host_surprise, readings, True)
+
+    def _learn(self, ts: float, s: _Step) -> None:
+        cfg = self.config
         self.last_ts = ts
-        # early on, the memories are as long as the history (a plain mean), then they fade
-        n = self.n
-        a_level = np.maximum(1.0 - _decay(dt, cfg.level_tau), 1.0 / (n + 1.0))
-        a_var = np.maximum(1.0 - _decay(dt, cfg.scale_tau), 1.0 / (n + 1.0))
-        a_score = np.maximum(1.0 - _decay(dt, cfg.score_tau), 1.0 / (n + 1.0))
-        xc = np.clip(x, self.level - cfg.clip * scale, self.level + cfg.clip * scale)
-        xc = np.where(first, x, xc)
-        d = xc - self.level
-        level = self.level + a_level * d
-        var = (1.0 - a_var) * (self.var + a_var * d * d)
-        s_d = short - self.s_mean
-        s_mean = self.s_mean + a_score * s_d
-        s_var = (1.0 - a_score) * (self.s_var + a_score * s_d * s_d)
-        self.level = np.where(seen, level, self.level)
-        self.var = np.where(seen & ~first, var, self.var)
-        self.short = np.where(seen, short, self.short)
-        self.s_mean = np.where(seen, s_mean, self.s_mean)
-        self.s_var = np.where(seen, s_var, self.s_var)
+        seen, first, n, dt = s.seen, s.first, self.n, s.dt
+        scale = self._scale()
+        early = 1.0 / (n + 1.0)  # early on, memories are as long as the history, then fade
+
+        # calibration: fade every histogram of a metric seen, then count its deviations
+        self.calib *= np.where(seen, np.exp(-dt / cfg.calibration_tau), 1.0)[:, None, None]
+        counted = np.flatnonzero(seen & ~first)
+        if len(counted):
+            bins = self._bins(np.stack((s.dev, s.short, s.season_dev), axis=1)[counted])
+            self.calib[counted, 0, bins[:, 0]] += 1.0
+            self.calib[counted, 1, bins[:, 1]] += 1.0
+            season = np.flatnonzero(s.season_ok[counted])
+            self.calib[counted[season], 2, bins[season, 2]] += 1.0
+
+        # time-of-day profile and its spread
+        col = self.profile[:, s.bin]
+        has_col = seen & (col == col)
+        a_season = np.maximum(1.0 - np.exp(-dt / cfg.scale_tau), 1.0 / (self.season_n + 1.0))
+        err = np.abs(s.x - col)
+        cap = cfg.clip * np.maximum(self.season_spread, self._floor())
+        err = np.where(self.season_n > 0, np.minimum(err, cap), err)
+        self.season_spread = np.where(
+            has_col, self.season_spread + a_season * (err - self.season_spread), self.season_spread
+        )
+        self.season_n = self.season_n + has_col
+        a_prof = min(1.0, 1.0 - math.exp(-cfg.profile_bins / (DAY * cfg.profile_days)))
+        a_prof_dt = 1.0 - (1.0 - a_prof) ** dt
+        self.profile[:, s.bin] = np.where(
+            has_col, col + a_prof_dt * (s.x - col), np.where(seen, s.x, col)
+        )
+
+        # level and spread (a sample moves them by at most `clip` spreads)
+        clipped = np.clip(s.x, self.level - cfg.clip * scale, self.level + cfg.clip * scale)
+        xc = np.where(self.spread > self._floor(), clipped, s.x)
+        d = np.where(seen, xc - self.level, 0.0)
+        a_level = np.maximum(1.0 - np.exp(-dt / cfg.level_tau), early)
+        a_spread = np.maximum(1.0 - np.exp(-dt / cfg.scale_tau), early)
+        self.level = np.where(first, s.x, self.level + a_level * d)
+        self.spread = np.where(
+            seen & ~first, self.spread + a_spread * (np.abs(d) - self.spread), self.spread
+        )
+        self.short = np.where(seen, s.short, self.short)
+
+        # the range seen, fading towards the level
+        a_range = 1.0 - np.exp(-dt / cfg.range_tau)
+        high = np.fmax(self.high - a_range * (self.high - self.level), s.x)
+        low = np.fmin(self.low + a_range * (self.level - self.low), s.x)
+        self.high = np.where(first, s.x, high)
+        self.low = np.where(first, s.x, low)
+
+        self.first_seen = np.where(first, ts, self.first_seen)
         self.last_seen = np.where(seen, ts, self.last_seen)
         self.n = n + seen
 
@@ -211,14 +334,11 @@ class HostStream:
             "metrics": list(self.metrics),
             "config": {f.name: getattr(self.config, f.name) for f in fields(self.config)},
             "late": self.late,
-            "first_ts": self.first_ts,
-            "last_ts": self.last_ts,
-            "arrays": list(self._STATE),
+            "last_ts": None if math.isnan(self.last_ts) else self.last_ts,
         }
-        head = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
-        body = b"".join(
-            np.ascontiguousarray(getattr(self, a), "<f8").tobytes() for a in self._STATE
-        )
+        head = orjson.dumps(header)
+        names = self._ARRAYS + self._MATRICES
+        body = b"".join(np.ascontiguousarray(getattr(self, a), "<f8").tobytes() for a in names)
         return struct.pack("<I", len(head)) + head + body
 
     @classmethod
@@ -229,21 +349,18 @@ class HostStream:
             raise ValueError(f"detector state format {header.get('format')!r} is not supported")
         stream = cls(tuple(header["metrics"]), StreamConfig(**header["config"]))
         stream.late = int(header["late"])
-        stream.first_ts = float(header["first_ts"]) if header["first_ts"] is not None else math.nan
-        stream.last_ts = float(header["last_ts"]) if header["last_ts"] is not None else math.nan
-        body = np.frombuffer(blob, "<f8", offset=4 + size).reshape(len(header["arrays"]), -1)
-        for name, row in zip(header["arrays"], body, strict=True):
-            setattr(stream, name, row.copy())
+        stream.last_ts = math.nan if header["last_ts"] is None else float(header["last_ts"])
+        offset = 4 + size
+        for name in cls._ARRAYS + cls._MATRICES:
+            current = getattr(stream, name)
+            value = np.frombuffer(blob, "<f8", count=current.size, offset=offset)
+            setattr(stream, name, value.reshape(current.shape).copy())
+            offset += current.nbytes
         return stream
 
     def nbytes(self) -> int:
-        return sum(getattr(self, a).nbytes for a in self._STATE) + 64 * len(self.metrics)
-
-
-def _erf(x: FloatArray) -> FloatArray:
-    from scipy.special import erf
-
-    return np.asarray(erf(x), dtype=float)
+        """Memory held by the state's arrays."""
+        return sum(getattr(self, a).nbytes for a in self._ARRAYS + self._MATRICES)
 
 
 def score_series(
@@ -252,10 +369,10 @@ def score_series(
     metrics: Sequence[str],
     config: StreamConfig | None = None,
 ) -> FloatArray:
-    """Host scores of a whole history, sample by sample, as the service scores it (causal)."""
+    """Host surprises of a whole history, sample by sample, as the service scores it (causal)."""
     stream = HostStream(tuple(metrics), config or StreamConfig())
     out = np.zeros(len(values))
     for i, ts in enumerate(np.asarray(timestamps, dtype=float)):
         row = {m: float(v) for m, v in zip(metrics, values[i], strict=True)}
-        out[i] = stream.update(float(ts), row).score
+        out[i] = stream.update(float(ts), row).surprise
     return out
