@@ -53,7 +53,7 @@ class StreamConfig:
     range_tolerance: float = 0.05  # beyond the range by this share of it: never seen
     never_seen: float = 8.0  # surprise (-log10 p) of a value outside the range seen
     clip: float = 8.0  # a sample moves level and spread by at most this many spreads
-    tail: float = 2.0  # beyond the calibrated range, p falls as (top / deviation) ** tail
+    min_tail_octaves: float = 0.5  # the 90th to 99th percentile span is at least this (log2)
     band: float = 4.0  # the expected band: expected +- band spreads
     probation_s: float = 3600.0  # quiet for the first hour ...
     probation_n: int = 30  # ... and the first samples of each metric
@@ -228,17 +228,41 @@ class HostStream:
         return bins
 
     def _surprise(self, views: FloatArray) -> FloatArray:
-        """-log10 of the share of the metric's past deviations (per view) at least as large;
-        past the largest, p keeps falling as (largest / deviation) ** tail."""
+        """-log10 p of each view's deviation under the metric's own past deviations.
+
+        Up to their 90th percentile p is the share of past deviations at least as large;
+        beyond it, a power-law tail through the 90th and 99th percentiles (p = 0.1 at the
+        90th, 0.01 at the 99th, a tenth less for each further step of their ratio). The tail
+        is fitted on the bulk, so anomalies that recur (under 1 % of the samples) do not
+        teach it that they are normal.
+        """
         tails = np.cumsum(self.calib[:, :, ::-1], axis=2)[:, :, ::-1]  # weight at or above
         total = tails[:, :, 0]
+        u = np.log2(np.maximum(views, _DEV_MIN))
         tail = np.take_along_axis(tails, self._bins(views)[:, :, None], axis=2)[:, :, 0]
-        # the highest bin that still holds half a sample of weight: the calibrated range
-        top_bin = np.sum(tails >= 0.5, axis=2) - 1
-        top = np.exp2(_LOG_LO + (top_bin + 1) * _LOG_STEP)
-        ratio = np.minimum(top / np.maximum(views, _DEV_MIN), 1.0)
-        p = np.where(tail >= 0.5, tail + 0.5, 0.5 * ratio**self.config.tail) / (total + 1.0)
-        return np.where(total > 0, -np.log10(np.minimum(p, 1.0)), 0.0)
+        empirical = -np.log10(np.minimum((tail + 0.5) / (total + 1.0), 1.0))
+        u90 = self._quantile(tails, total, 0.1)
+        u99 = self._quantile(tails, total, 0.01)
+        fitted = 1.0 + (u - u90) / np.maximum(u99 - u90, self.config.min_tail_octaves)
+        surprise = np.where(u > u90, np.maximum(fitted, 1.0), np.minimum(empirical, 1.0))
+        ready = total >= self.config.probation_n
+        return np.where(ready, surprise, 0.0)
+
+    @staticmethod
+    def _quantile(tails: FloatArray, total: FloatArray, share: float) -> FloatArray:
+        """log2 of the deviation exceeded by ``share`` of the weight (interpolated in its bin)."""
+        want = share * total
+        above = tails >= want[:, :, None]
+        b = np.maximum(above.sum(axis=2) - 1, 0)
+        at = np.take_along_axis(tails, b[:, :, None], axis=2)[:, :, 0]
+        nxt = np.take_along_axis(
+            np.concatenate((tails[:, :, 1:], np.zeros_like(tails[:, :, :1])), axis=2),
+            b[:, :, None],
+            axis=2,
+        )[:, :, 0]
+        frac = np.clip((at - want) / np.maximum(at - nxt, 1e-12), 0.0, 1.0)
+        quantile: FloatArray = _LOG_LO + (b + frac) * _LOG_STEP
+        return quantile
 
     def _reading(self, ts: float, s: _Step) -> HostReading:
         cfg = self.config
