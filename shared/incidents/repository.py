@@ -161,6 +161,15 @@ async def get_incident(conn: AsyncConnection, incident_id: int) -> IncidentOut:
     return _incident(found._mapping)
 
 
+async def statuses(conn: AsyncConnection, ids: list[int]) -> dict[int, str]:
+    """Status of each incident by id, the rows locked until the transaction ends (PostgreSQL),
+    so a resolve by hand waits for the pass that is updating them, or is seen by it."""
+    if not ids:
+        return {}
+    query = sa.select(incidents.c.id, incidents.c.status).where(incidents.c.id.in_(ids))
+    return {int(i): str(s) for i, s in await conn.execute(query.with_for_update())}
+
+
 async def list_incidents(
     conn: AsyncConnection,
     *,
