@@ -62,9 +62,10 @@ def adjusted_threshold(
 # Surprise is -log10(1 - score): 3 for 0.999, 4 for 0.9999. Likelihoods closer to 1 than
 # this are treated as this close (float64 keeps ~16 digits; 1 - 1e-12 is still exact enough).
 MAX_SURPRISE = 12.0
-FEEDBACK_RATE = 0.5  # a verdict moves half the way to its target ...
+FEEDBACK_RATE = 1.0  # a verdict moves all the way to just beyond the score judged ...
 MAX_STEP = 0.5  # ... by at most half a decade of surprise ...
 BOUND_SHARE = 0.5  # ... and by at most half the distance left to the range's bound.
+MIN_MOVE = 0.005  # smaller moves are dropped: the threshold stops short of a bound
 MARGIN = 0.1  # the target sits this many decades beyond the score judged
 MIN_RANGE_SCORES = 100  # fewer scores of a host: the range is the default +- one decade
 RANGE_QUANTILES = (0.99, 0.9999)
@@ -88,7 +89,7 @@ def host_severity(score: float, threshold: float, *, step: float = 1.0) -> Sever
     """
     if score < threshold:
         return "low"
-    above = surprise(score) - surprise(threshold)
+    above = surprise(score) - surprise(threshold) + 1e-9  # 1 - 0.9999 is not exactly 1e-4
     if above >= 2 * step:
         return "critical"
     if above >= step:
@@ -110,15 +111,16 @@ def learned_range(
     """The range a host's threshold may move in, from its recent scores.
 
     Never below the 0.99 quantile of its scores (a lower threshold would flag over 1 % of its
-    samples) nor above their 0.9999 quantile (a higher one would flag almost nothing), always
-    holding ``default``, and within [hard_min, hard_max]. Few scores: default +- one decade.
+    samples), never more than a decade above their 0.9999 quantile (silencing what the host
+    never came near), always holding the default +- one decade where the data allows, and
+    within [hard_min, hard_max]. Few scores: the default +- one decade.
     """
     d = surprise(default)
     if len(scores) < MIN_RANGE_SCORES:
         lo, hi = d - 1.0, d + 1.0
     else:
         q_lo, q_hi = np.quantile(np.asarray(scores, dtype=np.float64), RANGE_QUANTILES)
-        lo, hi = min(surprise(float(q_lo)), d), max(surprise(float(q_hi)), d)
+        lo, hi = min(surprise(float(q_lo)), d), max(surprise(float(q_hi)), d) + 1.0
     lo = max(lo, surprise(hard_min))
     hi = min(hi, surprise(hard_max))
     return ThresholdRange(from_surprise(min(lo, d)), from_surprise(max(hi, d)))
@@ -142,13 +144,13 @@ def feedback_step(
             return threshold
         room = surprise(bounds.upper) - t
         move = min(FEEDBACK_RATE * (s + MARGIN - t), MAX_STEP, BOUND_SHARE * room)
-        return from_surprise(t + max(move, 0.0))
+        return from_surprise(t + move) if move >= MIN_MOVE else threshold
     if feedback == "true_positive":
         if score >= threshold:
             return threshold
         room = t - surprise(bounds.lower)
         move = min(FEEDBACK_RATE * (t - (s - MARGIN)), MAX_STEP, BOUND_SHARE * room)
-        return from_surprise(t - max(move, 0.0))
+        return from_surprise(t - move) if move >= MIN_MOVE else threshold
     raise ValueError("feedback must be 'false_positive' or 'true_positive'")
 
 
