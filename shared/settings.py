@@ -174,7 +174,13 @@ class Settings(BaseSettings):
         gt=0,
         validation_alias=_env("AUTOFIX_LOOP_STALL_INTERVALS"),
         description="A background loop with no successful pass for this many of its intervals "
-        "(at least a minute) is stalled: health says degraded.",
+        "(and at least AUTOFIX_LOOP_STALL_MIN_SECONDS) is stalled: health says degraded.",
+    )
+    loop_stall_min_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        validation_alias=_env("AUTOFIX_LOOP_STALL_MIN_SECONDS"),
+        description="The least time without a successful pass before a loop counts as stalled.",
     )
 
     # Forecasting.

@@ -210,6 +210,14 @@ async def locked_model_metrics(conn: AsyncConnection, model_id: int) -> dict[str
     return dict(metrics)
 
 
+async def scoring_progress(conn: AsyncConnection) -> tuple[datetime | None, datetime | None]:
+    """Times of the newest stored sample and of the newest sample the scoring loop scored."""
+    sample = (await conn.execute(sa.select(sa.func.max(mh.c.timestamp)))).scalar_one()
+    query = sa.select(sa.func.max(scores.c.timestamp)).where(scores.c.metrics_id.is_not(None))
+    scored = (await conn.execute(query)).scalar_one()
+    return (utc(sample) if sample else None), (utc(scored) if scored else None)
+
+
 # -- per-host thresholds and feedback ---------------------------------------------------
 
 

@@ -51,6 +51,7 @@ from shared.schemas.anomaly import (
     TrainAnomalyRequest,
     TrainAnomalyResponse,
 )
+from shared.schemas.health import ScoringHealth
 from shared.settings import Settings
 from shared.severity import Severity
 from shared.workers import run_in
@@ -309,6 +310,20 @@ class AnomalyService:
         async with self.engine.connect() as conn:
             scores = await repo.list_scores(conn, query)
         return AnomalyScoreList(scores=scores, count=len(scores))
+
+    async def scoring_health(self) -> ScoringHealth:
+        """How far the scoring loop trails the stored samples."""
+        async with self.engine.connect() as conn:
+            sample, scored = await repo.scoring_progress(conn)
+        lag = None
+        if sample is not None and scored is not None:
+            lag = max(0.0, (sample - scored).total_seconds())
+        return ScoringHealth(
+            newest_sample_at=sample,
+            newest_scored_at=scored,
+            lag_seconds=lag,
+            lag_limit_seconds=self.settings.scoring_lag_limit,
+        )
 
     # -- threshold feedback ---------------------------------------------------------
 
