@@ -74,7 +74,12 @@ class ServiceHealth(Schema):
     active_models: int = Field(default=0, description="Models with status active.")
     problems: list[str] = Field(default_factory=list, description="Why it is degraded.")
     loops: list[LoopHealth] = Field(default_factory=list, description="Its background loops.")
-    scoring: ScoringHealth | None = Field(default=None, description="Scoring lag (trainer).")
+
+
+class TrainerHealth(ServiceHealth):
+    scoring: ScoringHealth | None = Field(
+        default=None, description="How far scoring trails the samples (null: database away)."
+    )
 
 
 class HealthResponse(Schema):

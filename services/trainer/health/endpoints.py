@@ -8,17 +8,17 @@ from starlette.responses import Response
 
 from services.trainer.deps import AnomalyServiceDep, EngineDep
 from services.trainer.health.service import metrics_text, trainer_health
-from shared.schemas.health import ServiceHealth
+from shared.schemas.health import TrainerHealth
 
 router = APIRouter()
 
 
 @router.get(
     "/health",
-    response_model=ServiceHealth,
+    response_model=TrainerHealth,
     summary="Trainer health: database, background loops, scoring lag",
 )
-async def health(request: Request, engine: EngineDep, anomaly: AnomalyServiceDep) -> ServiceHealth:
+async def health(request: Request, engine: EngineDep, anomaly: AnomalyServiceDep) -> TrainerHealth:
     state = request.app.state
     return await trainer_health(engine, state.settings, state.loops, anomaly)
 

@@ -13,7 +13,7 @@ from services.trainer.anomaly.service import AnomalyService
 from shared import registry
 from shared.db import ping
 from shared.loops import BackgroundLoop, prometheus_text
-from shared.schemas.health import LoopHealth, ScoringHealth, ServiceHealth
+from shared.schemas.health import LoopHealth, ScoringHealth, TrainerHealth
 from shared.settings import Settings
 
 
@@ -40,7 +40,7 @@ async def trainer_health(
     settings: Settings,
     loops: Sequence[BackgroundLoop],
     anomaly: AnomalyService,
-) -> ServiceHealth:
+) -> TrainerHealth:
     """healthy, or degraded naming each problem: database away, a loop stalled, scoring late."""
     states = [loop_health(loop, settings) for loop in loops]
     problems = [
@@ -66,7 +66,7 @@ async def trainer_health(
             f"scoring lags {scoring.lag_seconds:.0f} s behind the newest sample "
             f"(limit {settings.scoring_lag_limit:.0f} s)"
         )
-    return ServiceHealth(
+    return TrainerHealth(
         status="degraded" if problems else "healthy",
         service="trainer",
         database=database,
