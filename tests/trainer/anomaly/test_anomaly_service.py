@@ -462,6 +462,44 @@ async def test_consecutive_anomalies_open_one_incident_and_normal_samples_resolv
             assert {b["id"] for b in receiver.bodies} == {incident["id"]}
 
 
+async def test_a_manual_resolve_holds_through_the_scoring_loop_and_a_restart(
+    fast_settings: Settings, engine: AsyncEngine
+) -> None:
+    start = utcnow().replace(second=0, microsecond=0) - timedelta(minutes=100)
+
+    async def wait_scored(client: httpx.AsyncClient, n: int) -> None:
+        async def done() -> bool:
+            found = (await client.get("/anomaly-scores", params={"host": "web-2"})).json()
+            return bool(found["count"] >= n)
+
+        await wait_for(done)
+
+    async def ml_incidents(client: httpx.AsyncClient) -> list[dict[str, Any]]:
+        body = (await client.get("/incidents", params={"type": "ML_ANOMALY"})).json()
+        return list(body["incidents"])
+
+    async with app_client(create_app(fast_settings, engine=engine)) as client:
+        await trained(client, engine)
+        await store(engine, samples(start, 20), "web-2")
+        await store(engine, samples(start + timedelta(minutes=20), 6, **SPIKE), "web-2")
+        (incident,) = await wait_for(lambda: ml_incidents(client))
+        assert incident["status"] == "open"
+        resolved = await client.post(f"/incidents/{incident['id']}/resolve")
+        assert resolved.status_code == 200
+        await store(engine, samples(start + timedelta(minutes=26), 4, **SPIKE), "web-2")
+        await wait_scored(client, 30)
+        (still,) = await ml_incidents(client)
+        assert still["status"] == "resolved"  # the spike lasts: no reopen
+    async with app_client(create_app(fast_settings, engine=engine)) as client:  # a restart
+        await store(engine, samples(start + timedelta(minutes=30), 4, **SPIKE), "web-2")
+        await wait_scored(client, 34)
+        (after,) = await ml_incidents(client)
+        assert after["status"] == "resolved" and after["id"] == incident["id"]
+        newest = (await client.get("/anomaly-scores", params={"host": "web-2", "limit": 8})).json()
+    # The samples after the resolve were flagged, enough in a row to have opened it again.
+    assert sum(s["is_anomaly"] for s in newest["scores"]) >= 2 * fast_settings.anomaly_consecutive
+
+
 # -- threshold of the model (predict) ---------------------------------------------------
 # Feedback per host: tests/trainer/anomaly/test_thresholds.py
 
