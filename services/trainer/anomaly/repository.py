@@ -282,10 +282,12 @@ async def incident_states(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
 async def save_incident_states(
     conn: AsyncConnection, states: dict[str, tuple[str, dict[str, Any]]], *, now: datetime
 ) -> None:
-    """Store each key's (host, state)."""
-    for key, (host, state) in states.items():
-        values = {"dedup_key": key, "host": host, "state": state, "updated_at": now}
-        await _upsert(conn, states_table, values, key="dedup_key")
+    """Store each key's (host, state), in one statement."""
+    rows = [
+        {"dedup_key": key, "host": host, "state": state, "updated_at": now}
+        for key, (host, state) in states.items()
+    ]
+    await _upsert(conn, states_table, rows, key="dedup_key")
 
 
 async def delete_incident_states(conn: AsyncConnection, keys: Sequence[str]) -> None:
@@ -294,12 +296,20 @@ async def delete_incident_states(conn: AsyncConnection, keys: Sequence[str]) -> 
 
 
 async def _upsert(
-    conn: AsyncConnection, table: sa.Table, values: dict[str, Any], *, key: str
+    conn: AsyncConnection,
+    table: sa.Table,
+    rows: dict[str, Any] | list[dict[str, Any]],
+    *,
+    key: str,
 ) -> None:
+    """Insert rows, replacing those whose ``key`` exists (one executemany for a list)."""
+    rows = [rows] if isinstance(rows, dict) else rows
+    if not rows:
+        return
     insert = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
-    stmt = insert(table).values(**values)
-    update = {k: stmt.excluded[k] for k in values if k != key}
-    await conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=update))
+    stmt = insert(table)
+    update = {k: stmt.excluded[k] for k in rows[0] if k != key}
+    await conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=update), rows)
 
 
 def _score(mapping: Any) -> AnomalyScoreOut:
