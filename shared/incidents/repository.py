@@ -154,6 +154,37 @@ async def resolve_incident(
     return await get_incident(conn, current.id)
 
 
+async def refresh_incidents(
+    conn: AsyncConnection, updates: list[dict[str, Any]], *, now: datetime | None = None
+) -> None:
+    """Refresh open incidents in one executemany: each of ``updates`` holds ``id``,
+    ``severity``, ``description`` and ``details`` (replacing them); resolved ones are left."""
+    if not updates:
+        return
+    stmt = (
+        sa.update(incidents)
+        .where(incidents.c.id == sa.bindparam("b_id"), incidents.c.status == "open")
+        .values(
+            severity=sa.bindparam("b_severity"),
+            description=sa.bindparam("b_description"),
+            details=sa.bindparam("b_details", type_=incidents.c.details.type),
+            updated_at=sa.bindparam("b_now", type_=incidents.c.updated_at.type),
+        )
+    )
+    at = now or utcnow()
+    rows = [
+        {
+            "b_id": u["id"],
+            "b_severity": u["severity"],
+            "b_description": u["description"],
+            "b_details": u["details"],
+            "b_now": at,
+        }
+        for u in updates
+    ]
+    await conn.execute(stmt, rows)
+
+
 async def get_incident(conn: AsyncConnection, incident_id: int) -> IncidentOut:
     found = (await conn.execute(sa.select(incidents).where(incidents.c.id == incident_id))).first()
     if found is None:

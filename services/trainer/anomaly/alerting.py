@@ -58,8 +58,10 @@ class IncidentKeeper:
         s = self.settings
         stored = await repo.incident_states(conn)
         trackers: dict[str, HostTracker] = {}
-        for host in by_host:
+        for host, items in by_host.items():
             state = stored.get(dedup_key(host))
+            if state is None and not any(o.flag for o in items):
+                continue  # a quiet host stays quiet: nothing to count, store or raise
             trackers[host] = (
                 HostTracker.from_state(
                     host,
@@ -72,8 +74,9 @@ class IncidentKeeper:
             )
         await self._notice_manual_resolves(conn, trackers.values())
         notify: list[IncidentOut] = []
-        for host, items in by_host.items():
-            tracker = trackers[host]
+        refreshes: list[dict[str, Any]] = []  # ongoing incidents, updated in one statement
+        for host, tracker in trackers.items():
+            items = by_host[host]
             host_model = model if isinstance(model, ScoringModel) else model[host]
             actions: list[IncidentAction] = []
             for o in sorted(items, key=lambda o: o.ts):
@@ -89,10 +92,21 @@ class IncidentKeeper:
                 if action is not None:
                     actions.append(action)
             for action in _coalesced(actions):
+                if action.kind == "refresh" and not action.notify and tracker.incident_id:
+                    refreshes.append(
+                        {
+                            "id": tracker.incident_id,
+                            "severity": action.severity,
+                            "description": action.description,
+                            "details": action.details,
+                        }
+                    )
+                    continue
                 incident = await self._apply(conn, tracker, action)
                 if incident is not None and action.notify:
                     notify.append(incident)
         now = utcnow()
+        await incidents.refresh_incidents(conn, refreshes, now=now)
         keep = {dedup_key(h): (h, t.to_state()) for h, t in trackers.items() if not t.neutral}
         gone = [dedup_key(h) for h, t in trackers.items() if t.neutral and dedup_key(h) in stored]
         await repo.save_incident_states(conn, keep, now=now)

@@ -134,7 +134,7 @@ class HostTracker:
         return IncidentAction(
             kind=kind,
             host=self.host,
-            severity=self.worst,
+            severity=worst(self.worst, self.raised or "low"),  # never below what was sent
             notify=notify,
             title=f"Anomalous behaviour on {self.host} ({names})",
             description=(
