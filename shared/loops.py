@@ -1,7 +1,8 @@
 """Background loops with one lifecycle: start, stop, error logging, and when each last succeeded.
 
 Usage: `loop = BackgroundLoop("retention", purge, interval=3600)`, `loop.start()` in the lifespan,
-`await loop.stop()` on the way out; `loop.state()` feeds health answers and `/metrics`.
+`await loop.stop()` on the way out; `loop.state()` feeds health answers and `/metrics`
+(`loop.stalled(3, min_seconds=60)`, `prometheus_text(loops, ...)`).
 A step returns the seconds until it should run again, or None for the loop's interval.
 """
 
@@ -32,6 +33,8 @@ class LoopState:
     last_success_at: datetime | None
     last_error: str | None
     last_error_at: datetime | None
+    seconds_since_success: float | None  # since the last success, else since the start
+    interval: float
 
 
 class BackgroundLoop:
@@ -45,7 +48,9 @@ class BackgroundLoop:
         interval: float | Callable[[], float],
         retry_after: float = 60.0,
         first_delay: float = 0.0,
+        watched: bool = True,
     ) -> None:
+        """``watched=False``: a loop whose step waits for work (a queue) is never stalled."""
         self.name = name
         self._step = step
         self._interval = interval
@@ -57,6 +62,8 @@ class BackgroundLoop:
         self.last_success_monotonic: float | None = None
         self.last_error: str | None = None
         self.last_error_at: datetime | None = None
+        self.watched = watched
+        self.started_monotonic: float | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -69,6 +76,7 @@ class BackgroundLoop:
 
     def start(self) -> None:
         if self._task is None:
+            self.started_monotonic = time.monotonic()
             self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
@@ -98,7 +106,26 @@ class BackgroundLoop:
             last_success_at=self.last_success_at,
             last_error=self.last_error,
             last_error_at=self.last_error_at,
+            seconds_since_success=self.seconds_since_success(),
+            interval=self.interval,
         )
+
+    def seconds_since_success(self, now: float | None = None) -> float | None:
+        """Seconds since the last successful pass, else since the start (None: never started)."""
+        since = self.last_success_monotonic or self.started_monotonic
+        if since is None:
+            return None
+        return max(0.0, (time.monotonic() if now is None else now) - since)
+
+    def stalled(self, intervals: float, *, min_seconds: float) -> bool:
+        """Started, watched, and no successful pass for ``intervals`` of its interval (at least
+        ``min_seconds``), or its task ended: what makes a health answer degraded."""
+        if not self.watched or self.started_monotonic is None:
+            return False
+        if not self.running:
+            return True
+        since = self.seconds_since_success()
+        return since is not None and since > max(intervals * self.interval, min_seconds)
 
     def _succeeded(self) -> None:
         self.runs += 1
@@ -127,3 +154,57 @@ class BackgroundLoop:
 async def stop_all(loops: Iterable[BackgroundLoop]) -> None:
     """Stop every loop (in the lifespan's `finally`)."""
     await asyncio.gather(*(loop.stop() for loop in loops))
+
+
+def prometheus_text(
+    loops: Iterable[BackgroundLoop],
+    *,
+    service: str,
+    stall_intervals: float,
+    stall_min_seconds: float,
+    gauges: Iterable[tuple[str, str, float | None]] = (),
+) -> bytes:
+    """The loops' figures (and extra ``(name, help, value)`` gauges) in Prometheus text format."""
+    families: dict[str, tuple[str, str, list[str]]] = {
+        "autofix_loop_running": ("gauge", "1 while the loop's task runs.", []),
+        "autofix_loop_stalled": ("gauge", "1 when no pass succeeded for too long.", []),
+        "autofix_loop_runs_total": ("counter", "Successful passes.", []),
+        "autofix_loop_failures_total": ("counter", "Failed passes.", []),
+        "autofix_loop_last_success_timestamp_seconds": (
+            "gauge",
+            "Unix time of the last successful pass.",
+            [],
+        ),
+        "autofix_loop_seconds_since_success": (
+            "gauge",
+            "Seconds since the last successful pass (else since the start).",
+            [],
+        ),
+    }
+    for loop in loops:
+        st = loop.state()
+        labels = f'{{service="{service}",loop="{st.name}"}}'
+        values: dict[str, float | None] = {
+            "autofix_loop_running": float(st.running),
+            "autofix_loop_stalled": float(
+                loop.stalled(stall_intervals, min_seconds=stall_min_seconds)
+            ),
+            "autofix_loop_runs_total": float(st.runs),
+            "autofix_loop_failures_total": float(st.failures),
+            "autofix_loop_last_success_timestamp_seconds": (
+                st.last_success_at.timestamp() if st.last_success_at else None
+            ),
+            "autofix_loop_seconds_since_success": st.seconds_since_success,
+        }
+        for name, value in values.items():
+            if value is not None:
+                families[name][2].append(f"{name}{labels} {value!r}")
+    lines: list[str] = []
+    for name, (kind, text, samples) in families.items():
+        base = name.removesuffix("_total") if kind == "counter" else name
+        lines += [f"# HELP {base} {text}", f"# TYPE {base} {kind}", *samples]
+    for name, text, value in gauges:
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
+        if value is not None:
+            lines.append(f'{name}{{service="{service}"}} {float(value)!r}')
+    return ("\n".join(lines) + "\n").encode()

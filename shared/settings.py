@@ -53,6 +53,12 @@ class Settings(BaseSettings):
         default="autofix_http_request_duration_seconds",
         validation_alias=_env("ML_SCRAPE_LATENCY_METRIC"),
     )
+    scrape_labels: dict[str, str] = Field(
+        default_factory=lambda: {"traffic": "serving"},
+        validation_alias=_env("ML_SCRAPE_LABELS"),
+        description='Only scraped series with these label values count, JSON: {"traffic": '
+        '"serving"} leaves out the gateway\'s own admin routes; a series without the label counts.',
+    )
     scrape_timeout: float = Field(default=2.0, gt=0, validation_alias=_env("ML_SCRAPE_TIMEOUT"))
 
     hostname: str = Field(default_factory=socket.gethostname, validation_alias=_env("AUTOFIX_HOST"))
@@ -114,11 +120,67 @@ class Settings(BaseSettings):
         validation_alias=_env("ML_ANOMALY_CONSECUTIVE"),
         description="Samples above the threshold in a row before an ML_ANOMALY incident.",
     )
+    anomaly_threshold: float = Field(
+        default=0.999,
+        gt=0.5,
+        lt=1.0,
+        validation_alias=_env("ML_ANOMALY_THRESHOLD"),
+        description="Default likelihood threshold of a host (until feedback moves its own).",
+    )
+    anomaly_threshold_min: float = Field(
+        default=0.99,
+        gt=0.5,
+        lt=1.0,
+        validation_alias=_env("ML_ANOMALY_THRESHOLD_MIN"),
+        description="Feedback never moves a host's threshold below this.",
+    )
+    anomaly_threshold_max: float = Field(
+        default=0.999999,
+        gt=0.5,
+        lt=1.0,
+        validation_alias=_env("ML_ANOMALY_THRESHOLD_MAX"),
+        description="Feedback never moves a host's threshold above this.",
+    )
+    anomaly_severity_step: float = Field(
+        default=1.0,
+        gt=0,
+        validation_alias=_env("ML_ANOMALY_SEVERITY_STEP"),
+        description="Decades of surprise, -log10(1 - score), above the threshold per severity "
+        "tier: medium at the threshold, high one step above, critical two.",
+    )
+    anomaly_resolve_after: int = Field(
+        default=3,
+        ge=1,
+        validation_alias=_env("ML_ANOMALY_RESOLVE_AFTER"),
+        description="Normal samples in a row that resolve an ML_ANOMALY incident (and re-arm a "
+        "key silenced by a manual resolve).",
+    )
     scoring_interval: float = Field(
         default=10.0,
         gt=0,
         validation_alias=_env("ML_SCORING_INTERVAL"),
         description="Seconds between passes of the scoring loop over new samples.",
+    )
+
+    scoring_lag_limit: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias=_env("ML_SCORING_LAG_LIMIT"),
+        description="Seconds the newest scored sample may trail the newest stored one before "
+        "the trainer's health says degraded.",
+    )
+    loop_stall_intervals: float = Field(
+        default=3.0,
+        gt=0,
+        validation_alias=_env("AUTOFIX_LOOP_STALL_INTERVALS"),
+        description="A background loop with no successful pass for this many of its intervals "
+        "(and at least AUTOFIX_LOOP_STALL_MIN_SECONDS) is stalled: health says degraded.",
+    )
+    loop_stall_min_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        validation_alias=_env("AUTOFIX_LOOP_STALL_MIN_SECONDS"),
+        description="The least time without a successful pass before a loop counts as stalled.",
     )
 
     # Forecasting.

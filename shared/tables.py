@@ -200,6 +200,35 @@ llm_analyses = sa.Table(
     sa.Index("idx_llm_analyses_incident", "incident_id"),
 )
 
+anomaly_thresholds = sa.Table(
+    "anomaly_thresholds",
+    metadata,
+    sa.Column("host", sa.String(255), primary_key=True),
+    sa.Column("threshold", sa.Float, nullable=False, comment="Likelihood threshold, 0..1"),
+    sa.Column("lower", sa.Float, nullable=True, comment="Range learned from the host's scores"),
+    sa.Column("upper", sa.Float, nullable=True),
+    sa.Column("verdicts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("precision_before", sa.Float, nullable=True, comment="Before the last feedback"),
+    sa.Column("precision_after", sa.Float, nullable=True, comment="After the last feedback"),
+    sa.Column(
+        "history",
+        Json,
+        nullable=False,
+        server_default=sa.text("'[]'"),
+        comment="Moves, newest last",
+    ),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+anomaly_incident_states = sa.Table(
+    "anomaly_incident_states",
+    metadata,
+    sa.Column("dedup_key", sa.String(255), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("state", Json, nullable=False, comment="Counters of the ML_ANOMALY state machine"),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
 METRIC_COLUMNS = [metrics_history.c[m.name] for m in METRICS]
 
 VIEW_NAMES = ("recent_metrics", "active_ml_models")

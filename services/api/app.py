@@ -18,7 +18,7 @@ from services.api.metrics.endpoints import metrics_endpoint
 from services.api.metrics.middleware import MetricsMiddleware, RequestMetrics
 from services.api.proxy.client import ServiceClients
 from services.api.proxy.endpoints import add_proxy_routes
-from services.api.proxy.table import ROUTES
+from services.api.proxy.table import ADMIN_PATHS, ROUTES
 from shared.settings import Settings, get_settings
 from shared.web import install_error_handlers
 
@@ -64,6 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return RedirectResponse("/api/docs")
 
     app.add_middleware(
-        MetricsMiddleware, metrics=app.state.request_metrics, exclude=frozenset({"/metrics"})
+        MetricsMiddleware,
+        metrics=app.state.request_metrics,
+        exclude=frozenset({"/metrics"}),
+        admin=ADMIN_PATHS,
     )
     return app

@@ -43,7 +43,8 @@ class Notifier:
         self.dropped = 0
         self.sent = 0
         self.failed = 0
-        self.loop = BackgroundLoop("webhook", self._deliver_next, interval=0.0)
+        # Its step waits for the next incident: idle is not stalled.
+        self.loop = BackgroundLoop("webhook", self._deliver_next, interval=0.0, watched=False)
         self._client: httpx.AsyncClient | None = None
 
     @property

@@ -154,11 +154,51 @@ async def resolve_incident(
     return await get_incident(conn, current.id)
 
 
+async def refresh_incidents(
+    conn: AsyncConnection, updates: list[dict[str, Any]], *, now: datetime | None = None
+) -> None:
+    """Refresh open incidents in one executemany: each of ``updates`` holds ``id``,
+    ``severity``, ``description`` and ``details`` (replacing them); resolved ones are left."""
+    if not updates:
+        return
+    stmt = (
+        sa.update(incidents)
+        .where(incidents.c.id == sa.bindparam("b_id"), incidents.c.status == "open")
+        .values(
+            severity=sa.bindparam("b_severity"),
+            description=sa.bindparam("b_description"),
+            details=sa.bindparam("b_details", type_=incidents.c.details.type),
+            updated_at=sa.bindparam("b_now", type_=incidents.c.updated_at.type),
+        )
+    )
+    at = now or utcnow()
+    rows = [
+        {
+            "b_id": u["id"],
+            "b_severity": u["severity"],
+            "b_description": u["description"],
+            "b_details": u["details"],
+            "b_now": at,
+        }
+        for u in updates
+    ]
+    await conn.execute(stmt, rows)
+
+
 async def get_incident(conn: AsyncConnection, incident_id: int) -> IncidentOut:
     found = (await conn.execute(sa.select(incidents).where(incidents.c.id == incident_id))).first()
     if found is None:
         raise NotFound(f"incident {incident_id} not found")
     return _incident(found._mapping)
+
+
+async def statuses(conn: AsyncConnection, ids: list[int]) -> dict[int, str]:
+    """Status of each incident by id, the rows locked until the transaction ends (PostgreSQL),
+    so a resolve by hand waits for the pass that is updating them, or is seen by it."""
+    if not ids:
+        return {}
+    query = sa.select(incidents.c.id, incidents.c.status).where(incidents.c.id.in_(ids))
+    return {int(i): str(s) for i, s in await conn.execute(query.with_for_update())}
 
 
 async def list_incidents(

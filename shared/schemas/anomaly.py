@@ -151,18 +151,55 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     feedback: FeedbackKind = Field(
-        description="false_positive raises the threshold towards just above this score; "
-        "true_positive lowers it towards just below."
+        description="false_positive raises the host's threshold towards just above this score; "
+        "true_positive lowers it towards just below. One verdict per score: a new one replaces "
+        "the last (its move is undone first)."
     )
 
 
 class FeedbackResponse(Schema):
     score_id: int = Field(description="The score the feedback is about.")
     feedback: FeedbackKind = Field(description="The feedback recorded.")
+    replaced: FeedbackKind | None = Field(
+        description="The verdict this one replaced on the same score, if any."
+    )
     score: float = Field(description="That sample's score.")
-    model_id: int = Field(description="Active model whose threshold moved.")
-    threshold_before: float = Field(description="Threshold before the feedback.")
-    threshold_after: float = Field(description="Threshold now (persisted).")
+    host: str = Field(description="The host whose threshold moved.")
+    threshold_before: float = Field(description="The host's threshold before the feedback.")
+    threshold_after: float = Field(description="The host's threshold now (persisted).")
+    threshold_lower: float = Field(
+        description="Lowest threshold feedback may reach, learned from the host's scores."
+    )
+    threshold_upper: float = Field(description="Highest threshold feedback may reach.")
+    verdicts: int = Field(description="Scores of this host with feedback.")
+    precision_before: float | None = Field(
+        description="Of the host's judged scores the old threshold flags, the share of true "
+        "positives (null: it flags none)."
+    )
+    precision_after: float | None = Field(description="The same at the new threshold.")
+
+
+class HostThreshold(Schema):
+    host: str = Field(description="Host.")
+    threshold: float = Field(description="Its likelihood threshold, moved by feedback.")
+    lower: float | None = Field(default=None, description="Range learned at the last feedback.")
+    upper: float | None = Field(default=None, description="Range learned at the last feedback.")
+    verdicts: int = Field(description="Scores of this host with feedback.")
+    precision_before: float | None = Field(default=None, description="Before the last feedback.")
+    precision_after: float | None = Field(default=None, description="After the last feedback.")
+    updated_at: datetime = Field(description="Last feedback.")
+
+
+class HostThresholdList(Schema):
+    default_threshold: float = Field(description="ML_ANOMALY_THRESHOLD: hosts not listed use it.")
+    thresholds: list[HostThreshold] = Field(description="Hosts with their own threshold.")
+    count: int = Field(description="Number returned.")
+
+
+class HostThresholdQuery(BaseModel):
+    """Query parameters of GET /anomaly-thresholds."""
+
+    host: str | None = Field(default=None, max_length=255, description="Only this host.")
 
 
 class ActivateResponse(Schema):

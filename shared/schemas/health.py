@@ -34,11 +34,52 @@ class CollectorHealth(Schema):
     dropped_samples: int = Field(description="Samples dropped because the buffer was full.")
 
 
+class LoopHealth(Schema):
+    name: str = Field(description="Background loop (anomaly-scoring, anomaly-score-writer, ...).")
+    running: bool = Field(description="Whether its task runs.")
+    stalled: bool = Field(
+        description="No successful pass for AUTOFIX_LOOP_STALL_INTERVALS intervals (at least "
+        "AUTOFIX_LOOP_STALL_MIN_SECONDS), or its task ended."
+    )
+    interval_seconds: float = Field(description="Seconds between passes.")
+    runs: int = Field(description="Successful passes.")
+    failures: int = Field(description="Failed passes.")
+    last_success_at: datetime | None = Field(description="End of the last successful pass.")
+    seconds_since_success: float | None = Field(
+        description="Since the last successful pass, else since the loop started."
+    )
+    last_error: str | None = Field(description="The last failure: type and message.")
+    last_error_at: datetime | None = Field(description="When it failed.")
+
+
+class ScoringHealth(Schema):
+    newest_sample_at: datetime | None = Field(description="Newest stored sample (any host).")
+    newest_scored_at: datetime | None = Field(
+        description="Newest sample the scoring loop has scored."
+    )
+    lag_seconds: float | None = Field(
+        description="How far scoring trails the samples: newest stored minus newest scored "
+        "(0 when caught up; null until something is scored)."
+    )
+    lag_limit_seconds: float = Field(description="ML_SCORING_LAG_LIMIT: above it, degraded.")
+
+
 class ServiceHealth(Schema):
-    status: Literal["healthy", "degraded"] = Field(description="degraded: database unreachable.")
+    status: Literal["healthy", "degraded"] = Field(
+        description="degraded: database unreachable, a background loop stalled, or scoring "
+        "lagging (the problems say which)."
+    )
     service: str = Field(description="Service name.")
     database: bool = Field(description="Whether the database answered.")
     active_models: int = Field(default=0, description="Models with status active.")
+    problems: list[str] = Field(default_factory=list, description="Why it is degraded.")
+    loops: list[LoopHealth] = Field(default_factory=list, description="Its background loops.")
+
+
+class TrainerHealth(ServiceHealth):
+    scoring: ScoringHealth | None = Field(
+        default=None, description="How far scoring trails the samples (null: database away)."
+    )
 
 
 class HealthResponse(Schema):
@@ -51,3 +92,9 @@ class HealthResponse(Schema):
     active_models: int = Field(description="Models with status active.")
     message: str = Field(description="One line for a person.")
     services: dict[str, ServiceState] = Field(description="State of each service.")
+    scoring: ScoringHealth | None = Field(
+        default=None, description="The trainer's scoring lag (null while it is down)."
+    )
+    loops: dict[str, list[LoopHealth]] = Field(
+        default_factory=dict, description="Background loops of each service that reports them."
+    )

@@ -12,14 +12,17 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api.app import create_app as create_gateway
 from services.collector.app import create_app as create_collector
 from services.forecaster.app import create_app as create_forecaster
+from services.trainer.anomaly import repository as anomaly_repo
 from services.trainer.app import create_app as create_trainer
 from shared.settings import Settings
+from shared.tables import metrics_history
 from tests.conftest import free_port, served
 
 
@@ -84,6 +87,42 @@ async def test_health_aggregates_every_service(settings: Settings, engine: Async
         "trainer": "up",
         "forecaster": "up",
     }
+    assert {"anomaly-scoring", "anomaly-score-writer"} <= {
+        x["name"] for x in body["loops"]["trainer"]
+    }
+    assert body["scoring"]["lag_limit_seconds"] == settings.scoring_lag_limit
+
+
+async def test_a_lagging_scoring_loop_shows_in_the_aggregate(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    async with stack(settings, engine) as s:
+        await s.gateway.post("/api/ml/train/generate-synthetic", json={"days": 1})
+        async with engine.begin() as conn:  # the first sample alone is scored: a day behind
+            first = (await conn.execute(sa.select(sa.func.min(metrics_history.c.id)))).scalar_one()
+            ts = (
+                await conn.execute(
+                    sa.select(metrics_history.c.timestamp).where(metrics_history.c.id == first)
+                )
+            ).scalar_one()
+            record = anomaly_repo.score_record(
+                metrics_id=int(first),
+                model_id=None,
+                timestamp=ts,
+                host="synthetic",
+                score=0.1,
+                threshold=0.999,
+                is_anomaly=False,
+                severity="low",
+                contributions=[],
+            )
+            await anomaly_repo.insert_scores(conn, [record])
+        body = (await s.gateway.get("/api/ml/health")).json()
+    assert body["status"] == "degraded"
+    assert body["services"]["trainer"]["status"] == "degraded"
+    assert "scoring lags" in body["services"]["trainer"]["detail"]
+    assert "scoring lags" in body["message"]
+    assert body["scoring"]["lag_seconds"] > settings.scoring_lag_limit
 
 
 async def test_service_down_is_a_503_naming_it(settings: Settings, engine: AsyncEngine) -> None:
@@ -224,9 +263,10 @@ async def test_gateway_exposes_its_request_metrics(settings: Settings, engine: A
         await s.gateway.get("/api/ml/models")  # 503
         text = (await s.gateway.get("/metrics")).text
     assert (
-        'autofix_http_requests_total{method="GET",route="/api/ml/health",status="200"} 3.0' in text
+        'autofix_http_requests_total{method="GET",route="/api/ml/health",status="200",traffic="admin"} 3.0'
+        in text
     )
-    assert 'autofix_http_request_errors_total{route="/api/ml/models"} 1.0' in text
+    assert 'autofix_http_request_errors_total{route="/api/ml/models",traffic="serving"} 1.0' in text
     assert "autofix_http_request_duration_seconds_bucket" in text
     assert "autofix_http_requests_in_progress" in text
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from shared.loops import BackgroundLoop, stop_all
+from shared.loops import BackgroundLoop, prometheus_text, stop_all
 
 
 async def test_loop_runs_steps_at_the_delay_each_step_returns() -> None:
@@ -78,3 +78,43 @@ async def test_stop_cancels_a_step_in_progress() -> None:
     await asyncio.wait_for(started.wait(), 5)
     await asyncio.wait_for(loop.stop(), 5)
     assert not loop.running and loop.runs == 0
+
+
+async def test_a_loop_that_keeps_failing_is_stalled_until_a_pass_succeeds() -> None:
+    healthy = False
+
+    async def step() -> float | None:
+        if not healthy:
+            raise ConnectionError("database away")
+        return None
+
+    loop = BackgroundLoop("scoring", step, interval=0.01, retry_after=0.01)
+    idle = BackgroundLoop("webhook", step, interval=0.01, watched=False)
+    assert not loop.stalled(3, min_seconds=0.0)  # not started: nothing to say
+    loop.start()
+    idle.start()
+    for _ in range(500):
+        if loop.failures >= 5 and loop.stalled(3, min_seconds=0.05):
+            break
+        await asyncio.sleep(0.01)
+    assert loop.stalled(3, min_seconds=0.05) and loop.runs == 0
+    assert not loop.stalled(3, min_seconds=3600.0)  # the floor holds
+    assert not idle.stalled(3, min_seconds=0.0)  # waits for work: never stalled
+    text = prometheus_text(
+        [loop], service="svc", stall_intervals=3, stall_min_seconds=0.05, gauges=[("x", "X.", 2)]
+    ).decode()
+    assert 'autofix_loop_stalled{service="svc",loop="scoring"} 1.0' in text
+    assert 'autofix_loop_running{service="svc",loop="scoring"} 1.0' in text
+    assert "# TYPE autofix_loop_failures counter" in text
+    assert 'x{service="svc"} 2.0' in text
+    assert "autofix_loop_last_success_timestamp_seconds{" not in text  # never succeeded
+    healthy = True
+    for _ in range(500):
+        if loop.runs:
+            break
+        await asyncio.sleep(0.01)
+    assert not loop.stalled(3, min_seconds=0.05)
+    state = loop.state()
+    assert state.seconds_since_success is not None and state.seconds_since_success < 1
+    await stop_all([loop, idle])
+    assert loop.stalled(3, min_seconds=0.05)  # its task ended

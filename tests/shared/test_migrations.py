@@ -24,6 +24,8 @@ TABLES = {
     "ml_models",
     "failure_predictions",
     "metric_forecasts",
+    "anomaly_thresholds",
+    "anomaly_incident_states",
     "llm_analyses",
     "incidents",
 }

@@ -60,8 +60,11 @@ class HealthService:
         if response.status_code != 200:
             failed = f"health answered {response.status_code}"
             return Probe(ServiceState(status="down", url=url, latency_ms=latency, detail=failed))
-        status: Literal["up", "degraded"] = "up" if answer.get("database", True) else "degraded"
-        detail = None if status == "up" else "database unreachable"
+        status: Literal["up", "degraded"] = "up"
+        detail = None
+        if not answer.get("database", True) or answer.get("status") == "degraded":
+            status = "degraded"
+            detail = "; ".join(answer.get("problems") or ["database unreachable"])
         return Probe(
             ServiceState(status=status, url=url, latency_ms=latency, detail=detail), answer
         )
@@ -88,4 +91,6 @@ def compose(probes: dict[Service, Probe]) -> HealthResponse:
         active_models=int(trainer.get("active_models", 0)),
         message=message or "ML module operational",
         services={name: probe.state for name, probe in probes.items()},
+        scoring=trainer.get("scoring"),
+        loops={name: p.answer["loops"] for name, p in probes.items() if p.answer.get("loops")},
     )

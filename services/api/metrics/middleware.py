@@ -1,12 +1,18 @@
 """The gateway's own request metrics (Prometheus): the registry and the ASGI middleware that counts.
 
-Usage: `metrics = RequestMetrics()`; `app.add_middleware(MetricsMiddleware, metrics=metrics, exclude=...)`.
+Usage: `metrics = RequestMetrics()`;
+`app.add_middleware(MetricsMiddleware, metrics=metrics, exclude=..., admin=ADMIN_PATHS)`.
+
+Every series carries `traffic`: `serving` for the routes clients use, `admin` for the service's
+own long work (training, synthetic data, export, forecast refresh), its health and docs. The
+collector reads only `traffic="serving"` (ML_SCRAPE_LABELS), so a 40-second training call is
+not the host's p95.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -31,30 +37,36 @@ LATENCY_BUCKETS = (
 )
 
 
+Traffic = Literal["serving", "admin"]
+
+
 class RequestMetrics:
     """One registry per app, so several apps can live in one process (tests)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.in_progress = Gauge(
-            "autofix_http_requests_in_progress", "Requests being served.", registry=self.registry
+            "autofix_http_requests_in_progress",
+            "Requests being served.",
+            ["traffic"],
+            registry=self.registry,
         )
         self.requests = Counter(
             "autofix_http_requests",
             "Requests served.",
-            ["method", "route", "status"],
+            ["method", "route", "status", "traffic"],
             registry=self.registry,
         )
         self.errors = Counter(
             "autofix_http_request_errors",
             "Requests answered with a 5xx status.",
-            ["route"],
+            ["route", "traffic"],
             registry=self.registry,
         )
         self.latency = Histogram(
             "autofix_http_request_duration_seconds",
             "Time to answer a request.",
-            ["route"],
+            ["route", "traffic"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -66,10 +78,17 @@ class RequestMetrics:
 class MetricsMiddleware:
     """Pure ASGI middleware (BaseHTTPMiddleware would cost a task per request)."""
 
-    def __init__(self, app: ASGIApp, metrics: RequestMetrics, exclude: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: RequestMetrics,
+        exclude: frozenset[str],
+        admin: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.exclude = exclude
+        self.admin = admin  # paths counted as traffic="admin"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exclude:
@@ -77,6 +96,8 @@ class MetricsMiddleware:
             return
         status = 500
         started = time.perf_counter()
+        traffic: Traffic = "admin" if scope["path"] in self.admin else "serving"
+        in_progress = self.metrics.in_progress.labels(traffic)
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
@@ -84,14 +105,14 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        self.metrics.in_progress.inc()
+        in_progress.inc()
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            self.metrics.in_progress.dec()
+            in_progress.dec()
             route: Any = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+            self.metrics.requests.labels(scope["method"], path, str(status), traffic).inc()
             if status >= 500:
-                self.metrics.errors.labels(path).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+                self.metrics.errors.labels(path, traffic).inc()
+            self.metrics.latency.labels(path, traffic).observe(time.perf_counter() - started)

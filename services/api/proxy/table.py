@@ -18,6 +18,8 @@ from shared.schemas.anomaly import (
     AnomalyScoreQuery,
     FeedbackRequest,
     FeedbackResponse,
+    HostThresholdList,
+    HostThresholdQuery,
     PredictRequest,
     PredictResponse,
     TrainAnomalyRequest,
@@ -105,6 +107,12 @@ class ProxyRoute:
     service_path: str = ""  # default: the public path
 
     @property
+    def admin(self) -> bool:
+        """The service's own long work (training, generation, refresh, export), not the
+        serving traffic whose latency and errors the collector records as the host's."""
+        return self.timeout != "read" or self.streamed
+
+    @property
     def target(self) -> str:
         """The service's path, with `{name}` placeholders for the path parameters."""
         return self.service_path or self.path
@@ -149,8 +157,17 @@ ROUTES: tuple[ProxyRoute, ...] = (
         path_params={"score_id": RowId},
         body=FeedbackRequest,
         response=FeedbackResponse,
-        errors=errors(not_found="No score with this id.", conflict="No active anomaly detector."),
-        summary="Mark a score as a false or true positive: moves and records the threshold",
+        errors=errors(not_found="No score with this id."),
+        summary="Mark a score as a false or true positive: moves and records its host's threshold",
+    ),
+    ProxyRoute(
+        name="anomaly_thresholds",
+        method="GET",
+        path="/anomaly-thresholds",
+        service="trainer",
+        query=HostThresholdQuery,
+        response=HostThresholdList,
+        summary="Each host's own anomaly threshold (moved by feedback) and the default",
     ),
     ProxyRoute(
         name="train_anomaly_detector",
@@ -352,4 +369,13 @@ ROUTES: tuple[ProxyRoute, ...] = (
         timeout="synthetic",
         summary="Generate labelled synthetic training data and store it",
     ),
+)
+
+
+# Paths whose requests the gateway counts as traffic="admin": its own long work, its health,
+# its docs (services/api/metrics/middleware.py).
+ADMIN_PATHS = frozenset(
+    {API_PREFIX + r.path for r in ROUTES if r.admin}
+    | {API_PREFIX + "/health", "/", "/api/docs", "/api/docs/oauth2-redirect", "/api/redoc"}
+    | {"/api/openapi.json"}
 )

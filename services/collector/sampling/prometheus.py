@@ -6,6 +6,7 @@ Usage: `application_metrics(previous_snapshot, parse_prometheus_text(text, at=..
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,22 +24,40 @@ class ScrapeSnapshot:
 
 
 def parse_prometheus_text(
-    text: str, *, active_metric: str, errors_metric: str, latency_metric: str, at: float
+    text: str,
+    *,
+    active_metric: str,
+    errors_metric: str,
+    latency_metric: str,
+    at: float,
+    labels: Mapping[str, str] | None = None,
 ) -> ScrapeSnapshot:
-    """Sum the gauge, the counter and the histogram buckets across all their label sets."""
+    """Sum the gauge, the counter and the histogram buckets across their label sets.
+
+    ``labels`` keeps only the series whose labels have these values; a series without one of
+    the labels counts (``{"traffic": "serving"}`` leaves out the gateway's admin routes and
+    keeps every series of an application that does not label its traffic).
+    """
+    wanted = dict(labels or {})
+
+    def keep(sample_labels: Mapping[str, str]) -> bool:
+        return all(sample_labels.get(k, v) == v for k, v in wanted.items())
+
     snapshot = ScrapeSnapshot(at=at)
     errors_base = errors_metric.removesuffix("_total")
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
         if family.name == active_metric:
-            snapshot.active_requests = sum(s.value for s in family.samples)
+            snapshot.active_requests = sum(s.value for s in family.samples if keep(s.labels))
         elif family.name in (errors_metric, errors_base):
             snapshot.errors_total = sum(
-                s.value for s in family.samples if s.name in (errors_metric, errors_base)
+                s.value
+                for s in family.samples
+                if s.name in (errors_metric, errors_base) and keep(s.labels)
             )
         elif family.name == latency_metric:
             for s in family.samples:
-                if s.name == f"{latency_metric}_bucket":
+                if s.name == f"{latency_metric}_bucket" and keep(s.labels):
                     le = float(s.labels["le"])
                     buckets[le] = buckets.get(le, 0.0) + s.value
     snapshot.latency_buckets = sorted(buckets.items())

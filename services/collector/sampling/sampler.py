@@ -72,6 +72,7 @@ class MetricsCollector:
             errors_metric=self.settings.scrape_errors_metric,
             latency_metric=self.settings.scrape_latency_metric,
             at=time.monotonic(),
+            labels=self.settings.scrape_labels,
         )
 
     def system_metrics(self) -> dict[str, float | None]:

@@ -14,6 +14,8 @@ from shared.schemas.anomaly import (
     AnomalyScoreQuery,
     FeedbackRequest,
     FeedbackResponse,
+    HostThresholdList,
+    HostThresholdQuery,
     PredictRequest,
     PredictResponse,
     TrainAnomalyRequest,
@@ -59,9 +61,20 @@ async def list_scores(
 @router.post(
     "/anomaly-scores/{score_id}/feedback",
     response_model=FeedbackResponse,
-    summary="Tell the detector a score was a false or true positive: moves the threshold",
+    summary="Tell the detector a score was a false or true positive: moves its host's threshold",
 )
 async def feedback(
     service: AnomalyServiceDep, score_id: RowId, body: FeedbackRequest
 ) -> FeedbackResponse:
     return await service.feedback(score_id, body.feedback)
+
+
+@router.get(
+    "/anomaly-thresholds",
+    response_model=HostThresholdList,
+    summary="Each host's own anomaly threshold (moved by feedback) and the default",
+)
+async def thresholds(
+    service: AnomalyServiceDep, query: Annotated[HostThresholdQuery, Query()]
+) -> HostThresholdList:
+    return await service.thresholds(query.host)

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.trainer.anomaly.features import epoch_seconds
@@ -22,7 +24,9 @@ from shared.db import create_engine, row_dict
 from shared.errors import Conflict, NotFound
 from shared.schemas.anomaly import AnomalyScoreOut, AnomalyScoreQuery
 from shared.severity import SEVERITIES
+from shared.tables import anomaly_incident_states as states_table
 from shared.tables import anomaly_scores as scores
+from shared.tables import anomaly_thresholds as thresholds
 from shared.tables import metrics_history as mh
 from shared.tables import ml_models
 
@@ -204,6 +208,108 @@ async def locked_model_metrics(conn: AsyncConnection, model_id: int) -> dict[str
     if metrics is None:
         raise NotFound(f"model {model_id} not found")
     return dict(metrics)
+
+
+async def scoring_progress(conn: AsyncConnection) -> tuple[datetime | None, datetime | None]:
+    """Times of the newest stored sample and of the newest sample the scoring loop scored."""
+    sample = (await conn.execute(sa.select(sa.func.max(mh.c.timestamp)))).scalar_one()
+    query = sa.select(sa.func.max(scores.c.timestamp)).where(scores.c.metrics_id.is_not(None))
+    scored = (await conn.execute(query)).scalar_one()
+    return (utc(sample) if sample else None), (utc(scored) if scored else None)
+
+
+# -- per-host thresholds and feedback ---------------------------------------------------
+
+
+async def host_thresholds(conn: AsyncConnection) -> dict[str, float]:
+    """Every host's own threshold (hosts absent use ML_ANOMALY_THRESHOLD): one read per pass."""
+    rows = await conn.execute(sa.select(thresholds.c.host, thresholds.c.threshold))
+    return {str(host): float(value) for host, value in rows}
+
+
+async def list_thresholds(conn: AsyncConnection, host: str | None = None) -> list[dict[str, Any]]:
+    query = sa.select(thresholds).order_by(thresholds.c.host)
+    if host is not None:
+        query = query.where(thresholds.c.host == host)
+    return [row_dict(r._mapping) for r in await conn.execute(query)]
+
+
+async def locked_threshold(conn: AsyncConnection, host: str) -> dict[str, Any] | None:
+    """A host's threshold row, locked until the transaction ends (PostgreSQL), or None."""
+    query = sa.select(thresholds).where(thresholds.c.host == host).with_for_update()
+    row = (await conn.execute(query)).first()
+    return row_dict(row._mapping) if row else None
+
+
+async def save_threshold(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    """Insert or replace a host's threshold row (``values`` holds every column)."""
+    await _upsert(conn, thresholds, values, key="host")
+
+
+async def host_recent_scores(conn: AsyncConnection, host: str, *, limit: int) -> list[float]:
+    """A host's latest ``limit`` scores (any order): what its threshold range is learned from."""
+    query = (
+        sa.select(scores.c.score)
+        .where(scores.c.host == host)
+        .order_by(scores.c.timestamp.desc())
+        .limit(limit)
+    )
+    return [float(v) for v in (await conn.execute(query)).scalars()]
+
+
+async def host_verdicts(
+    conn: AsyncConnection, host: str, *, limit: int = 10_000
+) -> list[tuple[float, str]]:
+    """(score, feedback) of a host's judged scores, newest first."""
+    query = (
+        sa.select(scores.c.score, scores.c.feedback)
+        .where(scores.c.host == host, scores.c.feedback.is_not(None))
+        .order_by(scores.c.timestamp.desc())
+        .limit(limit)
+    )
+    return [(float(s), str(f)) for s, f in await conn.execute(query)]
+
+
+# -- ML_ANOMALY incident state --------------------------------------------------------------
+
+
+async def incident_states(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
+    """Every stored state (hosts in an episode only), locked until the transaction ends."""
+    query = sa.select(states_table.c.dedup_key, states_table.c.state).with_for_update()
+    return {str(key): dict(state) for key, state in await conn.execute(query)}
+
+
+async def save_incident_states(
+    conn: AsyncConnection, states: dict[str, tuple[str, dict[str, Any]]], *, now: datetime
+) -> None:
+    """Store each key's (host, state), in one statement."""
+    rows = [
+        {"dedup_key": key, "host": host, "state": state, "updated_at": now}
+        for key, (host, state) in states.items()
+    ]
+    await _upsert(conn, states_table, rows, key="dedup_key")
+
+
+async def delete_incident_states(conn: AsyncConnection, keys: Sequence[str]) -> None:
+    if keys:
+        await conn.execute(sa.delete(states_table).where(states_table.c.dedup_key.in_(keys)))
+
+
+async def _upsert(
+    conn: AsyncConnection,
+    table: sa.Table,
+    rows: dict[str, Any] | list[dict[str, Any]],
+    *,
+    key: str,
+) -> None:
+    """Insert rows, replacing those whose ``key`` exists (one executemany for a list)."""
+    rows = [rows] if isinstance(rows, dict) else rows
+    if not rows:
+        return
+    insert = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
+    stmt = insert(table)
+    update = {k: stmt.excluded[k] for k in rows[0] if k != key}
+    await conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=update), rows)
 
 
 def _score(mapping: Any) -> AnomalyScoreOut:

@@ -15,19 +15,18 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.trainer.anomaly import repository as repo
+from services.trainer.anomaly.alerting import IncidentKeeper, Observation
 from services.trainer.anomaly.detector import AnomalyDetector
 from services.trainer.anomaly.explain import contribution_dicts
 from services.trainer.anomaly.history import RecentHistory
 from services.trainer.anomaly.repository import HOST, ID, TIMESTAMP, SampleRow
-from services.trainer.anomaly.threshold import severity
-from services.trainer.anomaly.tracker import HostTracker, IncidentAction, ScoringModel
+from services.trainer.anomaly.threshold import host_severity
+from services.trainer.anomaly.tracker import ScoringModel
 from shared.active_model import ActiveModel, ActiveModelHolder
 from shared.clock import utc, utcnow
 from shared.errors import Conflict
-from shared.incidents import repository as incidents
 from shared.incidents.notifier import Notifier
 from shared.loops import BackgroundLoop
-from shared.schemas.incidents import IncidentOut
 from shared.settings import Settings
 from shared.severity import Severity
 from shared.workers import run_in
@@ -105,7 +104,7 @@ class ScoringLoop:
         self.lock = lock
         self.predict_histories = predict_histories
         self.histories: dict[str, RecentHistory] = {}
-        self.trackers: dict[str, HostTracker] = {}
+        self.incidents = IncidentKeeper(settings)
         self.cursor: int | None = None
         self.scored = 0
         self.stale_after = STALE_AFTER
@@ -141,20 +140,25 @@ class ScoringLoop:
                 by_host.setdefault(str(r[HOST]), []).append(r)
             for host, host_rows in by_host.items():
                 await self._history_for(conn, det, host, host_rows[0][TIMESTAMP])
+            thresholds = await repo.host_thresholds(conn)
         cursor = int(rows[-1][ID])
-        threshold = threshold_in_force(active)
-        scored = await run_in(None, _score_batch, det, self.histories, by_host, threshold)
+        # A host's own threshold (feedback), else the model's. TODO(merge): on the streaming
+        # likelihood the default is settings.anomaly_threshold.
+        default = threshold_in_force(active)
+        host_threshold = {h: thresholds.get(h, default) for h in by_host}
+        step = self.settings.anomaly_severity_step
+        scored = await run_in(
+            None, _score_batch, det, self.histories, by_host, host_threshold, step
+        )
         current = self.models.get()
         if current is None or current.model is not det:
             return len(rows)  # the model changed meanwhile: histories were reset; rescore
-        model = ScoringModel(active.id, active.version, threshold)
+        models = {h: ScoringModel(active.id, active.version, t) for h, t in host_threshold.items()}
         records: list[dict[str, Any]] = []
-        actions: list[IncidentAction] = []
+        observations: dict[str, list[Observation]] = {}
         stale_before = (utcnow() - self.stale_after).timestamp()
         for host, items in scored.items():
-            tracker = self.trackers.setdefault(
-                host, HostTracker(host, self.settings.anomaly_consecutive)
-            )
+            threshold = host_threshold[host]
             for item in items:
                 ts = utc(item.row[TIMESTAMP])
                 records.append(
@@ -170,28 +174,18 @@ class ScoringLoop:
                         contributions=item.contributions,
                     )
                 )
-                action = tracker.observe(
-                    ts=ts,
-                    score=item.score,
-                    flag=item.is_anomaly,
-                    severity=item.severity,
-                    top=item.contributions,
-                    model=model,
-                    live=ts.timestamp() >= stale_before,
+                observations.setdefault(host, []).append(
+                    Observation(ts, item.score, item.is_anomaly, item.severity, item.contributions)
                 )
-                if action is not None:
-                    actions.append(action)
             predict_history = self.predict_histories.get(host)
             if predict_history is not None:
                 new = [item.row for item in items][-predict_history.capacity :]
                 predict_history.extend(*repo.sample_arrays(new, det.metrics))
-        notify: list[IncidentOut] = []
         async with self.engine.begin() as conn:
             await repo.insert_scores(conn, records)
-            for action in actions:
-                incident = await self._apply(conn, action)
-                if incident is not None:
-                    notify.append(incident)
+            notify = await self.incidents.apply(
+                conn, observations, model=models, live_after=stale_before
+            )
         self.cursor = cursor
         self.scored += len(records)
         for incident in notify:
@@ -213,43 +207,25 @@ class ScoringLoop:
             before = [b for b in before if utc(b[TIMESTAMP]).timestamp() <= first_ts]
             self.histories[host] = det.seeded_history(*repo.sample_arrays(before, det.metrics))
 
-    async def _apply(self, conn: AsyncConnection, action: IncidentAction) -> IncidentOut | None:
-        key = f"ML_ANOMALY:{action.host}"
-        if action.kind == "resolve":
-            return await incidents.resolve_incident(
-                conn,
-                dedup_key=key,
-                reason=f"{self.settings.anomaly_consecutive} consecutive normal samples",
-            )
-        incident, _change = await incidents.raise_incident(
-            conn,
-            type="ML_ANOMALY",
-            host=action.host,
-            dedup_key=key,
-            severity=action.severity,
-            title=action.title,
-            description=action.description,
-            details=action.details,
-            cooldown_minutes=self.settings.incident_cooldown_minutes,
-        )
-        return incident
-
 
 def _score_batch(
     det: AnomalyDetector,
     histories: dict[str, RecentHistory],
     by_host: dict[str, list[SampleRow]],
-    threshold: float,
+    thresholds: dict[str, float],
+    step: float,
 ) -> dict[str, list[ScoredSample]]:
     """Score each host's new rows after its history (batch = online), extending it (a thread)."""
     out: dict[str, list[ScoredSample]] = {}
     for host, rows in by_host.items():
         ordered: Sequence[SampleRow] = sorted(rows, key=lambda r: (utc(r[TIMESTAMP]), r[ID]))
         times, values = repo.sample_arrays(ordered, det.metrics)
+        threshold = thresholds[host]
         batch = det.score_new(histories[host], times, values, threshold=threshold)
         items = []
         for i, (r, score) in enumerate(zip(ordered, batch.score.tolist(), strict=True)):
             top = contribution_dicts(det.contributions(batch.features, i, top_k=3))
-            items.append(ScoredSample(r, score, score >= threshold, severity(score), top))
+            sev = host_severity(score, threshold, step=step)
+            items.append(ScoredSample(r, score, score >= threshold, sev, top))
         out[host] = items
     return out

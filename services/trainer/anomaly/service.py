@@ -22,10 +22,11 @@ from services.trainer.anomaly import artifact
 from services.trainer.anomaly import repository as repo
 from services.trainer.anomaly.detector import AnomalyDetector
 from services.trainer.anomaly.explain import contribution_dicts
+from services.trainer.anomaly.feedback import give_feedback, list_thresholds
 from services.trainer.anomaly.forest import ScoringThreads
 from services.trainer.anomaly.history import RecentHistory
 from services.trainer.anomaly.scoring import ScoreWriter, ScoringLoop, threshold_in_force
-from services.trainer.anomaly.threshold import Feedback, adjusted_threshold
+from services.trainer.anomaly.threshold import Feedback
 from services.trainer.anomaly.training import (
     MODEL_NAME,
     MODEL_TYPE,
@@ -46,9 +47,11 @@ from shared.schemas.anomaly import (
     AnomalyScoreList,
     AnomalyScoreQuery,
     FeedbackResponse,
+    HostThresholdList,
     TrainAnomalyRequest,
     TrainAnomalyResponse,
 )
+from shared.schemas.health import ScoringHealth
 from shared.settings import Settings
 from shared.severity import Severity
 from shared.workers import run_in
@@ -308,40 +311,25 @@ class AnomalyService:
             scores = await repo.list_scores(conn, query)
         return AnomalyScoreList(scores=scores, count=len(scores))
 
-    # -- threshold feedback --------------------------------------------------------
+    async def scoring_health(self) -> ScoringHealth:
+        """How far the scoring loop trails the stored samples."""
+        async with self.engine.connect() as conn:
+            sample, scored = await repo.scoring_progress(conn)
+        lag = None
+        if sample is not None and scored is not None:
+            lag = max(0.0, (sample - scored).total_seconds())
+        return ScoringHealth(
+            newest_sample_at=sample,
+            newest_scored_at=scored,
+            lag_seconds=lag,
+            lag_limit_seconds=self.settings.scoring_lag_limit,
+        )
+
+    # -- threshold feedback ---------------------------------------------------------
 
     async def feedback(self, score_id: int, kind: Feedback) -> FeedbackResponse:
-        """Move the active version's threshold (kept in its registry record) after feedback."""
-        async with self._lock:
-            active = self.models.require(NO_MODEL_HINT)
-            async with self.engine.begin() as conn:
-                row = await repo.get_score(conn, score_id)
-                metrics = await repo.locked_model_metrics(conn, active.id)
-                before = float(metrics["threshold"])
-                after = adjusted_threshold(before, kind, row.score)
-                now = utcnow()
-                history = list(metrics.get("threshold_history", []))
-                history.append(
-                    {
-                        "at": now.isoformat(),
-                        "score_id": score_id,
-                        "feedback": kind,
-                        "score": row.score,
-                        "before": before,
-                        "after": after,
-                    }
-                )
-                metrics["threshold_history"] = history
-                metrics["threshold"] = after
-                await registry.update_metrics(conn, active.id, metrics)
-                await repo.set_feedback(conn, score_id, feedback=kind, at=now)
-            record = active.record.model_copy(update={"metrics": metrics})
-            self.models.put(ActiveModel(active.model, record))
-        return FeedbackResponse(
-            score_id=score_id,
-            feedback=kind,
-            score=row.score,
-            model_id=active.id,
-            threshold_before=before,
-            threshold_after=after,
-        )
+        """One verdict per score; moves that host's own threshold (``feedback.give_feedback``)."""
+        return await give_feedback(self.engine, self.settings, score_id, kind)
+
+    async def thresholds(self, host: str | None) -> HostThresholdList:
+        return await list_thresholds(self.engine, self.settings, host)

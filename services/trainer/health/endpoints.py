@@ -1,23 +1,30 @@
-"""The trainer's health check: the database answers, and how many model versions are active."""
+"""The trainer's health check and its Prometheus metrics: database, background loops, scoring lag."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.responses import Response
 
-from services.trainer.deps import EngineDep
-from shared import registry
-from shared.schemas.health import ServiceHealth
+from services.trainer.deps import AnomalyServiceDep, EngineDep
+from services.trainer.health.service import metrics_text, trainer_health
+from shared.schemas.health import TrainerHealth
 
 router = APIRouter()
 
 
-@router.get("/health", response_model=ServiceHealth, summary="Trainer health")
-async def health(engine: EngineDep) -> ServiceHealth:
-    try:
-        async with engine.connect() as conn:
-            active = await registry.count_active(conn)
-        return ServiceHealth(
-            status="healthy", service="trainer", database=True, active_models=active
-        )
-    except Exception:  # noqa: BLE001 - reported, not raised
-        return ServiceHealth(status="degraded", service="trainer", database=False)
+@router.get(
+    "/health",
+    response_model=TrainerHealth,
+    summary="Trainer health: database, background loops, scoring lag",
+)
+async def health(request: Request, engine: EngineDep, anomaly: AnomalyServiceDep) -> TrainerHealth:
+    state = request.app.state
+    return await trainer_health(engine, state.settings, state.loops, anomaly)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request, anomaly: AnomalyServiceDep) -> Response:
+    state = request.app.state
+    body = await metrics_text(state.settings, state.loops, anomaly)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -31,13 +31,13 @@ def parse(metrics: RequestMetrics, at: float) -> ScrapeSnapshot:
 
 def test_parse_sums_every_label_set():
     metrics = RequestMetrics()
-    metrics.in_progress.inc(3)
-    metrics.errors.labels("/a").inc(3)
-    metrics.errors.labels("/b").inc(2)
+    metrics.in_progress.labels("serving").inc(3)
+    metrics.errors.labels("/a", "serving").inc(3)
+    metrics.errors.labels("/b", "serving").inc(2)
     for _ in range(4):
-        metrics.latency.labels("/a").observe(0.003)  # bucket le=0.005
-    metrics.latency.labels("/b").observe(0.2)  # bucket le=0.25
-    metrics.latency.labels("/b").observe(60.0)  # only le=+Inf
+        metrics.latency.labels("/a", "serving").observe(0.003)  # bucket le=0.005
+    metrics.latency.labels("/b", "serving").observe(0.2)  # bucket le=0.25
+    metrics.latency.labels("/b", "serving").observe(60.0)  # only le=+Inf
 
     snapshot = parse(metrics, at=12.5)
 
@@ -63,7 +63,7 @@ def test_parse_of_text_without_the_metrics_is_empty():
 
 def test_parse_with_configured_names():
     metrics = RequestMetrics()
-    metrics.requests.labels("GET", "/x", "200").inc(7)
+    metrics.requests.labels("GET", "/x", "200", "serving").inc(7)
     snapshot = parse_prometheus_text(
         render(metrics),
         active_metric="autofix_http_requests_in_progress",
@@ -98,15 +98,15 @@ def test_histogram_quantile_without_data_is_none():
 def test_application_metrics_cover_only_the_interval():
     metrics = RequestMetrics()
     for _ in range(100):
-        metrics.latency.labels("/fast").observe(0.003)
-    metrics.errors.labels("/a").inc(10)
+        metrics.latency.labels("/fast", "serving").observe(0.003)
+    metrics.errors.labels("/a", "serving").inc(10)
     prev = parse(metrics, at=100.0)
 
     for _ in range(100):
-        metrics.latency.labels("/slow").observe(0.7)  # bucket (0.5, 1.0]
-    metrics.errors.labels("/a").inc(3)
-    metrics.errors.labels("/b").inc(2)
-    metrics.in_progress.inc(4)
+        metrics.latency.labels("/slow", "serving").observe(0.7)  # bucket (0.5, 1.0]
+    metrics.errors.labels("/a", "serving").inc(3)
+    metrics.errors.labels("/b", "serving").inc(2)
+    metrics.in_progress.labels("serving").inc(4)
     cur = parse(metrics, at=110.0)
 
     out = application_metrics(prev, cur)
@@ -120,7 +120,7 @@ def test_application_metrics_cover_only_the_interval():
 
 def test_application_metrics_without_traffic_have_null_latency():
     metrics = RequestMetrics()
-    metrics.latency.labels("/a").observe(0.01)
+    metrics.latency.labels("/a", "serving").observe(0.01)
     snapshot = parse(metrics, at=0.0)
     later = parse(metrics, at=60.0)
     out = application_metrics(snapshot, later)
@@ -131,15 +131,15 @@ def test_application_metrics_without_traffic_have_null_latency():
 
 def test_application_metrics_after_a_restart_count_from_zero():
     before = RequestMetrics()
-    before.errors.labels("/a").inc(50)
+    before.errors.labels("/a", "serving").inc(50)
     for _ in range(50):
-        before.latency.labels("/a").observe(0.003)
+        before.latency.labels("/a", "serving").observe(0.003)
     prev = parse(before, at=0.0)
 
     restarted = RequestMetrics()  # counters start again from zero
-    restarted.errors.labels("/a").inc(6)
+    restarted.errors.labels("/a", "serving").inc(6)
     for _ in range(10):
-        restarted.latency.labels("/a").observe(0.7)
+        restarted.latency.labels("/a", "serving").observe(0.7)
     out = application_metrics(prev, parse(restarted, at=2.0))
 
     assert out["error_rate"] == pytest.approx(3.0)

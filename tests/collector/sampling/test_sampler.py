@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 
@@ -65,16 +66,16 @@ def assert_sane_system_metrics(sample: dict[str, object]) -> None:
 
 async def test_collect_reads_the_system_and_a_real_metrics_endpoint():
     metrics = RequestMetrics()
-    metrics.errors.labels("/a").inc(100)
+    metrics.errors.labels("/a", "serving").inc(100)
     for _ in range(20):
-        metrics.latency.labels("/a").observe(0.003)
+        metrics.latency.labels("/a", "serving").observe(0.003)
     async with served(metrics_app(metrics)) as url, httpx.AsyncClient() as client:
         collector = MetricsCollector(collector_settings(f"{url}/metrics"), client)
         await collector.prime()
-        metrics.in_progress.inc(2)
-        metrics.errors.labels("/a").inc(4)
+        metrics.in_progress.labels("serving").inc(2)
+        metrics.errors.labels("/a", "serving").inc(4)
         for _ in range(10):
-            metrics.latency.labels("/b").observe(0.7)
+            metrics.latency.labels("/b", "serving").observe(0.7)
         sample = await collector.collect()
 
     assert set(sample) == {"timestamp", "host", "label", *METRIC_NAMES}
@@ -95,7 +96,7 @@ async def test_second_sample_has_rates_from_the_first():
         collector = MetricsCollector(collector_settings(f"{url}/metrics"), client)
         await collector.prime()
         first = await collector.collect()
-        metrics.errors.labels("/a").inc(30)
+        metrics.errors.labels("/a", "serving").inc(30)
         second = await collector.collect()
 
     assert first["error_rate"] == 0.0
@@ -142,7 +143,44 @@ async def test_scrape_recovers_after_a_failure():
         await collector.prime()
         down = await collector.collect()
         settings.scrape_url = f"{url}/metrics"
-        metrics.in_progress.inc(1)
+        metrics.in_progress.labels("serving").inc(1)
         up = await collector.collect()
     assert down["active_requests"] is None
     assert up["active_requests"] == 1
+
+
+async def test_a_slow_training_call_does_not_raise_the_scraped_p95():
+    """The gateway in front of a trainer whose training answers after 1.5 s: the collector
+    records the serving routes' latency only; without the label filter it would see 1.5 s."""
+    from services.api.app import create_app as create_gateway
+
+    slow_trainer = FastAPI()
+
+    @slow_trainer.post("/train/anomaly-detector")
+    async def train() -> Response:
+        await asyncio.sleep(1.5)
+        return Response('{"detail": "history too short"}', 409, media_type="application/json")
+
+    @slow_trainer.get("/models")
+    async def models() -> dict[str, object]:
+        return {"models": [], "count": 0}
+
+    async with served(slow_trainer) as trainer_url:
+        gateway = create_gateway(Settings(trainer_url=trainer_url, http_timeout=5.0))
+        async with served(gateway) as url, httpx.AsyncClient(base_url=url) as client:
+            serving = MetricsCollector(collector_settings(f"{url}/metrics"), client)
+            everything = MetricsCollector(
+                collector_settings(f"{url}/metrics").model_copy(update={"scrape_labels": {}}),
+                client,
+            )
+            await serving.prime()
+            await everything.prime()
+            trained = await client.post("/api/ml/train/anomaly-detector", json={})
+            for _ in range(5):
+                assert (await client.get("/api/ml/models")).status_code == 200
+            with_filter = await serving.collect()
+            without = await everything.collect()
+    assert trained.status_code == 409
+    assert with_filter["response_time_p95"] is not None
+    assert with_filter["response_time_p95"] < 250.0  # the five reads of /models
+    assert without["response_time_p95"] >= 1000.0  # the training call, had it counted

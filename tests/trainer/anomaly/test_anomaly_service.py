@@ -398,9 +398,11 @@ async def test_scoring_loop_scores_new_rows_and_filters(
     live = (await client.get("/anomaly-scores", params={"host": "live", "limit": 1000})).json()
     assert live["count"] == 105
     assert all(s["host"] == "live" and s["metrics_id"] for s in live["scores"])
-    severe = (await client.get("/anomaly-scores", params={"min_severity": "high"})).json()
+    # Severity follows the threshold: a flagged sample is never low, an unflagged one always.
+    assert all((s["severity"] != "low") == s["is_anomaly"] for s in live["scores"])
+    severe = (await client.get("/anomaly-scores", params={"min_severity": "medium"})).json()
     assert severe["count"] >= 3
-    assert {s["severity"] for s in severe["scores"]} <= {"high", "critical"}
+    assert {s["severity"] for s in severe["scores"]} <= {"medium", "high", "critical"}
     assert all(s["host"] == "live" for s in severe["scores"])
     window = {
         "host": "live",
@@ -433,7 +435,7 @@ async def test_consecutive_anomalies_open_one_incident_and_normal_samples_resolv
 
             (incident,) = await wait_for(open_incidents)
             assert incident["host"] == "web-1" and incident["dedup_key"] == "ML_ANOMALY:web-1"
-            assert incident["severity"] in ("high", "critical")
+            assert incident["severity"] in ("medium", "high", "critical")
             assert len(incident["details"]["scores"]) >= 3
             assert {m["metric"] for m in incident["details"]["top_metrics"]} & set(SPIKE)
             await receiver.wait(1)
@@ -460,43 +462,46 @@ async def test_consecutive_anomalies_open_one_incident_and_normal_samples_resolv
             assert {b["id"] for b in receiver.bodies} == {incident["id"]}
 
 
-# -- feedback ------------------------------------------------------------------------
-
-
-async def test_feedback_moves_the_threshold_and_survives_a_restart(
+async def test_a_manual_resolve_holds_through_the_scoring_loop_and_a_restart(
     fast_settings: Settings, engine: AsyncEngine
 ) -> None:
-    async with app_client(create_app(fast_settings, engine=engine)) as client:
-        model = (await trained(client, engine))["model"]
-        before = (await client.post("/predict/anomaly", json={**SPIKE, "host": "f"})).json()
+    start = utcnow().replace(second=0, microsecond=0) - timedelta(minutes=100)
 
-        async def score_id() -> int | None:
-            scores = (await client.get("/anomaly-scores", params={"host": "f"})).json()["scores"]
-            return scores[0]["id"] if scores else None
+    async def wait_scored(client: httpx.AsyncClient, n: int) -> None:
+        async def done() -> bool:
+            found = (await client.get("/anomaly-scores", params={"host": "web-2"})).json()
+            return bool(found["count"] >= n)
 
-        sid = await wait_for(score_id)
-        response = await client.post(
-            f"/anomaly-scores/{sid}/feedback", json={"feedback": "false_positive"}
-        )
-        assert response.status_code == 200, response.text
-        change = response.json()
-        assert change["threshold_before"] == pytest.approx(before["threshold"])
-        assert change["threshold_after"] > change["threshold_before"]
-        bad = await client.post(f"/anomaly-scores/{sid}/feedback", json={"feedback": "meh"})
-        assert bad.status_code == 422
-        missing = await client.post(
-            "/anomaly-scores/999999/feedback", json={"feedback": "true_positive"}
-        )
-        assert missing.status_code == 404
-        stored = (await client.get("/anomaly-scores", params={"host": "f"})).json()["scores"]
-        assert stored[0]["feedback"] == "false_positive" and stored[0]["feedback_at"]
-        metrics = (await client.get(f"/models/{model['id']}")).json()["metrics"]
-        assert metrics["threshold"] == pytest.approx(change["threshold_after"])
-        (entry,) = metrics["threshold_history"]
-        assert entry["score_id"] == sid and entry["feedback"] == "false_positive"
+        await wait_for(done)
+
+    async def ml_incidents(client: httpx.AsyncClient) -> list[dict[str, Any]]:
+        body = (await client.get("/incidents", params={"type": "ML_ANOMALY"})).json()
+        return list(body["incidents"])
+
     async with app_client(create_app(fast_settings, engine=engine)) as client:
-        again = (await client.post("/predict/anomaly", json={**FOUR, "host": "g"})).json()
-    assert again["threshold"] == pytest.approx(change["threshold_after"])
+        await trained(client, engine)
+        await store(engine, samples(start, 20), "web-2")
+        await store(engine, samples(start + timedelta(minutes=20), 6, **SPIKE), "web-2")
+        (incident,) = await wait_for(lambda: ml_incidents(client))
+        assert incident["status"] == "open"
+        resolved = await client.post(f"/incidents/{incident['id']}/resolve")
+        assert resolved.status_code == 200
+        await store(engine, samples(start + timedelta(minutes=26), 4, **SPIKE), "web-2")
+        await wait_scored(client, 30)
+        (still,) = await ml_incidents(client)
+        assert still["status"] == "resolved"  # the spike lasts: no reopen
+    async with app_client(create_app(fast_settings, engine=engine)) as client:  # a restart
+        await store(engine, samples(start + timedelta(minutes=30), 4, **SPIKE), "web-2")
+        await wait_scored(client, 34)
+        (after,) = await ml_incidents(client)
+        assert after["status"] == "resolved" and after["id"] == incident["id"]
+        newest = (await client.get("/anomaly-scores", params={"host": "web-2", "limit": 8})).json()
+    # The samples after the resolve were flagged, enough in a row to have opened it again.
+    assert sum(s["is_anomaly"] for s in newest["scores"]) >= 2 * fast_settings.anomaly_consecutive
+
+
+# -- threshold of the model (predict) ---------------------------------------------------
+# Feedback per host: tests/trainer/anomaly/test_thresholds.py
 
 
 async def test_a_threshold_moved_by_another_process_is_used_after_the_next_pass(

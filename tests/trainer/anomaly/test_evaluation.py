@@ -100,7 +100,7 @@ def _tracked(above: list[bool], k: int) -> list[bool]:
     """Open incident per row as the trainer's scoring loop tracks it (the service's code)."""
     from services.trainer.anomaly.tracker import HostTracker, ScoringModel
 
-    tracker, now = HostTracker("h", k), datetime(2024, 1, 1, tzinfo=UTC)
+    tracker, now = HostTracker("h", k, k), datetime(2024, 1, 1, tzinfo=UTC)
     model = ScoringModel(model_id=1, version=1, threshold=0.95)
     state, out = False, []
     for i, flag in enumerate(above):
