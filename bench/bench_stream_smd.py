@@ -59,7 +59,9 @@ def stream_machine(machine: str) -> dict[str, object]:
         out[name] = (surprise, learning, tops)
     out["rate"] = n_rows / (time.perf_counter() - t0)
     out["raw"] = raw
-    out["days_train"] = (train["timestamp"].iloc[-1] - train["timestamp"].iloc[0]).total_seconds() / 86400
+    out["days_train"] = (
+        train["timestamp"].iloc[-1] - train["timestamp"].iloc[0]
+    ).total_seconds() / 86400
     out["nbytes"] = stream.nbytes()
     return out
 
@@ -81,7 +83,11 @@ def main() -> None:
             rows = incident_rows((surprise >= s_thr) & ~learning, args.consecutive)
             per_day.append(len(runs(rows)) / r["days_train"])
         mark = "  <- default" if thr == default else ""
-        print(f"  threshold {thr:<10} " + " ".join(f"{v:5.2f}" for v in per_day) + f" | mean {np.mean(per_day):.2f}{mark}")
+        print(
+            f"  threshold {thr:<10} "
+            + " ".join(f"{v:5.2f}" for v in per_day)
+            + f" | mean {np.mean(per_day):.2f}{mark}"
+        )
     s_thr = surprise_of(default)
     tot = DetectionCounts()
     tops_all, truths = [], []

@@ -35,6 +35,7 @@ _LOG_LO, _LOG_HI, _LOG_STEP = -6.0, 10.0, 0.25
 N_BINS = int((_LOG_HI - _LOG_LO) / _LOG_STEP) + 1
 _N_VIEWS = 3  # level, short-term level, time of day (the range view needs no histogram)
 MAX_SURPRISE = 30.0
+_LOG2_OF_2 = math.log10(2.0)  # surprise at the median
 _DEV_MIN = 2.0**_LOG_LO
 _DEV_CAP = 2.0**_LOG_HI
 
@@ -53,6 +54,7 @@ class StreamConfig:
     range_tolerance: float = 0.05  # beyond the range by this share of it: never seen
     never_seen: float = 8.0  # surprise (-log10 p) of a value outside the range seen
     clip: float = 8.0  # a sample moves level and spread by at most this many spreads
+    refresh_every: int = 16  # samples between refreshes of the percentiles
     min_tail_octaves: float = 0.5  # the 90th to 99th percentile span is at least this (log2)
     band: float = 4.0  # the expected band: expected +- band spreads
     probation_s: float = 3600.0  # quiet for the first hour ...
@@ -140,7 +142,7 @@ class HostStream:
         "season_spread",
         "season_n",
     )
-    _MATRICES: ClassVar[tuple[str, ...]] = ("profile", "calib")
+    _MATRICES: ClassVar[tuple[str, ...]] = ("profile", "calib", "quantiles")
 
     def __post_init__(self) -> None:
         m = len(self.metrics)
@@ -157,6 +159,11 @@ class HostStream:
         self.season_n: FloatArray = np.zeros(m)
         self.profile: FloatArray = np.full((m, self.config.profile_bins), math.nan)
         self.calib: FloatArray = np.zeros((m, _N_VIEWS, N_BINS))
+        # log2 of each view's 50th, 90th, 99th percentile and its weight, refreshed from
+        # `calib` every `refresh_every` samples (scoring reads only these)
+        self.quantiles: FloatArray = np.zeros((m, _N_VIEWS, 4))
+        self.samples: int = 0
+        self.refreshed_ts: float = math.nan
 
     # -- scoring -------------------------------------------------------------------
 
@@ -230,36 +237,39 @@ class HostStream:
     def _surprise(self, views: FloatArray) -> FloatArray:
         """-log10 p of each view's deviation under the metric's own past deviations.
 
-        Up to their 90th percentile p is the share of past deviations at least as large;
-        beyond it, a power-law tail through the 90th and 99th percentiles (p = 0.1 at the
-        90th, 0.01 at the 99th, a tenth less for each further step of their ratio). The tail
-        is fitted on the bulk, so anomalies that recur (under 1 % of the samples) do not
-        teach it that they are normal.
+        p is 0.5 at the median of the past deviations, 0.1 at their 90th percentile and 0.01
+        at their 99th (log-linear between them); beyond, a power-law tail through the 90th and
+        99th percentiles: a tenth less for each further step of their ratio. The tail is fitted
+        on the bulk, so anomalies that recur (under 1 % of the samples) stay rare.
         """
+        q = self.quantiles
+        u = np.log2(np.maximum(views, _DEV_MIN))
+        u50, u90, u99, weight = q[:, :, 0], q[:, :, 1], q[:, :, 2], q[:, :, 3]
+        span = np.maximum(u99 - u90, self.config.min_tail_octaves)
+        above = 1.0 + (u - u90) / span
+        below = _LOG2_OF_2 + (1.0 - _LOG2_OF_2) * (u - u50) / np.maximum(u90 - u50, 1e-9)
+        surprise = np.where(u > u90, above, np.clip(below, 0.0, 1.0))
+        return np.where(weight >= self.config.probation_n, surprise, 0.0)
+
+    def _refresh(self, ts: float) -> None:
+        """Fade the histograms for the time since the last refresh; recompute the percentiles."""
+        if not math.isnan(self.refreshed_ts):
+            self.calib *= math.exp(-max(ts - self.refreshed_ts, 0.0) / self.config.calibration_tau)
+        self.refreshed_ts = ts
         tails = np.cumsum(self.calib[:, :, ::-1], axis=2)[:, :, ::-1]  # weight at or above
         total = tails[:, :, 0]
-        u = np.log2(np.maximum(views, _DEV_MIN))
-        tail = np.take_along_axis(tails, self._bins(views)[:, :, None], axis=2)[:, :, 0]
-        empirical = -np.log10(np.minimum((tail + 0.5) / (total + 1.0), 1.0))
-        u90 = self._quantile(tails, total, 0.1)
-        u99 = self._quantile(tails, total, 0.01)
-        fitted = 1.0 + (u - u90) / np.maximum(u99 - u90, self.config.min_tail_octaves)
-        surprise = np.where(u > u90, np.maximum(fitted, 1.0), np.minimum(empirical, 1.0))
-        ready = total >= self.config.probation_n
-        return np.where(ready, surprise, 0.0)
+        for k, share in enumerate((0.5, 0.1, 0.01)):
+            self.quantiles[:, :, k] = self._quantile(tails, total, share)
+        self.quantiles[:, :, 3] = total
 
     @staticmethod
     def _quantile(tails: FloatArray, total: FloatArray, share: float) -> FloatArray:
         """log2 of the deviation exceeded by ``share`` of the weight (interpolated in its bin)."""
         want = share * total
-        above = tails >= want[:, :, None]
-        b = np.maximum(above.sum(axis=2) - 1, 0)
+        b = np.maximum((tails >= want[:, :, None]).sum(axis=2) - 1, 0)
         at = np.take_along_axis(tails, b[:, :, None], axis=2)[:, :, 0]
-        nxt = np.take_along_axis(
-            np.concatenate((tails[:, :, 1:], np.zeros_like(tails[:, :, :1])), axis=2),
-            b[:, :, None],
-            axis=2,
-        )[:, :, 0]
+        shifted = np.concatenate((tails[:, :, 1:], np.zeros_like(tails[:, :, :1])), axis=2)
+        nxt = np.take_along_axis(shifted, b[:, :, None], axis=2)[:, :, 0]
         frac = np.clip((at - want) / np.maximum(at - nxt, 1e-12), 0.0, 1.0)
         quantile: FloatArray = _LOG_LO + (b + frac) * _LOG_STEP
         return quantile
@@ -277,19 +287,23 @@ class HostStream:
         use_season = s.season_ok & (self.season_spread < self.spread)
         expected = np.where(s.first, s.x, np.where(use_season, self.profile[:, s.bin], self.level))
         half = cfg.band * np.where(use_season, self.season_spread, self.spread)
-        readings = [
-            MetricReading(
-                self.metrics[i],
-                float(s.x[i]),
-                float(expected[i]),
-                float(expected[i] - half[i]),
-                float(expected[i] + half[i]),
-                likelihood_of(float(s.surprise[i])) if active[i] else 0.0,
-                float(s.surprise[i]) if active[i] else 0.0,
-                bool(learning[i]),
+        xs, exp_l, half_l = s.x.tolist(), expected.tolist(), half.tolist()
+        sur_l, act_l, learn_l = s.surprise.tolist(), active.tolist(), learning.tolist()
+        readings = []
+        for i in np.flatnonzero(s.seen).tolist():
+            on = act_l[i]
+            readings.append(
+                MetricReading(
+                    self.metrics[i],
+                    xs[i],
+                    exp_l[i],
+                    exp_l[i] - half_l[i],
+                    exp_l[i] + half_l[i],
+                    likelihood_of(sur_l[i]) if on else 0.0,
+                    sur_l[i] if on else 0.0,
+                    learn_l[i],
+                )
             )
-            for i in np.flatnonzero(s.seen)
-        ]
         return HostReading(ts, likelihood_of(host_surprise), host_surprise, readings, True)
 
     def _learn(self, ts: float, s: _Step) -> None:
@@ -299,8 +313,7 @@ class HostStream:
         scale = self._scale()
         early = 1.0 / (n + 1.0)  # early on, memories are as long as the history, then fade
 
-        # calibration: fade every histogram of a metric seen, then count its deviations
-        self.calib *= np.where(seen, np.exp(-dt / cfg.calibration_tau), 1.0)[:, None, None]
+        # calibration: count this sample's deviations (faded in steps, at each refresh)
         counted = np.flatnonzero(seen & ~first)
         if len(counted):
             bins = self._bins(np.stack((s.dev, s.short, s.season_dev), axis=1)[counted])
@@ -308,6 +321,9 @@ class HostStream:
             self.calib[counted, 1, bins[:, 1]] += 1.0
             season = np.flatnonzero(s.season_ok[counted])
             self.calib[counted[season], 2, bins[season, 2]] += 1.0
+        self.samples += 1
+        if self.samples % cfg.refresh_every == 0 or self.samples <= cfg.probation_n:
+            self._refresh(ts)
 
         # time-of-day profile and its spread
         col = self.profile[:, s.bin]
@@ -359,6 +375,8 @@ class HostStream:
             "config": {f.name: getattr(self.config, f.name) for f in fields(self.config)},
             "late": self.late,
             "last_ts": None if math.isnan(self.last_ts) else self.last_ts,
+            "samples": self.samples,
+            "refreshed_ts": None if math.isnan(self.refreshed_ts) else self.refreshed_ts,
         }
         head = orjson.dumps(header)
         names = self._ARRAYS + self._MATRICES
@@ -374,6 +392,9 @@ class HostStream:
         stream = cls(tuple(header["metrics"]), StreamConfig(**header["config"]))
         stream.late = int(header["late"])
         stream.last_ts = math.nan if header["last_ts"] is None else float(header["last_ts"])
+        stream.samples = int(header["samples"])
+        refreshed = header["refreshed_ts"]
+        stream.refreshed_ts = math.nan if refreshed is None else float(refreshed)
         offset = 4 + size
         for name in cls._ARRAYS + cls._MATRICES:
             current = getattr(stream, name)
