@@ -78,7 +78,7 @@ def main() -> None:
     for thr in sorted({*GRID, default}):
         s_thr = surprise_of(thr)
         per_day = []
-        for m, r in results.items():
+        for r in results.values():
             surprise, learning, _ = r["train"]
             rows = incident_rows((surprise >= s_thr) & ~learning, args.consecutive)
             per_day.append(len(runs(rows)) / r["days_train"])
