@@ -112,13 +112,13 @@ async def test_training_registers_verified_versions_with_evaluation_and_stores_f
         models = await repo.active_models(conn, host="synthetic")
         assert [m.version for m in models] == [2, 2]
         for row in models:
-            assert row.model_type == "prophet" and row.name == "forecaster"
+            assert row.model_type == "backtest_selected" and row.name == "forecaster"
             evaluation = row.metrics
             for key in ("mae", "mape", "mase", "coverage", "naive_day_mae", "naive_week_mae"):
                 assert key in evaluation
             assert 0.0 <= evaluation["coverage"] <= 1.0
             artifact, fmt, sha = await registry.load_artifact(conn, row.id)
-            assert fmt == "prophet_json" and sha == hashlib.sha256(artifact).hexdigest()
+            assert fmt == "forecast_json" and sha == hashlib.sha256(artifact).hexdigest()
             assert load_model(artifact, sha).metric == row.metric
         retired = await registry.list_models(conn, name="forecaster", status="retired")
         assert sorted(m.id for m in retired) == sorted(m["model_id"] for m in result["models"])

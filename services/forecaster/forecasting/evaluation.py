@@ -1,10 +1,13 @@
-"""Holdout evaluation: fit on all but the final day, score it against seasonal-naive forecasts.
+"""Evaluations: the backtest's, stored with each version, and a holdout one for benches.
 
-Usage: `evaluate(history, "cpu_usage_percent")` with `history` a `MetricHistory`.
+Usage: `StoredEvaluation.from_payload(payload)` (what training registers and GET /models shows);
+`evaluate(history, "cpu_usage_percent")` fits on all but the final day and scores that day against
+seasonal-naive forecasts (what `bench.bench_forecast` reports).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +24,35 @@ from services.forecaster.forecasting.prophet_model import (
     predict_frame,
 )
 from shared.arrays import FloatArray
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvaluation:
+    """The backtest evaluation a fit stores in its artifact (see `backtest.summary`)."""
+
+    data: dict[str, Any]
+
+    @classmethod
+    def from_payload(cls, payload: str | bytes) -> StoredEvaluation:
+        document = json.loads(payload)
+        return cls(dict(document.get("evaluation") or {}))
+
+    @property
+    def complete(self) -> bool:
+        return self.data.get("method") == "backtest"
+
+    @property
+    def chosen(self) -> str | None:
+        value = self.data.get("chosen")
+        return None if value is None else str(value)
+
+    @property
+    def error(self) -> str | None:
+        value = self.data.get("evaluation_error")
+        return None if value is None else str(value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +79,7 @@ class MetricEvaluation:
     naive_day_mape: float | None
     naive_week_mape: float | None
     fit_seconds: float
+    chosen: str = ""
 
     @property
     def best_naive_mae(self) -> float | None:
@@ -109,6 +142,7 @@ def evaluate(
     training = MetricHistory(
         fit=history.fit[history.fit["ds"] < cutoff],
         observed=history.observed[history.observed["ds"] < cutoff],
+        spread=None if history.spread is None else history.spread[history.spread["ds"] < cutoff],
     )
     test = scored[scored["ds"] >= cutoff].reset_index(drop=True)
     if test.empty:
@@ -148,4 +182,5 @@ def evaluate(
         naive_day_mape=_mape(actual, naive_day),
         naive_week_mape=_mape(actual, naive_week),
         fit_seconds=model.fit_seconds,
+        chosen=model.chosen,
     )
