@@ -83,7 +83,9 @@ class TrainForecasterRequest(BaseModel):
 class MetricEvaluationOut(Schema):
     """Rolling-origin backtest on the host's own history: the choice, every candidate's error."""
 
-    chosen: str = Field(description="Forecaster chosen: the candidate with the lowest backtest MAE.")
+    chosen: str = Field(
+        description="Forecaster chosen: the candidate with the lowest backtest MAE."
+    )
     candidates: dict[str, float] = Field(
         description="Backtest MAE of every candidate that could run (prophet, naive_day, "
         "naive_week, profile_day, profile_week, median), lowest first."

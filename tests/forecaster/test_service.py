@@ -457,6 +457,12 @@ async def test_database_buckets_match_the_dataframe_buckets(
             ours, theirs = getattr(from_sql[name], part), getattr(from_frame[name], part)
             assert len(ours) > 0 and ours["ds"].tolist() == theirs["ds"].tolist()
             np.testing.assert_allclose(ours["y"], theirs["y"], rtol=1e-9)
+        # The samples' spread within each bucket (mean of squares less the squared mean).
+        ours, theirs = from_sql[name].spread, from_frame[name].spread
+        assert ours is not None and theirs is not None and len(ours) == len(theirs) > 0
+        scale = float(np.max(np.abs(from_frame[name].observed["y"])))
+        np.testing.assert_allclose(ours["y"], theirs["y"], rtol=1e-6, atol=1e-6 * scale)
+        assert float(theirs["y"].mean()) > 0
     assert len(from_sql[CPU].fit) == len(from_frame[CPU].fit) < len(from_sql[CPU].observed)
 
 

@@ -75,7 +75,9 @@ def backtest(
     residuals of every origin are kept, to calibrate intervals on more varied days.
     """
     n = len(y_fit)
-    starts = origins_for(n, horizon=horizon, count=origins, spacing=spacing, min_history=2 * periods.day)
+    starts = origins_for(
+        n, horizon=horizon, count=origins, spacing=spacing, min_history=2 * periods.day
+    )
     if not starts:
         raise InsufficientHistoryError(
             f"{n} steps of history: a backtest needs at least {2 * periods.day + horizon}"
@@ -93,7 +95,9 @@ def backtest(
         if prophet is not None and PROPHET in candidates:
             anchor = starts[i - i % prophet_refit_every]
             if anchor not in prophet_fits:
-                prophet_fits[anchor] = prophet(anchor, (prophet_refit_every - 1) * spacing + horizon)
+                prophet_fits[anchor] = prophet(
+                    anchor, (prophet_refit_every - 1) * spacing + horizon
+                )
             path = prophet_fits[anchor]
             forecasts[PROPHET] = path[origin - anchor : origin - anchor + horizon]
         if MEDIAN in candidates:
@@ -115,7 +119,9 @@ def backtest(
         result.residuals[name] = residual
         result.mae[name] = float(np.mean(np.abs(recent[scored])))
     if not result.mae:
-        raise InsufficientHistoryError("no candidate could be scored: nothing observed after the origins")
+        raise InsufficientHistoryError(
+            "no candidate could be scored: nothing observed after the origins"
+        )
     result.chosen = min(result.mae, key=lambda name: (result.mae[name], candidates.index(name)))
     return result
 
@@ -151,7 +157,9 @@ def summary(
         "horizon_steps": result.horizon,
         "n_points": int(ok.sum()),
         "mae": mae,
-        "mape": float(np.mean(errors[nonzero] / np.abs(actual[nonzero])) * 100.0) if nonzero.any() else None,
+        "mape": float(np.mean(errors[nonzero] / np.abs(actual[nonzero])) * 100.0)
+        if nonzero.any()
+        else None,
         "mase": mae / scale if scale else None,
         "coverage": coverage,
         "interval_width": interval_width,

@@ -55,16 +55,13 @@ class Grid:
     step: pd.Timedelta
     values: FloatArray
 
-    def position(self, ds: pd.DatetimeIndex | pd.Series) -> np.ndarray:
-        """Grid index of each time (rounded to the nearest step)."""
-        offsets = (pd.DatetimeIndex(ds) - self.start) / self.step
-        return np.rint(np.asarray(offsets, dtype=float)).astype(np.int64)
-
     def time(self, index: int) -> pd.Timestamp:
         return self.start + index * self.step
 
 
-def regular_grid(frame: pd.DataFrame, step: pd.Timedelta, *, start: pd.Timestamp | None = None) -> Grid:
+def regular_grid(
+    frame: pd.DataFrame, step: pd.Timedelta, *, start: pd.Timestamp | None = None
+) -> Grid:
     """A ``ds``/``y`` frame (times on one step's grid) as a regular array with NaN for missing steps."""
     ds = pd.DatetimeIndex(frame["ds"])
     origin = ds[0] if start is None else start
@@ -104,7 +101,7 @@ def _seasonal_naive(y: FloatArray, horizon: int, period: int) -> FloatArray | No
         return None
     k = np.arange(1, horizon + 1)
     source = n - 1 + k - period * np.ceil(k / period).astype(np.int64)
-    return y[source]
+    return np.asarray(y[source], dtype=float)
 
 
 def seasonal_profile(y: FloatArray, period: int, cycles: int) -> FloatArray | None:
@@ -122,7 +119,9 @@ def seasonal_profile(y: FloatArray, period: int, cycles: int) -> FloatArray | No
     return np.asarray(shape - shape.mean(), dtype=float)
 
 
-def _profile(y: FloatArray, horizon: int, period: int, cycles: int, level_steps: int) -> FloatArray | None:
+def _profile(
+    y: FloatArray, horizon: int, period: int, cycles: int, level_steps: int
+) -> FloatArray | None:
     shape = seasonal_profile(y, period, cycles)
     if shape is None:
         return None
@@ -134,7 +133,9 @@ def _profile(y: FloatArray, horizon: int, period: int, cycles: int, level_steps:
     return level + shape[(future - (n - period)) % period]
 
 
-def forecast_candidate(name: str, y: FloatArray, horizon: int, periods: Periods) -> FloatArray | None:
+def forecast_candidate(
+    name: str, y: FloatArray, horizon: int, periods: Periods
+) -> FloatArray | None:
     """The ``horizon`` steps after ``y`` (gap-filled) by one numpy candidate; None if it needs more history."""
     if name == NAIVE_DAY:
         return _seasonal_naive(y, horizon, periods.day)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.arrays import FloatArray
+from shared.arrays import FloatArray, IntArray
 
 # Horizon buckets (steps ahead, inclusive upper edges): the first hour, up to 6 h, beyond.
 DEFAULT_EDGES_HOURS = (1.0, 6.0)
@@ -30,8 +30,10 @@ class ConformalBands:
     low: tuple[float, ...]  # residual quantile (1 - w) / 2 per bucket
     high: tuple[float, ...]  # residual quantile (1 + w) / 2 per bucket
 
-    def bucket(self, steps_ahead: np.ndarray) -> np.ndarray:
-        return np.searchsorted(np.asarray(self.edges), np.maximum(steps_ahead, 1), side="left")
+    def bucket(self, steps_ahead: np.ndarray) -> IntArray:
+        """The bucket of each number of steps ahead (1 = the first step after the history)."""
+        found = np.searchsorted(np.asarray(self.edges), np.maximum(steps_ahead, 1), side="left")
+        return np.asarray(found, dtype=np.int64)
 
     def interval(
         self,
@@ -108,7 +110,9 @@ def with_spread(residuals: FloatArray, spread: FloatArray | None, nodes: int = 1
     return np.asarray(residuals[..., None] + sigma[..., None] * z, dtype=float)
 
 
-def calibrate(residuals: FloatArray, *, interval_width: float, edges: tuple[int, ...]) -> ConformalBands:
+def calibrate(
+    residuals: FloatArray, *, interval_width: float, edges: tuple[int, ...]
+) -> ConformalBands:
     """Quantiles of ``residuals`` (origins x steps ahead [x nodes]; NaN where not scored) per bucket."""
     steps = residuals.shape[1]
     bounds = [0, *[e for e in edges if e < steps], steps]
@@ -125,7 +129,9 @@ def calibrate(residuals: FloatArray, *, interval_width: float, edges: tuple[int,
     )
 
 
-def held_out_coverage(residuals: FloatArray, *, interval_width: float, edges: tuple[int, ...]) -> float | None:
+def held_out_coverage(
+    residuals: FloatArray, *, interval_width: float, edges: tuple[int, ...]
+) -> float | None:
     """Coverage of each origin's residuals by bands calibrated on the other origins (leave one out)."""
     count = residuals.shape[0]
     if count < 2:
@@ -133,7 +139,9 @@ def held_out_coverage(residuals: FloatArray, *, interval_width: float, edges: tu
     inside = scored = 0
     steps = np.arange(1, residuals.shape[1] + 1)
     for i in range(count):
-        bands = calibrate(np.delete(residuals, i, axis=0), interval_width=interval_width, edges=edges)
+        bands = calibrate(
+            np.delete(residuals, i, axis=0), interval_width=interval_width, edges=edges
+        )
         which = bands.bucket(steps)
         row = residuals[i]
         ok = np.isfinite(row)

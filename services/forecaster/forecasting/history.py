@@ -74,11 +74,11 @@ def frames_from_buckets(
         spread = None
         if square_column(name) in table.columns:
             mean = pd.to_numeric(table[name], errors="coerce").to_numpy(dtype=float)
-            square = pd.to_numeric(table[square_column(name)], errors="coerce").to_numpy(dtype=float)
-            std = np.sqrt(np.clip(square - mean * mean, 0.0, None))
-            spread = (
-                pd.DataFrame({"ds": ds, "y": std}).dropna().reset_index(drop=True)
+            square = pd.to_numeric(table[square_column(name)], errors="coerce").to_numpy(
+                dtype=float
             )
+            std = np.sqrt(np.clip(square - mean * mean, 0.0, None))
+            spread = pd.DataFrame({"ds": ds, "y": std}).dropna().reset_index(drop=True)
         out[name] = MetricHistory(fit=fit, observed=observed, spread=spread)
     return out
 
@@ -143,8 +143,12 @@ def without_spans(
     ds = pd.DatetimeIndex(history.fit["ds"])
     drop = np.zeros(len(ds), dtype=bool)
     for start, end in spans:
-        first, last = (pd.Timestamp(t).tz_localize(None) if pd.Timestamp(t).tzinfo is None
-                       else pd.Timestamp(t).tz_convert("UTC").tz_localize(None) for t in (start, end))
+        first, last = (
+            pd.Timestamp(t).tz_localize(None)
+            if pd.Timestamp(t).tzinfo is None
+            else pd.Timestamp(t).tz_convert("UTC").tz_localize(None)
+            for t in (start, end)
+        )
         drop |= np.asarray((ds + half > first) & (ds - half <= last))
     if not drop.any():
         return history

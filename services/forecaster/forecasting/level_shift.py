@@ -55,7 +55,7 @@ def find_level_shift(
     base = n - min_after - day  # slot of index i: (i - base) mod day
     r = y - shape[(np.arange(n) - base) % day]
     best: LevelShift | None = None
-    first = max(day, n - search_steps)
+    first = max(2 * day, n - search_steps)
     for at in range(first, n - min_after + 1, max(1, min_after // 4)):
         before = r[at - day : at]
         sigma = MAD_TO_SIGMA * float(np.median(np.abs(before - np.median(before))))
@@ -64,8 +64,13 @@ def find_level_shift(
         level = float(np.median(before))
         delta = float(np.median(r[at:])) - level
         tail = float(np.median(r[n - min_after :])) - level
+        head = float(np.median(r[at : at + min_after])) - level
+        drift = level - float(np.median(r[at - 2 * day : at - day]))
         score = abs(delta) / sigma
         if score < threshold or tail * delta <= 0 or abs(tail) < abs(delta) / 2:
+            continue
+        # A step, not a slope: flat before it, and as high at its start as at the end.
+        if abs(head - tail) > abs(delta) / 2 or abs(drift) > abs(delta) / 2:
             continue
         if best is None or score > best.score:
             best = LevelShift(at=at, delta=delta, score=score)

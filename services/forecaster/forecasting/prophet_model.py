@@ -116,7 +116,9 @@ def _naive_scale(observed: FloatArray, day: int) -> float | None:
     return float(np.mean(diff[ok])) if ok.any() else None
 
 
-def fit(history: MetricHistory, metric: str, *, config: ForecastConfig = DEFAULT_CONFIG) -> MetricModel:
+def fit(
+    history: MetricHistory, metric: str, *, config: ForecastConfig = DEFAULT_CONFIG
+) -> MetricModel:
     """Backtest every candidate on ``history``, keep the best, calibrate its bands out of sample.
 
     ``metric`` only names the model: bounds come from ``config`` (``lower_bound``,
@@ -152,7 +154,9 @@ def fit(history: MetricHistory, metric: str, *, config: ForecastConfig = DEFAULT
 
     def prophet_path(end: int, ahead: int) -> FloatArray:
         model = fit_prophet(_frame(fitted, y, have, end), config)
-        return prophet_yhat(model, pd.DatetimeIndex(fitted.time(end) + np.arange(ahead) * step), config)
+        return prophet_yhat(
+            model, pd.DatetimeIndex(fitted.time(end) + np.arange(ahead) * step), config
+        )
 
     horizon = config.steps(config.backtest_horizon_hours)
     spacing = config.steps(config.backtest_spacing_hours)
@@ -167,7 +171,9 @@ def fit(history: MetricHistory, metric: str, *, config: ForecastConfig = DEFAULT
             spacing=spacing,
             candidates=config.candidates,
             prophet=prophet_path,
-            prophet_refit_every=max(1, int(round(config.prophet_refit_hours / config.backtest_spacing_hours))),
+            prophet_refit_every=max(
+                1, int(round(config.prophet_refit_hours / config.backtest_spacing_hours))
+            ),
             select_last=config.backtest_select_origins,
         )
     except InsufficientHistoryError as exc:
@@ -177,30 +183,42 @@ def fit(history: MetricHistory, metric: str, *, config: ForecastConfig = DEFAULT
     if result is not None:
         spread = None
         if history.spread is not None and not history.spread.empty:
-            spread_values = _aligned(cand.regular_grid(history.spread, step, start=origin).values, n)
+            spread_values = _aligned(
+                cand.regular_grid(history.spread, step, start=origin).values, n
+            )
             spread = np.vstack([spread_values[o : o + horizon] for o in result.origins])
         residuals = with_spread(result.residuals[result.chosen], spread)
         bands = calibrate(residuals, interval_width=config.interval_width, edges=edges)
         evaluation = summary(
             result,
-            coverage=held_out_coverage(residuals, interval_width=config.interval_width, edges=edges),
+            coverage=held_out_coverage(
+                residuals, interval_width=config.interval_width, edges=edges
+            ),
             interval_width=config.interval_width,
             scale=_naive_scale(observed, periods.day),
         )
-        evaluation["holdout_start"] = _aware(fitted.time(result.origins[-result.select_last])).isoformat()
+        evaluation["holdout_start"] = _aware(
+            fitted.time(result.origins[-result.select_last])
+        ).isoformat()
         evaluation["holdout_end"] = _aware(fitted.time(n - 1)).isoformat()
         chosen = result.chosen
     else:
         # Too short to backtest: Prophet, with bands from its in-sample residuals.
         chosen = cand.PROPHET
-        inside = prophet_yhat(prophet, pd.DatetimeIndex(fitted.time(0) + np.arange(n) * step), config)
+        inside = prophet_yhat(
+            prophet, pd.DatetimeIndex(fitted.time(0) + np.arange(n) * step), config
+        )
         residuals = (observed - inside)[None, :]
         bands = calibrate(residuals, interval_width=config.interval_width, edges=())
         evaluation = {"method": "in-sample", "chosen": chosen, "evaluation_error": reason}
-    evaluation["level_shift"] = None if shift is None else {
-        **shift.as_dict(),
-        "at_time": _aware(fitted.time(shift.at)).isoformat(),
-    }
+    evaluation["level_shift"] = (
+        None
+        if shift is None
+        else {
+            **shift.as_dict(),
+            "at_time": _aware(fitted.time(shift.at)).isoformat(),
+        }
+    )
     evaluation["excluded_points"] = int(np.sum(~have & np.isfinite(observed)))
     keep = periods.week * periods.profile_weeks
     return MetricModel(
@@ -226,7 +244,9 @@ def _aware(ts: Any) -> datetime:
 # ----------------------------------------------------------------------------- predict
 
 
-def _numpy_path(model: MetricModel, name: str, steps_ahead: FloatArray, periods: cand.Periods) -> FloatArray | None:
+def _numpy_path(
+    model: MetricModel, name: str, steps_ahead: FloatArray, periods: cand.Periods
+) -> FloatArray | None:
     count = int(np.ceil(max(float(steps_ahead.max()), 1.0))) + 1
     path = cand.forecast_candidate(name, model.tail, count, periods)
     if path is None:
@@ -324,7 +344,9 @@ def read_document(payload: str | bytes, sha256: str) -> dict[str, Any]:
     version) when the artifact was written in another format.
     """
     if not hmac.compare_digest(_digest(payload), sha256.lower()):
-        raise ModelIntegrityError("model checksum mismatch: the stored model was altered or corrupted")
+        raise ModelIntegrityError(
+            "model checksum mismatch: the stored model was altered or corrupted"
+        )
     document: dict[str, Any] = json.loads(payload)
     found = document.get("format")
     if found != SERIALIZATION_FORMAT:

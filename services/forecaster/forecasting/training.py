@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.forecaster.forecasting import repository as repo
-from services.forecaster.forecasting.errors import ForecastError
 from services.forecaster.forecasting.config import ForecastConfig, for_metric
+from services.forecaster.forecasting.errors import ForecastError
 from services.forecaster.forecasting.evaluation import StoredEvaluation
 from services.forecaster.forecasting.history import (
     MetricHistory,
@@ -125,6 +125,7 @@ async def fit_metrics(
             f"no samples for host {window.host!r} between {window.start.isoformat()} "
             f"and {window.end.isoformat()}"
         )
+
     def frames() -> dict[str, MetricHistory]:
         out = frames_from_buckets(buckets.table(), metrics, bucket_seconds=seconds)
         return {k: without_spans(v, spans, bucket_seconds=seconds) for k, v in out.items()}
