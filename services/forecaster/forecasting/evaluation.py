@@ -20,6 +20,7 @@ from services.forecaster.forecasting.history import MetricHistory
 from services.forecaster.forecasting.prophet_model import (
     DEFAULT_CONFIG,
     ForecastConfig,
+    MetricModel,
     fit,
     predict_frame,
 )
@@ -80,6 +81,7 @@ class MetricEvaluation:
     naive_week_mape: float | None
     fit_seconds: float
     chosen: str = ""
+    sample_coverage: float | None = None
 
     @property
     def best_naive_mae(self) -> float | None:
@@ -117,6 +119,25 @@ def _lagged(series: pd.Series, ds: pd.Series, lag: pd.Timedelta) -> FloatArray:
     return series.reindex(pd.DatetimeIndex(ds) - lag).to_numpy(dtype=float)
 
 
+def _sample_coverage(
+    model: MetricModel, samples: pd.DataFrame | None, cutoff: pd.Timestamp
+) -> float | None:
+    if samples is None:
+        return None
+    ts = pd.DatetimeIndex(pd.to_datetime(samples["timestamp"], utc=True)).tz_localize(None)
+    keep = np.asarray(ts >= cutoff) & np.isfinite(samples["value"].to_numpy(dtype=float))
+    if not keep.any():
+        return None
+    step = model.config.step
+    middles = ts[keep].floor(step) + step / 2
+    unique = pd.DatetimeIndex(middles.unique())
+    band = predict_frame(model, unique).set_index("ds")
+    lower = band["yhat_lower"].reindex(middles).to_numpy(dtype=float)
+    upper = band["yhat_upper"].reindex(middles).to_numpy(dtype=float)
+    values = samples["value"].to_numpy(dtype=float)[keep]
+    return float(np.mean((values >= lower) & (values <= upper)))
+
+
 def evaluate(
     history: MetricHistory,
     metric: str,
@@ -125,12 +146,15 @@ def evaluate(
     holdout_hours: float = 24.0,
     scored: pd.DataFrame | None = None,
     score_resolution: str | None = None,
+    samples: pd.DataFrame | None = None,
 ) -> MetricEvaluation:
     """Fit on all but the final ``holdout_hours`` of ``history`` and score that stretch.
 
     ``scored`` (default: ``history.observed``) holds the actual bucket means at
     ``score_resolution`` (default: the model's); pass one scoring resolution to compare
-    models fitted at several.
+    models fitted at several. ``samples`` (``timestamp``, ``value``: raw samples) adds the
+    share of held-out samples inside the band of their bucket (``sample_coverage``): the
+    band is calibrated to cover samples, so bucket means fall inside it more often.
     """
     scored_at = score_resolution or config.resolution
     if scored is None:
@@ -166,6 +190,7 @@ def evaluate(
     )
     mae = float(np.mean(np.abs(actual - yhat)))
     return MetricEvaluation(
+        sample_coverage=_sample_coverage(model, samples, cutoff),
         metric=metric,
         resolution=config.resolution,
         score_resolution=scored_at,
