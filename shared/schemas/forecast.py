@@ -108,7 +108,9 @@ class MetricEvaluationOut(Schema):
         description="A recent lasting change of level the forecast starts from (at_time, delta).",
     )
     excluded_points: int = Field(
-        default=0, description="Buckets left out of fitting (anomaly incidents, flagged samples)."
+        default=0,
+        description="Buckets left out of fitting: labelled anomalous, inside an ML_ANOMALY "
+        "incident or holding a sample the detector flagged.",
     )
 
 

@@ -142,14 +142,15 @@ def fit(
     observed = _aligned(observed_grid.values, n)
     periods = cand.Periods.at(step, level_hours=config.level_hours)
     have = ~np.isnan(fitted.values)
+    filled = cand.fill_gaps(fitted.values, periods.day)
     shift = find_level_shift(
-        cand.fill_gaps(fitted.values, periods.day),
+        filled,
         day=periods.day,
         search_steps=config.steps(config.level_shift_search_hours),
         min_after=config.steps(config.level_shift_min_hours),
         threshold=config.level_shift_threshold,
     )
-    y = relevel(cand.fill_gaps(fitted.values, periods.day), shift)
+    y = relevel(filled, shift)
     observed = relevel(observed, shift)
 
     def prophet_path(end: int, ahead: int) -> FloatArray:
