@@ -117,6 +117,14 @@ async def test_training_registers_verified_versions_with_evaluation_and_stores_f
             for key in ("mae", "mape", "mase", "coverage", "naive_day_mae", "naive_week_mae"):
                 assert key in evaluation
             assert 0.0 <= evaluation["coverage"] <= 1.0
+            # The choice and every candidate's backtest error, the naives' among them.
+            scores = evaluation["candidates"]
+            assert (
+                evaluation["chosen"] in scores and row.parameters["chosen"] == evaluation["chosen"]
+            )
+            assert evaluation["mae"] == scores[evaluation["chosen"]] == min(scores.values())
+            assert evaluation["naive_day_mae"] == scores["naive_day"]
+            assert {"prophet", "naive_day", "profile_day", "median"} <= scores.keys()
             artifact, fmt, sha = await registry.load_artifact(conn, row.id)
             assert fmt == "forecast_json" and sha == hashlib.sha256(artifact).hexdigest()
             assert load_model(artifact, sha).metric == row.metric
