@@ -16,9 +16,9 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
-import numpy as np
 import pandas as pd
 
+from services.forecaster.forecasting.config import for_metric
 from services.forecaster.forecasting.errors import ForecastError
 from services.forecaster.forecasting.evaluation import MetricEvaluation, evaluate
 from services.forecaster.forecasting.history import MetricHistory, history_from_samples
@@ -40,8 +40,8 @@ TARGETS = ("cpu_usage_percent", "memory_usage_percent", "response_time_p95")
 
 
 def _fit_and_serialise(metric: str, history: MetricHistory) -> str:
-    """What a worker process does for a fit, without the trend and forecast around it."""
-    return serialize_model(fit(history, metric)).payload
+    """What a worker process does for a fit (backtest included), without the trend and forecast."""
+    return serialize_model(fit(history, metric, config=for_metric(DEFAULT_CONFIG, metric))).payload
 
 
 def timed(fn, *args, **kwargs):
@@ -52,7 +52,10 @@ def timed(fn, *args, **kwargs):
 
 def fit_all(histories: dict[str, MetricHistory], workers_: int) -> dict[str, MetricModel]:
     with workers.thread_pool(workers_, name="fit") as pool:
-        models = pool.map(lambda name: fit(histories[name], name), METRIC_NAMES)
+        models = pool.map(
+            lambda name: fit(histories[name], name, config=for_metric(DEFAULT_CONFIG, name)),
+            METRIC_NAMES,
+        )
         return dict(zip(METRIC_NAMES, models, strict=True))
 
 
@@ -88,9 +91,9 @@ def bench_resolution(samples: pd.DataFrame, *, quick: bool) -> None:
     print("|---|---:|---:|---:|---:|---:|")
     name = "cpu_usage_percent"
     scored = history_from_samples(samples, [name], resolution="15min")[name].observed
-    resolutions = ["1h", "15min", "5min"] + ([] if quick else ["1min"])
+    resolutions = ["1h", "15min"] + ([] if quick else ["5min"])
     for resolution in resolutions:
-        config = replace(DEFAULT_CONFIG, resolution=resolution)
+        config = replace(for_metric(DEFAULT_CONFIG, name), resolution=resolution)
         history = history_from_samples(samples, [name], resolution=resolution)[name]
         e = evaluate(history, name, config=config, scored=scored, score_resolution="15min")
         print(
@@ -103,29 +106,11 @@ def bench_resolution(samples: pd.DataFrame, *, quick: bool) -> None:
 def bench_predict(samples: pd.DataFrame) -> None:
     print("## Predict: the 24 h storage grid at 15 minutes (97 points), cpu_usage_percent\n")
     name = "cpu_usage_percent"
-    base = fit(history_from_samples(samples, [name], resolution="15min")[name], name)
+    config = for_metric(DEFAULT_CONFIG, name)
+    base = fit(history_from_samples(samples, [name], resolution="15min")[name], name, config=config)
     grid = forecast_grid(base.trained_end, step=base.config.step, hours=24)
-    base.config = replace(DEFAULT_CONFIG, uncertainty_samples=5000)
-    reference = predict(base, grid)
-    ref_width = float((reference.upper - reference.lower).mean())
-    print("| uncertainty_samples | predict ms (median of 5) | bound error vs 5,000 draws |")
-    print("|---:|---:|---:|")
-    for draws in (0, 100, 300, 1000):
-        errors, times = [], []
-        for seed in range(5):
-            base.config = replace(DEFAULT_CONFIG, uncertainty_samples=draws, seed=seed)
-            prediction, seconds = timed(predict, base, grid)
-            times.append(seconds * 1000)
-            if draws:
-                diff = np.abs(
-                    np.concatenate(
-                        [prediction.lower - reference.lower, prediction.upper - reference.upper]
-                    )
-                )
-                errors.append(float(diff.mean()) / ref_width)
-        error = f"{statistics.mean(errors) * 100:.1f} % of width" if errors else "no bounds"
-        print(f"| {draws} | {statistics.median(times):.1f} | {error} |")
-    print()
+    times = [timed(predict, base, grid)[1] * 1000 for _ in range(5)]
+    print(f"chosen {base.chosen}: predict {statistics.median(times):.1f} ms (median of 5)\n")
 
 
 def evaluate_all(
@@ -135,8 +120,9 @@ def evaluate_all(
     histories = history_from_samples(samples, names, resolution=config.resolution)
 
     def one(name: str) -> MetricEvaluation | None:
+        raw = pd.DataFrame({"timestamp": samples["timestamp"], "value": samples[name]})
         try:
-            return evaluate(histories[name], name, config=config)
+            return evaluate(histories[name], name, config=for_metric(config, name), samples=raw)
         except ForecastError:
             return None
 
@@ -146,32 +132,40 @@ def evaluate_all(
 
 
 def quality_table(results: dict[str, MetricEvaluation], names=METRIC_NAMES) -> None:
-    print("| metric | MAE | naive day | naive week | beats | MAPE % | MASE | coverage |")
-    print("|---|---:|---:|---:|---|---:|---:|---:|")
+    print(
+        "| metric | chosen | MAE | naive day | naive week | beats | MAPE % | MASE "
+        "| coverage (means) | coverage (samples) |"
+    )
+    print("|---|---|---:|---:|---:|---|---:|---:|---:|---:|")
     for name in names:
         e = results.get(name)
         if e is None:
-            print(f"| {name} | failed | | | | | | |")
+            print(f"| {name} | failed | | | | | | | | |")
             continue
         label = f"**{name}**" if name in TARGETS else name
         mape = f"{e.mape:.1f}" if e.mape is not None else "n/a"
         mase = f"{e.mase:.2f}" if e.mase is not None else "n/a"
         ok = "yes" if e.beats_naive else "no"
-        if name in TARGETS:
-            ok += " (target)" if e.beats_naive and 0.7 <= e.coverage <= 0.9 else " (MISSED)"
+        samples = "n/a" if e.sample_coverage is None else f"{e.sample_coverage:.2f}"
         print(
-            f"| {label} | {e.mae:.4g} | {e.naive_day_mae:.4g} | {e.naive_week_mae:.4g} | {ok} "
-            f"| {mape} | {mase} | {e.coverage:.2f} |"
+            f"| {label} | {e.chosen} | {e.mae:.4g} | {e.naive_day_mae:.4g} "
+            f"| {e.naive_week_mae:.4g} | {ok} | {mape} | {mase} | {e.coverage:.2f} | {samples} |"
         )
     print()
 
 
 def bench_quality(samples: pd.DataFrame, *, quick: bool) -> None:
     print("## Quality: last day held out, all 96 held-out 15-minute points scored\n")
+    print("Default config (forecaster chosen by backtest, conformal bands, catalogue bounds):\n")
+    results = evaluate_all(samples)
+    quality_table(results)
+    sample_cov = [e.sample_coverage for e in results.values() if e.sample_coverage is not None]
     print(
-        "Default config (labelled anomalies left out of the fit, weekday/weekend daily shapes):\n"
+        f"beat both naives: {sum(e.beats_naive for e in results.values())} of {len(results)}; "
+        f"coverage of samples {min(sample_cov):.2f}..{max(sample_cov):.2f}, "
+        f"mean {statistics.mean(sample_cov):.3f}; of bucket means "
+        f"{statistics.mean(e.coverage for e in results.values()):.3f}\n"
     )
-    quality_table(evaluate_all(samples))
     if quick:
         return
     variants: list[tuple[str, ForecastConfig]] = [
@@ -180,8 +174,8 @@ def bench_quality(samples: pd.DataFrame, *, quick: bool) -> None:
             replace(DEFAULT_CONFIG, exclude_labelled_anomalies=False),
         ),
         (
-            "Prophet's own interval, not calibrated",
-            replace(DEFAULT_CONFIG, calibrate_interval=False),
+            "Prophet alone (no backtest choice)",
+            replace(DEFAULT_CONFIG, candidates=("prophet",)),
         ),
         (
             "Prophet's default changepoint prior 0.05 and weekly order 3",

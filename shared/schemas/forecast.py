@@ -81,17 +81,37 @@ class TrainForecasterRequest(BaseModel):
 
 
 class MetricEvaluationOut(Schema):
-    """Accuracy on the held-out final day against seasonal-naive forecasts."""
+    """Rolling-origin backtest on the host's own history: the choice, every candidate's error."""
 
-    mae: float = Field(description="Mean absolute error of yhat on the held-out day.")
+    chosen: str = Field(
+        description="Forecaster chosen: the candidate with the lowest backtest MAE."
+    )
+    candidates: dict[str, float] = Field(
+        description="Backtest MAE of every candidate that could run (prophet, naive_day, "
+        "naive_week, profile_day, profile_week, median), lowest first."
+    )
+    origins: int = Field(description="Forecast origins of the backtest (every 6 h by default).")
+    mae: float = Field(description="Backtest MAE of the chosen forecaster.")
     mape: float | None = Field(description="Mean absolute percentage error (zeros skipped).")
     mase: float | None = Field(description="MAE over the in-sample MAE of the one-day naive.")
-    coverage: float = Field(description="Share of held-out points inside the interval.")
-    naive_day_mae: float | None = Field(description="MAE of 'same time yesterday'.")
-    naive_week_mae: float | None = Field(description="MAE of 'same time last week'.")
+    coverage: float | None = Field(
+        description="Share of backtest points inside the interval, each origin's interval "
+        "calibrated on the other origins (out of sample)."
+    )
+    naive_day_mae: float | None = Field(description="Backtest MAE of 'same time yesterday'.")
+    naive_week_mae: float | None = Field(description="Backtest MAE of 'same time last week'.")
     beats_naive: bool = Field(description="Whether MAE is below the better naive forecast.")
-    holdout_start: datetime = Field(description="Start of the held-out stretch.")
-    n_points: int = Field(description="Held-out points scored.")
+    holdout_start: datetime = Field(description="First forecast step of the earliest origin.")
+    n_points: int = Field(description="Backtest points scored (origins x steps with data).")
+    level_shift: dict[str, Any] | None = Field(
+        default=None,
+        description="A recent lasting change of level the forecast starts from (at_time, delta).",
+    )
+    excluded_points: int = Field(
+        default=0,
+        description="Buckets left out of fitting: labelled anomalous, inside an ML_ANOMALY "
+        "incident or holding a sample the detector flagged.",
+    )
 
 
 class TrainedMetric(Schema):

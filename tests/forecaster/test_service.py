@@ -112,13 +112,21 @@ async def test_training_registers_verified_versions_with_evaluation_and_stores_f
         models = await repo.active_models(conn, host="synthetic")
         assert [m.version for m in models] == [2, 2]
         for row in models:
-            assert row.model_type == "prophet" and row.name == "forecaster"
+            assert row.model_type == "backtest_selected" and row.name == "forecaster"
             evaluation = row.metrics
             for key in ("mae", "mape", "mase", "coverage", "naive_day_mae", "naive_week_mae"):
                 assert key in evaluation
             assert 0.0 <= evaluation["coverage"] <= 1.0
+            # The choice and every candidate's backtest error, the naives' among them.
+            scores = evaluation["candidates"]
+            assert (
+                evaluation["chosen"] in scores and row.parameters["chosen"] == evaluation["chosen"]
+            )
+            assert evaluation["mae"] == scores[evaluation["chosen"]] == min(scores.values())
+            assert evaluation["naive_day_mae"] == scores["naive_day"]
+            assert {"prophet", "naive_day", "profile_day", "median"} <= scores.keys()
             artifact, fmt, sha = await registry.load_artifact(conn, row.id)
-            assert fmt == "prophet_json" and sha == hashlib.sha256(artifact).hexdigest()
+            assert fmt == "forecast_json" and sha == hashlib.sha256(artifact).hexdigest()
             assert load_model(artifact, sha).metric == row.metric
         retired = await registry.list_models(conn, name="forecaster", status="retired")
         assert sorted(m.id for m in retired) == sorted(m["model_id"] for m in result["models"])
@@ -457,6 +465,12 @@ async def test_database_buckets_match_the_dataframe_buckets(
             ours, theirs = getattr(from_sql[name], part), getattr(from_frame[name], part)
             assert len(ours) > 0 and ours["ds"].tolist() == theirs["ds"].tolist()
             np.testing.assert_allclose(ours["y"], theirs["y"], rtol=1e-9)
+        # The samples' spread within each bucket (mean of squares less the squared mean).
+        ours, theirs = from_sql[name].spread, from_frame[name].spread
+        assert ours is not None and theirs is not None and len(ours) == len(theirs) > 0
+        scale = float(np.max(np.abs(from_frame[name].observed["y"])))
+        np.testing.assert_allclose(ours["y"], theirs["y"], rtol=1e-6, atol=1e-6 * scale)
+        assert float(theirs["y"].mean()) > 0
     assert len(from_sql[CPU].fit) == len(from_frame[CPU].fit) < len(from_sql[CPU].observed)
 
 

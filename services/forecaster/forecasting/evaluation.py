@@ -1,10 +1,13 @@
-"""Holdout evaluation: fit on all but the final day, score it against seasonal-naive forecasts.
+"""Evaluations: the backtest's, stored with each version, and a holdout one for benches.
 
-Usage: `evaluate(history, "cpu_usage_percent")` with `history` a `MetricHistory`.
+Usage: `StoredEvaluation.from_payload(payload)` (what training registers and GET /models shows);
+`evaluate(history, "cpu_usage_percent")` fits on all but the final day and scores that day against
+seasonal-naive forecasts (what `bench.bench_forecast` reports).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -17,10 +20,40 @@ from services.forecaster.forecasting.history import MetricHistory
 from services.forecaster.forecasting.prophet_model import (
     DEFAULT_CONFIG,
     ForecastConfig,
+    MetricModel,
     fit,
     predict_frame,
 )
 from shared.arrays import FloatArray
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvaluation:
+    """The backtest evaluation a fit stores in its artifact (see `backtest.summary`)."""
+
+    data: dict[str, Any]
+
+    @classmethod
+    def from_payload(cls, payload: str | bytes) -> StoredEvaluation:
+        document = json.loads(payload)
+        return cls(dict(document.get("evaluation") or {}))
+
+    @property
+    def complete(self) -> bool:
+        return self.data.get("method") == "backtest"
+
+    @property
+    def chosen(self) -> str | None:
+        value = self.data.get("chosen")
+        return None if value is None else str(value)
+
+    @property
+    def error(self) -> str | None:
+        value = self.data.get("evaluation_error")
+        return None if value is None else str(value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +80,8 @@ class MetricEvaluation:
     naive_day_mape: float | None
     naive_week_mape: float | None
     fit_seconds: float
+    chosen: str = ""
+    sample_coverage: float | None = None
 
     @property
     def best_naive_mae(self) -> float | None:
@@ -84,6 +119,25 @@ def _lagged(series: pd.Series, ds: pd.Series, lag: pd.Timedelta) -> FloatArray:
     return series.reindex(pd.DatetimeIndex(ds) - lag).to_numpy(dtype=float)
 
 
+def _sample_coverage(
+    model: MetricModel, samples: pd.DataFrame | None, cutoff: pd.Timestamp
+) -> float | None:
+    if samples is None:
+        return None
+    ts = pd.DatetimeIndex(pd.to_datetime(samples["timestamp"], utc=True)).tz_localize(None)
+    keep = np.asarray(ts >= cutoff) & np.isfinite(samples["value"].to_numpy(dtype=float))
+    if not keep.any():
+        return None
+    step = model.config.step
+    middles = ts[keep].floor(step) + step / 2
+    unique = pd.DatetimeIndex(middles.unique())
+    band = predict_frame(model, unique).set_index("ds")
+    lower = band["yhat_lower"].reindex(middles).to_numpy(dtype=float)
+    upper = band["yhat_upper"].reindex(middles).to_numpy(dtype=float)
+    values = samples["value"].to_numpy(dtype=float)[keep]
+    return float(np.mean((values >= lower) & (values <= upper)))
+
+
 def evaluate(
     history: MetricHistory,
     metric: str,
@@ -92,12 +146,15 @@ def evaluate(
     holdout_hours: float = 24.0,
     scored: pd.DataFrame | None = None,
     score_resolution: str | None = None,
+    samples: pd.DataFrame | None = None,
 ) -> MetricEvaluation:
     """Fit on all but the final ``holdout_hours`` of ``history`` and score that stretch.
 
     ``scored`` (default: ``history.observed``) holds the actual bucket means at
     ``score_resolution`` (default: the model's); pass one scoring resolution to compare
-    models fitted at several.
+    models fitted at several. ``samples`` (``timestamp``, ``value``: raw samples) adds the
+    share of held-out samples inside the band of their bucket (``sample_coverage``): the
+    band is calibrated to cover samples, so bucket means fall inside it more often.
     """
     scored_at = score_resolution or config.resolution
     if scored is None:
@@ -109,6 +166,7 @@ def evaluate(
     training = MetricHistory(
         fit=history.fit[history.fit["ds"] < cutoff],
         observed=history.observed[history.observed["ds"] < cutoff],
+        spread=None if history.spread is None else history.spread[history.spread["ds"] < cutoff],
     )
     test = scored[scored["ds"] >= cutoff].reset_index(drop=True)
     if test.empty:
@@ -132,6 +190,7 @@ def evaluate(
     )
     mae = float(np.mean(np.abs(actual - yhat)))
     return MetricEvaluation(
+        sample_coverage=_sample_coverage(model, samples, cutoff),
         metric=metric,
         resolution=config.resolution,
         score_resolution=scored_at,
@@ -148,4 +207,5 @@ def evaluate(
         naive_day_mape=_mape(actual, naive_day),
         naive_week_mape=_mape(actual, naive_week),
         fit_seconds=model.fit_seconds,
+        chosen=model.chosen,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,11 @@ def normal_column(metric: str) -> str:
     return f"{metric}__normal"
 
 
+def square_column(metric: str) -> str:
+    """The column of the mean of a metric's squared samples (their spread within the bucket)."""
+    return f"{metric}__sq"
+
+
 def bucket_seconds(resolution: str | pd.Timedelta) -> int:
     return int(pd.Timedelta(resolution).total_seconds())
 
@@ -30,12 +36,14 @@ class MetricHistory:
     """One metric's bucket means as Prophet ``ds``/``y`` frames, ``ds`` the bucket middle (naive UTC).
 
     ``fit`` holds the means of samples labelled normal (what the model fits), ``observed`` the
-    means of every sample (what calibrates the interval and what a holdout is scored on).
-    Empty buckets are absent, not filled: Prophet fits irregular series directly.
+    means of every sample (what calibrates the interval and what a holdout is scored on),
+    ``spread`` (when known) the standard deviation of the samples within each bucket, so
+    that the interval covers samples, not only bucket means. Empty buckets are absent.
     """
 
     fit: pd.DataFrame
     observed: pd.DataFrame
+    spread: pd.DataFrame | None = None
 
 
 def _empty() -> pd.DataFrame:
@@ -63,7 +71,15 @@ def frames_from_buckets(
             .reset_index(drop=True)
             for column in (normal_column(name), name)
         )
-        out[name] = MetricHistory(fit=fit, observed=observed)
+        spread = None
+        if square_column(name) in table.columns:
+            mean = pd.to_numeric(table[name], errors="coerce").to_numpy(dtype=float)
+            square = pd.to_numeric(table[square_column(name)], errors="coerce").to_numpy(
+                dtype=float
+            )
+            std = np.sqrt(np.clip(square - mean * mean, 0.0, None))
+            spread = pd.DataFrame({"ds": ds, "y": std}).dropna().reset_index(drop=True)
+        out[name] = MetricHistory(fit=fit, observed=observed, spread=spread)
     return out
 
 
@@ -97,6 +113,7 @@ def bucket_means(
         columns[normal_column(name)] = (
             pd.Series(np.where(normal, values, np.nan)).groupby(bucket).mean()
         )
+        columns[square_column(name)] = pd.Series(values * values).groupby(bucket).mean()
     return pd.DataFrame(columns).rename_axis(BUCKET).reset_index()
 
 
@@ -107,3 +124,33 @@ def history_from_samples(
     seconds = bucket_seconds(resolution)
     table = bucket_means(samples, metrics, bucket_seconds=seconds)
     return frames_from_buckets(table, metrics, bucket_seconds=seconds)
+
+
+def without_spans(
+    history: MetricHistory,
+    spans: Sequence[tuple[datetime, datetime]],
+    *,
+    bucket_seconds: int,
+) -> MetricHistory:
+    """``history`` with every bucket that overlaps a span left out of ``fit`` (kept in ``observed``).
+
+    Spans are anomaly incidents and flagged samples (aware or naive UTC): what happened there
+    is not what the model should learn; the forecasters fill those buckets seasonally.
+    """
+    if not spans or history.fit.empty:
+        return history
+    half = pd.Timedelta(seconds=bucket_seconds / 2)
+    ds = pd.DatetimeIndex(history.fit["ds"])
+    drop = np.zeros(len(ds), dtype=bool)
+    for start, end in spans:
+        first, last = (
+            pd.Timestamp(t).tz_localize(None)
+            if pd.Timestamp(t).tzinfo is None
+            else pd.Timestamp(t).tz_convert("UTC").tz_localize(None)
+            for t in (start, end)
+        )
+        drop |= np.asarray((ds + half > first) & (ds - half <= last))
+    if not drop.any():
+        return history
+    fit = history.fit[~drop].reset_index(drop=True)
+    return MetricHistory(fit=fit, observed=history.observed, spread=history.spread)

@@ -1,7 +1,8 @@
-"""One Prophet model per metric: its configuration, fit, prediction, and storage as versioned JSON.
+"""One forecaster per metric, chosen by backtest: fit, prediction, and storage as versioned JSON.
 
-Usage: `model = fit(history, "cpu_usage_percent")`, `predict(model, times)`,
-`stored = serialize_model(model)`, `load_model(stored.payload, stored.sha256)`.
+Usage: `model = fit(history, "cpu_usage_percent", config=replace(DEFAULT_CONFIG, lower_bound=0.0))`,
+`predict(model, times)`, `stored = serialize_model(model)`, `load_model(stored.payload, stored.sha256)`.
+The name is historical: Prophet is one candidate (always fitted, for the trend) among others.
 """
 
 from __future__ import annotations
@@ -9,86 +10,68 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import logging
-import threading
 import time
-import warnings
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from statistics import NormalDist
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-# prophet.plot logs an ERROR at import time when plotly is missing; we never plot.
-logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
-
-from cmdstanpy.utils import get_logger as _cmdstanpy_logger  # noqa: E402
-from prophet import Prophet  # noqa: E402
-from prophet.serialize import model_from_json, model_to_json  # noqa: E402
-
-from services.forecaster.forecasting.errors import (  # noqa: E402
+from services.forecaster.forecasting import candidates as cand
+from services.forecaster.forecasting.backtest import backtest, summary
+from services.forecaster.forecasting.config import (
+    DEFAULT_CONFIG,
+    DEFAULT_RESOLUTION,
+    ForecastConfig,
+)
+from services.forecaster.forecasting.conformal import (
+    DEFAULT_EDGES_HOURS,
+    ConformalBands,
+    calibrate,
+    held_out_coverage,
+    with_spread,
+)
+from services.forecaster.forecasting.errors import (
     InsufficientHistoryError,
     ModelIntegrityError,
     UnsupportedModelFormat,
 )
-from services.forecaster.forecasting.history import MetricHistory  # noqa: E402
-from services.forecaster.forecasting.prediction import (  # noqa: E402
-    DEFAULT_INTERVAL_WIDTH,
-    Prediction,
-    naive_utc,
+from services.forecaster.forecasting.history import MetricHistory
+from services.forecaster.forecasting.level_shift import LevelShift, find_level_shift, relevel
+from services.forecaster.forecasting.prediction import Prediction, naive_utc
+from services.forecaster.forecasting.prophet_fit import (
+    Prophet,
+    fit_prophet,
+    model_from_json,
+    model_to_json,
+    prophet_yhat,
+    with_conditions,
+    y_scale,
 )
-from shared.catalogue import METRICS_BY_NAME  # noqa: E402
+from shared.arrays import FloatArray
 
-# cmdstanpy logs "Chain [1] start/done processing" at INFO for every fit.
-_cmdstanpy_logger().setLevel(logging.WARNING)
-logging.getLogger("prophet").setLevel(logging.WARNING)
-# Prophet 1.5 calls DataFrame.drop(inplace=True), deprecated in pandas 3 (Pandas4Warning,
-# a DeprecationWarning). Nothing we can change from here; keep it out of service logs.
-warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"prophet(\.|$)")
+__all__ = [
+    "DEFAULT_CONFIG",
+    "DEFAULT_RESOLUTION",
+    "ForecastConfig",
+    "MetricModel",
+    "fit",
+    "load_model",
+    "predict",
+    "predict_frame",
+    "serialize_model",
+    "with_conditions",
+]
 
-DEFAULT_RESOLUTION = "15min"
 # The one artifact format this code reads and writes; any other is refused by name.
-SERIALIZATION_FORMAT = "autofix-ml/prophet-json/1"
-
-
-@dataclass(frozen=True, slots=True)
-class ForecastConfig:
-    """How models are fitted and forecasts drawn; the defaults are the measured choices (docs/forecasting.md)."""
-
-    resolution: str = DEFAULT_RESOLUTION
-    interval_width: float = DEFAULT_INTERVAL_WIDTH
-    uncertainty_samples: int = 300
-    changepoint_prior_scale: float = 0.01
-    changepoint_range: float = 0.9
-    seasonality_mode: Literal["additive", "multiplicative"] = "additive"
-    daily_fourier_order: int = 10
-    weekly_fourier_order: int = 6
-    # Separate daily shapes for weekdays and weekends (UTC): additive daily + weekly
-    # seasonality cannot express a daily curve whose height depends on the day.
-    weekend_daily_seasonality: bool = True
-    # Fit on the means of samples labelled normal (synthetic data carries labels).
-    exclude_labelled_anomalies: bool = True
-    # Rescale the interval to cover `interval_width` of every fitted bucket as observed.
-    calibrate_interval: bool = True
-    # Fewer usable bucket means than this raises InsufficientHistoryError.
-    min_points: int = 48
-    # Seed for Prophet's interval draws, so that a stored model gives the same forecast.
-    seed: int | None = 0
-
-    @property
-    def step(self) -> pd.Timedelta:
-        return pd.Timedelta(self.resolution)
-
-
-DEFAULT_CONFIG = ForecastConfig()
+SERIALIZATION_FORMAT = "autofix-ml/forecast-json/2"
 
 
 @dataclass(slots=True)
 class MetricModel:
-    """A fitted Prophet model for one metric and the facts needed to use it."""
+    """A metric's chosen forecaster, the history it forecasts from, and its calibrated bands."""
 
     metric: str
     prophet: Prophet
@@ -96,10 +79,12 @@ class MetricModel:
     trained_start: datetime  # middle of the first bucket fitted (UTC)
     trained_end: datetime  # middle of the last bucket fitted (UTC)
     n_points: int
+    chosen: str
+    tail: FloatArray  # the newest gap-filled (re-levelled) bucket means, tail[-1] at trained_end
+    bands: ConformalBands
     fit_seconds: float = 0.0
-    # Factors applied to Prophet's lower and upper half-widths (see calibrate_interval).
-    interval_scale_lower: float = 1.0
-    interval_scale_upper: float = 1.0
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    level_shift: LevelShift | None = None
 
     @property
     def y_scale(self) -> float:
@@ -107,76 +92,37 @@ class MetricModel:
         return y_scale(self.prophet)
 
 
-def y_scale(prophet: Prophet) -> float:
-    value = prophet.y_scale
-    return float(value) if value else 1.0
+def _edges(config: ForecastConfig) -> tuple[int, ...]:
+    return tuple(config.steps(h) for h in DEFAULT_EDGES_HOURS)
 
 
-# --------------------------------------------------------------------------------- fit
+def _frame(grid: cand.Grid, values: FloatArray, keep: np.ndarray, end: int) -> pd.DataFrame:
+    index = np.flatnonzero(keep[:end])
+    return pd.DataFrame({"ds": grid.start + index * grid.step, "y": values[index]})
 
 
-def _new_prophet(config: ForecastConfig) -> Prophet:
-    split = config.weekend_daily_seasonality
-    model = Prophet(
-        growth="linear",
-        daily_seasonality=False if split else config.daily_fourier_order,
-        weekly_seasonality=config.weekly_fourier_order,
-        yearly_seasonality=False,
-        seasonality_mode=config.seasonality_mode,
-        changepoint_prior_scale=config.changepoint_prior_scale,
-        changepoint_range=config.changepoint_range,
-        interval_width=config.interval_width,
-        uncertainty_samples=config.uncertainty_samples,
-    )
-    if split:
-        for name in ("weekday", "weekend"):
-            model.add_seasonality(
-                name=f"daily_{name}",
-                period=1.0,
-                fourier_order=config.daily_fourier_order,
-                condition_name=name,
-            )
-    return model
+def _aligned(values: FloatArray, n: int) -> FloatArray:
+    out = np.full(n, np.nan)
+    m = min(n, len(values))
+    out[:m] = values[:m]
+    return out
 
 
-def with_conditions(frame: pd.DataFrame, config: ForecastConfig) -> pd.DataFrame:
-    """Add the condition columns the conditional seasonalities read, when configured."""
-    if not config.weekend_daily_seasonality:
-        return frame
-    weekend = pd.DatetimeIndex(frame["ds"]).day_of_week >= 5
-    return frame.assign(weekend=np.asarray(weekend), weekday=~np.asarray(weekend))
-
-
-def _interval_scales(
-    model: Prophet, observed: pd.DataFrame, config: ForecastConfig
-) -> tuple[float, float]:
-    """Factors that make the in-sample interval cover ``interval_width`` of ``observed``.
-
-    In sample, Prophet's interval is yhat +/- z * sigma_obs (no trend uncertainty yet),
-    so the factors are the empirical residual quantiles over that half-width.
-    """
-    sigma = float(np.nanmean(np.asarray(model.params["sigma_obs"], dtype=float)))
-    half = NormalDist().inv_cdf((1.0 + config.interval_width) / 2.0) * sigma * y_scale(model)
-    if half <= 0 or observed.empty:
-        return 1.0, 1.0
-    samples = model.uncertainty_samples
-    model.uncertainty_samples = 0  # point predictions only: fast
-    try:
-        fitted = model.predict(with_conditions(observed[["ds"]], config))
-    finally:
-        model.uncertainty_samples = samples
-    residual = observed["y"].to_numpy(dtype=float) - fitted["yhat"].to_numpy(dtype=float)
-    tail = (1.0 - config.interval_width) / 2.0
-    low, high = np.quantile(residual, [tail, 1.0 - tail])
-    return max(-float(low), 0.0) / half, max(float(high), 0.0) / half
+def _naive_scale(observed: FloatArray, day: int) -> float | None:
+    if len(observed) <= day:
+        return None
+    diff = np.abs(observed[day:] - observed[:-day])
+    ok = np.isfinite(diff)
+    return float(np.mean(diff[ok])) if ok.any() else None
 
 
 def fit(
     history: MetricHistory, metric: str, *, config: ForecastConfig = DEFAULT_CONFIG
 ) -> MetricModel:
-    """Fit one metric's model on its bucket means; the interval is calibrated on every bucket.
+    """Backtest every candidate on ``history``, keep the best, calibrate its bands out of sample.
 
-    With ``exclude_labelled_anomalies`` off, the model fits the means of every sample.
+    ``metric`` only names the model: bounds come from ``config`` (``lower_bound``,
+    ``upper_bound``), never from the name, so any series can be fitted.
     """
     frame = history.fit if config.exclude_labelled_anomalies else history.observed
     if len(frame) < config.min_points:
@@ -184,67 +130,155 @@ def fit(
             f"{metric}: {len(frame)} usable points at {config.resolution}, "
             f"need at least {config.min_points}"
         )
+    unknown = [c for c in config.candidates if c not in cand.ALL]
+    if unknown:
+        raise ValueError(f"unknown candidate(s) {unknown}; known: {', '.join(cand.ALL)}")
     started = time.perf_counter()
-    model = _new_prophet(config)
-    model.fit(with_conditions(frame, config))
-    scale_lower = scale_upper = 1.0
-    if config.calibrate_interval and config.uncertainty_samples > 0:
-        scale_lower, scale_upper = _interval_scales(model, history.observed, config)
-    first, last = frame["ds"].iloc[0], frame["ds"].iloc[-1]
+    step = config.step
+    origin = min(frame["ds"].iloc[0], history.observed["ds"].iloc[0])
+    fitted = cand.regular_grid(frame, step, start=origin)
+    observed_grid = cand.regular_grid(history.observed, step, start=origin)
+    n = len(fitted.values)
+    observed = _aligned(observed_grid.values, n)
+    periods = cand.Periods.at(step, level_hours=config.level_hours)
+    have = ~np.isnan(fitted.values)
+    filled = cand.fill_gaps(fitted.values, periods.day)
+    shift = find_level_shift(
+        filled,
+        day=periods.day,
+        search_steps=config.steps(config.level_shift_search_hours),
+        min_after=config.steps(config.level_shift_min_hours),
+        threshold=config.level_shift_threshold,
+    )
+    y = relevel(filled, shift)
+    observed = relevel(observed, shift)
+
+    def prophet_path(end: int, ahead: int) -> FloatArray:
+        model = fit_prophet(_frame(fitted, y, have, end), config)
+        return prophet_yhat(
+            model, pd.DatetimeIndex(fitted.time(end) + np.arange(ahead) * step), config
+        )
+
+    horizon = config.steps(config.backtest_horizon_hours)
+    spacing = config.steps(config.backtest_spacing_hours)
+    edges = _edges(config)
+    try:
+        result = backtest(
+            y,
+            observed,
+            periods=periods,
+            horizon=horizon,
+            origins=config.backtest_origins,
+            spacing=spacing,
+            candidates=config.candidates,
+            prophet=prophet_path,
+            prophet_refit_every=max(
+                1, int(round(config.prophet_refit_hours / config.backtest_spacing_hours))
+            ),
+            select_last=config.backtest_select_origins,
+        )
+    except InsufficientHistoryError as exc:
+        result = None
+        reason = str(exc)
+    prophet = fit_prophet(_frame(fitted, y, have, n), config)
+    if result is not None:
+        spread = None
+        if history.spread is not None and not history.spread.empty:
+            spread_values = _aligned(
+                cand.regular_grid(history.spread, step, start=origin).values, n
+            )
+            spread = np.vstack([spread_values[o : o + horizon] for o in result.origins])
+        residuals = with_spread(result.residuals[result.chosen], spread)
+        bands = calibrate(residuals, interval_width=config.interval_width, edges=edges)
+        evaluation = summary(
+            result,
+            coverage=held_out_coverage(
+                residuals, interval_width=config.interval_width, edges=edges
+            ),
+            interval_width=config.interval_width,
+            scale=_naive_scale(observed, periods.day),
+        )
+        evaluation["holdout_start"] = _aware(
+            fitted.time(result.origins[-result.select_last])
+        ).isoformat()
+        evaluation["holdout_end"] = _aware(fitted.time(n - 1)).isoformat()
+        chosen = result.chosen
+    else:
+        # Too short to backtest: Prophet, with bands from its in-sample residuals.
+        chosen = cand.PROPHET
+        inside = prophet_yhat(
+            prophet, pd.DatetimeIndex(fitted.time(0) + np.arange(n) * step), config
+        )
+        residuals = (observed - inside)[None, :]
+        bands = calibrate(residuals, interval_width=config.interval_width, edges=())
+        evaluation = {"method": "in-sample", "chosen": chosen, "evaluation_error": reason}
+    evaluation["level_shift"] = (
+        None
+        if shift is None
+        else {
+            **shift.as_dict(),
+            "at_time": _aware(fitted.time(shift.at)).isoformat(),
+        }
+    )
+    evaluation["excluded_points"] = int(np.sum(~have & np.isfinite(observed)))
+    keep = periods.week * periods.profile_weeks
     return MetricModel(
         metric=metric,
-        prophet=model,
+        prophet=prophet,
         config=config,
-        trained_start=pd.Timestamp(first).tz_localize("UTC").to_pydatetime(),
-        trained_end=pd.Timestamp(last).tz_localize("UTC").to_pydatetime(),
+        trained_start=_aware(frame["ds"].iloc[0]),
+        trained_end=_aware(fitted.time(n - 1)),
         n_points=len(frame),
+        chosen=chosen,
+        tail=np.asarray(y[-keep:], dtype=float),
+        bands=bands,
         fit_seconds=time.perf_counter() - started,
-        interval_scale_lower=scale_lower,
-        interval_scale_upper=scale_upper,
+        evaluation=evaluation,
+        level_shift=shift,
     )
+
+
+def _aware(ts: Any) -> datetime:
+    return pd.Timestamp(ts).tz_localize("UTC").to_pydatetime()
 
 
 # ----------------------------------------------------------------------------- predict
 
-# Prophet draws its intervals from numpy's global RNG. Seeding it under a lock, and
-# restoring the previous state afterwards, makes a stored model's forecast reproducible
-# without disturbing other users of the global RNG.
-_RNG_LOCK = threading.Lock()
+
+def _numpy_path(
+    model: MetricModel, name: str, steps_ahead: FloatArray, periods: cand.Periods
+) -> FloatArray | None:
+    count = int(np.ceil(max(float(steps_ahead.max()), 1.0))) + 1
+    path = cand.forecast_candidate(name, model.tail, count, periods)
+    if path is None:
+        return None
+    return np.asarray(np.interp(steps_ahead, np.arange(1, count + 1), path), dtype=float)
 
 
 def predict_frame(model: MetricModel, ds: pd.DatetimeIndex) -> pd.DataFrame:
-    """Prophet's yhat and calibrated bounds at naive-UTC times, clipped to the metric's bounds."""
-    prophet = model.prophet
-    prophet.uncertainty_samples = model.config.uncertainty_samples
-    prophet.interval_width = model.config.interval_width
-    future = with_conditions(pd.DataFrame({"ds": ds}), model.config)
-    with _RNG_LOCK:
-        saved = np.random.get_state()
-        try:
-            if model.config.seed is not None:
-                np.random.seed(model.config.seed)
-            raw = prophet.predict(future)
-        finally:
-            np.random.set_state(saved)
-    yhat = raw["yhat"].to_numpy(dtype=float)
-    # uncertainty_samples=0 means no interval: Prophet then omits the bounds.
-    lower = raw.get("yhat_lower", raw["yhat"]).to_numpy(dtype=float)
-    upper = raw.get("yhat_upper", raw["yhat"]).to_numpy(dtype=float)
-    out = pd.DataFrame(
-        {
-            "ds": ds,
-            "yhat": yhat,
-            "yhat_lower": yhat - model.interval_scale_lower * (yhat - lower),
-            "yhat_upper": yhat + model.interval_scale_upper * (upper - yhat),
-        }
+    """The chosen forecaster's yhat and calibrated bounds at naive-UTC times, within the bounds."""
+    config = model.config
+    steps_ahead = np.asarray((ds - naive_utc(model.trained_end)) / config.step, dtype=float)
+    periods = cand.Periods.at(config.step, level_hours=config.level_hours)
+    if model.chosen == cand.PROPHET:
+        yhat = prophet_yhat(model.prophet, ds, config)
+    elif model.chosen in cand.NUMPY:
+        path = _numpy_path(model, model.chosen, steps_ahead, periods)
+        yhat = path if path is not None else prophet_yhat(model.prophet, ds, config)
+    else:
+        forecasts: dict[str, FloatArray] = {cand.PROPHET: prophet_yhat(model.prophet, ds, config)}
+        for name in cand.NUMPY:
+            if (path := _numpy_path(model, name, steps_ahead, periods)) is not None:
+                forecasts[name] = path
+        combined = cand.combine(forecasts)
+        yhat = combined if combined is not None else forecasts[cand.PROPHET]
+    point, lower, upper = model.bands.interval(
+        yhat,
+        np.ceil(steps_ahead - 1e-9).astype(np.int64),
+        lower_bound=config.lower_bound,
+        upper_bound=config.upper_bound,
     )
-    spec = METRICS_BY_NAME.get(model.metric)
-    if spec is not None:
-        cols = ["yhat", "yhat_lower", "yhat_upper"]
-        low = 0.0 if spec.non_negative else None
-        high = 100.0 if spec.is_percent else None
-        out[cols] = out[cols].clip(lower=low, upper=high)
-    return out
+    return pd.DataFrame({"ds": ds, "yhat": point, "yhat_lower": lower, "yhat_upper": upper})
 
 
 def predict(model: MetricModel, times: Iterable[datetime]) -> Prediction:
@@ -284,7 +318,7 @@ def _digest(payload: str | bytes) -> str:
 
 
 def serialize_model(model: MetricModel) -> SerializedModel:
-    """Prophet's own JSON wrapped with the metric, config and format version; never pickle."""
+    """JSON: the choice, its history tail and bands, Prophet's own JSON, the format version; never pickle."""
     document = {
         "format": SERIALIZATION_FORMAT,
         "metric": model.metric,
@@ -293,8 +327,11 @@ def serialize_model(model: MetricModel) -> SerializedModel:
         "trained_end": model.trained_end.isoformat(),
         "n_points": model.n_points,
         "fit_seconds": model.fit_seconds,
-        "interval_scale_lower": model.interval_scale_lower,
-        "interval_scale_upper": model.interval_scale_upper,
+        "chosen": model.chosen,
+        "tail": [float(v) for v in model.tail],
+        "bands": model.bands.as_dict(),
+        "evaluation": model.evaluation,
+        "level_shift": None if model.level_shift is None else model.level_shift.as_dict(),
         "prophet": model_to_json(model.prophet),
     }
     payload = json.dumps(document, separators=(",", ":"), sort_keys=True)
@@ -330,14 +367,20 @@ def stored_model(payload: bytes, sha256: str) -> StoredModel:
 def load_model(payload: str | bytes, sha256: str) -> MetricModel:
     """Rebuild a model from ``serialize_model`` output (see `read_document` for what is refused)."""
     document = read_document(payload, sha256)
+    config = dict(document["config"])
+    config["candidates"] = tuple(config["candidates"])
+    shift = document.get("level_shift")
     return MetricModel(
         metric=document["metric"],
         prophet=model_from_json(document["prophet"]),
-        config=ForecastConfig(**document["config"]),
+        config=ForecastConfig(**config),
         trained_start=datetime.fromisoformat(document["trained_start"]),
         trained_end=datetime.fromisoformat(document["trained_end"]),
         n_points=int(document["n_points"]),
+        chosen=str(document["chosen"]),
+        tail=np.asarray(document["tail"], dtype=float),
+        bands=ConformalBands.from_dict(document["bands"]),
         fit_seconds=float(document["fit_seconds"]),
-        interval_scale_lower=float(document["interval_scale_lower"]),
-        interval_scale_upper=float(document["interval_scale_upper"]),
+        evaluation=dict(document.get("evaluation") or {}),
+        level_shift=None if shift is None else LevelShift(**shift),
     )

@@ -13,13 +13,13 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.forecaster.forecasting.history import BUCKET, SAMPLES, normal_column
+from services.forecaster.forecasting.history import BUCKET, SAMPLES, normal_column, square_column
 from services.forecaster.forecasting.prediction import Prediction
 from shared.clock import utc
 from shared.db import row_dict
 from shared.registry import SUMMARY_COLUMNS
 from shared.schemas.models import ModelSummary
-from shared.tables import metric_forecasts, metrics_history, ml_models
+from shared.tables import anomaly_scores, incidents, metric_forecasts, metrics_history, ml_models
 
 MODEL_NAME = "forecaster"
 # Generations of forecasts kept per host and metric: the newest, and the one before it
@@ -89,8 +89,9 @@ async def bucketed_history(
     """Per-bucket means of each metric, computed by the database.
 
     Columns: ``bucket`` (epoch seconds / width), ``samples``, then per metric
-    ``<metric>`` (mean of every sample) and ``<metric>__normal`` (mean of samples labelled
-    normal, which is what the model fits). Thousands of rows instead of tens of thousands.
+    ``<metric>`` (mean of every sample), ``<metric>__normal`` (mean of samples labelled
+    normal, which is what the model fits) and ``<metric>__sq`` (mean of the squares: the
+    spread of the samples around the mean, which the interval covers). Thousands of rows instead of tens of thousands.
     `history.bucket_means` computes the same from a DataFrame of samples.
     """
     bucket = _bucket(conn, bucket_seconds).label(BUCKET)
@@ -100,6 +101,7 @@ async def bucketed_history(
         column = metrics_history.c[name]
         columns.append(sa.func.avg(column).label(name))
         columns.append(sa.func.avg(sa.case((normal, column))).label(normal_column(name)))
+        columns.append(sa.func.avg(column * column).label(square_column(name)))
     query = (
         sa.select(*columns)
         .where(
@@ -124,6 +126,36 @@ async def latest_sample(conn: AsyncConnection, host: str) -> dict[str, Any] | No
     )
     row = (await conn.execute(query)).first()
     return None if row is None else row_dict(row._mapping)
+
+
+ANOMALY_INCIDENT = "ML_ANOMALY"
+
+
+async def flagged_spans(
+    conn: AsyncConnection, *, host: str, start: datetime, end: datetime
+) -> list[tuple[datetime, datetime]]:
+    """Stretches of a host's history not to fit on: its ML_ANOMALY incidents, flagged samples.
+
+    An incident spans started_at to resolved_at (to ``end`` while open); a sample scored
+    ``is_anomaly`` is a span of one instant.
+    """
+    spans: list[tuple[datetime, datetime]] = []
+    query = sa.select(incidents.c.started_at, incidents.c.resolved_at).where(
+        incidents.c.host == host,
+        incidents.c.type == ANOMALY_INCIDENT,
+        incidents.c.started_at <= end,
+        sa.or_(incidents.c.resolved_at.is_(None), incidents.c.resolved_at >= start),
+    )
+    for started, resolved in await conn.execute(query):
+        spans.append((utc(started), end if resolved is None else utc(resolved)))
+    flagged = sa.select(anomaly_scores.c.timestamp).where(
+        anomaly_scores.c.host == host,
+        anomaly_scores.c.is_anomaly.is_(True),
+        anomaly_scores.c.timestamp >= start,
+        anomaly_scores.c.timestamp <= end,
+    )
+    spans.extend((utc(ts), utc(ts)) for (ts,) in await conn.execute(flagged))
+    return spans
 
 
 # ------------------------------------------------------------------------------- models

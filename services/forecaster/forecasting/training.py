@@ -16,11 +16,15 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.forecaster.forecasting import repository as repo
+from services.forecaster.forecasting.config import ForecastConfig, for_metric
 from services.forecaster.forecasting.errors import ForecastError
-from services.forecaster.forecasting.evaluation import MetricEvaluation
-from services.forecaster.forecasting.history import MetricHistory, frames_from_buckets
-from services.forecaster.forecasting.jobs import FitOutput, evaluate_job, fit_job
-from services.forecaster.forecasting.prophet_model import ForecastConfig
+from services.forecaster.forecasting.evaluation import StoredEvaluation
+from services.forecaster.forecasting.history import (
+    MetricHistory,
+    frames_from_buckets,
+    without_spans,
+)
+from services.forecaster.forecasting.jobs import FitOutput, fit_job
 from shared import registry
 from shared.catalogue import METRIC_NAMES
 from shared.errors import AppError, Conflict, NotFound
@@ -45,10 +49,10 @@ class TrainingWindow:
 
 @dataclass(frozen=True, slots=True)
 class FittedMetric:
-    """A metric's fitted model, and its holdout evaluation or why there is none."""
+    """A metric's fitted model, and its backtest evaluation or why there is none."""
 
     fit: FitOutput
-    evaluation: MetricEvaluation | None
+    evaluation: StoredEvaluation | None
     evaluation_error: str | None
 
 
@@ -107,6 +111,7 @@ async def fit_metrics(
     seconds = int(config.step.total_seconds())
     async with engine.connect() as conn:
         window = await resolve_window(conn, request)
+        spans = await repo.flagged_spans(conn, host=window.host, start=window.start, end=window.end)
         buckets = await repo.bucketed_history(
             conn,
             host=window.host,
@@ -120,30 +125,36 @@ async def fit_metrics(
             f"no samples for host {window.host!r} between {window.start.isoformat()} "
             f"and {window.end.isoformat()}"
         )
-    histories: dict[str, MetricHistory] = await asyncio.to_thread(
-        lambda: frames_from_buckets(buckets.table(), metrics, bucket_seconds=seconds)
-    )
+
+    def frames() -> dict[str, MetricHistory]:
+        out = frames_from_buckets(buckets.table(), metrics, bucket_seconds=seconds)
+        return {k: without_spans(v, spans, bucket_seconds=seconds) for k, v in out.items()}
+
+    histories = await asyncio.to_thread(frames)
     started = time.perf_counter()
-    fits = [run_in(executor, fit_job, name, histories[name], config, grid) for name in metrics]
-    evaluations = [
-        run_in(executor, evaluate_job, name, histories[name], config) for name in metrics
+    # One job per metric: the backtest, the choice and the final fit (the evaluation is
+    # the backtest's, stored in the artifact). Bounds come from the catalogue, explicitly.
+    fits = [
+        run_in(executor, fit_job, name, histories[name], for_metric(config, name), grid)
+        for name in metrics
     ]
     fit_results = await asyncio.gather(*fits, return_exceptions=True)
-    eval_results = await asyncio.gather(*evaluations, return_exceptions=True)
     fit_seconds = time.perf_counter() - started
 
     fitted: list[FittedMetric] = []
     failures: dict[str, str] = {}
-    for name, output, evaluation in zip(metrics, fit_results, eval_results, strict=True):
+    for name, output in zip(metrics, fit_results, strict=True):
         if isinstance(output, BaseException):
             if not isinstance(output, Exception):
                 raise output
             log.warning("forecaster: fitting %s for %s failed: %s", name, window.host, output)
             failures[name] = _reason(output, "fit failed")
-        elif isinstance(evaluation, BaseException):
-            fitted.append(FittedMetric(output, None, _reason(evaluation, "evaluation failed")))
-        else:
+            continue
+        evaluation = StoredEvaluation.from_payload(output.payload)
+        if evaluation.complete:
             fitted.append(FittedMetric(output, evaluation, None))
+        else:
+            fitted.append(FittedMetric(output, None, evaluation.error or "no backtest"))
     if not fitted:
         raise Conflict(
             f"no metric of host {window.host!r} could be fitted: "
@@ -169,17 +180,20 @@ async def register(
         record = await registry.insert_model(
             conn,
             name=repo.MODEL_NAME,
-            model_type="prophet",
+            model_type="backtest_selected",
             artifact=artifact,
-            artifact_format="prophet_json",
+            artifact_format="forecast_json",
             parameters={
+                "chosen": None if fitted.evaluation is None else fitted.evaluation.chosen,
                 "resolution": config.resolution,
                 "interval_width": config.interval_width,
                 "changepoint_prior_scale": config.changepoint_prior_scale,
                 "daily_fourier_order": config.daily_fourier_order,
                 "weekly_fourier_order": config.weekly_fourier_order,
                 "weekend_daily_seasonality": config.weekend_daily_seasonality,
-                "uncertainty_samples": config.uncertainty_samples,
+                "backtest_origins": config.backtest_origins,
+                "backtest_spacing_hours": config.backtest_spacing_hours,
+                "backtest_horizon_hours": config.backtest_horizon_hours,
                 "y_scale": fit.y_scale,
                 "window_start": window.start.isoformat(),
                 "window_end": window.end.isoformat(),
