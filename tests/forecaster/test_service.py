@@ -42,7 +42,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:prophet")
 DAYS = 8
 METRICS = ["cpu_usage_percent", "memory_usage_percent"]
 CPU = "cpu_usage_percent"
-BREACH_AT = 80.0
+BREACH_AT = 70.0
 
 
 async def store_synthetic(
@@ -326,7 +326,8 @@ async def test_predicted_breach_opens_one_incident_and_resolves_when_it_no_longe
     async with served(webhook) as url:
         # The rising CPU climbs 8 points a day and its daily peak in the next 24 h is about
         # 85 %: the catalogue's 85 % was reached at that peak or not at all, depending on the
-        # minute the test ran. 80 % is crossed by the forecast itself, with room to spare.
+        # minute the test ran; a forecaster chosen by backtest (a level-adjusted daily
+        # profile, no trend) may peak near 80 %. 70 % is crossed by the forecast itself.
         settings = settings.model_copy(
             update={"webhook_url": f"{url}/hook", "forecast_thresholds": {CPU: BREACH_AT}}
         )
