@@ -167,8 +167,9 @@ async def test_forecast_answers_hours_ahead_points_with_ordered_bounds(
     for bad in (zero, too_far):
         assert bad.status_code == 422
         assert bad.json()["detail"][0]["field"] == "query.hours_ahead"
-    assert other_host.status_code == 409
-    assert "train" in other_host.json()["detail"]
+    # A host without a model is a 404 naming the parameter and the hosts that have one.
+    assert other_host.status_code == 404
+    assert "host" in other_host.json()["detail"] and "synthetic" in other_host.json()["detail"]
 
 
 async def test_training_input_errors_name_the_field_or_the_cause(
@@ -484,7 +485,11 @@ async def test_the_refresh_loop_rewrites_stale_forecasts(
         app = create_app(quick, engine=engine, executor=pool)
         async with app_client(app) as client:
             [loop] = [lp for lp in app.state.loops if lp.name == "forecast-refresh"]
-            assert {lp.name for lp in app.state.loops} == {"forecast-refresh", "webhook"}
+            assert {lp.name for lp in app.state.loops} == {
+                "forecast-refresh",
+                "forecast-retrain",
+                "webhook",
+            }
             for _ in range(600):
                 async with engine.connect() as conn:
                     kept = await repo.generations(conn, host="synthetic", metric=CPU)

@@ -19,7 +19,7 @@ from shared.clock import utc
 from shared.db import row_dict
 from shared.registry import SUMMARY_COLUMNS
 from shared.schemas.models import ModelSummary
-from shared.tables import metric_forecasts, metrics_history, ml_models
+from shared.tables import forecast_generations, metric_forecasts, metrics_history, ml_models
 
 MODEL_NAME = "forecaster"
 # Generations of forecasts kept per host and metric: the newest, and the one before it
@@ -49,6 +49,15 @@ async def sample_span(conn: AsyncConnection, host: str) -> tuple[datetime, datet
     if row is None or row[0] is None:
         return None
     return utc(row[0]), utc(row[1])
+
+
+async def sample_spans(conn: AsyncConnection) -> dict[str, tuple[datetime, datetime]]:
+    """Oldest and newest sample of every host with samples."""
+    ts = metrics_history.c.timestamp
+    query = sa.select(metrics_history.c.host, sa.func.min(ts), sa.func.max(ts)).group_by(
+        metrics_history.c.host
+    )
+    return {str(row[0]): (utc(row[1]), utc(row[2])) for row in await conn.execute(query)}
 
 
 def _bucket(conn: AsyncConnection, seconds: int) -> sa.ColumnElement[Any]:
@@ -126,6 +135,38 @@ async def latest_sample(conn: AsyncConnection, host: str) -> dict[str, Any] | No
     return None if row is None else row_dict(row._mapping)
 
 
+# SQLite allows 500 parts in a compound SELECT.
+_SAMPLES_PER_STATEMENT = 200
+
+
+async def latest_samples(
+    conn: AsyncConnection, hosts: Collection[str]
+) -> dict[str, dict[str, Any]]:
+    """The newest sample of each host that has one.
+
+    One UNION ALL of per-host `ORDER BY timestamp DESC LIMIT 1` look-ups (each one probe of
+    idx_metrics_host_timestamp) per 200 hosts: one round trip instead of one per host.
+    """
+    names = sorted(set(hosts))
+    out: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(names), _SAMPLES_PER_STATEMENT):
+        parts = [
+            sa.select(
+                sa.select(metrics_history)
+                .where(metrics_history.c.host == host)
+                .order_by(metrics_history.c.timestamp.desc())
+                .limit(1)
+                .subquery()
+            )
+            for host in names[i : i + _SAMPLES_PER_STATEMENT]
+        ]
+        query = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+        for row in await conn.execute(query):
+            found = row_dict(row._mapping)
+            out[str(found["host"])] = found
+    return out
+
+
 # ------------------------------------------------------------------------------- models
 
 
@@ -151,16 +192,27 @@ async def count_active(conn: AsyncConnection) -> int:
     return int((await conn.execute(query)).scalar_one())
 
 
-async def latest_trained_host(conn: AsyncConnection) -> str | None:
-    """The host whose forecaster models were activated last: the default for reads."""
+async def hosts_with_models(conn: AsyncConnection) -> list[str]:
+    """Hosts with an active forecaster version, by name."""
+    m = ml_models.c
     query = (
-        sa.select(ml_models.c.host)
-        .where(ml_models.c.name == MODEL_NAME, ml_models.c.status == "active")
-        .order_by(ml_models.c.activated_at.desc(), ml_models.c.id.desc())
-        .limit(1)
+        sa.select(m.host)
+        .where(m.name == MODEL_NAME, m.status == "active", m.host.is_not(None))
+        .distinct()
+        .order_by(m.host)
     )
-    value = (await conn.execute(query)).scalar_one_or_none()
-    return None if value is None else str(value)
+    return [str(row[0]) for row in await conn.execute(query)]
+
+
+async def trained_at_by_host(conn: AsyncConnection) -> dict[str, datetime]:
+    """Per host with active forecaster versions, when the newest of them was activated."""
+    m = ml_models.c
+    query = (
+        sa.select(m.host, sa.func.max(sa.func.coalesce(m.activated_at, m.created_at)))
+        .where(m.name == MODEL_NAME, m.status == "active", m.host.is_not(None))
+        .group_by(m.host)
+    )
+    return {str(row[0]): utc(row[1]) for row in await conn.execute(query)}
 
 
 # ---------------------------------------------------------------------------- forecasts
@@ -194,6 +246,15 @@ async def write_forecasts(
     ]
     if rows:
         await conn.execute(sa.insert(metric_forecasts), rows)
+        newest = forecast_generations.c
+        await conn.execute(
+            sa.delete(forecast_generations).where(newest.host == host, newest.metric == metric)
+        )
+        await conn.execute(
+            sa.insert(forecast_generations).values(
+                host=host, metric=metric, generated_at=generated_at
+            )
+        )
     scope = (metric_forecasts.c.host == host, metric_forecasts.c.metric == metric)
     oldest_kept = (
         sa.select(metric_forecasts.c.generated_at)
@@ -217,8 +278,9 @@ async def newest_generation(conn: AsyncConnection) -> datetime | None:
 
 @dataclass(slots=True)
 class StoredForecast:
-    """One metric's newest stored forecast generation, points soonest first."""
+    """One host and metric's newest stored forecast generation, points soonest first."""
 
+    host: str
     metric: str
     model_id: int | None
     model_version: int | None
@@ -237,48 +299,47 @@ class StoredForecast:
         )
 
 
-def _stored(metric: str, rows: list[Any]) -> StoredForecast:
+def _stored(host: str, metric: str, rows: list[Any]) -> StoredForecast:
     first = rows[0]
     return StoredForecast(
+        host=host,
         metric=metric,
-        model_id=first[1],
-        model_version=first[2],
-        generated_at=utc(first[3]),
-        times=[utc(r[4]) for r in rows],
-        yhat=[r[5] for r in rows],
-        lower=[r[6] for r in rows],
-        upper=[r[7] for r in rows],
+        model_id=first[2],
+        model_version=first[3],
+        generated_at=utc(first[4]),
+        times=[utc(r[5]) for r in rows],
+        yhat=[r[6] for r in rows],
+        lower=[r[7] for r in rows],
+        upper=[r[8] for r in rows],
     )
 
 
 async def read_forecasts(
     conn: AsyncConnection,
     *,
-    host: str,
     after: datetime,
     until: datetime,
+    host: str | None = None,
     metric: str | None = None,
     metrics: Collection[str] | None = None,
 ) -> list[StoredForecast]:
-    """The newest generation of each metric's forecast with points in (after, until], by metric.
+    """The newest generation of each host's and metric's forecast, points in (after, until].
 
-    Only `metric`, or only `metrics`, when given.
-
-    Two statements on purpose: one joined to its own GROUP BY was slow on PostgreSQL
-    before its statistics were gathered (docs/forecasting.md).
+    Every host unless `host`; only `metric`, or only `metrics`, when given. By host, then
+    metric. The newest generations come from forecast_generations, so each (host, metric)
+    is one range of the lookup index, however many hosts and points are stored.
     """
-    f = metric_forecasts.c
-    scope = [f.host == host]
+    f, g = metric_forecasts.c, forecast_generations.c
+    scope: list[sa.ColumnElement[bool]] = []
+    if host is not None:
+        scope.append(g.host == host)
     if metric is not None:
-        scope.append(f.metric == metric)
+        scope.append(g.metric == metric)
     if metrics is not None:
-        scope.append(f.metric.in_(list(metrics)))
-    newest = sa.select(f.metric, sa.func.max(f.generated_at)).where(*scope).group_by(f.metric)
-    pairs = [(row[0], row[1]) for row in await conn.execute(newest)]
-    if not pairs:
-        return []
+        scope.append(g.metric.in_(list(metrics)))
     query = (
         sa.select(
+            f.host,
             f.metric,
             f.model_id,
             ml_models.c.version,
@@ -288,17 +349,20 @@ async def read_forecasts(
             f.yhat_lower,
             f.yhat_upper,
         )
-        .outerjoin(ml_models, ml_models.c.id == f.model_id)
-        .where(
-            f.host == host,
-            f.target_timestamp > after,
-            f.target_timestamp <= until,
-            sa.or_(*(sa.and_(f.metric == m, f.generated_at == g) for m, g in pairs)),
+        .select_from(forecast_generations)
+        .join(
+            metric_forecasts,
+            sa.and_(f.host == g.host, f.metric == g.metric, f.generated_at == g.generated_at),
         )
-        .order_by(f.metric, f.target_timestamp)
+        .outerjoin(ml_models, ml_models.c.id == f.model_id)
+        .where(*scope, f.target_timestamp > after, f.target_timestamp <= until)
+        .order_by(f.host, f.metric, f.target_timestamp)
     )
     rows = list(await conn.execute(query))
-    return [_stored(str(name), list(group)) for name, group in groupby(rows, key=lambda r: r[0])]
+    return [
+        _stored(str(key[0]), str(key[1]), list(group))
+        for key, group in groupby(rows, key=lambda r: (r[0], r[1]))
+    ]
 
 
 async def generations(conn: AsyncConnection, *, host: str, metric: str) -> list[datetime]:
