@@ -1,0 +1,175 @@
+"""Forecasting for a fleet: scheduled training of many hosts, then fleet-wide read latency.
+
+    python -m bench.bench_forecast_fleet                    # PostgreSQL, 100 hosts
+    python -m bench.bench_forecast_fleet --db sqlite --hosts 20 --requests 100
+
+Data: SyntheticDataGenerator(seed=42), the newest `--days` (1.5) of one-minute samples,
+stored under `--hosts` host names (host-000...), CPU shifted by 3 points per host modulo 10
+so that hosts differ. The four services run as `autofix-ml serve` processes (bench.harness);
+this process is the HTTP client, one kept-alive connection per target.
+
+1. Baseline, same data: the forecaster's /health with the schedule off (ML_FORECAST_RETRAIN_HOURS=0).
+2. The schedule on (ML_FORECAST_RETRAIN_HOURS=24): at start-up every host is due, and the
+   forecaster refits them one at a time on its two worker processes, all 14 metrics each,
+   while /health is polled back to back until every host has its models.
+3. With every host's models and forecasts stored, each read n times, fleet-wide and for one
+   host (the baseline: what a read cost before reads were fleet-wide).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+
+import httpx
+import numpy as np
+
+from bench.harness import database, services
+from services.trainer.synthetic.generator import SyntheticDataGenerator
+from services.trainer.synthetic.repository import store_frame
+from shared.catalogue import METRIC_NAMES
+from shared.db import create_engine
+
+CPU = "cpu_usage_percent"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def row(name: str, ms: list[float]) -> str:
+    return (
+        f"| {name} | {len(ms)} | {statistics.median(ms):.2f} | {pct(ms, 99):.2f} | {max(ms):.2f} |"
+    )
+
+
+async def store(url: str, hosts: int, days: float) -> int:
+    frame = SyntheticDataGenerator(seed=42).generate_full_training_set(int(np.ceil(days)))
+    frame = frame.iloc[-int(days * 1440) :].reset_index(drop=True)
+    engine = create_engine(url)
+    stored = 0
+    try:
+        for i in range(hosts):
+            copy = frame.copy()
+            copy[CPU] = np.clip(copy[CPU] + 3.0 * (i % 10), 0.0, 100.0)
+            async with engine.begin() as conn:
+                stored += await store_frame(conn, copy, host=f"host-{i:03d}")
+    finally:
+        await engine.dispose()
+    return stored
+
+
+async def timed(client: httpx.AsyncClient, path: str, n: int, **params: object) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        response = await client.get(path, params=params or None)
+        out.append((time.perf_counter() - t) * 1000)
+        assert response.status_code == 200, (path, response.status_code, response.text[:300])
+    return out
+
+
+async def idle_health(url: str, n: int) -> list[float]:
+    async with httpx.AsyncClient(base_url=url, timeout=10, trust_env=False) as client:
+        await timed(client, "/health", 20)
+        return await timed(client, "/health", n)
+
+
+async def scheduled(
+    url: str, hosts: int, limit: float
+) -> tuple[list[float], float, int, dict[str, object]]:
+    """/health back to back until every host has 14 active models; (ms, seconds, models, health)."""
+    expected = hosts * len(METRIC_NAMES)
+    busy: list[float] = []
+    started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=url, timeout=10, trust_env=False) as client:
+        while True:
+            t = time.perf_counter()
+            response = await client.get("/health")
+            busy.append((time.perf_counter() - t) * 1000)
+            body = response.json()
+            if body.get("active_models", 0) >= expected or time.perf_counter() - started > limit:
+                return busy, time.perf_counter() - started, body.get("active_models", 0), body
+
+
+async def reads(forecaster: str, gateway: str, n: int) -> None:
+    async with (
+        httpx.AsyncClient(base_url=forecaster, timeout=30, trust_env=False) as direct,
+        httpx.AsyncClient(base_url=gateway, timeout=30, trust_env=False) as api,
+    ):
+        spec = await direct.get("/forecast", params={"hours_ahead": 6, "metric": CPU})
+        alerts = (await direct.get("/forecast/alerts")).json()
+        print(
+            f"\nhosts answered by GET /forecast?hours_ahead=6&metric={CPU}: "
+            f"{len(spec.json()['hosts'])}; predicted breaches: {alerts['count']}\n"
+        )
+        cases: list[tuple[str, httpx.AsyncClient, str, dict[str, object]]] = [
+            ("/health (baseline)", direct, "/health", {}),
+            ("/forecast?host=host-000&hours_ahead=6&metric=cpu (one host, baseline)", direct,
+             "/forecast", {"host": "host-000", "hours_ahead": 6, "metric": CPU}),
+            ("/forecast?hours_ahead=6&metric=cpu (every host)", direct, "/forecast",
+             {"hours_ahead": 6, "metric": CPU}),
+            ("gateway /api/ml/forecast?hours_ahead=6&metric=cpu (every host)", api,
+             "/api/ml/forecast", {"hours_ahead": 6, "metric": CPU}),
+            ("/forecast?host=host-000&hours_ahead=6 (one host, 14 metrics, baseline)", direct,
+             "/forecast", {"host": "host-000", "hours_ahead": 6}),
+            ("/forecast?hours_ahead=1 (every host, 14 metrics)", direct, "/forecast",
+             {"hours_ahead": 1}),
+            ("/forecast?hours_ahead=6 (every host, 14 metrics)", direct, "/forecast",
+             {"hours_ahead": 6}),
+            ("/forecast/next-hour?host=host-000 (one host, baseline)", direct,
+             "/forecast/next-hour", {"host": "host-000"}),
+            ("/forecast/next-hour (every host)", direct, "/forecast/next-hour", {}),
+            ("/forecast/alerts?host=host-000 (one host, baseline)", direct, "/forecast/alerts",
+             {"host": "host-000"}),
+            ("/forecast/alerts (every host)", direct, "/forecast/alerts", {}),
+        ]  # fmt: skip
+        print("| request (ms) | n | p50 | p99 | max |\n|---|---|---|---|---|")
+        for name, client, path, params in cases:
+            await timed(client, path, 10, **params)  # warm the connection and the caches
+            print(row(name, await timed(client, path, n, **params)), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", choices=("postgresql", "sqlite"), default="postgresql")
+    parser.add_argument("--hosts", type=int, default=100)
+    parser.add_argument("--days", type=float, default=1.5)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--limit", type=float, default=1800.0, help="seconds for training")
+    args = parser.parse_args()
+    print("## Issue 10: forecasting (serving)\n")
+    print(
+        f"`python -m bench.bench_forecast_fleet --db {args.db} --hosts {args.hosts} "
+        f"--days {args.days} --requests {args.requests}`, {os.cpu_count()} cores\n"
+    )
+    with database(args.db) as url:
+        started = time.perf_counter()
+        rows = asyncio.run(store(url, args.hosts, args.days))
+        print(
+            f"stored {rows} samples: {args.hosts} hosts x {args.days} days "
+            f"({time.perf_counter() - started:.1f} s)\n"
+        )
+        with services(url, ML_FORECAST_RETRAIN_HOURS="0") as off:
+            idle = asyncio.run(idle_health(off.urls["forecaster"], args.requests))
+        with services(url, ML_FORECAST_RETRAIN_HOURS="24") as on:
+            busy, seconds, models, health = asyncio.run(
+                scheduled(on.urls["forecaster"], args.hosts, args.limit)
+            )
+            print("| what | value |\n|---|---|")
+            print(f"| hosts trained on schedule | {models // len(METRIC_NAMES)} of {args.hosts} |")
+            print(f"| active models | {models} |")
+            print(f"| wall time of the scheduled training | {seconds:.1f} s |")
+            print(f"| per host | {seconds / max(1, models / len(METRIC_NAMES)):.2f} s |\n")
+            print("| request (ms) | n | p50 | p99 | max |\n|---|---|---|---|---|")
+            print(row("forecaster /health, schedule off (baseline)", idle))
+            print(row("forecaster /health, during the scheduled training", busy))
+            asyncio.run(reads(on.urls["forecaster"], on.gateway, args.requests))
+
+
+if __name__ == "__main__":
+    main()
