@@ -39,9 +39,11 @@ def unknown_metric(metric: str) -> NotFound:
     return NotFound(f"unknown metric {metric!r}; known metrics: {', '.join(METRIC_NAMES)}")
 
 
-def _no_model(host: str, metric: str | None = None) -> Conflict:
-    what = f"host {host!r}" + (f", metric {metric!r}" if metric else "")
-    body = f'{{"host": "{host}"}}'
+def _no_model(host: str | None, metric: str | None = None) -> Conflict:
+    what = ("any host" if host is None else f"host {host!r}") + (
+        f", metric {metric!r}" if metric else ""
+    )
+    body = "{}" if host is None else f'{{"host": "{host}"}}'
     return Conflict(
         f"no forecaster model for {what} yet; train first: "
         f"POST /api/ml/train/forecaster with {body}"
@@ -110,7 +112,7 @@ async def forecast(
     )
     if not stored:
         if query.metric is not None and not any(query.metric in m for m in models.values()):
-            raise _no_model(query.host or "any", query.metric)
+            raise _no_model(query.host, query.metric)
         raise _not_written(query.host)
     forecasts = [
         MetricForecast(
@@ -239,7 +241,7 @@ async def trend(conn: AsyncConnection, *, host: str | None, metric: str) -> Tren
     by_host = await _models_by_host(conn, host)
     found = {name: models[metric] for name, models in by_host.items() if metric in models}
     if not found:
-        raise _no_model(host or "any", metric)
+        raise _no_model(host, metric)
     if len(found) > 1:
         raise Unprocessable(
             [
