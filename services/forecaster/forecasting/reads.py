@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from itertools import groupby
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -32,7 +33,6 @@ from shared.schemas.forecast import (
     NextHourResponse,
     TrendResponse,
 )
-from shared.schemas.models import ModelSummary
 
 
 def unknown_metric(metric: str) -> NotFound:
@@ -77,18 +77,16 @@ def _unknown_host(host: str, known: list[str]) -> NotFound:
 
 
 async def _models_by_host(
-    conn: AsyncConnection, host: str | None
-) -> dict[str, dict[str, ModelSummary]]:
-    """Active models by host and metric: of `host` (404 naming the hosts if it has none), else
-    of every host (409 when nothing was trained yet)."""
-    by_host: dict[str, dict[str, ModelSummary]] = {}
-    for model in await repo.active_models(conn, host=host):
-        by_host.setdefault(str(model.host), {})[str(model.metric)] = model
+    conn: AsyncConnection, host: str | None, *, parameters: bool = True
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Active models' parameters by host and metric: of `host` (404 naming the hosts if it has
+    none), else of every host (409 when nothing was trained yet)."""
+    by_host = await repo.active_parameters(conn, host=host, parameters=parameters)
     if by_host:
         return by_host
     if host is None:
         raise NO_MODEL_YET
-    raise _unknown_host(host, [str(h) for h in await repo.hosts_with_models(conn)])
+    raise _unknown_host(host, await repo.hosts_with_models(conn))
 
 
 def _answered(host: str | None, hosts: list[str]) -> str | None:
@@ -102,7 +100,7 @@ async def forecast(
     conn: AsyncConnection, query: ForecastQuery, *, step_minutes: float, now: datetime
 ) -> ForecastResponse:
     check_metric(query.metric)
-    models = await _models_by_host(conn, query.host)
+    models = await _models_by_host(conn, query.host, parameters=False)
     stored = await repo.read_forecasts(
         conn,
         host=query.host,
@@ -157,12 +155,12 @@ async def next_hour(
     for series in stored:
         sample = samples.get(series.host) or {}
         current = sample.get(series.metric)
-        model = models.get(series.host, {}).get(series.metric)
+        params = models.get(series.host, {}).get(series.metric, {})
         found = next_hour_of(
             series.prediction(),
             at=at,
             current_value=None if current is None else float(current),
-            scale=float((model.parameters.get("y_scale") if model else None) or 0.0),
+            scale=float(params.get("y_scale") or 0.0),
         )
         items.append(
             NextHourItem(
@@ -206,7 +204,7 @@ async def alerts(
                     name,
                     series.prediction(),
                     # The width the model's interval was made for (calibrated by the model).
-                    interval_width(params[name].parameters if name in params else {}),
+                    interval_width(params.get(name, {})),
                 )
                 for name, series in series_of.items()
             ),
@@ -238,21 +236,22 @@ async def trend(conn: AsyncConnection, *, host: str | None, metric: str) -> Tren
     """One host's trend: `host`, else the only host with a model of the metric (422 naming
     `host` and the hosts when there are several)."""
     check_metric(metric)
-    by_host = await _models_by_host(conn, host)
-    found = {name: models[metric] for name, models in by_host.items() if metric in models}
-    if not found:
+    by_host = await _models_by_host(conn, host, parameters=False)
+    hosts = sorted(name for name, models in by_host.items() if metric in models)
+    if not hosts:
         raise _no_model(host, metric)
-    if len(found) > 1:
+    if len(hosts) > 1:
         raise Unprocessable(
             [
                 {
                     "field": "query.host",
                     "msg": f"several hosts have a {metric} forecaster, name one: "
-                    + ", ".join(sorted(found)),
+                    + ", ".join(hosts),
                 }
             ]
         )
-    [(host, model)] = found.items()
+    host = hosts[0]
+    [model] = [m for m in await repo.active_models(conn, host=host) if m.metric == metric]
     data = model.metrics.get("trend")
     if not data:
         raise Conflict(f"model {model.id} has no stored trend; retrain the forecaster")

@@ -192,6 +192,28 @@ async def count_active(conn: AsyncConnection) -> int:
     return int((await conn.execute(query)).scalar_one())
 
 
+async def active_parameters(
+    conn: AsyncConnection, *, host: str | None = None, parameters: bool = True
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Active forecaster versions' parameters by host and metric (every host unless `host`).
+
+    Only the columns a read needs: no evaluation or trend JSON to parse for 14 x hosts rows;
+    `parameters=False` leaves them out too (every value then `{}`).
+    """
+    m = ml_models.c
+    columns = [m.host, m.metric, m.parameters] if parameters else [m.host, m.metric]
+    query = sa.select(*columns).where(
+        m.name == MODEL_NAME, m.status == "active", m.host.is_not(None), m.metric.is_not(None)
+    )
+    if host is not None:
+        query = query.where(m.host == host)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in await conn.execute(query):
+        found = row[2] if parameters else {}
+        out.setdefault(str(row[0]), {})[str(row[1])] = dict(found or {})
+    return out
+
+
 async def hosts_with_models(conn: AsyncConnection) -> list[str]:
     """Hosts with an active forecaster version, by name."""
     m = ml_models.c
