@@ -73,14 +73,13 @@ def serve(database_url: str, retrain_hours: str) -> Iterator[Served]:
             [sys.executable, "-m", "services.cli", "serve", name],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
         )
         for name in ports
     ]
     served = Served(f"http://127.0.0.1:{ports['forecaster']}", f"http://127.0.0.1:{ports['api']}")
     try:
         deadline = time.monotonic() + 180
-        for url in (f"{served.forecaster}/health", f"{served.gateway}/api/ml/forecast/alerts"):
+        for url in (f"{served.forecaster}/health", f"{served.gateway}/api/openapi.json"):
             while True:
                 try:
                     if httpx.get(url, timeout=2).status_code < 500:

@@ -86,7 +86,7 @@ async def _models_by_host(
         return by_host
     if host is None:
         raise NO_MODEL_YET
-    raise _unknown_host(host, await repo.hosts_with_models(conn))
+    raise _unknown_host(host, sorted(await repo.active_parameters(conn, parameters=False)))
 
 
 def _answered(host: str | None, hosts: list[str]) -> str | None:
@@ -187,13 +187,10 @@ async def alerts(
     conn: AsyncConnection, query: AlertsQuery, *, thresholds: Mapping[str, float], now: datetime
 ) -> AlertsResponse:
     models = await _models_by_host(conn, query.host)
-    stored = await repo.read_forecasts(
-        conn,
-        host=query.host,
-        after=now,
-        until=now + timedelta(hours=query.hours_ahead),
-        metrics=thresholds.keys(),
-    )
+    until = now + timedelta(hours=query.hours_ahead)
+    # Only series reaching their threshold somewhere can breach it: read those whole.
+    reaching = await repo.reaching(conn, host=query.host, after=now, until=until, limits=thresholds)
+    stored = await repo.read_forecasts(conn, after=now, until=until, pairs=reaching)
     found: list[BreachAlert] = []
     for host, group in groupby(stored, key=lambda series: series.host):
         series_of = {series.metric: series for series in group}

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.forecaster.forecasting.history import BUCKET, SAMPLES, normal_column
-from services.forecaster.forecasting.prediction import Prediction
+from services.forecaster.forecasting.stored import StoredForecast
 from shared.clock import utc
 from shared.db import row_dict
 from shared.registry import SUMMARY_COLUMNS
@@ -123,18 +122,6 @@ async def bucketed_history(
     return BucketRows(list(result.keys()), [tuple(row) for row in result])
 
 
-async def latest_sample(conn: AsyncConnection, host: str) -> dict[str, Any] | None:
-    """The newest sample of a host as a row (timestamp, host, the metrics, label), or None."""
-    query = (
-        sa.select(metrics_history)
-        .where(metrics_history.c.host == host)
-        .order_by(metrics_history.c.timestamp.desc())
-        .limit(1)
-    )
-    row = (await conn.execute(query)).first()
-    return None if row is None else row_dict(row._mapping)
-
-
 # SQLite allows 500 parts in a compound SELECT.
 _SAMPLES_PER_STATEMENT = 200
 
@@ -214,18 +201,6 @@ async def active_parameters(
     return out
 
 
-async def hosts_with_models(conn: AsyncConnection) -> list[str]:
-    """Hosts with an active forecaster version, by name."""
-    m = ml_models.c
-    query = (
-        sa.select(m.host)
-        .where(m.name == MODEL_NAME, m.status == "active", m.host.is_not(None))
-        .distinct()
-        .order_by(m.host)
-    )
-    return [str(row[0]) for row in await conn.execute(query)]
-
-
 async def trained_at_by_host(conn: AsyncConnection) -> dict[str, datetime]:
     """Per host with active forecaster versions, when the newest of them was activated."""
     m = ml_models.c
@@ -298,29 +273,6 @@ async def newest_generation(conn: AsyncConnection) -> datetime | None:
     return None if value is None else utc(value)
 
 
-@dataclass(slots=True)
-class StoredForecast:
-    """One host and metric's newest stored forecast generation, points soonest first."""
-
-    host: str
-    metric: str
-    model_id: int | None
-    model_version: int | None
-    generated_at: datetime
-    times: list[datetime]
-    yhat: list[float]
-    lower: list[float]
-    upper: list[float]
-
-    def prediction(self) -> Prediction:
-        return Prediction(
-            times=self.times,
-            yhat=np.array(self.yhat, dtype=float),
-            lower=np.array(self.lower, dtype=float),
-            upper=np.array(self.upper, dtype=float),
-        )
-
-
 def _stored(host: str, metric: str, rows: list[Any]) -> StoredForecast:
     first = rows[0]
     return StoredForecast(
@@ -344,12 +296,14 @@ async def read_forecasts(
     host: str | None = None,
     metric: str | None = None,
     metrics: Collection[str] | None = None,
+    pairs: Collection[tuple[str, str]] | None = None,
 ) -> list[StoredForecast]:
     """The newest generation of each host's and metric's forecast, points in (after, until].
 
     Every host unless `host`; only `metric`, or only `metrics`, when given. By host, then
     metric. The newest generations come from forecast_generations, so each (host, metric)
-    is one range of the lookup index, however many hosts and points are stored.
+    is one range of the lookup index, however many hosts and points are stored. `pairs`:
+    only these (host, metric)s.
     """
     f, g = metric_forecasts.c, forecast_generations.c
     scope: list[sa.ColumnElement[bool]] = []
@@ -359,6 +313,10 @@ async def read_forecasts(
         scope.append(g.metric == metric)
     if metrics is not None:
         scope.append(g.metric.in_(list(metrics)))
+    if pairs is not None:
+        if not pairs:
+            return []
+        scope.append(sa.or_(*(sa.and_(g.host == h, g.metric == m) for h, m in pairs)))
     query = (
         sa.select(
             f.host,
@@ -385,6 +343,47 @@ async def read_forecasts(
         _stored(str(key[0]), str(key[1]), list(group))
         for key, group in groupby(rows, key=lambda r: (r[0], r[1]))
     ]
+
+
+async def reaching(
+    conn: AsyncConnection,
+    *,
+    after: datetime,
+    until: datetime,
+    limits: Mapping[str, float],
+    host: str | None = None,
+) -> list[tuple[str, str]]:
+    """The (host, metric)s whose newest forecast, in (after, until], has a point with yhat or
+    its upper bound at or above the metric's limit: the only ones that can breach it.
+
+    Alerts read these series whole instead of every series of the fleet.
+    """
+    if not limits:
+        return []
+    f, g = metric_forecasts.c, forecast_generations.c
+    reached = sa.or_(
+        *(
+            sa.and_(g.metric == name, sa.or_(f.yhat >= limit, f.yhat_upper >= limit))
+            for name, limit in limits.items()
+        )
+    )
+    query = (
+        sa.select(g.host, g.metric)
+        .select_from(forecast_generations)
+        .join(
+            metric_forecasts,
+            sa.and_(f.host == g.host, f.metric == g.metric, f.generated_at == g.generated_at),
+        )
+        .where(
+            g.metric.in_(list(limits)),
+            f.target_timestamp > after,
+            f.target_timestamp <= until,
+            reached,
+            *([g.host == host] if host is not None else []),
+        )
+        .distinct()
+    )
+    return sorted((str(r[0]), str(r[1])) for r in await conn.execute(query))
 
 
 async def generations(conn: AsyncConnection, *, host: str, metric: str) -> list[datetime]:
