@@ -108,6 +108,8 @@ async def run(engine_name: str, url: str, *, requests: int, data_start: datetime
         "FORECASTER_URL": f"http://127.0.0.1:{ports['forecaster']}",
         "AUTOFIX_LOG_LEVEL": "warning",
         "PYTHONWARNINGS": "ignore",
+        # Trained on request only: the schedule would fit the stored host at start-up.
+        "ML_FORECAST_RETRAIN_HOURS": "0",
     }
     procs = [start("forecaster", env), start("api", env)]
     forecaster_url = f"http://127.0.0.1:{ports['forecaster']}"

@@ -31,16 +31,16 @@ from services.trainer.anomaly.evaluation import (
     incident_rows,
     runs,
 )
-from services.trainer.anomaly.streaming import HostStream, surprise_of
+from services.trainer.anomaly.streaming import HostStream, StreamConfig, surprise_of
 from shared.settings import Settings
 
 GRID = (0.99, 0.999, 0.9999, 0.99999, 0.999999)
 
 
-def stream_machine(machine: str) -> dict[str, object]:
+def stream_machine(machine: str, config: StreamConfig) -> dict[str, object]:
     train, test, raw = load(machine)
     frames = [train, test]
-    stream = HostStream(tuple(METRICS))
+    stream = HostStream(tuple(METRICS), config)
     out = {}
     t0 = time.perf_counter()
     n_rows = 0
@@ -66,14 +66,30 @@ def stream_machine(machine: str) -> dict[str, object]:
     return out
 
 
+def config_from(pairs: list[str]) -> StreamConfig:
+    """``StreamConfig`` with ``key=value`` overrides (benchmarks compare variants with it)."""
+    fields = StreamConfig.__dataclass_fields__
+    kw = {k: type(getattr(StreamConfig(), k))(v) for k, v in (p.split("=", 1) for p in pairs)}
+    unknown = set(kw) - set(fields)
+    if unknown:
+        raise SystemExit(f"unknown StreamConfig fields: {sorted(unknown)}")
+    return StreamConfig(**kw)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--machines", nargs="*", default=list(MACHINES))
     ap.add_argument("--consecutive", type=int, default=3)
+    ap.add_argument(
+        "--config", nargs="*", default=[], help="StreamConfig overrides (key=value), to compare"
+    )
     args = ap.parse_args()
+    config = config_from(args.config)
     default = float(getattr(Settings(), "anomaly_threshold", 0.9999))
-    results = {m: stream_machine(m) for m in args.machines}
-    print(f"streaming detector, service defaults; incidents after {args.consecutive} in a row")
+    results = {m: stream_machine(m, config) for m in args.machines}
+    print(
+        f"streaming detector {args.config or 'defaults'}; incidents after {args.consecutive} in a row"
+    )
     print("train halves: incidents per host-day after probation, by threshold")
     for thr in sorted({*GRID, default}):
         s_thr = surprise_of(thr)

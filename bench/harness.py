@@ -78,6 +78,8 @@ def services(database_url: str, **env_extra: str) -> Iterator[Services]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOFIX_", "ML_"))}
     env.update({f"AUTOFIX_{name.upper()}_PORT": str(port) for name, port in ports.items()})
     env.update(DATABASE_URL=database_url, AUTOFIX_LOG_LEVEL="warning", ML_ENABLED="false")
+    # No scheduled forecaster training unless a bench asks for it (it would fit stored hosts).
+    env.update(ML_FORECAST_RETRAIN_HOURS="0")
     env.update(env_extra)
     procs = {
         name: subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name], env=env)

@@ -187,6 +187,12 @@ class Settings(BaseSettings):
     forecast_refresh_minutes: float = Field(
         default=60.0, gt=0, validation_alias=_env("ML_FORECAST_REFRESH_MINUTES")
     )
+    forecast_retrain_hours: float = Field(
+        default=24.0,
+        ge=0,
+        validation_alias=_env("ML_FORECAST_RETRAIN_HOURS"),
+        description="Hours between scheduled refits of each host's forecasters; 0 turns it off.",
+    )
     forecast_thresholds: dict[str, float] = Field(
         default_factory=dict,
         validation_alias=_env("ML_FORECAST_THRESHOLDS"),

@@ -151,6 +151,17 @@ metric_forecasts = sa.Table(
     sa.Index("idx_metric_forecasts_lookup", "host", "metric", "generated_at", "target_timestamp"),
 )
 
+# The newest stored generation per host and metric: fleet-wide reads join it to
+# metric_forecasts instead of grouping every stored point (written with the points).
+forecast_generations = sa.Table(
+    "forecast_generations",
+    metadata,
+    sa.Column("host", sa.String(255), primary_key=True),
+    sa.Column("metric", sa.String(100), primary_key=True),
+    sa.Column("generated_at", Timestamp, nullable=False),
+    sa.Index("idx_forecast_generations_metric", "metric"),
+)
+
 incidents = sa.Table(
     "incidents",
     metadata,

@@ -30,12 +30,15 @@ def create_app(
     *,
     engine: AsyncEngine | None = None,
     refresh_loop: bool = True,
+    retrain_loop: bool | None = None,
     executor: Executor | None = None,
     fit_workers: int = 2,
 ) -> FastAPI:
     """The app. Prophet runs on `executor` (default: `fit_workers` processes made here, left
     running by the caller when one is handed in); `refresh_loop=False` leaves the scheduled
-    refresh off (tests drive it through POST /forecast/refresh)."""
+    refresh off (tests drive it through POST /forecast/refresh), and the scheduled training
+    too unless `retrain_loop` says otherwise."""
+    scheduled_training = refresh_loop if retrain_loop is None else retrain_loop
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -52,17 +55,24 @@ def create_app(
                 models=ForecasterModels(MODEL_NAME, stored_model),
                 warm_workers=fit_workers if executor is None else 0,
             )
-            loops = (
-                [
+            loops = []
+            if refresh_loop:
+                loops.append(
                     BackgroundLoop(
                         "forecast-refresh",
                         service.refresh_step,
                         interval=lambda: service.refresh_seconds,
                     )
-                ]
-                if refresh_loop
-                else []
-            )
+                )
+            if scheduled_training:
+                # Every host with enough history is refitted every ML_FORECAST_RETRAIN_HOURS.
+                loops.append(
+                    BackgroundLoop(
+                        "forecast-retrain",
+                        service.retrain_step,
+                        interval=lambda: service.retrain_seconds,
+                    )
+                )
             app.state.engine = db
             app.state.settings = settings
             app.state.notifier = notifier

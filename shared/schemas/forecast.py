@@ -152,6 +152,7 @@ class ForecastPoint(Schema):
 
 
 class MetricForecast(Schema):
+    host: str = Field(description="Host forecast.")
     metric: str = Field(description="Metric forecast.")
     model_id: int | None = Field(description="Registry id of the model that made it.")
     model_version: int | None = Field(description="Version of that model.")
@@ -159,14 +160,24 @@ class MetricForecast(Schema):
     points: list[ForecastPoint] = Field(description="Predictions, soonest first.")
 
 
+HOST_OR_FLEET = (
+    "Host answered: the one asked for, or the only host with a model; null when the answer "
+    "covers several hosts (see `hosts`)."
+)
+
+
 class ForecastResponse(Schema):
-    host: str = Field(description="Host forecast.")
+    host: str | None = Field(description=HOST_OR_FLEET)
+    hosts: list[str] = Field(description="Every host answered, in order.")
     hours_ahead: int = Field(description="Horizon asked for, in hours.")
     step_minutes: float = Field(description="Spacing of the points (the model resolution).")
-    forecasts: list[MetricForecast] = Field(description="One entry per metric asked for.")
+    forecasts: list[MetricForecast] = Field(
+        description="One entry per host and metric asked for, by host then metric."
+    )
 
 
 class NextHourItem(Schema):
+    host: str = Field(description="Host.")
     metric: str = Field(description="Metric.")
     current_value: float | None = Field(description="Value of the newest sample (null: none).")
     current_at: datetime | None = Field(description="Time of the newest sample.")
@@ -181,12 +192,16 @@ class NextHourItem(Schema):
 
 
 class NextHourResponse(Schema):
-    host: str = Field(description="Host forecast.")
+    host: str | None = Field(description=HOST_OR_FLEET)
+    hosts: list[str] = Field(description="Every host answered, in order.")
     generated_at: datetime | None = Field(description="Newest forecast generation used.")
-    metrics: list[NextHourItem] = Field(description="One entry per forecast metric.")
+    metrics: list[NextHourItem] = Field(
+        description="One entry per host and forecast metric, by host then catalogue order."
+    )
 
 
 class BreachAlert(Schema):
+    host: str = Field(description="Host predicted to breach.")
     metric: str = Field(description="Metric predicted to breach.")
     threshold: float = Field(description="Threshold (catalogue default or ML_FORECAST_THRESHOLDS).")
     yhat_crossing_at: datetime | None = Field(
@@ -206,10 +221,13 @@ class BreachAlert(Schema):
 
 
 class AlertsResponse(Schema):
-    host: str = Field(description="Host forecast.")
+    host: str | None = Field(description=HOST_OR_FLEET)
+    hosts: list[str] = Field(description="Every host searched, in order.")
     hours_ahead: int = Field(description="Horizon searched, in hours.")
     thresholds: dict[str, float] = Field(description="Thresholds in force, per metric.")
-    alerts: list[BreachAlert] = Field(description="Predicted breaches, soonest first.")
+    alerts: list[BreachAlert] = Field(
+        description="Predicted breaches of every host searched, soonest first."
+    )
     count: int = Field(description="Number of alerts.")
 
 
@@ -270,7 +288,7 @@ class ForecastHostQuery(BaseModel):
         default=None,
         min_length=1,
         max_length=255,
-        description="Host; default: the host whose forecaster was trained last.",
+        description="Host; default: every host with a forecaster model.",
     )
 
 
@@ -287,3 +305,14 @@ class AlertsQuery(ForecastHostQuery):
     """Query parameters of GET /forecast/alerts."""
 
     hours_ahead: int = Field(default=24, ge=1, le=24, description="Horizon, 1 to 24 hours.")
+
+
+class TrendQuery(BaseModel):
+    """Query parameter of GET /forecast/trend/{metric}: which host."""
+
+    host: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="Host; may be left out when only one host has a model of the metric.",
+    )

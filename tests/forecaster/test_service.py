@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.forecaster.app import create_app
+from services.forecaster.forecasting import forecast_store as store
 from services.forecaster.forecasting import repository as repo
 from services.forecaster.forecasting.errors import ModelIntegrityError
 from services.forecaster.forecasting.history import frames_from_buckets, history_from_samples
@@ -175,8 +176,9 @@ async def test_forecast_answers_hours_ahead_points_with_ordered_bounds(
     for bad in (zero, too_far):
         assert bad.status_code == 422
         assert bad.json()["detail"][0]["field"] == "query.hours_ahead"
-    assert other_host.status_code == 409
-    assert "train" in other_host.json()["detail"]
+    # A host without a model is a 404 naming the parameter and the hosts that have one.
+    assert other_host.status_code == 404
+    assert "host" in other_host.json()["detail"] and "synthetic" in other_host.json()["detail"]
 
 
 async def test_training_input_errors_name_the_field_or_the_cause(
@@ -419,11 +421,11 @@ async def test_a_tampered_artifact_is_refused_when_a_process_loads_it(
         assert "sha256" in host["failures"][CPU]
         assert host["metrics"] == ["memory_usage_percent"]
     async with engine.connect() as conn:
-        cpu_generations = await repo.generations(conn, host="synthetic", metric=CPU)
-        memory_generations = await repo.generations(conn, host="synthetic", metric=METRICS[1])
+        cpu_generations = await store.generations(conn, host="synthetic", metric=CPU)
+        memory_generations = await store.generations(conn, host="synthetic", metric=METRICS[1])
     # The tampered model's forecast was not rewritten after the training process's refresh.
     assert cpu_generations[0] == pd.Timestamp(same_process.json()["hosts"][0]["generated_at"])
-    assert len(memory_generations) == repo.KEEP_GENERATIONS
+    assert len(memory_generations) == store.KEEP_GENERATIONS
     assert memory_generations[0] > cpu_generations[0]
 
 
@@ -437,8 +439,8 @@ async def test_refreshes_keep_only_recent_generations(
             assert (await client.post("/forecast/refresh")).status_code == 200
         latest = await client.get("/forecast", params={"metric": CPU})
     async with engine.connect() as conn:
-        kept = await repo.generations(conn, host="synthetic", metric=CPU)
-    assert len(kept) == repo.KEEP_GENERATIONS
+        kept = await store.generations(conn, host="synthetic", metric=CPU)
+    assert len(kept) == store.KEEP_GENERATIONS
     generated = pd.Timestamp(latest.json()["forecasts"][0]["generated_at"])
     assert generated == pd.Timestamp(kept[0])
 
@@ -499,11 +501,15 @@ async def test_the_refresh_loop_rewrites_stale_forecasts(
         app = create_app(quick, engine=engine, executor=pool)
         async with app_client(app) as client:
             [loop] = [lp for lp in app.state.loops if lp.name == "forecast-refresh"]
-            assert {lp.name for lp in app.state.loops} == {"forecast-refresh", "webhook"}
+            assert {lp.name for lp in app.state.loops} == {
+                "forecast-refresh",
+                "forecast-retrain",
+                "webhook",
+            }
             for _ in range(600):
                 async with engine.connect() as conn:
-                    kept = await repo.generations(conn, host="synthetic", metric=CPU)
-                if len(kept) == repo.KEEP_GENERATIONS and loop.runs > 0:
+                    kept = await store.generations(conn, host="synthetic", metric=CPU)
+                if len(kept) == store.KEEP_GENERATIONS and loop.runs > 0:
                     break
                 await asyncio.sleep(0.05)
             health = await client.get("/health")
@@ -511,5 +517,5 @@ async def test_the_refresh_loop_rewrites_stale_forecasts(
     state = loop.state()
     assert state.name == "forecast-refresh" and state.failures == 0
     assert state.last_success_at is not None
-    assert len(kept) == repo.KEEP_GENERATIONS
+    assert len(kept) == store.KEEP_GENERATIONS
     assert pd.Timestamp(health.json()["last_refresh_at"]) >= pd.Timestamp(kept[0])

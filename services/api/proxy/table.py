@@ -35,6 +35,7 @@ from shared.schemas.forecast import (
     RefreshResponse,
     TrainForecasterRequest,
     TrainForecasterResponse,
+    TrendQuery,
     TrendResponse,
 )
 from shared.schemas.incidents import IncidentList, IncidentListQuery, IncidentOut, ResolveRequest
@@ -126,6 +127,10 @@ MODEL_ID = {"model_id": RowId}
 FORECASTING = ("forecasting",)
 NO_FORECAST = "No forecaster model (or no stored forecast) yet; the detail says to train."
 UNKNOWN_METRIC = "Unknown metric; the detail lists the known."
+UNKNOWN_METRIC_OR_HOST = (
+    "Unknown metric, or a host without a forecaster model; the detail lists the known."
+)
+UNKNOWN_HOST = "A host without a forecaster model; the detail lists the hosts with one."
 
 # Routes are matched in this order, one by one: the most requested come first.
 ROUTES: tuple[ProxyRoute, ...] = (
@@ -262,9 +267,9 @@ ROUTES: tuple[ProxyRoute, ...] = (
         service="forecaster",
         query=ForecastQuery,
         response=ForecastResponse,
-        errors=errors(not_found=UNKNOWN_METRIC, conflict=NO_FORECAST),
+        errors=errors(not_found=UNKNOWN_METRIC_OR_HOST, conflict=NO_FORECAST),
         tags=FORECASTING,
-        summary="Forecast 1-24 hours ahead with bounds, from the stored forecasts",
+        summary="Forecast 1-24 hours ahead with bounds, every host (or `host`), stored forecasts",
     ),
     ProxyRoute(
         name="forecast_next_hour",
@@ -273,9 +278,9 @@ ROUTES: tuple[ProxyRoute, ...] = (
         service="forecaster",
         query=ForecastHostQuery,
         response=NextHourResponse,
-        errors=errors(conflict=NO_FORECAST),
+        errors=errors(not_found=UNKNOWN_HOST, conflict=NO_FORECAST),
         tags=FORECASTING,
-        summary="Every metric: current value, forecast an hour ahead, bounds, direction",
+        summary="Every metric of every host (or `host`): now, an hour ahead, bounds, direction",
     ),
     ProxyRoute(
         name="forecast_alerts",
@@ -284,9 +289,9 @@ ROUTES: tuple[ProxyRoute, ...] = (
         service="forecaster",
         query=AlertsQuery,
         response=AlertsResponse,
-        errors=errors(conflict=NO_FORECAST),
+        errors=errors(not_found=UNKNOWN_HOST, conflict=NO_FORECAST),
         tags=FORECASTING,
-        summary="Every predicted threshold breach in the horizon",
+        summary="Every predicted threshold breach of every host (or `host`) in the horizon",
     ),
     ProxyRoute(
         name="forecast_trend",
@@ -294,9 +299,9 @@ ROUTES: tuple[ProxyRoute, ...] = (
         path="/forecast/trend/{metric}",
         service="forecaster",
         path_params={"metric": MetricPath},
-        query=ForecastHostQuery,
+        query=TrendQuery,
         response=TrendResponse,
-        errors=errors(not_found=UNKNOWN_METRIC, conflict=NO_FORECAST),
+        errors=errors(not_found=UNKNOWN_METRIC_OR_HOST, conflict=NO_FORECAST),
         tags=FORECASTING,
         summary="Trend slope per hour and per day, direction and change points",
     ),

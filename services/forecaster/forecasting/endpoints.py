@@ -21,6 +21,7 @@ from shared.schemas.forecast import (
     RefreshResponse,
     TrainForecasterRequest,
     TrainForecasterResponse,
+    TrendQuery,
     TrendResponse,
 )
 from shared.web import ConnDep, MetricPath
@@ -53,7 +54,11 @@ async def refresh(forecaster: ForecasterDep) -> RefreshResponse:
     )
 
 
-@router.get("/forecast", response_model=ForecastResponse, summary="Stored forecast, 1-24 h ahead")
+@router.get(
+    "/forecast",
+    response_model=ForecastResponse,
+    summary="Stored forecasts 1-24 h ahead, of every host or one",
+)
 async def forecast(
     forecaster: ForecasterDep, conn: ConnDep, query: Annotated[ForecastQuery, Query()]
 ) -> ForecastResponse:
@@ -63,7 +68,7 @@ async def forecast(
 @router.get(
     "/forecast/next-hour",
     response_model=NextHourResponse,
-    summary="Each metric now and an hour from now",
+    summary="Each metric of every host (or one) now and an hour from now",
 )
 async def next_hour(
     forecaster: ForecasterDep, conn: ConnDep, query: Annotated[ForecastHostQuery, Query()]
@@ -76,7 +81,7 @@ async def next_hour(
 @router.get(
     "/forecast/alerts",
     response_model=AlertsResponse,
-    summary="Every predicted threshold breach in the horizon",
+    summary="Every predicted threshold breach of every host (or one) in the horizon",
 )
 async def alerts(
     forecaster: ForecasterDep, conn: ConnDep, query: Annotated[AlertsQuery, Query()]
@@ -92,6 +97,6 @@ async def alerts(
 async def trend(
     conn: ConnDep,
     metric: MetricPath,
-    query: Annotated[ForecastHostQuery, Query()],
+    query: Annotated[TrendQuery, Query()],
 ) -> TrendResponse:
     return await reads.trend(conn, host=query.host, metric=metric)

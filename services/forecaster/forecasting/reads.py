@@ -1,5 +1,7 @@
 """The read side: answers built from stored forecasts and model rows, never from Prophet.
 
+Every read is fleet-wide without `host` (each entry names its host) and one host's with it.
+
 Usage: `await reads.forecast(conn, query, step_minutes=15.0, now=utcnow())` in an endpoint.
 """
 
@@ -8,14 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime, timedelta
+from itertools import groupby
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.forecaster.forecasting import forecast_store as store
 from services.forecaster.forecasting import repository as repo
 from services.forecaster.forecasting.breach import find_breaches, interval_width
 from services.forecaster.forecasting.next_hour import next_hour as next_hour_of
 from shared.catalogue import METRIC_NAMES
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, Unprocessable
 from shared.schemas.forecast import (
     AlertsQuery,
     AlertsResponse,
@@ -29,25 +34,33 @@ from shared.schemas.forecast import (
     NextHourResponse,
     TrendResponse,
 )
-from shared.schemas.models import ModelSummary
 
 
 def unknown_metric(metric: str) -> NotFound:
     return NotFound(f"unknown metric {metric!r}; known metrics: {', '.join(METRIC_NAMES)}")
 
 
-def _no_model(host: str, metric: str | None = None) -> Conflict:
-    what = f"host {host!r}" + (f", metric {metric!r}" if metric else "")
-    body = f'{{"host": "{host}"}}'
+def _no_model(host: str | None, metric: str | None = None) -> Conflict:
+    what = ("any host" if host is None else f"host {host!r}") + (
+        f", metric {metric!r}" if metric else ""
+    )
+    body = "{}" if host is None else f'{{"host": "{host}"}}'
     return Conflict(
         f"no forecaster model for {what} yet; train first: "
         f"POST /api/ml/train/forecaster with {body}"
     )
 
 
-def _not_written(host: str) -> Conflict:
+NO_MODEL_YET = Conflict(
+    "no forecaster model yet; train first: POST /api/ml/train/forecaster with {} "
+    "(or wait for the scheduled training, every ML_FORECAST_RETRAIN_HOURS)"
+)
+
+
+def _not_written(host: str | None) -> Conflict:
+    which = "any host" if host is None else f"host {host!r}"
     return Conflict(
-        f"no forecasts stored for host {host!r} in this horizon yet: they are written after "
+        f"no forecasts stored for {which} in this horizon yet: they are written after "
         "training and every ML_FORECAST_REFRESH_MINUTES (POST /api/ml/forecast/refresh now)"
     )
 
@@ -57,48 +70,52 @@ def check_metric(metric: str | None) -> None:
         raise unknown_metric(metric)
 
 
-async def resolve_host(conn: AsyncConnection, host: str | None) -> str:
-    """The host asked for, else the one whose forecaster models were trained last."""
+def _unknown_host(host: str, known: list[str]) -> NotFound:
+    return NotFound(
+        f"host {host!r} (query parameter host) has no forecaster model; hosts with one: "
+        + (", ".join(known) or "none yet")
+    )
+
+
+async def _models_by_host(
+    conn: AsyncConnection, host: str | None, *, parameters: bool = True
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Active models' parameters by host and metric: of `host` (404 naming the hosts if it has
+    none), else of every host (409 when nothing was trained yet)."""
+    by_host = await repo.active_parameters(conn, host=host, parameters=parameters)
+    if by_host:
+        return by_host
+    if host is None:
+        raise NO_MODEL_YET
+    raise _unknown_host(host, sorted(await repo.active_parameters(conn, parameters=False)))
+
+
+def _answered(host: str | None, hosts: list[str]) -> str | None:
+    """The response's `host`: the one asked for, or the only one answered; else None."""
     if host is not None:
         return host
-    found = await repo.latest_trained_host(conn)
-    if found is None:
-        raise Conflict(
-            "no forecaster model yet; train first: POST /api/ml/train/forecaster with {}"
-        )
-    return found
-
-
-async def _explain_empty(conn: AsyncConnection, host: str, metric: str | None = None) -> Conflict:
-    models = await repo.active_models(conn, host=host)
-    if metric is not None:
-        models = [m for m in models if m.metric == metric]
-    return _not_written(host) if models else _no_model(host, metric)
-
-
-async def _active_by_metric(conn: AsyncConnection, host: str) -> dict[str, ModelSummary]:
-    models = {str(m.metric): m for m in await repo.active_models(conn, host=host)}
-    if not models:
-        raise _no_model(host)
-    return models
+    return hosts[0] if len(hosts) == 1 else None
 
 
 async def forecast(
     conn: AsyncConnection, query: ForecastQuery, *, step_minutes: float, now: datetime
 ) -> ForecastResponse:
     check_metric(query.metric)
-    host = await resolve_host(conn, query.host)
-    stored = await repo.read_forecasts(
+    models = await _models_by_host(conn, query.host, parameters=False)
+    stored = await store.read_forecasts(
         conn,
-        host=host,
+        host=query.host,
         metric=query.metric,
         after=now,
         until=now + timedelta(hours=query.hours_ahead),
     )
     if not stored:
-        raise await _explain_empty(conn, host, query.metric)
+        if query.metric is not None and not any(query.metric in m for m in models.values()):
+            raise _no_model(query.host, query.metric)
+        raise _not_written(query.host)
     forecasts = [
         MetricForecast(
+            host=series.host,
             metric=series.metric,
             model_id=series.model_id,
             model_version=series.model_version,
@@ -112,35 +129,43 @@ async def forecast(
         )
         for series in stored
     ]
+    hosts = list(dict.fromkeys(series.host for series in stored))
     return ForecastResponse(
-        host=host, hours_ahead=query.hours_ahead, step_minutes=step_minutes, forecasts=forecasts
+        host=_answered(query.host, hosts),
+        hosts=hosts,
+        hours_ahead=query.hours_ahead,
+        step_minutes=step_minutes,
+        forecasts=forecasts,
     )
 
 
 async def next_hour(
     conn: AsyncConnection, *, host: str | None, step_minutes: float, now: datetime
 ) -> NextHourResponse:
-    host = await resolve_host(conn, host)
-    models = await _active_by_metric(conn, host)
+    models = await _models_by_host(conn, host)
     at = now + timedelta(hours=1)
-    stored = await repo.read_forecasts(
+    stored = await store.read_forecasts(
         conn, host=host, after=now, until=at + timedelta(minutes=2 * step_minutes)
     )
     if not stored:
         raise _not_written(host)
-    sample = await repo.latest_sample(conn, host) or {}
+    hosts = list(dict.fromkeys(series.host for series in stored))
+    samples = await repo.latest_samples(conn, hosts)
+    order = {name: i for i, name in enumerate(METRIC_NAMES)}
     items: list[NextHourItem] = []
     for series in stored:
+        sample = samples.get(series.host) or {}
         current = sample.get(series.metric)
-        model = models.get(series.metric)
+        params = models.get(series.host, {}).get(series.metric, {})
         found = next_hour_of(
             series.prediction(),
             at=at,
             current_value=None if current is None else float(current),
-            scale=float((model.parameters.get("y_scale") if model else None) or 0.0),
+            scale=float(params.get("y_scale") or 0.0),
         )
         items.append(
             NextHourItem(
+                host=series.host,
                 metric=series.metric,
                 current_value=None if current is None else float(current),
                 current_at=sample.get("timestamp"),
@@ -152,49 +177,54 @@ async def next_hour(
                 direction=found.direction,
             )
         )
-    order = {name: i for i, name in enumerate(METRIC_NAMES)}
-    items.sort(key=lambda item: order.get(item.metric, len(order)))
+    items.sort(key=lambda item: (item.host, order.get(item.metric, len(order))))
     newest = max(series.generated_at for series in stored)
-    return NextHourResponse(host=host, generated_at=newest, metrics=items)
+    return NextHourResponse(
+        host=_answered(host, hosts), hosts=hosts, generated_at=newest, metrics=items
+    )
 
 
 async def alerts(
     conn: AsyncConnection, query: AlertsQuery, *, thresholds: Mapping[str, float], now: datetime
 ) -> AlertsResponse:
-    host = await resolve_host(conn, query.host)
-    models = await _active_by_metric(conn, host)
-    stored = {
-        series.metric: series
-        for series in await repo.read_forecasts(
-            conn,
-            host=host,
-            after=now,
-            until=now + timedelta(hours=query.hours_ahead),
-            metrics=thresholds.keys(),
-        )
-    }
-    breaches = find_breaches(
-        (
-            (
-                name,
-                series.prediction(),
-                interval_width(models[name].parameters if name in models else {}),
-            )
-            for name, series in stored.items()
-        ),
-        limits=thresholds,
-        now=now,
+    models = await _models_by_host(conn, query.host)
+    until = now + timedelta(hours=query.hours_ahead)
+    # Only series reaching their threshold somewhere can breach it: read those whole.
+    reaching = await store.reaching(
+        conn, host=query.host, after=now, until=until, limits=thresholds
     )
-    found = [
-        BreachAlert(
-            **asdict(breach),
-            model_id=stored[breach.metric].model_id,
-            generated_at=stored[breach.metric].generated_at,
+    stored = await store.read_forecasts(conn, after=now, until=until, pairs=reaching)
+    found: list[BreachAlert] = []
+    for host, group in groupby(stored, key=lambda series: series.host):
+        series_of = {series.metric: series for series in group}
+        params = models.get(host, {})
+        breaches = find_breaches(
+            (
+                (
+                    name,
+                    series.prediction(),
+                    # The width the model's interval was made for (calibrated by the model).
+                    interval_width(params.get(name, {})),
+                )
+                for name, series in series_of.items()
+            ),
+            limits=thresholds,
+            now=now,
         )
-        for breach in breaches
-    ]
+        found.extend(
+            BreachAlert(
+                host=host,
+                **asdict(breach),
+                model_id=series_of[breach.metric].model_id,
+                generated_at=series_of[breach.metric].generated_at,
+            )
+            for breach in breaches
+        )
+    found.sort(key=lambda alert: (alert.at, alert.host, alert.metric))
+    hosts = sorted(models) if query.host is None else [query.host]
     return AlertsResponse(
-        host=host,
+        host=_answered(query.host, hosts),
+        hosts=hosts,
         hours_ahead=query.hours_ahead,
         thresholds=dict(thresholds),
         alerts=found,
@@ -203,12 +233,25 @@ async def alerts(
 
 
 async def trend(conn: AsyncConnection, *, host: str | None, metric: str) -> TrendResponse:
+    """One host's trend: `host`, else the only host with a model of the metric (422 naming
+    `host` and the hosts when there are several)."""
     check_metric(metric)
-    host = await resolve_host(conn, host)
-    found = [m for m in await repo.active_models(conn, host=host) if m.metric == metric]
-    if not found:
+    by_host = await _models_by_host(conn, host, parameters=False)
+    hosts = sorted(name for name, models in by_host.items() if metric in models)
+    if not hosts:
         raise _no_model(host, metric)
-    model = found[0]
+    if len(hosts) > 1:
+        raise Unprocessable(
+            [
+                {
+                    "field": "query.host",
+                    "msg": f"several hosts have a {metric} forecaster, name one: "
+                    + ", ".join(hosts),
+                }
+            ]
+        )
+    host = hosts[0]
+    [model] = [m for m in await repo.active_models(conn, host=host) if m.metric == metric]
     data = model.metrics.get("trend")
     if not data:
         raise Conflict(f"model {model.id} has no stored trend; retrain the forecaster")

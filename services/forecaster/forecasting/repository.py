@@ -5,26 +5,27 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import groupby
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.forecaster.forecasting.history import BUCKET, SAMPLES, normal_column, square_column
-from services.forecaster.forecasting.prediction import Prediction
 from shared.clock import utc
 from shared.db import row_dict
 from shared.registry import SUMMARY_COLUMNS
 from shared.schemas.models import ModelSummary
-from shared.tables import anomaly_scores, incidents, metric_forecasts, metrics_history, ml_models
+from shared.tables import (
+    anomaly_scores,
+    incidents,
+    metrics_history,
+    ml_models,
+)
 
 MODEL_NAME = "forecaster"
 # Generations of forecasts kept per host and metric: the newest, and the one before it
 # (what a reader saw a refresh ago). Older ones are deleted as each new one is written.
-KEEP_GENERATIONS = 2
 
 
 # ------------------------------------------------------------------------------ history
@@ -49,6 +50,15 @@ async def sample_span(conn: AsyncConnection, host: str) -> tuple[datetime, datet
     if row is None or row[0] is None:
         return None
     return utc(row[0]), utc(row[1])
+
+
+async def sample_spans(conn: AsyncConnection) -> dict[str, tuple[datetime, datetime]]:
+    """Oldest and newest sample of every host with samples."""
+    ts = metrics_history.c.timestamp
+    query = sa.select(metrics_history.c.host, sa.func.min(ts), sa.func.max(ts)).group_by(
+        metrics_history.c.host
+    )
+    return {str(row[0]): (utc(row[1]), utc(row[2])) for row in await conn.execute(query)}
 
 
 def _bucket(conn: AsyncConnection, seconds: int) -> sa.ColumnElement[Any]:
@@ -116,16 +126,36 @@ async def bucketed_history(
     return BucketRows(list(result.keys()), [tuple(row) for row in result])
 
 
-async def latest_sample(conn: AsyncConnection, host: str) -> dict[str, Any] | None:
-    """The newest sample of a host as a row (timestamp, host, the metrics, label), or None."""
-    query = (
-        sa.select(metrics_history)
-        .where(metrics_history.c.host == host)
-        .order_by(metrics_history.c.timestamp.desc())
-        .limit(1)
-    )
-    row = (await conn.execute(query)).first()
-    return None if row is None else row_dict(row._mapping)
+# SQLite allows 500 parts in a compound SELECT.
+_SAMPLES_PER_STATEMENT = 200
+
+
+async def latest_samples(
+    conn: AsyncConnection, hosts: Collection[str]
+) -> dict[str, dict[str, Any]]:
+    """The newest sample of each host that has one.
+
+    One UNION ALL of per-host `ORDER BY timestamp DESC LIMIT 1` look-ups (each one probe of
+    idx_metrics_host_timestamp) per 200 hosts: one round trip instead of one per host.
+    """
+    names = sorted(set(hosts))
+    out: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(names), _SAMPLES_PER_STATEMENT):
+        parts = [
+            sa.select(
+                sa.select(metrics_history)
+                .where(metrics_history.c.host == host)
+                .order_by(metrics_history.c.timestamp.desc())
+                .limit(1)
+                .subquery()
+            )
+            for host in names[i : i + _SAMPLES_PER_STATEMENT]
+        ]
+        query = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+        for row in await conn.execute(query):
+            found = row_dict(row._mapping)
+            out[str(found["host"])] = found
+    return out
 
 
 ANOMALY_INCIDENT = "ML_ANOMALY"
@@ -183,163 +213,37 @@ async def count_active(conn: AsyncConnection) -> int:
     return int((await conn.execute(query)).scalar_one())
 
 
-async def latest_trained_host(conn: AsyncConnection) -> str | None:
-    """The host whose forecaster models were activated last: the default for reads."""
-    query = (
-        sa.select(ml_models.c.host)
-        .where(ml_models.c.name == MODEL_NAME, ml_models.c.status == "active")
-        .order_by(ml_models.c.activated_at.desc(), ml_models.c.id.desc())
-        .limit(1)
+async def active_parameters(
+    conn: AsyncConnection, *, host: str | None = None, parameters: bool = True
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Active forecaster versions' parameters by host and metric (every host unless `host`).
+
+    Only the columns a read needs: no evaluation or trend JSON to parse for 14 x hosts rows;
+    `parameters=False` leaves them out too (every value then `{}`).
+    """
+    m = ml_models.c
+    columns = [m.host, m.metric, m.parameters] if parameters else [m.host, m.metric]
+    query = sa.select(*columns).where(
+        m.name == MODEL_NAME, m.status == "active", m.host.is_not(None), m.metric.is_not(None)
     )
-    value = (await conn.execute(query)).scalar_one_or_none()
-    return None if value is None else str(value)
+    if host is not None:
+        query = query.where(m.host == host)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in await conn.execute(query):
+        found = row[2] if parameters else {}
+        out.setdefault(str(row[0]), {})[str(row[1])] = dict(found or {})
+    return out
+
+
+async def trained_at_by_host(conn: AsyncConnection) -> dict[str, datetime]:
+    """Per host with active forecaster versions, when the newest of them was activated."""
+    m = ml_models.c
+    query = (
+        sa.select(m.host, sa.func.max(sa.func.coalesce(m.activated_at, m.created_at)))
+        .where(m.name == MODEL_NAME, m.status == "active", m.host.is_not(None))
+        .group_by(m.host)
+    )
+    return {str(row[0]): utc(row[1]) for row in await conn.execute(query)}
 
 
 # ---------------------------------------------------------------------------- forecasts
-
-
-async def write_forecasts(
-    conn: AsyncConnection,
-    *,
-    host: str,
-    metric: str,
-    model_id: int,
-    generated_at: datetime,
-    timestamps: Sequence[datetime],
-    yhat: Sequence[float],
-    lower: Sequence[float],
-    upper: Sequence[float],
-) -> int:
-    """Store one generation of a metric's forecast, then drop generations beyond the kept ones."""
-    rows = [
-        {
-            "model_id": model_id,
-            "host": host,
-            "metric": metric,
-            "generated_at": generated_at,
-            "target_timestamp": ts,
-            "yhat": y,
-            "yhat_lower": lo,
-            "yhat_upper": hi,
-        }
-        for ts, y, lo, hi in zip(timestamps, yhat, lower, upper, strict=True)
-    ]
-    if rows:
-        await conn.execute(sa.insert(metric_forecasts), rows)
-    scope = (metric_forecasts.c.host == host, metric_forecasts.c.metric == metric)
-    oldest_kept = (
-        sa.select(metric_forecasts.c.generated_at)
-        .where(*scope)
-        .distinct()
-        .order_by(metric_forecasts.c.generated_at.desc())
-        .limit(1)
-        .offset(KEEP_GENERATIONS - 1)
-        .scalar_subquery()
-    )
-    await conn.execute(
-        sa.delete(metric_forecasts).where(*scope, metric_forecasts.c.generated_at < oldest_kept)
-    )
-    return len(rows)
-
-
-async def newest_generation(conn: AsyncConnection) -> datetime | None:
-    value = (await conn.execute(sa.select(sa.func.max(metric_forecasts.c.generated_at)))).scalar()
-    return None if value is None else utc(value)
-
-
-@dataclass(slots=True)
-class StoredForecast:
-    """One metric's newest stored forecast generation, points soonest first."""
-
-    metric: str
-    model_id: int | None
-    model_version: int | None
-    generated_at: datetime
-    times: list[datetime]
-    yhat: list[float]
-    lower: list[float]
-    upper: list[float]
-
-    def prediction(self) -> Prediction:
-        return Prediction(
-            times=self.times,
-            yhat=np.array(self.yhat, dtype=float),
-            lower=np.array(self.lower, dtype=float),
-            upper=np.array(self.upper, dtype=float),
-        )
-
-
-def _stored(metric: str, rows: list[Any]) -> StoredForecast:
-    first = rows[0]
-    return StoredForecast(
-        metric=metric,
-        model_id=first[1],
-        model_version=first[2],
-        generated_at=utc(first[3]),
-        times=[utc(r[4]) for r in rows],
-        yhat=[r[5] for r in rows],
-        lower=[r[6] for r in rows],
-        upper=[r[7] for r in rows],
-    )
-
-
-async def read_forecasts(
-    conn: AsyncConnection,
-    *,
-    host: str,
-    after: datetime,
-    until: datetime,
-    metric: str | None = None,
-    metrics: Collection[str] | None = None,
-) -> list[StoredForecast]:
-    """The newest generation of each metric's forecast with points in (after, until], by metric.
-
-    Only `metric`, or only `metrics`, when given.
-
-    Two statements on purpose: one joined to its own GROUP BY was slow on PostgreSQL
-    before its statistics were gathered (docs/forecasting.md).
-    """
-    f = metric_forecasts.c
-    scope = [f.host == host]
-    if metric is not None:
-        scope.append(f.metric == metric)
-    if metrics is not None:
-        scope.append(f.metric.in_(list(metrics)))
-    newest = sa.select(f.metric, sa.func.max(f.generated_at)).where(*scope).group_by(f.metric)
-    pairs = [(row[0], row[1]) for row in await conn.execute(newest)]
-    if not pairs:
-        return []
-    query = (
-        sa.select(
-            f.metric,
-            f.model_id,
-            ml_models.c.version,
-            f.generated_at,
-            f.target_timestamp,
-            f.yhat,
-            f.yhat_lower,
-            f.yhat_upper,
-        )
-        .outerjoin(ml_models, ml_models.c.id == f.model_id)
-        .where(
-            f.host == host,
-            f.target_timestamp > after,
-            f.target_timestamp <= until,
-            sa.or_(*(sa.and_(f.metric == m, f.generated_at == g) for m, g in pairs)),
-        )
-        .order_by(f.metric, f.target_timestamp)
-    )
-    rows = list(await conn.execute(query))
-    return [_stored(str(name), list(group)) for name, group in groupby(rows, key=lambda r: r[0])]
-
-
-async def generations(conn: AsyncConnection, *, host: str, metric: str) -> list[datetime]:
-    """Stored generation times of one metric's forecast, newest first."""
-    f = metric_forecasts.c
-    query = (
-        sa.select(f.generated_at)
-        .where(f.host == host, f.metric == metric)
-        .distinct()
-        .order_by(f.generated_at.desc())
-    )
-    return [utc(row[0]) for row in await conn.execute(query)]

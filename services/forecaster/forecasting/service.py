@@ -12,12 +12,13 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.forecaster.forecasting import forecast_store as store
 from services.forecaster.forecasting import jobs
 from services.forecaster.forecasting import repository as repo
 from services.forecaster.forecasting.breach import (
@@ -26,16 +27,23 @@ from services.forecaster.forecasting.breach import (
     interval_width,
     thresholds,
 )
+from services.forecaster.forecasting.outcome import (
+    INCIDENT_TYPE,
+    RefreshOutcome,
+    dedup_key,
+    scope_order,
+)
 from services.forecaster.forecasting.prediction import Prediction, forecast_grid
 from services.forecaster.forecasting.prophet_model import (
     DEFAULT_CONFIG,
     ForecastConfig,
     StoredModel,
 )
+from services.forecaster.forecasting.retrain import due_hosts
 from services.forecaster.forecasting.training import fit_metrics, register
-from shared.active_model import ActiveModel, ActiveModelHolder, Scope
+from shared.active_model import ActiveModel, ActiveModelHolder
 from shared.clock import utcnow
-from shared.errors import Conflict
+from shared.errors import AppError, Conflict
 from shared.incidents.notifier import Notifier
 from shared.incidents.repository import raise_incident, resolve_incident
 from shared.schemas.forecast import (
@@ -51,32 +59,7 @@ from shared.workers import run_in
 
 log = logging.getLogger("autofix_ml.forecaster")
 
-INCIDENT_TYPE = "predicted_breach"
-
 ForecasterModels = ActiveModelHolder[StoredModel]
-
-
-def dedup_key(host: str, metric: str) -> str:
-    return f"{INCIDENT_TYPE}:{host}:{metric}"
-
-
-@dataclass(slots=True)
-class RefreshOutcome:
-    """What one refresh (or training run) wrote for a host."""
-
-    host: str
-    generated_at: datetime
-    metrics: list[str] = field(default_factory=list)
-    failures: dict[str, str] = field(default_factory=dict)
-    forecasts_written: int = 0
-    predicted_breaches: int = 0
-    incidents_opened: int = 0
-    incidents_resolved: int = 0
-
-
-def _scope_order(scope: Scope) -> tuple[str, str]:
-    host, metric = scope
-    return (host or "", metric or "")
 
 
 # (model id, its forecast, its interval width) per metric
@@ -115,6 +98,7 @@ class Forecaster:
         self.last_refresh_at: datetime | None = None
         self._write_lock = asyncio.Lock()
         self._warm_checked = False
+        self._retrain_failed: dict[str, datetime] = {}
 
     @property
     def step_minutes(self) -> float:
@@ -128,6 +112,10 @@ class Forecaster:
     def horizon_hours(self) -> float:
         # A full day ahead stays readable until the next refresh.
         return ALERT_HORIZON_HOURS + min(self.settings.forecast_refresh_minutes / 60.0, 24.0)
+
+    @property
+    def retrain_seconds(self) -> float:  # ML_FORECAST_RETRAIN_HOURS; 0: never
+        return self.settings.forecast_retrain_hours * 3600.0
 
     @property
     def fit_running(self) -> bool:
@@ -236,7 +224,7 @@ class Forecaster:
         alert_until = now + timedelta(hours=ALERT_HORIZON_HOURS)
         notify: list[IncidentOut] = []
         for metric, (model_id, prediction, width) in predictions.items():
-            outcome.forecasts_written += await repo.write_forecasts(
+            outcome.forecasts_written += await store.write_forecasts(
                 conn,
                 host=host,
                 metric=metric,
@@ -308,10 +296,10 @@ class Forecaster:
                 await self.models.refresh(conn)
             by_host: dict[str, list[ActiveModel[StoredModel]]] = defaultdict(list)
             failed: dict[str, dict[str, str]] = defaultdict(dict)
-            for scope in sorted(self.models.failures, key=_scope_order):
+            for scope in sorted(self.models.failures, key=scope_order):
                 host, metric = scope
                 failed[str(host)][str(metric)] = self.models.failures[scope]
-            for active in sorted(self.models.all(), key=lambda a: _scope_order(a.scope)):
+            for active in sorted(self.models.all(), key=lambda a: scope_order(a.scope)):
                 by_host[str(active.record.host)].append(active)
 
             outcomes: list[RefreshOutcome] = []
@@ -346,7 +334,7 @@ class Forecaster:
         async with self.engine.connect() as conn:
             if await repo.count_active(conn) == 0:
                 return self.refresh_seconds
-            newest = await repo.newest_generation(conn)
+            newest = await store.newest_generation(conn)
         if newest is None:
             return 0.0
         return max(0.0, self.refresh_seconds - (utcnow() - newest).total_seconds())
@@ -369,8 +357,36 @@ class Forecaster:
             len(outcomes),
             sum(o.forecasts_written for o in outcomes),
         )
-        # Even a pass that wrote nothing (every model unloadable) waits a full period.
-        return self.refresh_seconds
+        return self.refresh_seconds  # even when nothing was written (every model unloadable)
+
+    async def retrain_step(self) -> float:
+        """One pass of the training schedule: refit the due host that waited longest (see
+        `retrain.due_hosts`) through `train`, on the worker processes; the seconds to wait."""
+        period = self.retrain_seconds
+        if period <= 0 or self.fit_running:  # off, or an on-demand run: look again later
+            return 60.0
+        now = utcnow()
+        async with self.engine.connect() as conn:
+            spans = await repo.sample_spans(conn)
+            trained_at = await repo.trained_at_by_host(conn)
+        plan = due_hosts(
+            spans, trained_at, now=now, every=timedelta(seconds=period), skip=self._retrain_failed
+        )
+        # Hosts short of history are looked at again every refresh period.
+        idle = min(period, self.refresh_seconds, period if plan.wait is None else plan.wait)
+        if not plan.due:
+            return idle
+        host = plan.due[0]
+        try:
+            result = await self.train(TrainForecasterRequest(host=host))
+            self._retrain_failed.pop(host, None)
+            log.info("forecaster: scheduled training of %s: %d models", host, len(result.models))
+        except AppError as exc:
+            if self.fit_running:  # an on-demand run started meanwhile
+                return 60.0
+            self._retrain_failed[host] = now
+            log.warning("forecaster: scheduled training of %s failed: %s", host, exc.detail)
+        return 0.0 if len(plan.due) > 1 else idle
 
     async def _warm_if_trained(self) -> None:
         try:

@@ -1,0 +1,207 @@
+"""The stored forecasts' SQL (split from repository.py for size): write, read, what reaches a threshold.
+
+Usage: ``await forecast_store.write_forecasts(conn, ...)``; ``await forecast_store.read_forecasts(conn, ...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from itertools import groupby
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.forecaster.forecasting.stored import StoredForecast
+from shared.clock import utc
+from shared.tables import (
+    forecast_generations,
+    metric_forecasts,
+    ml_models,
+)
+
+KEEP_GENERATIONS = 2  # forecasts kept per host and metric: the newest and the one before
+
+
+async def write_forecasts(
+    conn: AsyncConnection,
+    *,
+    host: str,
+    metric: str,
+    model_id: int,
+    generated_at: datetime,
+    timestamps: Sequence[datetime],
+    yhat: Sequence[float],
+    lower: Sequence[float],
+    upper: Sequence[float],
+) -> int:
+    """Store one generation of a metric's forecast, then drop generations beyond the kept ones."""
+    rows = [
+        {
+            "model_id": model_id,
+            "host": host,
+            "metric": metric,
+            "generated_at": generated_at,
+            "target_timestamp": ts,
+            "yhat": y,
+            "yhat_lower": lo,
+            "yhat_upper": hi,
+        }
+        for ts, y, lo, hi in zip(timestamps, yhat, lower, upper, strict=True)
+    ]
+    if rows:
+        await conn.execute(sa.insert(metric_forecasts), rows)
+        newest = forecast_generations.c
+        await conn.execute(
+            sa.delete(forecast_generations).where(newest.host == host, newest.metric == metric)
+        )
+        await conn.execute(
+            sa.insert(forecast_generations).values(
+                host=host, metric=metric, generated_at=generated_at
+            )
+        )
+    scope = (metric_forecasts.c.host == host, metric_forecasts.c.metric == metric)
+    oldest_kept = (
+        sa.select(metric_forecasts.c.generated_at)
+        .where(*scope)
+        .distinct()
+        .order_by(metric_forecasts.c.generated_at.desc())
+        .limit(1)
+        .offset(KEEP_GENERATIONS - 1)
+        .scalar_subquery()
+    )
+    await conn.execute(
+        sa.delete(metric_forecasts).where(*scope, metric_forecasts.c.generated_at < oldest_kept)
+    )
+    return len(rows)
+
+
+async def newest_generation(conn: AsyncConnection) -> datetime | None:
+    value = (await conn.execute(sa.select(sa.func.max(metric_forecasts.c.generated_at)))).scalar()
+    return None if value is None else utc(value)
+
+
+def _stored(host: str, metric: str, rows: list[Any]) -> StoredForecast:
+    first = rows[0]
+    return StoredForecast(
+        host=host,
+        metric=metric,
+        model_id=first[2],
+        model_version=first[3],
+        generated_at=utc(first[4]),
+        times=[utc(r[5]) for r in rows],
+        yhat=[r[6] for r in rows],
+        lower=[r[7] for r in rows],
+        upper=[r[8] for r in rows],
+    )
+
+
+async def read_forecasts(
+    conn: AsyncConnection,
+    *,
+    after: datetime,
+    until: datetime,
+    host: str | None = None,
+    metric: str | None = None,
+    metrics: Collection[str] | None = None,
+    pairs: Collection[tuple[str, str]] | None = None,
+) -> list[StoredForecast]:
+    """The newest generation of each host's and metric's forecast, points in (after, until].
+
+    Every host unless `host`; only `metric`, or only `metrics`, when given. By host, then
+    metric. The newest generations come from forecast_generations, so each (host, metric)
+    is one range of the lookup index, however many hosts and points are stored. `pairs`:
+    only these (host, metric)s.
+    """
+    f, g = metric_forecasts.c, forecast_generations.c
+    scope: list[sa.ColumnElement[bool]] = []
+    if host is not None:
+        scope.append(g.host == host)
+    if metric is not None:
+        scope.append(g.metric == metric)
+    if metrics is not None:
+        scope.append(g.metric.in_(list(metrics)))
+    if pairs is not None:
+        if not pairs:
+            return []
+        scope.append(sa.or_(*(sa.and_(g.host == h, g.metric == m) for h, m in pairs)))
+    query = (
+        sa.select(
+            f.host,
+            f.metric,
+            f.model_id,
+            ml_models.c.version,
+            f.generated_at,
+            f.target_timestamp,
+            f.yhat,
+            f.yhat_lower,
+            f.yhat_upper,
+        )
+        .select_from(forecast_generations)
+        .join(
+            metric_forecasts,
+            sa.and_(f.host == g.host, f.metric == g.metric, f.generated_at == g.generated_at),
+        )
+        .outerjoin(ml_models, ml_models.c.id == f.model_id)
+        .where(*scope, f.target_timestamp > after, f.target_timestamp <= until)
+        .order_by(f.host, f.metric, f.target_timestamp)
+    )
+    rows = list(await conn.execute(query))
+    return [
+        _stored(str(key[0]), str(key[1]), list(group))
+        for key, group in groupby(rows, key=lambda r: (r[0], r[1]))
+    ]
+
+
+async def reaching(
+    conn: AsyncConnection,
+    *,
+    after: datetime,
+    until: datetime,
+    limits: Mapping[str, float],
+    host: str | None = None,
+) -> list[tuple[str, str]]:
+    """The (host, metric)s whose newest forecast, in (after, until], has a point with yhat or
+    its upper bound at or above the metric's limit: the only ones that can breach it.
+
+    Alerts read these series whole instead of every series of the fleet.
+    """
+    if not limits:
+        return []
+    f, g = metric_forecasts.c, forecast_generations.c
+    reached = sa.or_(
+        *(
+            sa.and_(g.metric == name, sa.or_(f.yhat >= limit, f.yhat_upper >= limit))
+            for name, limit in limits.items()
+        )
+    )
+    query = (
+        sa.select(g.host, g.metric)
+        .select_from(forecast_generations)
+        .join(
+            metric_forecasts,
+            sa.and_(f.host == g.host, f.metric == g.metric, f.generated_at == g.generated_at),
+        )
+        .where(
+            g.metric.in_(list(limits)),
+            f.target_timestamp > after,
+            f.target_timestamp <= until,
+            reached,
+            *([g.host == host] if host is not None else []),
+        )
+        .distinct()
+    )
+    return sorted((str(r[0]), str(r[1])) for r in await conn.execute(query))
+
+
+async def generations(conn: AsyncConnection, *, host: str, metric: str) -> list[datetime]:
+    """Stored generation times of one metric's forecast, newest first."""
+    f = metric_forecasts.c
+    query = (
+        sa.select(f.generated_at)
+        .where(f.host == host, f.metric == metric)
+        .distinct()
+        .order_by(f.generated_at.desc())
+    )
+    return [utc(row[0]) for row in await conn.execute(query)]
