@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004_forecast"
-down_revision: str | None = "0001"
+down_revision: str | None = "0003_anomaly_thresholds"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
