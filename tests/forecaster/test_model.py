@@ -330,7 +330,7 @@ def test_fitting_at_an_hour_is_supported(synthetic: pd.DataFrame) -> None:
     assert len(day_ahead(model, hours=6)) == 7  # hourly points up to 6 h ahead, rounded up
 
 
-ORCHESTRATION = {"endpoints", "service", "training", "reads", "repository"}
+ORCHESTRATION = {"endpoints", "service", "training", "reads", "repository", "forecast_store"}
 
 
 def test_domain_modules_import_neither_fastapi_nor_sqlalchemy() -> None:

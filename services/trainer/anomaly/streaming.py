@@ -20,24 +20,19 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 import numpy as np
 import orjson
 
+from services.trainer.anomaly.tails import DEV_CAP, N_BINS, bins, percentiles, tail_surprise
 from shared.arrays import BoolArray, FloatArray
 
 DAY = 86400.0
-# calibration histograms: bins of log2(deviation) from 2**-6 to 2**10, quarter-octave wide
-_LOG_LO, _LOG_HI, _LOG_STEP = -6.0, 10.0, 0.25
-N_BINS = int((_LOG_HI - _LOG_LO) / _LOG_STEP) + 1
 _N_VIEWS = 3  # level, short-term level, time of day (the range view needs no histogram)
 MAX_SURPRISE = 30.0
-_LOG2_OF_2 = math.log10(2.0)  # surprise at the median
-_DEV_MIN = 2.0**_LOG_LO
-_DEV_CAP = 2.0**_LOG_HI
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,14 +196,14 @@ class HostStream:
         scored = s.seen & known
         s.dt = np.where(known, np.maximum(ts - self.last_seen, 0.0), 0.0)
         dev = np.abs(x - self.level) / self._scale()
-        s.dev = np.where(scored, np.minimum(dev, _DEV_CAP), 0.0)
+        s.dev = np.where(scored, np.minimum(dev, DEV_CAP), 0.0)
         a_short = 1.0 - np.exp(-s.dt / cfg.short_tau)
         s.short = np.where(known, self.short + a_short * (s.dev - self.short), 0.0)
         s.bin = int((ts % DAY) / DAY * cfg.profile_bins)
         expected_now = self.profile[:, s.bin]
         s.season_ok = scored & (expected_now == expected_now) & (ts - self.first_seen > DAY)
         season_dev = np.abs(x - expected_now) / np.maximum(self.season_spread, self._floor())
-        s.season_dev = np.where(s.season_ok, np.minimum(season_dev, _DEV_CAP), 0.0)
+        s.season_dev = np.where(s.season_ok, np.minimum(season_dev, DEV_CAP), 0.0)
 
         views = np.stack((s.dev, s.short, s.season_dev), axis=1)
         surprises = self._surprise(views)
@@ -228,51 +223,17 @@ class HostStream:
     def _scale(self) -> FloatArray:
         return np.maximum(self.spread, self._floor())
 
-    @staticmethod
-    def _bins(dev: FloatArray) -> np.ndarray:
-        u = np.log2(np.maximum(dev, _DEV_MIN))
-        bins: np.ndarray = np.minimum(((u - _LOG_LO) / _LOG_STEP).astype(np.intp), N_BINS - 1)
-        return bins
-
     def _surprise(self, views: FloatArray) -> FloatArray:
-        """-log10 p of each view's deviation under the metric's own past deviations.
-
-        p is 0.5 at the median of the past deviations, 0.1 at their 90th percentile and 0.01
-        at their 99th (log-linear between them); beyond, a power-law tail through the 90th and
-        99th percentiles: a tenth less for each further step of their ratio. The tail is fitted
-        on the bulk, so anomalies that recur (under 1 % of the samples) stay rare.
-        """
-        q = self.quantiles
-        u = np.log2(np.maximum(views, _DEV_MIN))
-        u50, u90, u99, weight = q[:, :, 0], q[:, :, 1], q[:, :, 2], q[:, :, 3]
-        span = np.maximum(u99 - u90, self.config.min_tail_octaves)
-        above = 1.0 + (u - u90) / span
-        below = _LOG2_OF_2 + (1.0 - _LOG2_OF_2) * (u - u50) / np.maximum(u90 - u50, 1e-9)
-        surprise = np.where(u > u90, above, np.clip(below, 0.0, 1.0))
-        return np.where(weight >= self.config.probation_n, surprise, 0.0)
+        return tail_surprise(
+            self.quantiles, views, self.config.min_tail_octaves, self.config.probation_n
+        )
 
     def _refresh(self, ts: float) -> None:
         """Fade the histograms for the time since the last refresh; recompute the percentiles."""
         if not math.isnan(self.refreshed_ts):
             self.calib *= math.exp(-max(ts - self.refreshed_ts, 0.0) / self.config.calibration_tau)
         self.refreshed_ts = ts
-        tails = np.cumsum(self.calib[:, :, ::-1], axis=2)[:, :, ::-1]  # weight at or above
-        total = tails[:, :, 0]
-        for k, share in enumerate((0.5, 0.1, 0.01)):
-            self.quantiles[:, :, k] = self._quantile(tails, total, share)
-        self.quantiles[:, :, 3] = total
-
-    @staticmethod
-    def _quantile(tails: FloatArray, total: FloatArray, share: float) -> FloatArray:
-        """log2 of the deviation exceeded by ``share`` of the weight (interpolated in its bin)."""
-        want = share * total
-        b = np.maximum((tails >= want[:, :, None]).sum(axis=2) - 1, 0)
-        at = np.take_along_axis(tails, b[:, :, None], axis=2)[:, :, 0]
-        shifted = np.concatenate((tails[:, :, 1:], np.zeros_like(tails[:, :, :1])), axis=2)
-        nxt = np.take_along_axis(shifted, b[:, :, None], axis=2)[:, :, 0]
-        frac = np.clip((at - want) / np.maximum(at - nxt, 1e-12), 0.0, 1.0)
-        quantile: FloatArray = _LOG_LO + (b + frac) * _LOG_STEP
-        return quantile
+        self.quantiles = percentiles(self.calib)
 
     def _reading(self, ts: float, s: _Step) -> HostReading:
         cfg = self.config
@@ -316,11 +277,11 @@ class HostStream:
         # calibration: count this sample's deviations (faded in steps, at each refresh)
         counted = np.flatnonzero(seen & ~first)
         if len(counted):
-            bins = self._bins(np.stack((s.dev, s.short, s.season_dev), axis=1)[counted])
-            self.calib[counted, 0, bins[:, 0]] += 1.0
-            self.calib[counted, 1, bins[:, 1]] += 1.0
+            at = bins(np.stack((s.dev, s.short, s.season_dev), axis=1)[counted])
+            self.calib[counted, 0, at[:, 0]] += 1.0
+            self.calib[counted, 1, at[:, 1]] += 1.0
             season = np.flatnonzero(s.season_ok[counted])
-            self.calib[counted[season], 2, bins[season, 2]] += 1.0
+            self.calib[counted[season], 2, at[season, 2]] += 1.0
         self.samples += 1
         if self.samples % cfg.refresh_every == 0 or self.samples <= cfg.probation_n:
             self._refresh(ts)
@@ -406,18 +367,3 @@ class HostStream:
     def nbytes(self) -> int:
         """Memory held by the state's arrays."""
         return sum(getattr(self, a).nbytes for a in self._ARRAYS + self._MATRICES)
-
-
-def score_series(
-    timestamps: Sequence[float] | FloatArray,
-    values: FloatArray,
-    metrics: Sequence[str],
-    config: StreamConfig | None = None,
-) -> FloatArray:
-    """Host surprises of a whole history, sample by sample, as the service scores it (causal)."""
-    stream = HostStream(tuple(metrics), config or StreamConfig())
-    out = np.zeros(len(values))
-    for i, ts in enumerate(np.asarray(timestamps, dtype=float)):
-        row = {m: float(v) for m, v in zip(metrics, values[i], strict=True)}
-        out[i] = stream.update(float(ts), row).surprise
-    return out
