@@ -120,6 +120,28 @@ class Settings(BaseSettings):
         validation_alias=_env("ML_SCORING_INTERVAL"),
         description="Seconds between passes of the scoring loop over new samples.",
     )
+    anomaly_threshold: float = Field(
+        default=0.9999,
+        gt=0,
+        lt=1,
+        validation_alias=_env("ML_ANOMALY_THRESHOLD"),
+        description="A host's score (per-metric likelihood, or its forest's on the same scale) "
+        "at or above this flags the sample.",
+    )
+    anomaly_idle_minutes: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=_env("ML_ANOMALY_IDLE_MINUTES"),
+        description="A host without a sample this long has its detector state dropped from "
+        "memory (it stays in the database and is loaded again with its next sample).",
+    )
+    anomaly_retrain_hours: float = Field(
+        default=24.0,
+        gt=0,
+        validation_alias=_env("ML_ANOMALY_RETRAIN_HOURS"),
+        description="Each host's forest is retrained on its own history this often (first "
+        "once it has 3 days of samples).",
+    )
 
     # Forecasting.
     forecast_refresh_minutes: float = Field(

@@ -23,6 +23,8 @@ ORCHESTRATION = frozenset(
         "services/api/proxy/table.py",
         "services/forecaster/forecasting/reads.py",
         "services/forecaster/forecasting/training.py",
+        "services/trainer/anomaly/forests.py",
+        "services/trainer/anomaly/predict.py",
         "services/trainer/anomaly/scoring.py",
         "services/trainer/anomaly/worker.py",
     }
