@@ -143,6 +143,10 @@ class PredictResponse(Schema):
     forest_score: float | None = Field(
         description="The forest's calibrated score on its own scale, if the host has a forest."
     )
+    forest_threshold: float | None = Field(
+        description="The forest's own threshold (its record's, moved by feedback); its score "
+        "at this threshold maps onto `threshold`."
+    )
     learning: bool = Field(
         description="The host's per-metric detectors are still learning (probation)."
     )

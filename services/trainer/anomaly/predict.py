@@ -50,6 +50,7 @@ class Prediction:
     model_version: int | None
     per_metric_score: float
     forest_score: float | None
+    forest_threshold: float | None
     learning: bool
     timestamp: datetime
     filled_metrics: list[str]
@@ -154,6 +155,7 @@ class Predictor:
             model_version=model_version,
             per_metric_score=stream_score,
             forest_score=forest_score,
+            forest_threshold=forest_threshold if active is not None else None,
             learning=reading is None or all(m.learning for m in reading.metrics),
             timestamp=ts,
             filled_metrics=[m for m in METRIC_NAMES if m in sample and m not in values],
