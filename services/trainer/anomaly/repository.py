@@ -165,9 +165,8 @@ async def load_cursor(conn: AsyncConnection) -> int:
 
 
 async def save_cursor(conn: AsyncConnection, last_id: int, *, at: datetime) -> None:
-    await _upsert(
-        conn, cursors, {"name": SCORING_CURSOR, "last_id": last_id, "updated_at": at}, "name"
-    )
+    record = {"name": SCORING_CURSOR, "last_id": last_id, "updated_at": at}
+    await _upsert(conn, cursors, [record], "name")
 
 
 async def load_stream_state(conn: AsyncConnection, host: str) -> bytes | None:
@@ -179,21 +178,24 @@ async def load_stream_state(conn: AsyncConnection, host: str) -> bytes | None:
 
 async def save_stream_states(conn: AsyncConnection, records: Sequence[dict[str, Any]]) -> None:
     """Insert or replace hosts' states: dicts of host, state, last_ts, late, updated_at."""
-    for record in records:
-        await _upsert(conn, states, record, "host")
+    if records:
+        await _upsert(conn, states, records, "host")
 
 
-async def _upsert(conn: AsyncConnection, table: sa.Table, values: dict[str, Any], key: str) -> None:
+async def _upsert(
+    conn: AsyncConnection, table: sa.Table, records: Sequence[dict[str, Any]], key: str
+) -> None:
+    """Insert rows, replacing those with the same ``key`` (one executemany)."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        stmt: Any = pg_insert(table).values(values)
+        stmt: Any = pg_insert(table)
     else:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        stmt = sqlite_insert(table).values(values)
-    update = {k: stmt.excluded[k] for k in values if k != key}
-    await conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=update))
+        stmt = sqlite_insert(table)
+    update = {k: stmt.excluded[k] for k in records[0] if k != key}
+    await conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=update), list(records))
 
 
 async def latest_sample(

@@ -212,14 +212,21 @@ class ScoringLoop:
         notify: list[IncidentOut] = []
         dirty = self.streams.take_dirty()
         cursor = int(rows[-1][ID])
-        async with self.engine.begin() as conn:
-            await repo.insert_scores(conn, records)
-            await repo.save_stream_states(conn, [state_record(h, s) for h, s in dirty.items()])
-            await repo.save_cursor(conn, cursor, at=utcnow())
-            for action in actions:
-                incident = await self._apply(conn, action)
-                if incident is not None:
-                    notify.append(incident)
+        try:
+            async with self.engine.begin() as conn:
+                await repo.insert_scores(conn, records)
+                states = [state_record(h, s) for h, s in dirty.items()]
+                await repo.save_stream_states(conn, states)
+                await repo.save_cursor(conn, cursor, at=utcnow())
+                for action in actions:
+                    incident = await self._apply(conn, action)
+                    if incident is not None:
+                        notify.append(incident)
+        except Exception:
+            # The detectors learned the batch: save them next time (its rows come back as
+            # late ones, skipped), never drop what they learned.
+            self.streams.dirty |= dirty.keys()
+            raise
         self.cursor = cursor
         self.scored += len(records)
         for incident in notify:
