@@ -111,7 +111,13 @@ class Predictor:
         if active is not None and history is not None:
             det = active.model
             forest_threshold = threshold_in_force(active)
-            h = history.copy_until(epoch)  # a copy: predicting never changes the history
+            # A copy: predicting never changes the history.
+            times = history.arrays()[0]
+            h = (
+                history.copy()
+                if not len(times) or epoch >= times[-1]
+                else history.copy_until(epoch)
+            )
             if not len(h):
                 h.seed_with_medians(epoch)
             medians = det.training_medians
