@@ -26,6 +26,8 @@ TABLES = {
     "metric_forecasts",
     "llm_analyses",
     "incidents",
+    "anomaly_stream_state",
+    "anomaly_scoring_cursor",
 }
 VIEWS = {"recent_metrics", "active_ml_models"}
 
