@@ -118,6 +118,9 @@ anomaly_scores = sa.Table(
     sa.Index("idx_anomaly_scores_host_timestamp", "host", "timestamp"),
     sa.Index("idx_anomaly_scores_timestamp", "timestamp"),
     sa.Index("idx_anomaly_scores_severity", "severity"),
+    # Every stored sample is scored now: deleting samples (retention) sets their scores'
+    # metrics_id to null, a scan of anomaly_scores per sample without this index.
+    sa.Index("idx_anomaly_scores_metrics_id", "metrics_id"),
 )
 
 # The per-metric streaming detectors of each host (services/trainer/anomaly/streaming.py),

@@ -1,4 +1,5 @@
-"""anomaly stream state: the per-host streaming detectors and the scoring cursor
+"""anomaly stream state: the per-host streaming detectors, the scoring cursor, and an index
+on anomaly_scores.metrics_id
 
 Revision ID: 0002_anomaly_stream_state
 Revises: 0001
@@ -35,8 +36,11 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_anomaly_scoring_cursor")),
     )
+    # Every sample is scored now: deleting samples nulls their scores' metrics_id.
+    op.create_index("idx_anomaly_scores_metrics_id", "anomaly_scores", ["metrics_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("idx_anomaly_scores_metrics_id", table_name="anomaly_scores")
     op.drop_table("anomaly_scoring_cursor")
     op.drop_table("anomaly_stream_state")
