@@ -125,7 +125,8 @@ class Settings(BaseSettings):
         gt=0.5,
         lt=1.0,
         validation_alias=_env("ML_ANOMALY_THRESHOLD"),
-        description="Default likelihood threshold of a host (until feedback moves its own).",
+        description="Default threshold of a host's score (its per-metric likelihood, or its "
+        "forest's on the same scale), until feedback moves the host's own.",
     )
     anomaly_threshold_min: float = Field(
         default=0.99,
@@ -160,6 +161,20 @@ class Settings(BaseSettings):
         gt=0,
         validation_alias=_env("ML_SCORING_INTERVAL"),
         description="Seconds between passes of the scoring loop over new samples.",
+    )
+    anomaly_idle_minutes: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=_env("ML_ANOMALY_IDLE_MINUTES"),
+        description="A host without a sample this long has its detector state dropped from "
+        "memory (it stays in the database and is loaded again with its next sample).",
+    )
+    anomaly_retrain_hours: float = Field(
+        default=24.0,
+        gt=0,
+        validation_alias=_env("ML_ANOMALY_RETRAIN_HOURS"),
+        description="Each host's forest is retrained on its own history this often (first "
+        "once it has 3 days of samples).",
     )
 
     scoring_lag_limit: float = Field(

@@ -118,6 +118,30 @@ anomaly_scores = sa.Table(
     sa.Index("idx_anomaly_scores_host_timestamp", "host", "timestamp"),
     sa.Index("idx_anomaly_scores_timestamp", "timestamp"),
     sa.Index("idx_anomaly_scores_severity", "severity"),
+    # Every stored sample is scored now: deleting samples (retention) sets their scores'
+    # metrics_id to null, a scan of anomaly_scores per sample without this index.
+    sa.Index("idx_anomaly_scores_metrics_id", "metrics_id"),
+)
+
+# The per-metric streaming detectors of each host (services/trainer/anomaly/streaming.py),
+# saved every scoring pass so a restart neither forgets nor re-learns.
+anomaly_stream_state = sa.Table(
+    "anomaly_stream_state",
+    metadata,
+    sa.Column("host", sa.String(255), primary_key=True),
+    sa.Column("state", sa.LargeBinary, nullable=False, comment="HostStream.to_bytes()"),
+    sa.Column("last_ts", Timestamp, nullable=True, comment="Newest sample learned"),
+    sa.Column("late", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+# Where the scoring loop stands: the last metrics_history id it has seen.
+anomaly_scoring_cursor = sa.Table(
+    "anomaly_scoring_cursor",
+    metadata,
+    sa.Column("name", sa.String(50), primary_key=True),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
 )
 
 failure_predictions = sa.Table(

@@ -26,6 +26,8 @@ ORCHESTRATION = frozenset(
         "services/forecaster/forecasting/training.py",
         "services/trainer/anomaly/alerting.py",
         "services/trainer/anomaly/feedback.py",
+        "services/trainer/anomaly/forests.py",
+        "services/trainer/anomaly/predict.py",
         "services/trainer/anomaly/scoring.py",
         "services/trainer/anomaly/worker.py",
     }

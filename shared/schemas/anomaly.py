@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, create_model, field_validator
 
 from shared.clock import utc
 from shared.schemas.common import Schema
@@ -84,8 +84,9 @@ class _PredictBase(_TimedSample):
         default=None,
         min_length=1,
         max_length=255,
-        description="Host the sample describes; its recent samples give the rolling and lag "
-        "features. Default: the trainer's host name (AUTOFIX_HOST).",
+        description="Score with this host's detectors (its per-metric detectors and its forest, "
+        "if it has one). Default: the host whose forest was trained last (after the quick "
+        "start, 'synthetic').",
     )
 
 
@@ -93,36 +94,76 @@ PredictRequest = create_model(
     "PredictRequest",
     __base__=_PredictBase,
     __doc__="One sample of any of the 14 metrics to score; absent metrics are filled from the "
-    "host's recent history, else the training medians. Unknown fields are rejected.",
+    "host's newest sample if it is at most 3 collection intervals old, else scored as missing. "
+    "Unknown fields are rejected.",
     **metric_fields(),
 )
 
 
 class Contribution(Schema):
+    """One metric of a scored sample: what was observed, expected, and how unlikely it is."""
+
     metric: str = Field(description="Metric name.")
-    observed: float = Field(description="Value of the sample (after filling).")
-    expected: float = Field(
-        description="What was expected: the recent baseline for a level shift, else the "
-        "training median."
+    value: float = Field(
+        validation_alias=AliasChoices("value", "observed"), description="Observed value."
     )
-    share: float = Field(description="Share of the per-metric deviation summed over all metrics.")
+    expected: float = Field(description="The level the metric's detector expected.")
+    lower: float | None = Field(default=None, description="Lower edge of the expected band.")
+    upper: float | None = Field(default=None, description="Upper edge of the expected band.")
+    likelihood: float | None = Field(
+        default=None,
+        description="How unlikely the metric's recent behaviour is under what its detector "
+        "learned, 0..1 (0 while it is still learning).",
+    )
+
+
+class ScoringModels(Schema):
+    per_metric: bool = Field(
+        description="The host's per-metric streaming detectors scored it (false: none yet)."
+    )
+    forest_model_id: int | None = Field(description="The host's forest that scored it, if any.")
+    forest_model_version: int | None = Field(description="Its version.")
 
 
 class PredictResponse(Schema):
-    score: float = Field(description="Calibrated anomaly score, 0..1 (share of training below).")
+    score: float = Field(
+        description="The host's score, 0..1: the per-metric likelihood, or the forest's "
+        "score on the same scale if higher."
+    )
     is_anomaly: bool = Field(description="score >= threshold.")
     severity: Severity = Field(
         description="low < 0.95 <= medium < 0.99 <= high < 0.999 <= critical."
     )
-    threshold: float = Field(description="Threshold of the active model (after feedback).")
-    model_id: int = Field(description="Id of the model that scored it.")
-    model_version: int = Field(description="Version of that model.")
-    host: str = Field(description="Host the sample was scored for.")
+    threshold: float = Field(description="The threshold in force (ML_ANOMALY_THRESHOLD).")
+    host: str = Field(description="The host whose detectors scored it.")
+    models: ScoringModels = Field(description="What scored it.")
+    model_id: int | None = Field(description="The forest that scored it (models.forest_model_id).")
+    model_version: int | None = Field(description="Its version.")
+    per_metric_score: float = Field(description="The per-metric layer's likelihood.")
+    forest_score: float | None = Field(
+        description="The forest's calibrated score on its own scale, if the host has a forest."
+    )
+    forest_threshold: float | None = Field(
+        description="The forest's own threshold (its record's, moved by feedback); its score "
+        "at this threshold maps onto `threshold`."
+    )
+    learning: bool = Field(
+        description="The host's per-metric detectors are still learning (probation)."
+    )
     timestamp: datetime = Field(description="Time of the sample (UTC).")
     filled_metrics: list[str] = Field(
-        description="Metrics not in the request, filled from history or training medians."
+        description="Metrics not in the request, filled from the host's newest sample."
     )
-    top_metrics: list[Contribution] = Field(description="The most deviating metrics, top first.")
+    filled_from: datetime | None = Field(
+        description="Time of the sample they were filled from (null: none filled)."
+    )
+    missing_metrics: list[str] = Field(
+        description="Metrics neither posted nor recent: scored as missing (the forest gets "
+        "its training medians)."
+    )
+    top_metrics: list[Contribution] = Field(
+        description="The most unlikely metrics, top first, with expected value and band."
+    )
 
 
 class AnomalyScoreOut(Schema):
@@ -133,11 +174,13 @@ class AnomalyScoreOut(Schema):
     model_id: int | None = Field(default=None, description="Model that scored it.")
     timestamp: datetime = Field(description="Time of the sample.")
     host: str = Field(description="Host of the sample.")
-    score: float = Field(description="Calibrated score, 0..1.")
+    score: float = Field(description="The host's score, 0..1.")
     threshold: float = Field(description="Threshold in force when it was scored.")
     is_anomaly: bool = Field(description="score >= threshold.")
     severity: Severity = Field(description="low, medium, high or critical.")
-    contributions: list[Contribution] = Field(description="Top contributing metrics.")
+    contributions: list[Contribution] = Field(
+        description="The most unlikely metrics: value, expected, band and likelihood."
+    )
     feedback: FeedbackKind | None = Field(default=None, description="Operator feedback, if any.")
     feedback_at: datetime | None = Field(default=None, description="When feedback was given.")
 

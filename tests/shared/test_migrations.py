@@ -28,6 +28,8 @@ TABLES = {
     "anomaly_incident_states",
     "llm_analyses",
     "incidents",
+    "anomaly_stream_state",
+    "anomaly_scoring_cursor",
 }
 VIEWS = {"recent_metrics", "active_ml_models"}
 

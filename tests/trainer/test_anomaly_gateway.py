@@ -19,11 +19,13 @@ async def test_train_and_predict_through_the_gateway(
         trained = await s.gateway.post("/api/ml/train/anomaly-detector", json={"n_estimators": 30})
         assert trained.status_code == 200, trained.text
         model_id = trained.json()["model"]["id"]
-        response = await s.gateway.post("/api/ml/predict/anomaly", json={**SPIKE, "host": "gw"})
+        response = await s.gateway.post("/api/ml/predict/anomaly", json=SPIKE)
         assert response.status_code == 200, response.text
         body = response.json()
+        # No host named: the host whose forest was trained last, named in the answer.
         assert body["model_id"] == model_id and body["is_anomaly"]
-        assert len(body["top_metrics"]) == 3
+        assert body["host"] == "train-host"
+        assert len(body["top_metrics"]) <= 3
         bad = await s.gateway.post("/api/ml/predict/anomaly", json={"cpu_usage_percent": 120})
         assert bad.status_code == 422
         assert [e["field"] for e in bad.json()["detail"]] == ["body.cpu_usage_percent"]

@@ -83,6 +83,24 @@ class RecentHistory:
             self._len = self.capacity
         self.unfolded = min(self.unfolded + 1, self._len)
 
+    def copy(self) -> RecentHistory:
+        """An independent copy (buffers and shift memory): score a sample without keeping it."""
+        other = RecentHistory.__new__(RecentHistory)
+        other.extractor = self.extractor
+        other.capacity = self.capacity
+        other._index = self._index
+        other._times = self._times.copy()
+        other._values = self._values.copy()
+        other._scores = self._scores.copy()
+        other._start, other._len = self._start, self._len
+        memory = self.memory
+        other.memory = ShiftMemory(
+            memory.window, memory.metrics, memory.hours.copy(), memory.peaks.copy()
+        )
+        other.memory._cached = memory._cached  # read only: a fold replaces it, never edits it
+        other.unfolded = self.unfolded
+        return other
+
     def copy_until(self, epoch_s: float) -> RecentHistory:
         """A copy holding only the samples (and shift memory) up to ``epoch_s``."""
         times, values = self.arrays()

@@ -26,6 +26,8 @@ from shared.schemas.anomaly import AnomalyScoreOut, AnomalyScoreQuery
 from shared.severity import SEVERITIES
 from shared.tables import anomaly_incident_states as states_table
 from shared.tables import anomaly_scores as scores
+from shared.tables import anomaly_scoring_cursor as cursors
+from shared.tables import anomaly_stream_state as states
 from shared.tables import anomaly_thresholds as thresholds
 from shared.tables import metrics_history as mh
 from shared.tables import ml_models
@@ -65,7 +67,7 @@ def sample_arrays(
 def score_record(
     *,
     metrics_id: int | None,
-    model_id: int,
+    model_id: int | None,
     timestamp: datetime,
     host: str,
     score: float,
@@ -152,13 +154,58 @@ async def samples_after(conn: AsyncConnection, after_id: int, limit: int) -> lis
     return [tuple(r) for r in await conn.execute(query)]
 
 
-async def initial_cursor(conn: AsyncConnection) -> int:
-    """Where scoring starts: after the last scored sample, else after every stored one
-    (samples stored before the first model existed are not scored)."""
+SCORING_CURSOR = "anomaly-scoring"
+
+
+async def load_cursor(conn: AsyncConnection) -> int:
+    """Where scoring stands: the stored cursor; else (a database scored before the cursor was
+    kept) after the last scored sample; else 0, so every host is scored from its first sample."""
+    query = sa.select(cursors.c.last_id).where(cursors.c.name == SCORING_CURSOR)
+    stored = (await conn.execute(query)).scalar_one_or_none()
+    if stored is not None:
+        return int(stored)
     last = (await conn.execute(sa.select(sa.func.max(scores.c.metrics_id)))).scalar_one()
-    if last is not None:
-        return int(last)
-    return int((await conn.execute(sa.select(sa.func.max(mh.c.id)))).scalar_one() or 0)
+    return int(last) if last is not None else 0
+
+
+async def save_cursor(conn: AsyncConnection, last_id: int, *, at: datetime) -> None:
+    record = {"name": SCORING_CURSOR, "last_id": last_id, "updated_at": at}
+    await _upsert(conn, cursors, [record], key="name")
+
+
+async def load_stream_state(conn: AsyncConnection, host: str) -> bytes | None:
+    """A host's saved streaming detectors (``HostStream.to_bytes``), if any."""
+    query = sa.select(states.c.state).where(states.c.host == host)
+    blob = (await conn.execute(query)).scalar_one_or_none()
+    return bytes(blob) if blob is not None else None
+
+
+async def save_stream_states(conn: AsyncConnection, records: Sequence[dict[str, Any]]) -> None:
+    """Insert or replace hosts' states: dicts of host, state, last_ts, late, updated_at."""
+    if records:
+        await _upsert(conn, states, list(records), key="host")
+
+
+async def latest_sample(
+    conn: AsyncConnection, *, host: str, not_before: datetime, not_after: datetime
+) -> SampleRow | None:
+    """A host's newest sample stored between the two times, if any."""
+    query = (
+        sa.select(*SAMPLE_COLUMNS)
+        .where(mh.c.host == host, mh.c.timestamp >= not_before, mh.c.timestamp <= not_after)
+        .order_by(mh.c.timestamp.desc(), mh.c.id.desc())
+        .limit(1)
+    )
+    row = (await conn.execute(query)).first()
+    return tuple(row) if row is not None else None
+
+
+async def hosts_with_history(conn: AsyncConnection, *, min_samples: int) -> list[tuple[str, int]]:
+    """Hosts with at least ``min_samples`` samples, and their counts, most first."""
+    n = sa.func.count().label("n")
+    query = sa.select(mh.c.host, n).group_by(mh.c.host).having(sa.func.count() >= min_samples)
+    rows = await conn.execute(query.order_by(sa.desc("n"), mh.c.host))
+    return [(str(r[0]), int(r[1])) for r in rows]
 
 
 async def insert_scores(conn: AsyncConnection, records: Sequence[dict[str, Any]]) -> None:

@@ -1,15 +1,21 @@
 """The scoring loop over newly stored samples, its ML_ANOMALY incidents, and the batched score writer.
 
 Usage: made by ``AnomalyService``; their ``loop`` attributes run in the lifespan (``app.state.loops``).
+
+Every host is scored from its first stored sample by its per-metric streaming detectors
+(``streaming.HostStream``), joined by the host's own forest once one is trained for it
+(``hostscore``). Each pass stores the scores, the changed detector states and the cursor in
+one transaction, so a restart neither forgets nor learns a sample twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import math
+import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -17,18 +23,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.trainer.anomaly import repository as repo
 from services.trainer.anomaly.alerting import IncidentKeeper, Observation
 from services.trainer.anomaly.detector import AnomalyDetector
-from services.trainer.anomaly.explain import contribution_dicts
 from services.trainer.anomaly.history import RecentHistory
+from services.trainer.anomaly.hostscore import HostBatch, HostForest, StreamCache, score_host
 from services.trainer.anomaly.repository import HOST, ID, TIMESTAMP, SampleRow
-from services.trainer.anomaly.threshold import host_severity
+from services.trainer.anomaly.streaming import HostStream
 from services.trainer.anomaly.tracker import ScoringModel
 from shared.active_model import ActiveModel, ActiveModelHolder
+from shared.arrays import FloatArray
+from shared.catalogue import METRIC_NAMES
 from shared.clock import utc, utcnow
 from shared.errors import Conflict
 from shared.incidents.notifier import Notifier
 from shared.loops import BackgroundLoop
 from shared.settings import Settings
-from shared.severity import Severity
 from shared.workers import run_in
 
 log = logging.getLogger("autofix_ml.anomaly")
@@ -37,23 +44,32 @@ SCORING_BATCH = 5000
 WRITE_INTERVAL = 0.5
 MAX_PENDING_WRITES = 100_000
 STALE_AFTER = timedelta(hours=2)  # older samples (a backfill) are scored but raise nothing
+SYNTHETIC_HOST = "synthetic"  # generated data: scored, never an incident
+STREAM_METRICS = tuple(METRIC_NAMES)
 
 
 def threshold_in_force(active: ActiveModel[AnomalyDetector]) -> float:
-    """The threshold of the active version: its registry record's, moved by feedback."""
+    """The forest threshold of a version: its registry record's, moved by feedback."""
     threshold = active.record.metrics.get("threshold")
     if not isinstance(threshold, int | float):
         raise Conflict(f"model {active.id} has no threshold in its record; retrain")
     return float(threshold)
 
 
-@dataclass(frozen=True, slots=True)
-class ScoredSample:
-    row: SampleRow
-    score: float
-    is_anomaly: bool
-    severity: Severity
-    contributions: list[dict[str, Any]]
+def forest_columns(det: AnomalyDetector) -> list[int]:
+    return [STREAM_METRICS.index(m) for m in det.metrics]
+
+
+def state_record(host: str, stream: HostStream) -> dict[str, Any]:
+    """One anomaly_stream_state row (``repository.save_stream_states``)."""
+    last = None if math.isnan(stream.last_ts) else datetime.fromtimestamp(stream.last_ts, UTC)
+    return {
+        "host": host,
+        "state": stream.to_bytes(),
+        "last_ts": last,
+        "late": stream.late,
+        "updated_at": utcnow(),
+    }
 
 
 class ScoreWriter:
@@ -83,8 +99,18 @@ class ScoreWriter:
         await self.flush()
 
 
+@dataclass(slots=True)
+class _HostWork:
+    rows: list[SampleRow]
+    stream: HostStream
+    forest: HostForest | None
+    model: ActiveModel[AnomalyDetector] | None
+    times: FloatArray
+    values: FloatArray
+
+
 class ScoringLoop:
-    """Each pass: pick up a version activated elsewhere, then score the samples stored since
+    """Each pass: pick up versions activated elsewhere, then score the samples stored since
     the last pass, host by host, and open or resolve each host's ML_ANOMALY incident."""
 
     def __init__(
@@ -103,10 +129,13 @@ class ScoringLoop:
         self.models = models
         self.lock = lock
         self.predict_histories = predict_histories
-        self.histories: dict[str, RecentHistory] = {}
+        self.streams = StreamCache(STREAM_METRICS, settings.anomaly_idle_minutes * 60.0)
+        self.forest_histories: dict[str, RecentHistory] = {}
         self.incidents = IncidentKeeper(settings)
         self.cursor: int | None = None
         self.scored = 0
+        self.late = 0  # late or duplicate samples skipped since start
+        self.errors: dict[str, str] = {}  # hosts whose last batch failed, and why
         self.stale_after = STALE_AFTER
         self.loop = BackgroundLoop(
             "anomaly-scoring", self._step, interval=lambda: settings.scoring_interval
@@ -117,115 +146,188 @@ class ScoringLoop:
             await self.models.refresh(conn)
         while await self.score_pending() >= SCORING_BATCH:
             pass
+        for host in self.streams.evict_idle(now=time.time()):
+            self.forest_histories.pop(host, None)
 
-    async def start_cursor(self, conn: AsyncConnection) -> None:
-        """Set where scoring starts, when the first model is activated."""
-        if self.cursor is None:
-            self.cursor = await repo.initial_cursor(conn)
+    async def stream_for(self, conn: AsyncConnection, host: str) -> HostStream | None:
+        """A host's detectors: in memory, else as saved in the database, else None."""
+        stream = self.streams.get(host)
+        if stream is not None:
+            return stream
+        blob = await repo.load_stream_state(conn, host)
+        if blob is None:
+            return None
+        try:
+            stream = HostStream.from_bytes(blob)
+        except (ValueError, KeyError) as exc:
+            log.error("detector state of host %s unreadable (%s): starting afresh", host, exc)
+            return None
+        if stream.metrics != STREAM_METRICS:
+            return None
+        return self.streams.put(host, stream, now=time.time())
+
+    async def flush_states(self) -> int:
+        """Save the states changed since the last save (at shutdown)."""
+        dirty = self.streams.take_dirty()
+        if dirty:
+            async with self.engine.begin() as conn:
+                await repo.save_stream_states(conn, [state_record(h, s) for h, s in dirty.items()])
+        return len(dirty)
 
     async def score_pending(self) -> int:
-        """Score the samples stored since the last pass; returns how many."""
-        active = self.models.get()
-        if active is None:
-            return 0
-        det = active.model
+        """Score the samples stored since the last pass; returns how many were read."""
         async with self.engine.connect() as conn:
-            await self.start_cursor(conn)
-            assert self.cursor is not None
+            if self.cursor is None:
+                self.cursor = await repo.load_cursor(conn)
             rows = await repo.samples_after(conn, self.cursor, SCORING_BATCH)
             if not rows:
                 return 0
             by_host: dict[str, list[SampleRow]] = {}
             for r in rows:
                 by_host.setdefault(str(r[HOST]), []).append(r)
+            stored_thresholds = await repo.host_thresholds(conn)
+            work: dict[str, _HostWork] = {}
             for host, host_rows in by_host.items():
-                await self._history_for(conn, det, host, host_rows[0][TIMESTAMP])
-            thresholds = await repo.host_thresholds(conn)
-        cursor = int(rows[-1][ID])
-        # A host's own threshold (feedback), else the model's. TODO(merge): on the streaming
-        # likelihood the default is settings.anomaly_threshold.
-        default = threshold_in_force(active)
-        host_threshold = {h: thresholds.get(h, default) for h in by_host}
+                try:
+                    work[host] = await self._prepare(conn, host, host_rows)
+                except Exception as exc:  # noqa: BLE001 - one host never stops the others
+                    self._failed(host, exc)
+        default = self.settings.anomaly_threshold
+        thresholds = {h: stored_thresholds.get(h, default) for h in work}
         step = self.settings.anomaly_severity_step
-        scored = await run_in(
-            None, _score_batch, det, self.histories, by_host, host_threshold, step
-        )
-        current = self.models.get()
-        if current is None or current.model is not det:
-            return len(rows)  # the model changed meanwhile: histories were reset; rescore
-        models = {h: ScoringModel(active.id, active.version, t) for h, t in host_threshold.items()}
+        results = await run_in(None, _score_hosts, work, thresholds, step)
+        now = time.time()
         records: list[dict[str, Any]] = []
         observations: dict[str, list[Observation]] = {}
+        models: dict[str, ScoringModel] = {}
         stale_before = (utcnow() - self.stale_after).timestamp()
-        for host, items in scored.items():
-            threshold = host_threshold[host]
-            for item in items:
-                ts = utc(item.row[TIMESTAMP])
-                records.append(
-                    repo.score_record(
-                        metrics_id=int(item.row[ID]),
-                        model_id=active.id,
-                        timestamp=ts,
-                        host=host,
-                        score=item.score,
-                        threshold=threshold,
-                        is_anomaly=item.is_anomaly,
-                        severity=item.severity,
-                        contributions=item.contributions,
-                    )
-                )
-                observations.setdefault(host, []).append(
-                    Observation(ts, item.score, item.is_anomaly, item.severity, item.contributions)
-                )
-            predict_history = self.predict_histories.get(host)
-            if predict_history is not None:
-                new = [item.row for item in items][-predict_history.capacity :]
-                predict_history.extend(*repo.sample_arrays(new, det.metrics))
-        async with self.engine.begin() as conn:
-            await repo.insert_scores(conn, records)
-            notify = await self.incidents.apply(
-                conn, observations, model=models, live_after=stale_before
+        for host, result in results.items():
+            if isinstance(result, Exception):
+                self._failed(host, result)
+                continue
+            self.errors.pop(host, None)
+            self.streams.touch(host, now=now)
+            item = work[host]
+            self.late += result.late
+            model = ScoringModel(
+                item.model.id if item.model else None,
+                item.model.version if item.model else None,
+                thresholds[host],
             )
+            records += self._outcome(host, item, result, model, observations)
+            models[host] = model
+        dirty = self.streams.take_dirty()
+        cursor = int(rows[-1][ID])
+        try:
+            async with self.engine.begin() as conn:
+                await repo.insert_scores(conn, records)
+                states = [state_record(h, s) for h, s in dirty.items()]
+                await repo.save_stream_states(conn, states)
+                await repo.save_cursor(conn, cursor, at=utcnow())
+                notify = await self.incidents.apply(
+                    conn, observations, model=models, live_after=stale_before
+                )
+        except Exception:
+            # The detectors learned the batch: save them next time (its rows come back as
+            # late ones, skipped), never drop what they learned.
+            self.streams.dirty |= dirty.keys()
+            raise
         self.cursor = cursor
         self.scored += len(records)
         for incident in notify:
             self.notifier.notify(incident)
         return len(rows)
 
-    async def _history_for(
-        self, conn: AsyncConnection, det: AnomalyDetector, host: str, first: datetime
-    ) -> None:
-        """Make sure the host's loop history ends before its first new sample."""
-        first_ts = utc(first).timestamp()
-        hist = self.histories.get(host)
-        if hist is not None and len(hist) and hist.arrays()[0][-1] > first_ts:
-            hist = None  # out of order (a backfill): rebuild from the database
+    def _failed(self, host: str, exc: BaseException) -> None:
+        log.error("scoring host %s failed: %s", host, exc)
+        self.errors[host] = f"{type(exc).__name__}: {exc}"
+        self.forest_histories.pop(host, None)  # rebuilt from the database next time
+
+    async def _prepare(self, conn: AsyncConnection, host: str, rows: list[SampleRow]) -> _HostWork:
+        stream = await self.stream_for(conn, host)
+        if stream is None:
+            stream = self.streams.put(host, self.streams.new_stream(), now=time.time())
+        active = self.models.get(host=host)  # only a forest trained for this very host
+        forest = None
+        if active is not None:
+            forest = HostForest(
+                active.model,
+                await self._forest_history(conn, host, active.model, stream),
+                forest_columns(active.model),
+                threshold_in_force(active),
+            )
+        times, values = repo.sample_arrays(rows, STREAM_METRICS)
+        return _HostWork(rows, stream, forest, active, times, values)
+
+    async def _forest_history(
+        self, conn: AsyncConnection, host: str, det: AnomalyDetector, stream: HostStream
+    ) -> RecentHistory:
+        """The host's recent samples for its forest, up to the newest one its detectors learned."""
+        hist = self.forest_histories.get(host)
         if hist is None:
             before = await repo.recent_samples(
                 conn, host=host, limit=det.history_samples, max_id=self.cursor
             )
-            before = [b for b in before if utc(b[TIMESTAMP]).timestamp() <= first_ts]
-            self.histories[host] = det.seeded_history(*repo.sample_arrays(before, det.metrics))
+            if not math.isnan(stream.last_ts):
+                before = [b for b in before if utc(b[TIMESTAMP]).timestamp() <= stream.last_ts]
+            hist = det.seeded_history(*repo.sample_arrays(before, det.metrics))
+            self.forest_histories[host] = hist
+        return hist
+
+    def _outcome(
+        self,
+        host: str,
+        item: _HostWork,
+        result: HostBatch,
+        model: ScoringModel,
+        observations: dict[str, list[Observation]],
+    ) -> list[dict[str, Any]]:
+        """Score rows to store of one host's scored batch; its incident observations (none for
+        the synthetic host, nor for samples whose metrics all still learn)."""
+        records: list[dict[str, Any]] = []
+        for s in result.scored:
+            row = item.rows[s.index]
+            ts = utc(row[TIMESTAMP])
+            records.append(
+                repo.score_record(
+                    metrics_id=int(row[ID]),
+                    model_id=model.model_id,
+                    timestamp=ts,
+                    host=host,
+                    score=s.score,
+                    threshold=model.threshold,
+                    is_anomaly=s.is_anomaly,
+                    severity=s.severity,
+                    contributions=s.contributions,
+                )
+            )
+            if host != SYNTHETIC_HOST and not s.learning:
+                observations.setdefault(host, []).append(
+                    Observation(ts, s.score, s.is_anomaly, s.severity, s.contributions)
+                )
+        predict_history = self.predict_histories.get(host)
+        if predict_history is not None and item.forest is not None and result.scored:
+            idx = sorted(s.index for s in result.scored)
+            cols = item.forest.columns
+            predict_history.extend(item.times[idx], item.values[idx][:, cols])
+        return records
 
 
-def _score_batch(
-    det: AnomalyDetector,
-    histories: dict[str, RecentHistory],
-    by_host: dict[str, list[SampleRow]],
-    thresholds: dict[str, float],
-    step: float,
-) -> dict[str, list[ScoredSample]]:
-    """Score each host's new rows after its history (batch = online), extending it (a thread)."""
-    out: dict[str, list[ScoredSample]] = {}
-    for host, rows in by_host.items():
-        ordered: Sequence[SampleRow] = sorted(rows, key=lambda r: (utc(r[TIMESTAMP]), r[ID]))
-        times, values = repo.sample_arrays(ordered, det.metrics)
-        threshold = thresholds[host]
-        batch = det.score_new(histories[host], times, values, threshold=threshold)
-        items = []
-        for i, (r, score) in enumerate(zip(ordered, batch.score.tolist(), strict=True)):
-            top = contribution_dicts(det.contributions(batch.features, i, top_k=3))
-            sev = host_severity(score, threshold, step=step)
-            items.append(ScoredSample(r, score, score >= threshold, sev, top))
-        out[host] = items
+def _score_hosts(
+    work: dict[str, _HostWork], thresholds: dict[str, float], step: float
+) -> dict[str, HostBatch | Exception]:
+    """Score each host's new rows (a thread); a host that fails gets its exception back."""
+    out: dict[str, HostBatch | Exception] = {}
+    for host, item in work.items():
+        try:
+            out[host] = score_host(
+                item.stream,
+                item.times,
+                item.values,
+                forest=item.forest,
+                threshold=thresholds[host],
+                severity_step=step,
+            )
+        except Exception as exc:  # noqa: BLE001 - one host never stops the others
+            out[host] = exc
     return out

@@ -11,21 +11,23 @@ import contextlib
 import logging
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.trainer.anomaly import artifact
 from services.trainer.anomaly import repository as repo
-from services.trainer.anomaly.detector import AnomalyDetector
-from services.trainer.anomaly.explain import contribution_dicts
 from services.trainer.anomaly.feedback import give_feedback, list_thresholds
 from services.trainer.anomaly.forest import ScoringThreads
+from services.trainer.anomaly.forests import AUTO_CONTAMINATION, AUTO_ESTIMATORS, ForestScheduler
 from services.trainer.anomaly.history import RecentHistory
-from services.trainer.anomaly.scoring import ScoreWriter, ScoringLoop, threshold_in_force
+from services.trainer.anomaly.predict import Prediction, Predictor
+from services.trainer.anomaly.scoring import (
+    SYNTHETIC_HOST,
+    ScoreWriter,
+    ScoringLoop,
+)
 from services.trainer.anomaly.threshold import Feedback
 from services.trainer.anomaly.training import (
     MODEL_NAME,
@@ -38,7 +40,6 @@ from services.trainer.synthetic.generator import SyntheticDataGenerator
 from services.trainer.synthetic.repository import store_frame
 from shared import registry
 from shared.active_model import ActiveModel, ActiveModelHolder, Scope
-from shared.clock import utc, utcnow
 from shared.errors import Conflict
 from shared.incidents.notifier import Notifier
 from shared.loops import BackgroundLoop
@@ -53,34 +54,12 @@ from shared.schemas.anomaly import (
 )
 from shared.schemas.health import ScoringHealth
 from shared.settings import Settings
-from shared.severity import Severity
 from shared.workers import run_in
 
 log = logging.getLogger("autofix_ml.anomaly")
 
 MIN_HISTORY_SAMPLES = 3 * 1440
 SYNTHETIC_DAYS = 30
-SYNTHETIC_HOST = "synthetic"
-NO_MODEL_HINT = (
-    "no anomaly detector is trained yet: POST /api/ml/train/anomaly-detector "
-    '(e.g. {"use_synthetic": true}) first'
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    """The answer of ``POST /predict/anomaly`` (``PredictResponse``), serialised as it is."""
-
-    score: float
-    is_anomaly: bool
-    severity: Severity
-    threshold: float
-    model_id: int
-    model_version: int
-    host: str
-    timestamp: datetime
-    filled_metrics: list[str]
-    top_metrics: list[dict[str, Any]]
 
 
 class AnomalyService:
@@ -113,7 +92,17 @@ class AnomalyService:
             lock=self._lock,
             predict_histories=self.predict_histories,
         )
-        self.loops: list[BackgroundLoop] = [self.scoring.loop, self.writer.loop]
+        self.predictor = Predictor(
+            settings, engine, self.models, self.scoring, self.writer, self.predict_histories
+        )
+        self.forests = ForestScheduler(
+            settings, engine, self.models, train=self.train_host, busy=lambda: self.training
+        )
+        self.loops: list[BackgroundLoop] = [
+            self.scoring.loop,
+            self.writer.loop,
+            self.forests.loop,
+        ]
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -132,13 +121,26 @@ class AnomalyService:
             await loop.stop()
         with contextlib.suppress(Exception):
             await self.writer.flush()
+        try:
+            await self.scoring.flush_states()
+        except Exception as exc:  # noqa: BLE001 - shutting down; the last pass saved them
+            log.error("could not save the detector states at shutdown: %s", exc)
 
-    def _model_changed(self, _scope: Scope) -> None:
-        # Histories are bound to a model's metrics and medians: rebuild them lazily.
-        self.predict_histories.clear()
-        self.scoring.histories.clear()
+    def _model_changed(self, scope: Scope) -> None:
+        # A host's histories are bound to its forest's metrics and medians: rebuild them lazily.
+        host = scope[0]
+        if host is not None:
+            self.predict_histories.pop(host, None)
+            self.scoring.forest_histories.pop(host, None)
 
     # -- training and activation ---------------------------------------------------
+
+    async def train_host(self, host: str) -> TrainAnomalyResponse:
+        """Train a host's forest on its own history (the automatic schedule)."""
+        body = TrainAnomalyRequest(
+            host=host, contamination=AUTO_CONTAMINATION, n_estimators=AUTO_ESTIMATORS
+        )
+        return await self.train(body)
 
     async def train(self, body: TrainAnomalyRequest) -> TrainAnomalyResponse:
         if self.training:
@@ -177,7 +179,7 @@ class AnomalyService:
             host, start, end = SYNTHETIC_HOST, None, None
             synthetic_seed = body.seed
         assert host is not None
-        active = self.models.get()
+        active = self.models.get(host=host)  # versions compete within their host only
         active_artifact: tuple[bytes, str] | None = None
         if active is not None:
             async with self.engine.connect() as conn:
@@ -209,13 +211,12 @@ class AnomalyService:
                     artifact_format=artifact.ARTIFACT_FORMAT,
                     parameters={**outcome.parameters, "host": host},
                     metrics=outcome.metrics,
+                    host=host,
                     training_start=outcome.training_start,
                     training_end=outcome.training_end,
                     sample_count=outcome.sample_count,
                 )
                 if activate:
-                    if active is None:
-                        await self.scoring.start_cursor(conn)
                     model = await registry.activate(conn, model.id)
                     loaded = await self.models.load(conn, model)
             if activate:
@@ -233,14 +234,12 @@ class AnomalyService:
     async def activate(self, model_id: int) -> ActivateResponse:
         """Make a stored version active (rollback); refuses one whose artifact fails its check."""
         async with self._lock:
-            previous = self.models.get()
             async with self.engine.begin() as conn:
                 model = await registry.get_model(conn, model_id)
                 if model.name != MODEL_NAME:
                     raise Conflict(f"model {model_id} is a {model.name}, not an anomaly detector")
+                previous = self.models.get(host=model.host)
                 loaded = await self.models.load(conn, model)
-                if previous is None:
-                    await self.scoring.start_cursor(conn)
                 model = await registry.activate(conn, model_id)
             self.models.put(ActiveModel(loaded.model, model))
         return ActivateResponse(model=model, previous_model_id=previous.id if previous else None)
@@ -250,61 +249,7 @@ class AnomalyService:
     async def predict(
         self, values: dict[str, float], *, host: str | None, timestamp: datetime | None
     ) -> Prediction:
-        """Score one posted sample against its host's recent history; its score is stored."""
-        active = self.models.require(NO_MODEL_HINT)
-        det = active.model
-        threshold = threshold_in_force(active)
-        host = host or self.settings.hostname
-        ts = utc(timestamp) if timestamp else utcnow()
-        history = await self._history_for(host, active)
-        epoch = ts.timestamp()
-        times, _ = history.arrays()
-        if not len(times):
-            history.seed_with_medians(epoch)
-            times, _ = history.arrays()
-        if len(times) and epoch < times[-1]:
-            history = history.copy_until(epoch)  # late sample: score it, do not keep it
-        result = det.score_sample(
-            values, timestamp=epoch, history=history, threshold=threshold, top_k=3
-        )
-        top = contribution_dicts(result.contributions)
-        self.writer.queue(
-            repo.score_record(
-                metrics_id=None,
-                model_id=active.id,
-                timestamp=ts,
-                host=host,
-                score=result.score,
-                threshold=result.threshold,
-                is_anomaly=result.is_anomaly,
-                severity=result.severity,
-                contributions=top,
-            )
-        )
-        return Prediction(
-            score=result.score,
-            is_anomaly=result.is_anomaly,
-            severity=result.severity,
-            threshold=result.threshold,
-            model_id=active.id,
-            model_version=active.version,
-            host=host,
-            timestamp=ts,
-            filled_metrics=[m for m in det.metrics if m not in values],
-            top_metrics=top,
-        )
-
-    async def _history_for(self, host: str, active: ActiveModel[AnomalyDetector]) -> RecentHistory:
-        history = self.predict_histories.get(host)
-        if history is None:
-            det = active.model
-            async with self.engine.connect() as conn:
-                rows = await repo.recent_samples(conn, host=host, limit=det.history_samples)
-            history = det.seeded_history(*repo.sample_arrays(rows, det.metrics))
-            current = self.models.get()
-            if current is not None and current.model is det:
-                history = self.predict_histories.setdefault(host, history)
-        return history
+        return await self.predictor.predict(values, host=host, timestamp=timestamp)
 
     async def list_scores(self, query: AnomalyScoreQuery) -> AnomalyScoreList:
         async with self.engine.connect() as conn:

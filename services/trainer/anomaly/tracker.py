@@ -22,7 +22,7 @@ INCIDENT_SCORE_HISTORY = 20  # latest scores of a host shown in its incident's d
 class ScoringModel:
     """The model version and threshold that scored the samples."""
 
-    model_id: int | None
+    model_id: int | None  # the host's forest, if it has one
     version: int | None
     threshold: float
 

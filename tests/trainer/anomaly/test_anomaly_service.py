@@ -149,6 +149,28 @@ async def test_short_history_needs_use_synthetic(
     assert "held_out" not in body["evaluation"]
     stored = (await client.get(f"/models/{body['model']['id']}")).json()
     assert stored["metrics"]["evaluation"] == body["evaluation"]
+    assert body["model"]["host"] == "synthetic"  # the synthetic host's forest, no other's
+    # The spec's example, right after the quick start: flagged, by the synthetic host's models.
+    example = {
+        "cpu_usage_percent": 95.0,
+        "memory_usage_mb": 7500,
+        "error_rate": 0.25,
+        "response_time_p95": 8000,
+    }
+    predicted = (await client.post("/predict/anomaly", json=example)).json()
+    assert predicted["is_anomaly"] is True, predicted
+    assert predicted["host"] == "synthetic" and predicted["model_id"] == body["model"]["id"]
+    assert predicted["severity"] in ("high", "critical")
+
+    # The synthetic month is scored like any host's history, and raises no incident.
+    async def synthetic_scored() -> bool:
+        async with engine.connect() as conn:
+            query = sa.select(sa.func.count()).select_from(anomaly_scores)
+            n = (await conn.execute(query.where(anomaly_scores.c.metrics_id.is_not(None)))).scalar()
+        return n == 30 * 1440
+
+    await wait_for(synthetic_scored, timeout=180)
+    assert (await client.get("/incidents", params={"type": "ML_ANOMALY"})).json()["count"] == 0
 
 
 async def test_unlabelled_history_is_evaluated_on_synthetic_data(
@@ -291,29 +313,34 @@ async def test_predict_before_training_says_to_train(client: httpx.AsyncClient) 
 
 async def test_predict_four_metrics(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
     model = (await trained(client, engine))["model"]
-    response = await client.post("/predict/anomaly", json={**FOUR, "host": "web-1"})
+    response = await client.post("/predict/anomaly", json=FOUR)
     assert response.status_code == 200, response.text
     body = response.json()
     assert 0.0 <= body["score"] <= 1.0
     assert body["severity"] in ("low", "medium", "high", "critical")
     assert body["is_anomaly"] == (body["score"] >= body["threshold"])
-    assert (body["model_id"], body["model_version"], body["host"]) == (model["id"], 1, "web-1")
-    assert set(body["filled_metrics"]) == set(METRIC_NAMES) - set(FOUR)
+    # No host named: the host whose forest was trained last scored it, and the answer says so.
+    assert (body["model_id"], body["model_version"], body["host"]) == (model["id"], 1, "train-host")
+    assert body["models"]["forest_model_id"] == model["id"]
+    assert body["forest_threshold"] == pytest.approx(model["metrics"]["threshold"])
+    # Its newest sample is a day old: nothing is filled from it.
+    assert body["filled_metrics"] == [] and body["filled_from"] is None
+    assert set(body["missing_metrics"]) == set(METRIC_NAMES) - set(FOUR)
     top = body["top_metrics"]
-    assert len(top) == 3
-    assert sum(t["share"] for t in top) <= 1.0 + 1e-9
-    assert [t["share"] for t in top] == sorted((t["share"] for t in top), reverse=True)
+    assert 1 <= len(top) <= 3 and {t["metric"] for t in top} <= set(FOUR)
+    likelihoods = [t["likelihood"] for t in top]
+    assert likelihoods == sorted(likelihoods, reverse=True)
     for t in top:
-        assert set(t) == {"metric", "observed", "expected", "share"}
-        assert np.isfinite(t["expected"]) and np.isfinite(t["observed"])
+        assert set(t) == {"metric", "value", "expected", "lower", "upper", "likelihood"}
+        assert np.isfinite(t["expected"]) and t["value"] == FOUR[t["metric"]]
 
 
 async def test_a_spike_scores_higher_than_a_normal_sample(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
     await trained(client, engine)
-    normal = (await client.post("/predict/anomaly", json={**FOUR, "host": "a"})).json()
-    spike = (await client.post("/predict/anomaly", json={**SPIKE, "host": "b"})).json()
+    normal = (await client.post("/predict/anomaly", json=FOUR)).json()
+    spike = (await client.post("/predict/anomaly", json=SPIKE)).json()
     assert spike["score"] > normal["score"]
     assert spike["is_anomaly"] and spike["severity"] in ("high", "critical")
     assert spike["top_metrics"][0]["metric"] in SPIKE
@@ -344,18 +371,18 @@ async def test_predict_rejects_bad_values_naming_the_field(
 async def test_predictions_are_stored(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
     await trained(client, engine)
     for _ in range(3):
-        assert (
-            await client.post("/predict/anomaly", json={**FOUR, "host": "p"})
-        ).status_code == 200
+        assert (await client.post("/predict/anomaly", json=FOUR)).status_code == 200
 
     async def stored() -> list[dict[str, Any]]:
-        scores: list[dict[str, Any]] = (
-            await client.get("/anomaly-scores", params={"host": "p"})
-        ).json()["scores"]
-        return scores if len(scores) == 3 else []
+        params = {"host": "train-host", "limit": 10_000}
+        scores: list[dict[str, Any]] = (await client.get("/anomaly-scores", params=params)).json()[
+            "scores"
+        ]
+        posted = [s for s in scores if s["metrics_id"] is None]
+        return posted if len(posted) == 3 else []
 
     scores = await wait_for(stored)
-    assert all(s["metrics_id"] is None and s["contributions"] for s in scores)
+    assert all(s["contributions"] and s["model_id"] for s in scores)
 
 
 # -- scoring loop and incidents ------------------------------------------------------
@@ -381,10 +408,11 @@ def samples(start: datetime, n: int, **over: float) -> pd.DataFrame:
 async def test_scoring_loop_scores_new_rows_and_filters(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
-    await trained(client, engine)
+    model = (await trained(client, engine))["model"]
+    history = len(training_frame())
     start = utcnow().replace(second=0, microsecond=0) - timedelta(minutes=120)
-    await store(engine, samples(start, 100), "live")
-    await store(engine, samples(start + timedelta(minutes=100), 5, **SPIKE), "live")
+    await store(engine, samples(start, 100), "train-host")
+    await store(engine, samples(start + timedelta(minutes=100), 5, **SPIKE), "train-host")
     await store(engine, samples(start, 10), "other")
 
     async def all_scored() -> bool:
@@ -392,28 +420,33 @@ async def test_scoring_loop_scores_new_rows_and_filters(
             n = (
                 await conn.execute(sa.select(sa.func.count()).select_from(anomaly_scores))
             ).scalar()
-        return n == 115
+        return n == history + 115
 
-    await wait_for(all_scored)
-    live = (await client.get("/anomaly-scores", params={"host": "live", "limit": 1000})).json()
-    assert live["count"] == 105
-    assert all(s["host"] == "live" and s["metrics_id"] for s in live["scores"])
+    # Every host from its first sample, the training history included, model or not.
+    await wait_for(all_scored, timeout=60)
+    params = {"host": "train-host", "limit": 10_000}
+    live = (await client.get("/anomaly-scores", params=params)).json()
+    assert live["count"] == history + 105
+    assert all(s["host"] == "train-host" and s["metrics_id"] for s in live["scores"])
+    other = (await client.get("/anomaly-scores", params={"host": "other"})).json()
+    assert other["count"] == 10
+    assert all(s["model_id"] is None for s in other["scores"])  # no forest of its own
     # Severity follows the threshold: a flagged sample is never low, an unflagged one always.
     assert all((s["severity"] != "low") == s["is_anomaly"] for s in live["scores"])
-    severe = (await client.get("/anomaly-scores", params={"min_severity": "medium"})).json()
+    severe = (
+        await client.get("/anomaly-scores", params={"min_severity": "medium", "limit": 10_000})
+    ).json()
     assert severe["count"] >= 3
     assert {s["severity"] for s in severe["scores"]} <= {"medium", "high", "critical"}
-    assert all(s["host"] == "live" for s in severe["scores"])
+    assert all(s["host"] == "train-host" for s in severe["scores"])
     window = {
-        "host": "live",
+        "host": "train-host",
         "start": (start + timedelta(minutes=100)).isoformat(),
         "end": (start + timedelta(minutes=104)).isoformat(),
     }
     spike_rows = (await client.get("/anomaly-scores", params=window)).json()
     assert spike_rows["count"] == 5
-    assert all(s["is_anomaly"] for s in spike_rows["scores"])
-    # The training rows stored before the model existed were not scored.
-    assert (await client.get("/anomaly-scores", params={"host": "train-host"})).json()["count"] == 0
+    assert all(s["is_anomaly"] and s["model_id"] == model["id"] for s in spike_rows["scores"])
 
 
 async def test_consecutive_anomalies_open_one_incident_and_normal_samples_resolve_it(
@@ -425,16 +458,21 @@ async def test_consecutive_anomalies_open_one_incident_and_normal_samples_resolv
         app = create_app(cfg, engine=engine)
         async with app_client(app) as client:
             await trained(client, engine)
+            # The host with a forest of its own (a host without one is scored by its
+            # per-metric detectors only; tests/trainer/anomaly/test_host_scoring.py).
             start = utcnow().replace(second=0, microsecond=0) - timedelta(minutes=100)
-            await store(engine, samples(start, 20), "web-1")
-            await store(engine, samples(start + timedelta(minutes=20), 6, **SPIKE), "web-1")
+            await store(engine, samples(start, 20), "train-host")
+            await store(engine, samples(start + timedelta(minutes=20), 6, **SPIKE), "train-host")
 
             async def open_incidents() -> list[dict[str, Any]]:
                 body = (await client.get("/incidents", params={"type": "ML_ANOMALY"})).json()
                 return [i for i in body["incidents"] if i["status"] == "open"]
 
             (incident,) = await wait_for(open_incidents)
-            assert incident["host"] == "web-1" and incident["dedup_key"] == "ML_ANOMALY:web-1"
+            assert (
+                incident["host"] == "train-host"
+                and incident["dedup_key"] == "ML_ANOMALY:train-host"
+            )
             assert incident["severity"] in ("medium", "high", "critical")
             assert len(incident["details"]["scores"]) >= 3
             assert {m["metric"] for m in incident["details"]["top_metrics"]} & set(SPIKE)
@@ -444,7 +482,7 @@ async def test_consecutive_anomalies_open_one_incident_and_normal_samples_resolv
 
             # The level-shift view compares with the previous hour, which holds the spike: the
             # host scores normal again once the spike has left that window.
-            await store(engine, samples(start + timedelta(minutes=26), 74), "web-1")
+            await store(engine, samples(start + timedelta(minutes=26), 74), "train-host")
 
             async def resolved() -> dict[str, Any] | None:
                 found = (await client.get(f"/incidents/{incident['id']}")).json()
@@ -469,7 +507,7 @@ async def test_a_manual_resolve_holds_through_the_scoring_loop_and_a_restart(
 
     async def wait_scored(client: httpx.AsyncClient, n: int) -> None:
         async def done() -> bool:
-            found = (await client.get("/anomaly-scores", params={"host": "web-2"})).json()
+            found = (await client.get("/anomaly-scores", params={"host": "train-host"})).json()
             return bool(found["count"] >= n)
 
         await wait_for(done)
@@ -480,22 +518,24 @@ async def test_a_manual_resolve_holds_through_the_scoring_loop_and_a_restart(
 
     async with app_client(create_app(fast_settings, engine=engine)) as client:
         await trained(client, engine)
-        await store(engine, samples(start, 20), "web-2")
-        await store(engine, samples(start + timedelta(minutes=20), 6, **SPIKE), "web-2")
+        await store(engine, samples(start, 20), "train-host")
+        await store(engine, samples(start + timedelta(minutes=20), 6, **SPIKE), "train-host")
         (incident,) = await wait_for(lambda: ml_incidents(client))
         assert incident["status"] == "open"
         resolved = await client.post(f"/incidents/{incident['id']}/resolve")
         assert resolved.status_code == 200
-        await store(engine, samples(start + timedelta(minutes=26), 4, **SPIKE), "web-2")
+        await store(engine, samples(start + timedelta(minutes=26), 4, **SPIKE), "train-host")
         await wait_scored(client, 30)
         (still,) = await ml_incidents(client)
         assert still["status"] == "resolved"  # the spike lasts: no reopen
     async with app_client(create_app(fast_settings, engine=engine)) as client:  # a restart
-        await store(engine, samples(start + timedelta(minutes=30), 4, **SPIKE), "web-2")
+        await store(engine, samples(start + timedelta(minutes=30), 4, **SPIKE), "train-host")
         await wait_scored(client, 34)
         (after,) = await ml_incidents(client)
         assert after["status"] == "resolved" and after["id"] == incident["id"]
-        newest = (await client.get("/anomaly-scores", params={"host": "web-2", "limit": 8})).json()
+        newest = (
+            await client.get("/anomaly-scores", params={"host": "train-host", "limit": 8})
+        ).json()
     # The samples after the resolve were flagged, enough in a row to have opened it again.
     assert sum(s["is_anomaly"] for s in newest["scores"]) >= 2 * fast_settings.anomaly_consecutive
 
@@ -514,8 +554,8 @@ async def test_a_threshold_moved_by_another_process_is_used_after_the_next_pass(
         await registry.update_metrics(conn, model["id"], metrics)
 
     async def threshold() -> bool:
-        body = (await client.post("/predict/anomaly", json={**FOUR, "host": "m"})).json()
-        return bool(body["threshold"] == moved)
+        body = (await client.post("/predict/anomaly", json=FOUR)).json()
+        return bool(body["forest_threshold"] == moved)
 
     await wait_for(threshold)
 

@@ -426,3 +426,24 @@ def test_a_model_stored_by_the_build_before_scores_as_it_did() -> None:
         loaded.score_frame(_frame(1500, seed=5)).score, np.load(data / "model-format-1-scores.npy")
     )
     assert loaded.fitted_threshold == pytest.approx(0.95, abs=0.01)
+
+
+def test_a_sample_scored_on_a_copied_history_leaves_the_history_as_it_was() -> None:
+    det, df = _trained()
+    batch = det.score_frame(df)
+    hist = _history(det, df.iloc[:2900])
+    before_times, before_values = (a.copy() for a in hist.arrays())
+    metrics = list(det.metrics)
+    sample = {m: float(df.at[2900, m]) for m in metrics}
+    at = df.at[2900, "timestamp"]
+    scores = [
+        det.score_sample(sample, timestamp=at, history=hist.copy(), threshold=0.9).score
+        for _ in range(2)
+    ]
+    assert scores[0] == scores[1] == pytest.approx(batch.score[2900], abs=1e-9)
+    times, values = hist.arrays()
+    assert np.array_equal(times, before_times)
+    assert np.array_equal(values, before_values, equal_nan=True)
+    # The original still scores the next sample as the batch does.
+    res = det.score_sample(sample, timestamp=at, history=hist, threshold=0.9)
+    assert res.score == pytest.approx(batch.score[2900], abs=1e-9)

@@ -1,0 +1,200 @@
+"""A host's score: its per-metric streaming detectors, joined by its own forest when it has one.
+
+Usage (the scoring loop, in a thread)::
+
+    cache = StreamCache(METRIC_NAMES, idle_seconds=1800)
+    stream = cache.get(host) or cache.put(host, HostStream(METRIC_NAMES), now=time.time())
+    batch = score_host(stream, times, values, forest=HostForest(det, history), threshold=0.9999)
+    batch.scored[0].score, batch.scored[0].contributions, batch.late
+
+The combined score is the larger of the per-metric likelihood and the forest's calibrated
+score mapped onto the same scale (``forest_on_stream_scale``: the forest's own threshold lands
+on the host's threshold), so one threshold flags both; attribution always comes from the
+per-metric likelihoods (docs/anomaly-detection.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from services.trainer.anomaly.detector import AnomalyDetector
+from services.trainer.anomaly.history import RecentHistory
+from services.trainer.anomaly.streaming import HostReading, HostStream, MetricReading
+from services.trainer.anomaly.threshold import host_severity
+from shared.arrays import FloatArray
+from shared.severity import Severity
+
+TOP_METRICS = 3  # per-metric readings stored with each score
+
+
+def forest_on_stream_scale(forest: float, forest_threshold: float, threshold: float) -> float:
+    """The forest's calibrated score, mapped piecewise linearly so that 0, its own threshold
+    and 1 land on 0, ``threshold`` and 1: above one threshold exactly when above the other."""
+    forest = min(max(forest, 0.0), 1.0)
+    if forest < forest_threshold:
+        return forest * threshold / forest_threshold if forest_threshold > 0 else threshold
+    if forest_threshold >= 1.0:
+        return 1.0
+    return threshold + (forest - forest_threshold) * (1.0 - threshold) / (1.0 - forest_threshold)
+
+
+def combine(
+    stream_score: float, forest: float | None, forest_threshold: float, threshold: float
+) -> float:
+    """The host's score: the per-metric likelihood, or the forest's if higher (same scale)."""
+    if forest is None:
+        return stream_score
+    return max(stream_score, forest_on_stream_scale(forest, forest_threshold, threshold))
+
+
+def reading_dicts(metrics: Sequence[MetricReading], k: int = TOP_METRICS) -> list[dict[str, Any]]:
+    """The ``k`` most unlikely metrics as stored and returned: value, expected, band, likelihood."""
+    top = sorted(metrics, key=lambda m: m.surprise, reverse=True)[:k]
+    return [
+        {
+            "metric": m.metric,
+            "value": _finite(m.value),
+            "expected": _finite(m.expected),
+            "lower": _finite(m.lower),
+            "upper": _finite(m.upper),
+            "likelihood": _finite(m.likelihood),
+        }
+        for m in top
+    ]
+
+
+def _finite(x: float) -> float:
+    return float(x) if math.isfinite(x) else 0.0
+
+
+@dataclass(slots=True)
+class HostForest:
+    """A host's active forest and its buffer of that host's recent samples."""
+
+    det: AnomalyDetector
+    history: RecentHistory
+    columns: list[int]  # the forest's metrics, as indices into the stream's metrics
+    threshold: float  # its fitted threshold, on its own scale
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredSample:
+    index: int  # position in the rows given to ``score_host``
+    score: float
+    stream_score: float
+    forest_score: float | None
+    is_anomaly: bool
+    severity: Severity
+    learning: bool  # every metric of the sample still in probation: raises nothing
+    contributions: list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class HostBatch:
+    scored: list[ScoredSample] = field(default_factory=list)
+    late: int = 0  # late or duplicate samples, skipped
+
+
+def score_host(
+    stream: HostStream,
+    times: FloatArray,
+    values: FloatArray,
+    *,
+    forest: HostForest | None,
+    threshold: float,
+    severity_step: float = 1.0,
+) -> HostBatch:
+    """Score a host's new samples (epoch seconds; values in ``stream.metrics`` order, NaN =
+    missing) in time order, learning from each; late ones are skipped and counted."""
+    order = np.argsort(times, kind="stable")
+    batch = HostBatch()
+    readings: list[tuple[int, HostReading]] = []
+    for i in order.tolist():
+        # NaN (missing) is skipped by the detectors like None
+        reading = stream.update(
+            float(times[i]), dict(zip(stream.metrics, values[i].tolist(), strict=True))
+        )
+        if reading.accepted:
+            readings.append((i, reading))
+        else:
+            batch.late += 1
+    forest_scores: list[float | None] = [None] * len(readings)
+    if forest is not None and readings:
+        idx = [i for i, _ in readings]
+        scores = forest.det.score_new(
+            forest.history,
+            times[idx],
+            values[np.ix_(idx, forest.columns)],
+            threshold=forest.threshold,
+        )
+        forest_scores = [float(s) for s in scores.score]
+    for (i, reading), f in zip(readings, forest_scores, strict=True):
+        f_threshold = forest.threshold if forest is not None else 1.0
+        score = combine(reading.score, f, f_threshold, threshold)
+        learning = bool(reading.metrics) and all(m.learning for m in reading.metrics)
+        batch.scored.append(
+            ScoredSample(
+                index=i,
+                score=score,
+                stream_score=reading.score,
+                forest_score=f,
+                is_anomaly=score >= threshold,
+                severity=host_severity(score, threshold, step=severity_step),
+                learning=learning or not reading.metrics,
+                contributions=reading_dicts(reading.metrics),
+            )
+        )
+    return batch
+
+
+@dataclass(slots=True)
+class StreamCache:
+    """The hosts' streaming detectors held in memory: which changed since the last save, and
+    which have been idle long enough to be dropped (their state is in the database)."""
+
+    metrics: tuple[str, ...]
+    idle_seconds: float
+    streams: dict[str, HostStream] = field(default_factory=dict)
+    seen: dict[str, float] = field(default_factory=dict)  # wall time of each host's last sample
+    dirty: set[str] = field(default_factory=set)
+    evicted: int = 0
+
+    def get(self, host: str) -> HostStream | None:
+        return self.streams.get(host)
+
+    def put(self, host: str, stream: HostStream, *, now: float) -> HostStream:
+        self.streams[host] = stream
+        self.seen.setdefault(host, now)
+        return stream
+
+    def touch(self, host: str, *, now: float) -> None:
+        """The host got samples: its state changed and it is not idle."""
+        self.seen[host] = now
+        self.dirty.add(host)
+
+    def new_stream(self) -> HostStream:
+        return HostStream(self.metrics)
+
+    def take_dirty(self) -> dict[str, HostStream]:
+        """The states to save now (and forget that they were dirty)."""
+        out = {h: self.streams[h] for h in self.dirty if h in self.streams}
+        self.dirty = set()
+        return out
+
+    def evict_idle(self, *, now: float) -> list[str]:
+        """Drop the hosts idle past ``idle_seconds`` whose state is saved; their names."""
+        gone = [
+            h
+            for h, t in self.seen.items()
+            if now - t >= self.idle_seconds and h not in self.dirty and h in self.streams
+        ]
+        for host in gone:
+            del self.streams[host]
+            del self.seen[host]
+        self.evicted += len(gone)
+        return gone
