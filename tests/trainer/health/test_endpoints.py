@@ -125,6 +125,9 @@ async def test_scoring_lag_beyond_the_limit_is_degraded_and_measured(
             contributions=[],
         )
         await repo.insert_scores(conn, [record])
+        # ... and the scoring cursor says the rest was passed over: nothing left to score.
+        last = (await conn.execute(sa.select(sa.func.max(metrics_history.c.id)))).scalar_one()
+        await repo.save_cursor(conn, int(last), at=utcnow())
     async with app_client(create_app(settings, engine=engine)) as client:
         body = (await client.get("/health")).json()
         metrics = (await client.get("/metrics")).text
@@ -132,8 +135,5 @@ async def test_scoring_lag_beyond_the_limit_is_degraded_and_measured(
     assert body["scoring"]["lag_seconds"] == pytest.approx(3600)
     assert any(p.startswith("scoring lags 3600 s") for p in body["problems"])
     assert 'autofix_scoring_lag_seconds{service="trainer"} 3600.0' in metrics
-    assert (
-        'autofix_loop_last_success_timestamp_seconds{service="trainer",loop="anomaly-scoring"}'
-        in metrics
-    )
+    assert 'autofix_loop_running{service="trainer",loop="anomaly-scoring"}' in metrics
     assert "# TYPE autofix_loop_runs counter" in metrics
