@@ -345,7 +345,9 @@ async def test_predicted_breach_opens_one_incident_and_resolves_when_it_no_longe
         async with engine.connect() as conn:
             open_after_refreshes = await list_incidents(conn, type="predicted_breach")
 
-        raised = settings.model_copy(update={"forecast_thresholds": {CPU: 99.0}})
+        # Beyond the metric's bound (100 %): no band reaches it, so the breach no longer holds
+        # (at 99 % the calibrated upper bound, clipped at 100 %, may still cross it).
+        raised = settings.model_copy(update={"forecast_thresholds": {CPU: 101.0}})
         async with forecaster(raised, engine) as (client, _app):
             resolved = await client.post("/forecast/refresh")
             quiet = await client.get("/forecast/alerts")
