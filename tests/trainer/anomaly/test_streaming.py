@@ -1,0 +1,124 @@
+"""The per-metric streaming detectors (domain, no server): what a new host's detectors do."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from services.trainer.anomaly.streaming import HostStream, StreamConfig, likelihood_of, surprise_of
+
+METRICS = ("cpu", "latency")
+START = 1_700_000_000.0
+
+
+def feed(
+    stream: HostStream, n: int, step: float, rng: np.random.Generator, **level: float
+) -> float:
+    ts = stream.last_ts if not math.isnan(stream.last_ts) else START
+    for _ in range(n):
+        ts += step
+        stream.update(ts, {m: level.get(m, 50.0) + rng.normal(0, 2) for m in METRICS})
+    return ts
+
+
+def test_a_new_host_learns_quietly_then_flags_a_spike_on_the_right_metric() -> None:
+    rng = np.random.default_rng(0)
+    stream = HostStream(METRICS)
+    first = stream.update(START, {"cpu": 50.0, "latency": 50.0})
+    assert first.score == 0.0 and all(m.learning for m in first.metrics)
+    ts = feed(stream, 2 * 1440, 60.0, rng)
+    normal = stream.score(ts + 60, {"cpu": 51.0, "latency": 49.0})
+    spike = stream.score(ts + 60, {"cpu": 95.0, "latency": 49.0})
+    assert normal.score < 0.99 and not any(m.learning for m in normal.metrics)
+    assert spike.score > 0.9999
+    top = spike.top(1)[0]
+    assert top.metric == "cpu" and top.lower < 51.0 < top.upper < 95.0
+    assert abs(top.expected - 50.0) < 3.0
+
+
+def test_a_flat_metric_is_never_flagged_for_being_flat_but_is_when_it_moves() -> None:
+    stream = HostStream(("disk",))
+    ts = START
+    for _ in range(3 * 1440):
+        ts += 60
+        reading = stream.update(ts, {"disk": 42.0})
+        assert reading.surprise == 0.0
+    assert stream.score(ts + 60, {"disk": 42.0}).surprise == 0.0
+    assert stream.score(ts + 60, {"disk": 60.0}).score > 0.9999
+
+
+def test_windows_are_time_not_rows_the_same_history_at_5_minute_steps_scores_alike() -> None:
+    # The same two days sampled every minute and every 5 minutes: the level, spread and
+    # probation are in seconds, so a spike is as unusual at either rate.
+    out = []
+    for step in (60.0, 300.0):
+        rng = np.random.default_rng(1)
+        stream = HostStream(METRICS)
+        ts = feed(stream, int(2 * 86400 / step), step, rng)
+        out.append(stream.score(ts + step, {"cpu": 80.0, "latency": 50.0}).surprise)
+    assert min(out) > surprise_of(0.999)
+    assert abs(out[0] - out[1]) < 0.5 * max(out)
+
+
+def test_late_and_duplicate_samples_are_skipped_and_counted_never_learned() -> None:
+    rng = np.random.default_rng(2)
+    stream = HostStream(METRICS)
+    ts = feed(stream, 200, 60.0, rng)
+    before = stream.to_bytes()
+    for late in (ts, ts - 600.0):
+        reading = stream.update(late, {"cpu": 1e6, "latency": 1e6})
+        assert not reading.accepted and reading.score == 0.0
+    assert stream.late == 2
+    restored = HostStream.from_bytes(before)
+    assert restored.score(ts + 60, {"cpu": 50.0}).surprise == pytest.approx(
+        stream.score(ts + 60, {"cpu": 50.0}).surprise
+    )
+
+
+def test_a_restart_neither_forgets_nor_relearns() -> None:
+    rng = np.random.default_rng(3)
+    stream = HostStream(METRICS)
+    ts = feed(stream, 1500, 60.0, rng)
+    restored = HostStream.from_bytes(stream.to_bytes())
+    for i in range(50):
+        values = {"cpu": 50.0 + 10 * math.sin(i), "latency": 50.0}
+        a = stream.update(ts + 60 * (i + 1), values)
+        b = restored.update(ts + 60 * (i + 1), values)
+        assert a.surprise == b.surprise and a.metrics == b.metrics
+    assert len(stream.to_bytes()) <= 50_000 * len(METRICS) / 14
+
+
+def test_a_lasting_level_shift_is_flagged_at_its_onset_then_becomes_the_new_normal() -> None:
+    rng = np.random.default_rng(4)
+    stream = HostStream(METRICS)
+    ts = feed(stream, 2 * 1440, 60.0, rng)
+    scores = []
+    for _ in range(2 * 1440):
+        ts += 60
+        scores.append(stream.update(ts, {"cpu": 70 + rng.normal(0, 2), "latency": 50.0}).score)
+    assert max(scores[:30]) > 0.999  # the onset
+    assert np.mean(np.asarray(scores[-720:]) > 0.999) < 0.01  # a day later: normal
+
+
+def test_missing_metrics_are_neither_scored_nor_learned() -> None:
+    rng = np.random.default_rng(5)
+    stream = HostStream(METRICS)
+    ts = feed(stream, 300, 60.0, rng)
+    n_latency = stream.n[1]
+    reading = stream.update(ts + 60, {"cpu": 50.0, "latency": None})
+    assert [m.metric for m in reading.metrics] == ["cpu"]
+    assert stream.n[1] == n_latency
+
+
+def test_an_unknown_state_format_is_refused_by_name() -> None:
+    blob = bytearray(HostStream(METRICS, StreamConfig()).to_bytes())
+    blob[blob.index(b'"format":1') + 9] = ord("7")
+    with pytest.raises(ValueError, match="format 7"):
+        HostStream.from_bytes(bytes(blob))
+
+
+def test_likelihood_and_surprise_are_inverse() -> None:
+    for s in (0.5, 3.0, 7.5):
+        assert surprise_of(likelihood_of(s)) == pytest.approx(s, rel=1e-6)
