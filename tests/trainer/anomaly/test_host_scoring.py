@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.collector.sampling.sampler import MetricsCollector
 from services.trainer.anomaly.features import epoch_seconds
 from services.trainer.anomaly.service import AnomalyService
 from services.trainer.anomaly.streaming import HostStream
@@ -297,3 +298,44 @@ async def test_training_a_host_leaves_the_other_hosts_forests_active(
     body = (await client.post("/predict/anomaly", json=SPIKE)).json()
     assert body["host"] == "two" and body["model_id"] == second["model"]["id"]
     assert np.isfinite(body["forest_score"])
+
+
+# -- the quick start on this machine -------------------------------------------------------
+
+
+async def test_the_quick_start_then_three_minutes_of_this_machine_open_no_incident(
+    running: tuple[FastAPI, httpx.AsyncClient], engine: AsyncEngine, fast_settings: Settings
+) -> None:
+    """The README's quick start (train with use_synthetic), then three minutes of this
+    machine's own samples at a one-second interval, read by the collector's own code (psutil)
+    and stamped a second apart: no incident, and the spec's example is still flagged."""
+    _app, client = running
+    assert (await train(client, use_synthetic=True)).status_code == 200
+    host = fast_settings.hostname
+    start = utcnow().replace(microsecond=0) - timedelta(seconds=180)
+    async with httpx.AsyncClient() as http:
+        collector = MetricsCollector(fast_settings, http)
+        await collector.prime()
+        rows = []
+        for i in range(180):
+            sample = await collector.collect()
+            rows.append({**sample, "timestamp": start + timedelta(seconds=i)})
+    frame = pd.DataFrame(rows).drop(columns=["host"])
+    await store(engine, frame, host)
+
+    async def done() -> bool:
+        return await scored_count(engine, host) >= 180
+
+    await wait_for(done, timeout=180)  # after the synthetic month, scored first
+    incidents = (await client.get("/incidents", params={"type": "ML_ANOMALY"})).json()
+    assert incidents["count"] == 0
+    scores = await stored_scores(engine, host)
+    assert len(scores) == 180 and not any(s["is_anomaly"] for s in scores)
+    example = {
+        "cpu_usage_percent": 95.0,
+        "memory_usage_mb": 7500,
+        "error_rate": 0.25,
+        "response_time_p95": 8000,
+    }
+    flagged = (await client.post("/predict/anomaly", json=example)).json()
+    assert flagged["is_anomaly"] and flagged["host"] == "synthetic"
