@@ -87,7 +87,9 @@ async def test_a_scoring_loop_that_keeps_failing_makes_health_degraded(pg_url: s
             async with engine.begin() as conn:
                 await conn.execute(sa.text("ALTER TABLE ml_models RENAME TO ml_models_away"))
             try:
-                body = await wait_until(client, lambda b: any(x["stalled"] for x in b["loops"]))
+                body = await wait_until(
+                    client, lambda b: any(x["stalled"] and x["failures"] >= 3 for x in b["loops"])
+                )
                 metrics = (await client.get("/metrics")).text
             finally:
                 async with engine.begin() as conn:
