@@ -158,9 +158,18 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 
 async def truncate_all(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        for table in reversed(metadata.sorted_tables):
-            await conn.execute(sa.delete(table))
+    # SQLite: a service's last write (a scoring pass finishing at shutdown on a loaded
+    # machine) can hold the file's lock past sqlite's 5 s wait; wait longer, then fail.
+    for attempt in range(60):
+        try:
+            async with engine.begin() as conn:
+                for table in reversed(metadata.sorted_tables):
+                    await conn.execute(sa.delete(table))
+            return
+        except sa.exc.OperationalError as exc:
+            if "database is locked" not in str(exc) or attempt == 59:
+                raise
+            await asyncio.sleep(0.5)
 
 
 @pytest.fixture
