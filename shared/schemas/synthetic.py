@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from shared.schemas.common import Schema
+from shared.schemas.common import Input, Schema
 
 
-class GenerateSyntheticRequest(BaseModel):
+class GenerateSyntheticRequest(Input):
     model_config = ConfigDict(extra="forbid")
 
     days: int = Field(default=30, ge=1, le=365, description="Days of 1-minute samples, 1 to 365.")
