@@ -277,6 +277,19 @@ api_keys = sa.Table(
     sa.UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),
 )
 
+synthetic_windows = sa.Table(
+    "synthetic_windows",
+    metadata,
+    _id(),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("first", Timestamp, nullable=False, comment="First generated sample"),
+    sa.Column("last", Timestamp, nullable=False, comment="Last generated sample"),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("idx_synthetic_windows_host", "host", "first"),
+    comment="Where synthetic rows were stored: a host's rows outside these are real samples.",
+)
+
 METRIC_COLUMNS = [metrics_history.c[m.name] for m in METRICS]
 
 VIEW_NAMES = ("recent_metrics", "active_ml_models")

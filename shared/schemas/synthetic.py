@@ -20,8 +20,13 @@ class GenerateSyntheticRequest(Input):
         default="synthetic",
         min_length=1,
         max_length=255,
-        description="Host the samples are stored under; earlier rows of that host in the "
-        "generated window are replaced.",
+        description="Host the samples are stored under; earlier synthetic rows of that host "
+        "in the generated window are replaced.",
+    )
+    overwrite: bool = Field(
+        default=False,
+        description="Replace the host's real (collected or pushed) samples in the window too; "
+        "without it a host holding real samples there is a 409.",
     )
 
 

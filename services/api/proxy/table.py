@@ -331,6 +331,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         body=GenerateSyntheticRequest,
         response=GenerateSyntheticResponse,
         timeout="synthetic",
+        errors=errors(conflict="The host holds real samples in the window; see overwrite."),
         summary="Generate labelled synthetic training data and store it",
     ),
 )
