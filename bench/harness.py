@@ -129,12 +129,19 @@ class WrkResult:
 
 
 def wrk(
-    url: str, *, connections: int = 50, seconds: int = 10, script: str | None = None
+    url: str,
+    *,
+    connections: int = 50,
+    seconds: int = 10,
+    script: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> WrkResult:
     """Load `url` from a second process with wrk (Debian's package) and parse its summary."""
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency"]
     if script:
         command += ["-s", script]
+    for name, value in (headers or {}).items():
+        command += ["-H", f"{name}: {value}"]
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     errors = re.search(r"Socket errors:.*", out)
