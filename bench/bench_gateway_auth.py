@@ -11,7 +11,9 @@ The four services as ``autofix-ml serve`` processes, alternately
 and ``wrk -t2 -c50`` on ``GET /api/ml/health`` and ``POST /api/ml/predict/anomaly``.
 Target: "on" >= 90 % of "off" for both, 0 errors.
 
-Then, less at the mercy of a shared machine: the gateway's own CPU time per request, the app
+First, the access middleware alone: its own time per request around an app that does nothing,
+a keyed predict (key lookup, role, rate bucket, body checks) and a health request (not in the
+table). Then, less at the mercy of a shared machine: the gateway's own CPU time per request, the app
 called in process (httpx's ASGI transport) against a trivial backend in another process,
 "off" and "on" alternated, median of the rounds.
 """
@@ -30,9 +32,13 @@ import time
 from pathlib import Path
 
 import httpx
+from starlette.types import Message, Receive, Scope, Send
 
 from bench.harness import database, free_port, services, wrk
+from services.api.access.middleware import AccessMiddleware, Policies
+from services.api.access.service import KeyStore
 from services.api.app import create_app
+from services.api.proxy.table import ROUTES
 from services.trainer.synthetic.generator import SyntheticDataGenerator
 from services.trainer.synthetic.service import save_frame
 from shared.apikeys import create_key
@@ -92,6 +98,58 @@ async def _cpu_per_request(settings: Settings, headers: dict[str, str], n: int) 
                     await call()
                 out[what] = (time.process_time() - started) / n * 1e6
     return out
+
+
+async def _middleware_alone(url: str, key: str, n: int) -> None:
+    settings = Settings(
+        database_url=url, auth="on", rate_predict=1e9, rate_predict_burst=1e9, internal_token="t"
+    )
+    store = KeyStore(settings)
+    await store.start()
+
+    async def nothing(scope: Scope, receive: Receive, send: Send) -> None:
+        return None
+
+    guard = AccessMiddleware(
+        nothing, policies=Policies.of(ROUTES, settings), keys=store, settings=settings
+    )
+    body = json.dumps(BODY).encode()
+
+    def scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> Scope:
+        return {"type": "http", "method": method, "path": path, "headers": headers}
+
+    predict = scope(
+        "POST",
+        "/api/ml/predict/anomaly",
+        [
+            (b"host", b"127.0.0.1:5000"),
+            (b"authorization", f"Bearer {key}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    )
+    health = scope("GET", "/api/ml/health", [(b"host", b"127.0.0.1:5000")])
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Message) -> None:
+        raise AssertionError(f"the middleware answered: {message}")
+
+    for name, request in (("keyed predict", predict), ("health", health)):
+        for app in (nothing, guard):
+            await app(request, receive, send)
+        timings = []
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(n):
+                await guard(request, receive, send)
+            middle = time.perf_counter()
+            for _ in range(n):
+                await nothing(request, receive, send)
+            timings.append(((middle - started) - (time.perf_counter() - middle)) / n * 1e6)
+        print(f"access middleware alone, {name}: {statistics.median(timings):.1f} us per request")
+    await store.stop()
 
 
 def in_process(url: str, key: str, *, rounds: int, n: int) -> None:
@@ -170,7 +228,9 @@ def main() -> None:
                 {"Authorization": f"Bearer {key}"},
             ),
         }
-        in_process(url, key, rounds=args.cpu_rounds, n=args.cpu_requests)
+        asyncio.run(_middleware_alone(url, key, 20_000))
+        if args.cpu_rounds:
+            in_process(url, key, rounds=args.cpu_rounds, n=args.cpu_requests)
         if args.only_cpu:
             return
         figures: dict[tuple[str, str], list[float]] = {}

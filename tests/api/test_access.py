@@ -94,6 +94,8 @@ async def test_every_route_of_the_schema_wants_a_key_and_its_role(
                 else:
                     assert answer.status_code == 403, (method, path, role)
                     assert needed in answer.json()["detail"]
+        head = await s.gateway.head("/api/ml/models")
+        assert head.status_code in (401, 405)
         # Health and the gateway's own metrics stay open.
         assert (await s.gateway.get("/api/ml/health")).status_code == 200
         assert (await s.gateway.get("/metrics")).status_code == 200

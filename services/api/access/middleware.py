@@ -78,6 +78,8 @@ class Policies:
         return cls(fixed, patterns)
 
     def match(self, method: str, path: str) -> Policy | None:
+        if method == "HEAD":  # answered like a GET wherever the router allows it
+            method = "GET"
         found = self.fixed.get((method, path))
         if found is not None:
             return found
