@@ -42,8 +42,10 @@ def test_keys_are_made_listed_and_revoked_and_never_shown_again(
     assert missing.returncode == 2 and "no API key with id 999" in missing.stderr
 
 
-def test_up_with_a_key_guards_the_gateway_and_the_services(sqlite_url: str, tmp_path: Path) -> None:
-    env = service_env(sqlite_url)
+def test_up_with_a_key_guards_the_gateway_and_the_services(
+    database_url: str, engine: object, tmp_path: Path
+) -> None:
+    env = service_env(database_url)
     key = cli(env, "keys", "create", "--role", "reader").stdout.strip()
     proc = subprocess.Popen([*CLI, "up"], env=env, cwd=tmp_path, stderr=subprocess.PIPE)
     gateway = f"http://127.0.0.1:{env['AUTOFIX_API_PORT']}"
@@ -64,8 +66,10 @@ def test_up_with_a_key_guards_the_gateway_and_the_services(sqlite_url: str, tmp_
     assert "required on every /api/ml route (1 active" in stderr.decode()
 
 
-def test_a_gateway_beyond_loopback_without_a_key_refuses_to_start(sqlite_url: str) -> None:
-    env = service_env(sqlite_url, AUTOFIX_BIND_HOST="0.0.0.0")
+def test_a_gateway_beyond_loopback_without_a_key_refuses_to_start(
+    database_url: str, engine: object
+) -> None:
+    env = service_env(database_url, AUTOFIX_BIND_HOST="0.0.0.0")
     refused = cli(env, "serve", "api")
     assert refused.returncode == 2
     assert "no API key exists" in refused.stderr and "keys create" in refused.stderr
