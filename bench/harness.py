@@ -80,6 +80,8 @@ def services(database_url: str, **env_extra: str) -> Iterator[Services]:
     env.update(DATABASE_URL=database_url, AUTOFIX_LOG_LEVEL="warning", ML_ENABLED="false")
     # No scheduled forecaster training unless a bench asks for it (it would fit stored hosts).
     env.update(ML_FORECAST_RETRAIN_HOURS="0")
+    # Benchmarks measure throughput from one address: no rate limit unless a bench sets one.
+    env.update(AUTOFIX_RATE_PREDICT="0", AUTOFIX_RATE_INGEST="0")
     env.update(env_extra)
     procs = {
         name: subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name], env=env)
