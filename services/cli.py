@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from services.keys_cli import access_summary, keys_app, preflight
 from shared.settings import get_settings
 
 app = typer.Typer(
@@ -22,6 +24,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)
 
 SERVICES = ("collector", "trainer", "forecaster", "api")
@@ -77,6 +80,10 @@ def serve(
         from shared.migrate import upgrade
 
         upgrade(settings.database_url)
+    problem = preflight(settings, service)
+    if problem is not None:
+        console.print(f"[red]{service} not started:[/red] {problem}")
+        raise typer.Exit(2)
     uvicorn.run(
         APP_FACTORIES[service],
         factory=True,
@@ -104,15 +111,20 @@ def up() -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    env = os.environ.copy()
+    if not settings.internal_token:
+        # One token per run, shared by the gateway and the services it alone may call.
+        env["AUTOFIX_INTERNAL_TOKEN"] = secrets.token_urlsafe(32)
     for name in SERVICES:
         children[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", name], env=os.environ.copy()
+            [sys.executable, "-m", "services.cli", "serve", name], env=env
         )
     host = "127.0.0.1" if settings.bind_host in ("0.0.0.0", "::") else settings.bind_host
     for name in SERVICES:
         console.print(f"{name:<11} http://{host}:{settings.port(name)}")
     console.print(f"API docs    http://{host}:{settings.api_port}/api/docs")
     console.print(f"database    {settings.database_url}")
+    console.print(f"API keys    {access_summary(settings)}")
     exit_code = 0
     try:
         while not stopping:

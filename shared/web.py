@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Generic, TypeVar
@@ -14,14 +15,20 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shared.access import is_loopback
 from shared.errors import AppError
+from shared.settings import Settings
 
 T = TypeVar("T")
 log = logging.getLogger("autofix_ml.errors")
 
 
-def new_app(*, title: str, description: str, lifespan: Any, docs: bool = True) -> FastAPI:
+def new_app(
+    *, title: str, description: str, lifespan: Any, settings: Settings, docs: bool = True
+) -> FastAPI:
+    """A service's app: error handlers, and the internal token checked on every call."""
     app = FastAPI(
         title=title,
         description=description,
@@ -31,7 +38,62 @@ def new_app(*, title: str, description: str, lifespan: Any, docs: bool = True) -
         redoc_url=None,
     )
     install_error_handlers(app)
+    token = internal_token_required(settings, service=title)
+    if token:
+        app.add_middleware(InternalTokenMiddleware, token=token)
     return app
+
+
+class ConfigurationError(RuntimeError):
+    """A setting that makes a process refuse to start; the message says which and why."""
+
+
+def internal_token_required(settings: Settings, *, service: str) -> str:
+    """The token a service checks; '' (every call accepted) only on a loopback bind."""
+    token = settings.internal_token
+    if not token and not is_loopback(settings.bind_host):
+        raise ConfigurationError(
+            f"{service}: AUTOFIX_BIND_HOST={settings.bind_host} listens beyond loopback and "
+            "AUTOFIX_INTERNAL_TOKEN is not set: set it to one random value on the gateway and "
+            "every service (e.g. `openssl rand -hex 32`)."
+        )
+    if not token:
+        log.info("%s: no AUTOFIX_INTERNAL_TOKEN; answering any caller on loopback", service)
+    return token
+
+
+# Paths a service answers without the internal token: probes and Prometheus.
+TOKEN_FREE_PATHS = frozenset({"/health", "/ready", "/metrics"})
+INTERNAL_TOKEN_HEADER = "X-Internal-Token"
+_TOKEN_HEADER = INTERNAL_TOKEN_HEADER.lower().encode()
+
+
+class InternalTokenMiddleware:
+    """Pure ASGI: a call without the gateway's internal token is a 401."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in TOKEN_FREE_PATHS:
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == _TOKEN_HEADER:
+                if secrets.compare_digest(value, self.token):
+                    await self.app(scope, receive, send)
+                    return
+                break
+        response = JSONResponse(
+            {
+                "detail": f"missing or wrong {INTERNAL_TOKEN_HEADER}: this service answers the "
+                "gateway only"
+            },
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="autofix-ml services"'},
+        )
+        await response(scope, receive, send)
 
 
 def get_engine(request: Request) -> AsyncEngine:
@@ -48,7 +110,10 @@ async def db_connection(request: Request) -> AsyncIterator[AsyncConnection]:
 # Row ids are 64-bit integers in both engines.
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Row id.")]
 # A metric named in a path (checked against the catalogue by the service, which lists the known).
-MetricPath = Annotated[str, Path(max_length=100, description="A metric of the catalogue.")]
+MetricPath = Annotated[
+    str,
+    Path(max_length=100, pattern=r"^[^\x00-\x1f/]+$", description="A metric of the catalogue."),
+]
 ConnDep = Annotated[AsyncConnection, Depends(db_connection)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 

@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         title="autofix-ml collector",
         description="Samples host and application metrics into metrics_history.",
         lifespan=lifespan,
+        settings=settings,
     )
     app.include_router(health.router)
     app.include_router(samples.router)

@@ -94,6 +94,7 @@ def create_app(
         title="autofix-ml forecaster",
         description="Forecasts every metric hours ahead and alerts before a threshold is breached.",
         lifespan=lifespan,
+        settings=settings,
     )
     app.include_router(health.router)
     app.include_router(forecasting.router)

@@ -13,8 +13,9 @@ import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.trainer.synthetic.generator import SyntheticDataGenerator, label_distribution
-from services.trainer.synthetic.repository import store_frame
+from services.trainer.synthetic.repository import frame_window, real_samples, store_frame
 from shared.db import create_engine
+from shared.errors import Conflict
 from shared.schemas.synthetic import GenerateSyntheticRequest, GenerateSyntheticResponse
 
 
@@ -26,6 +27,15 @@ async def generate(
     generator = SyntheticDataGenerator(seed=request.seed)
     frame = await asyncio.to_thread(generator.generate_full_training_set, request.days)
     generated = time.perf_counter()
+    if not request.overwrite:
+        first, last = frame_window(frame)
+        real = await real_samples(conn, host=request.host, first=first, last=last)
+        if real:
+            raise Conflict(
+                f"host {request.host!r} holds {real} real (collected or pushed) samples between "
+                f"{first.isoformat()} and {last.isoformat()}: generating would replace them. "
+                "Pick another host, or pass overwrite=true to replace them."
+            )
     count = await store_frame(conn, frame, host=request.host)
     stored = time.perf_counter()
     return GenerateSyntheticResponse(
