@@ -149,11 +149,14 @@ async def bulk_insert_samples(
     columns: Sequence[str] = SAMPLE_COLUMNS,
     prepared: bool = False,
 ) -> int:
-    """Insert sample rows (in `columns` order) on the engine's fast path; returns the count.
+    """Upsert sample rows (in `columns` order) on the engine's fast path; returns the count.
 
-    PostgreSQL: binary COPY (`copy_records_to_table`). SQLite: the driver's `executemany`.
-    `prepared=True` means the rows are already driver-ready (`frame_records`); otherwise
-    they go through `prepare_rows`. Runs inside the caller's transaction.
+    A row whose (host, timestamp) is stored already replaces the stored values (same id), so
+    a retried push or a regenerated window never duplicates a sample. PostgreSQL: binary COPY
+    into a temporary table, then one INSERT ... ON CONFLICT. SQLite: the driver's
+    `executemany` of INSERT ... ON CONFLICT. `prepared=True` means the rows are already
+    driver-ready (`frame_records`); otherwise they go through `prepare_rows`. Runs inside the
+    caller's transaction.
     """
     sqlite = conn.dialect.name == "sqlite"
     records: Iterable[Sequence[Any]] = (
@@ -162,17 +165,35 @@ async def bulk_insert_samples(
     counted = _Counted(records)
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
+    column_sql = ", ".join(f'"{c}"' for c in columns)
+    updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c not in SAMPLE_KEY)
+    conflict = f'ON CONFLICT (host, "timestamp") DO UPDATE SET {updates}'
     if sqlite:
         placeholders = ", ".join("?" for _ in columns)
-        column_sql = ", ".join(f'"{c}"' for c in columns)
         await driver.executemany(
-            f"INSERT INTO metrics_history ({column_sql}) VALUES ({placeholders})", counted
+            f"INSERT INTO metrics_history ({column_sql}) VALUES ({placeholders}) {conflict}",
+            counted,
         )
-    else:
-        await driver.copy_records_to_table(
-            "metrics_history", records=counted.aiter(), columns=list(columns)
-        )
+        return counted.count
+    # Through SQLAlchemy, so the COPY below runs inside the caller's transaction (begun here).
+    await conn.exec_driver_sql(
+        f"CREATE TEMP TABLE IF NOT EXISTS {_INCOMING} ON COMMIT DROP AS "
+        f"SELECT {column_sql} FROM metrics_history WITH NO DATA"
+    )
+    await driver.copy_records_to_table(_INCOMING, records=counted.aiter(), columns=list(columns))
+    # The last of several rows for one (host, timestamp) in a batch wins, as it would in order.
+    await conn.exec_driver_sql(
+        f"INSERT INTO metrics_history ({column_sql}) "
+        f'SELECT DISTINCT ON (host, "timestamp") {column_sql} FROM {_INCOMING} '
+        f'ORDER BY host, "timestamp", ctid DESC {conflict}'
+    )
+    await conn.exec_driver_sql(f"DELETE FROM {_INCOMING}")
     return counted.count
+
+
+# metrics_history's natural key (a unique index): one sample per host and time.
+SAMPLE_KEY = frozenset({"host", "timestamp"})
+_INCOMING = "incoming_samples"
 
 
 class _Counted:

@@ -38,6 +38,7 @@ from services.trainer.anomaly.training import (
 from services.trainer.anomaly.worker import TrainingJob, train_in_worker
 from services.trainer.synthetic.generator import SyntheticDataGenerator
 from services.trainer.synthetic.repository import store_frame
+from services.trainer.synthetic.service import HOST_LOCKS
 from shared import registry
 from shared.active_model import ActiveModel, ActiveModelHolder, Scope
 from shared.errors import Conflict
@@ -174,7 +175,7 @@ class AnomalyService:
                 )
             gen = SyntheticDataGenerator(seed=body.seed)
             frame = await asyncio.to_thread(gen.generate_full_training_set, SYNTHETIC_DAYS)
-            async with self.engine.begin() as conn:
+            async with HOST_LOCKS.hold(SYNTHETIC_HOST), self.engine.begin() as conn:
                 generated = await store_frame(conn, frame, host=SYNTHETIC_HOST)
             host, start, end = SYNTHETIC_HOST, None, None
             synthetic_seed = body.seed

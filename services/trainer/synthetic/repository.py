@@ -6,7 +6,7 @@ Usage: `async with engine.begin() as conn: await store_frame(conn, df, host="syn
 from __future__ import annotations
 
 import pandas as pd
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.clock import utc
@@ -17,10 +17,16 @@ from shared.tables import metrics_history
 async def store_frame(conn: AsyncConnection, df: pd.DataFrame, *, host: str) -> int:
     """Replace `host`'s metrics_history rows in the df's time window with the df's rows.
 
-    Runs inside the caller's transaction; returns the number of rows stored.
+    Runs inside the caller's transaction; returns the number of rows stored. On PostgreSQL a
+    transaction-scoped advisory lock per host serialises generations across processes (on
+    SQLite the delete takes the file's one write lock).
     """
     if df.empty:
         return 0
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"generate:{host}"}
+        )
     timestamps = pd.DatetimeIndex(df["timestamp"])
     first = utc(timestamps.min().to_pydatetime())
     last = utc(timestamps.max().to_pydatetime())

@@ -1,6 +1,6 @@
 """Generating synthetic data and storing it: for the endpoint, the CLI and scripts.
 
-Usage: `await generate(conn, request)` in a request; `await save_frame(url, df, host=h)` or the
+Usage: `await generate(engine, request)` in a request; `await save_frame(url, df, host=h)` or the
 blocking `save_to_database(df)` outside one.
 """
 
@@ -10,23 +10,30 @@ import asyncio
 import time
 
 import pandas as pd
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.trainer.synthetic.generator import SyntheticDataGenerator, label_distribution
 from services.trainer.synthetic.repository import store_frame
 from shared.db import create_engine
+from shared.keyed_locks import KeyedLocks
 from shared.schemas.synthetic import GenerateSyntheticRequest, GenerateSyntheticResponse
+
+# Generations for one host run one after the other (another process: the database's lock in
+# `store_frame`), so two calls never interleave their delete and insert.
+HOST_LOCKS = KeyedLocks()
 
 
 async def generate(
-    conn: AsyncConnection, request: GenerateSyntheticRequest
+    engine: AsyncEngine, request: GenerateSyntheticRequest
 ) -> GenerateSyntheticResponse:
     """Generate `request.days` of data (off the event loop) and store it under `request.host`."""
     started = time.perf_counter()
-    generator = SyntheticDataGenerator(seed=request.seed)
-    frame = await asyncio.to_thread(generator.generate_full_training_set, request.days)
-    generated = time.perf_counter()
-    count = await store_frame(conn, frame, host=request.host)
+    async with HOST_LOCKS.hold(request.host):
+        generator = SyntheticDataGenerator(seed=request.seed)
+        frame = await asyncio.to_thread(generator.generate_full_training_set, request.days)
+        generated = time.perf_counter()
+        async with engine.begin() as conn:
+            count = await store_frame(conn, frame, host=request.host)
     stored = time.perf_counter()
     return GenerateSyntheticResponse(
         count=count,
@@ -44,7 +51,7 @@ async def save_frame(database_url: str, df: pd.DataFrame, *, host: str) -> int:
     """Store `df` under `host` in the database at `database_url`, in one transaction."""
     engine = create_engine(database_url)
     try:
-        async with engine.begin() as conn:
+        async with HOST_LOCKS.hold(host), engine.begin() as conn:
             return await store_frame(conn, df, host=host)
     finally:
         await engine.dispose()
