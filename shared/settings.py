@@ -38,6 +38,13 @@ class Settings(BaseSettings):
         default=3600.0, gt=0, validation_alias=_env("ML_RETENTION_CHECK_SECONDS")
     )
     buffer_size: int = Field(default=10_000, ge=1, validation_alias=_env("ML_BUFFER_SIZE"))
+    write_queue_size: int = Field(
+        default=100_000,
+        ge=1,
+        validation_alias=_env("ML_WRITE_QUEUE_SIZE"),
+        description="Scores of answered predictions kept while the database is away; beyond "
+        "it the oldest are dropped (counted in health and /metrics).",
+    )
 
     # Where the collector reads application metrics (Prometheus text format); empty: the gateway's.
     scrape_url: str = Field(default="", validation_alias=_env("ML_SCRAPE_URL"))

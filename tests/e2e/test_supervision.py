@@ -102,7 +102,7 @@ def test_nothing_outlives_a_killed_supervisor_nor_a_killed_service(
             "content-type: application/json",
             "-d",
             '{"host": "sup", "n_estimators": 300}',
-            f"{gateway}/api/ml/train/anomaly",
+            f"{gateway}/api/ml/train/anomaly-detector",
         ]
     )
     try:
@@ -111,6 +111,7 @@ def test_nothing_outlives_a_killed_supervisor_nor_a_killed_service(
             time.sleep(0.1)
         workers = trainer.children(recursive=True)
         assert workers, "no training worker started"
+        assert started.poll() is None  # still training
         os.kill(trainer.pid, signal.SIGKILL)
         assert _wait_gone(workers, 10) == []
     finally:

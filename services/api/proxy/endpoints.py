@@ -28,7 +28,8 @@ def responses(route: ProxyRoute) -> dict[int | str, dict[str, Any]]:
     }
     out[503] = {
         "model": ErrorResponse,
-        "description": f"The {route.service} service is down; the detail names it.",
+        "description": f"The {route.service} service or the database is down; the detail "
+        "names it. A write that was not stored says Retry-After.",
     }
     if route.media_types:
         out[route.status_code] = {"content": {media: {} for media in route.media_types}}

@@ -70,15 +70,19 @@ def timeouts(http_timeout: float) -> dict[TimeoutClass, float]:
     return {name: max(http_timeout, floor) for name, floor in TIMEOUT_FLOORS.items()}
 
 
+STORAGE_FULL = "The database is full (SQLite or PostgreSQL out of space); nothing was stored."
+
+
 def errors(
     *,
     bad_request: str | None = None,
     not_found: str | None = None,
     conflict: str | None = None,
     invalid: bool = True,
+    storage_full: str | None = None,
 ) -> dict[int, str]:
     """A route's documented errors besides the 503: `errors(not_found="No model with this id.")`."""
-    documented = {400: bad_request, 404: not_found, 409: conflict}
+    documented = {400: bad_request, 404: not_found, 409: conflict, 507: storage_full}
     out = {code: text for code, text in documented.items() if text is not None}
     if invalid:
         out[422] = "Invalid input: each field and the reason."
@@ -198,6 +202,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         response=IngestResponse,
         status_code=201,
         summary="Push a batch of samples from another host",
+        errors=errors(storage_full=STORAGE_FULL),
     ),
     ProxyRoute(
         name="metrics_stats",
@@ -371,6 +376,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         service="trainer",
         body=GenerateSyntheticRequest,
         response=GenerateSyntheticResponse,
+        errors=errors(storage_full=STORAGE_FULL),
         timeout="synthetic",
         summary="Generate labelled synthetic training data and store it",
     ),
@@ -382,5 +388,6 @@ ROUTES: tuple[ProxyRoute, ...] = (
 ADMIN_PATHS = frozenset(
     {API_PREFIX + r.path for r in ROUTES if r.admin}
     | {API_PREFIX + "/health", "/", "/api/docs", "/api/docs/oauth2-redirect", "/api/redoc"}
+    | {"/health", "/ready"}
     | {"/api/openapi.json"}
 )

@@ -84,7 +84,7 @@ class AnomalyService:
         )
         self.predict_histories: dict[str, RecentHistory] = {}
         self._lock = asyncio.Lock()  # model swaps and threshold feedback
-        self.writer = ScoreWriter(engine)
+        self.writer = ScoreWriter(engine, capacity=settings.write_queue_size)
         self.scoring = ScoringLoop(
             settings=settings,
             engine=engine,
