@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     )
 
     # Where the collector reads application metrics (Prometheus text format); empty: the gateway's.
+    scrape_enabled: bool = Field(
+        default=True,
+        validation_alias=_env("ML_SCRAPE_ENABLED"),
+        description="Whether this collector reads application metrics at all; false: system "
+        "metrics only (in Kubernetes, the nodes' collectors: the gateway pods' own sidecar "
+        "collectors scrape them, one per pod).",
+    )
     scrape_url: str = Field(default="", validation_alias=_env("ML_SCRAPE_URL"))
     scrape_active_requests_metric: str = Field(
         default="autofix_http_requests_in_progress",

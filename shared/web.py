@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Generic, TypeVar
 
+import asyncpg
 from fastapi import Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -173,6 +175,33 @@ def install_error_handlers(app: FastAPI) -> None:
             return database_unavailable()
         log.exception("database error")
         return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    # The bulk paths use the driver directly (COPY, executemany): its own errors arrive unwrapped.
+    @app.exception_handler(sqlite3.Error)
+    async def _sqlite(request: Request, exc: sqlite3.Error) -> JSONResponse:
+        if storage_full(exc):
+            return storage_full_response(request, exc)
+        if isinstance(exc, sqlite3.OperationalError):
+            log.error("database unavailable: %s", exc)
+            return database_unavailable()
+        log.exception("database error")
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    @app.exception_handler(asyncpg.PostgresError)
+    async def _postgres(request: Request, exc: asyncpg.PostgresError) -> JSONResponse:
+        if storage_full(exc):
+            return storage_full_response(request, exc)
+        if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError):
+            log.error("database unavailable: %s", exc)
+            return database_unavailable()
+        log.exception("database error")
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    @app.exception_handler(asyncpg.InterfaceError)
+    async def _postgres_interface(_request: Request, exc: asyncpg.InterfaceError) -> JSONResponse:
+        # "connection is closed" and the like: the server went away mid-request.
+        log.error("database connection lost: %s", exc)
+        return database_unavailable()
 
     @app.exception_handler(OSError)
     async def _os_error(_request: Request, exc: OSError) -> JSONResponse:
