@@ -50,6 +50,7 @@ async def run(kind: str, url: str) -> None:
                 score_id = scores[0]["id"] if scores else 1
                 stop = time.monotonic() + LOAD_SECONDS
                 timings: dict[str, list[float]] = {"activate": [], "feedback": [], "models": []}
+                failures: dict[str, int] = {}
 
                 async def generate(n: int) -> None:
                     while time.monotonic() < stop:
@@ -70,8 +71,10 @@ async def run(kind: str, url: str) -> None:
                 async def probe(name: str, method: str, path: str, payload: object) -> None:
                     while time.monotonic() < stop:
                         t = time.perf_counter()
-                        await client.request(method, path, json=payload)
+                        answer = await client.request(method, path, json=payload)
                         timings[name].append(time.perf_counter() - t)
+                        if answer.status_code >= 500:
+                            failures[name] = failures.get(name, 0) + 1
                         await asyncio.sleep(0.5)
 
                 await asyncio.gather(
@@ -92,7 +95,7 @@ async def run(kind: str, url: str) -> None:
             print(
                 f"{kind} {name}: {len(values)} calls under load, median "
                 f"{statistics.median(values):.2f} s, max {max(values):.2f} s, "
-                f"over {GATEWAY_TIMEOUT:.0f} s: {over}"
+                f"over {GATEWAY_TIMEOUT:.0f} s: {over}, 5xx: {failures.get(name, 0)}"
             )
 
 

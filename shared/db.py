@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -37,6 +39,30 @@ async def database(url: str, engine: AsyncEngine | None = None) -> AsyncIterator
         yield owned
     finally:
         await owned.dispose()
+
+
+# SQLite has one write lock per file and its busy handler polls for it, unfairly: under a
+# stream of long writes (a year generated, a scoring pass) a short one (activate, feedback)
+# could wait past the gateway's timeout. Writers of one process queue here, first come first
+# served, so a short write waits for the writes queued before it, no longer.
+_WRITE_GATES: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """`engine.begin()` for a transaction that writes: `async with write_transaction(e) as c:`.
+
+    On SQLite the process's writers take turns in arrival order; PostgreSQL needs no queue.
+    """
+    if engine.dialect.name != "sqlite":
+        async with engine.begin() as conn:
+            yield conn
+        return
+    gate = _WRITE_GATES.get(engine)
+    if gate is None:
+        gate = _WRITE_GATES[engine] = asyncio.Lock()
+    async with gate, engine.begin() as conn:
+        yield conn
 
 
 def is_sqlite(url_or_engine: str | AsyncEngine | AsyncConnection) -> bool:

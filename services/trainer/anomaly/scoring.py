@@ -33,6 +33,7 @@ from shared.active_model import ActiveModel, ActiveModelHolder
 from shared.arrays import FloatArray
 from shared.catalogue import METRIC_NAMES
 from shared.clock import utc, utcnow
+from shared.db import write_transaction
 from shared.errors import Conflict
 from shared.incidents.notifier import Notifier
 from shared.loops import BackgroundLoop
@@ -107,7 +108,7 @@ class ScoreWriter:
         while self.pending:
             batch = [self.pending.popleft() for _ in range(min(WRITE_BATCH, len(self.pending)))]
             try:
-                async with self.engine.begin() as conn:
+                async with write_transaction(self.engine) as conn:
                     await repo.insert_scores(conn, batch)
             except BaseException:
                 self.pending.extendleft(reversed(batch))
@@ -194,7 +195,7 @@ class ScoringLoop:
         """Save the states changed since the last save (at shutdown)."""
         dirty = self.streams.take_dirty()
         if dirty:
-            async with self.engine.begin() as conn:
+            async with write_transaction(self.engine) as conn:
                 await repo.save_stream_states(conn, [state_record(h, s) for h, s in dirty.items()])
         return len(dirty)
 
@@ -243,7 +244,7 @@ class ScoringLoop:
         dirty = self.streams.take_dirty()
         cursor = int(rows[-1][ID])
         try:
-            async with self.engine.begin() as conn:
+            async with write_transaction(self.engine) as conn:
                 await repo.insert_scores(conn, records)
                 states = [state_record(h, s) for h, s in dirty.items()]
                 await repo.save_stream_states(conn, states)

@@ -23,6 +23,12 @@ async def store_frame(conn: AsyncConnection, df: pd.DataFrame, *, host: str) -> 
     """
     if df.empty:
         return 0
+    await delete_window(conn, df, host=host)
+    return await insert_frame(conn, df, host=host)
+
+
+async def delete_window(conn: AsyncConnection, df: pd.DataFrame, *, host: str) -> None:
+    """Delete `host`'s rows between the df's first and last timestamp (locking the host)."""
     if conn.dialect.name == "postgresql":
         await conn.execute(
             text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"generate:{host}"}
@@ -37,6 +43,10 @@ async def store_frame(conn: AsyncConnection, df: pd.DataFrame, *, host: str) -> 
             metrics_history.c.timestamp <= last,
         )
     )
+
+
+async def insert_frame(conn: AsyncConnection, df: pd.DataFrame, *, host: str) -> int:
+    """Upsert the df's rows under `host` (the engine's bulk path); returns the count."""
     sqlite = conn.dialect.name == "sqlite"
     records = frame_records(df, host=host, sqlite=sqlite)
     return await bulk_insert_samples(conn, records, prepared=True)

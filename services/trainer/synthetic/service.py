@@ -13,8 +13,8 @@ import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.trainer.synthetic.generator import SyntheticDataGenerator, label_distribution
-from services.trainer.synthetic.repository import store_frame
-from shared.db import create_engine
+from services.trainer.synthetic.repository import delete_window, insert_frame, store_frame
+from shared.db import create_engine, write_transaction
 from shared.keyed_locks import KeyedLocks
 from shared.schemas.synthetic import GenerateSyntheticRequest, GenerateSyntheticResponse
 
@@ -32,8 +32,7 @@ async def generate(
         generator = SyntheticDataGenerator(seed=request.seed)
         frame = await asyncio.to_thread(generator.generate_full_training_set, request.days)
         generated = time.perf_counter()
-        async with engine.begin() as conn:
-            count = await store_frame(conn, frame, host=request.host)
+        count = await store(engine, frame, host=request.host)
     stored = time.perf_counter()
     return GenerateSyntheticResponse(
         count=count,
@@ -47,12 +46,36 @@ async def generate(
     )
 
 
+# SQLite: a generated frame is written this many rows per transaction, so a short write
+# (activate, feedback, a batch of scores) waits for one chunk, not for a year of samples.
+SQLITE_CHUNK_ROWS = 10_000
+
+
+async def store(engine: AsyncEngine, df: pd.DataFrame, *, host: str) -> int:
+    """Replace `host`'s rows in the df's window with the df's: one transaction on PostgreSQL.
+
+    On SQLite (one write lock for the whole file) the window is emptied first, then filled
+    chunk by chunk: for the seconds that takes, a reader may see the window part-filled.
+    The caller holds the host's lock (`HOST_LOCKS`).
+    """
+    if engine.dialect.name != "sqlite" or len(df) <= SQLITE_CHUNK_ROWS:
+        async with write_transaction(engine) as conn:
+            return await store_frame(conn, df, host=host)
+    async with write_transaction(engine) as conn:
+        await delete_window(conn, df, host=host)
+    count = 0
+    for start in range(0, len(df), SQLITE_CHUNK_ROWS):
+        async with write_transaction(engine) as conn:
+            count += await insert_frame(conn, df.iloc[start : start + SQLITE_CHUNK_ROWS], host=host)
+    return count
+
+
 async def save_frame(database_url: str, df: pd.DataFrame, *, host: str) -> int:
-    """Store `df` under `host` in the database at `database_url`, in one transaction."""
+    """Store `df` under `host` in the database at `database_url` (`store`)."""
     engine = create_engine(database_url)
     try:
-        async with HOST_LOCKS.hold(host), engine.begin() as conn:
-            return await store_frame(conn, df, host=host)
+        async with HOST_LOCKS.hold(host):
+            return await store(engine, df, host=host)
     finally:
         await engine.dispose()
 
