@@ -38,8 +38,22 @@ class Settings(BaseSettings):
         default=3600.0, gt=0, validation_alias=_env("ML_RETENTION_CHECK_SECONDS")
     )
     buffer_size: int = Field(default=10_000, ge=1, validation_alias=_env("ML_BUFFER_SIZE"))
+    write_queue_size: int = Field(
+        default=100_000,
+        ge=1,
+        validation_alias=_env("ML_WRITE_QUEUE_SIZE"),
+        description="Scores of answered predictions kept while the database is away; beyond "
+        "it the oldest are dropped (counted in health and /metrics).",
+    )
 
     # Where the collector reads application metrics (Prometheus text format); empty: the gateway's.
+    scrape_enabled: bool = Field(
+        default=True,
+        validation_alias=_env("ML_SCRAPE_ENABLED"),
+        description="Whether this collector reads application metrics at all; false: system "
+        "metrics only (in Kubernetes, the nodes' collectors: the gateway pods' own sidecar "
+        "collectors scrape them, one per pod).",
+    )
     scrape_url: str = Field(default="", validation_alias=_env("ML_SCRAPE_URL"))
     scrape_active_requests_metric: str = Field(
         default="autofix_http_requests_in_progress",

@@ -51,7 +51,8 @@ metrics_history = sa.Table(
     sa.Column("label", sa.String(50), nullable=False, server_default="normal"),
     sa.Index("idx_metrics_timestamp", "timestamp"),
     sa.Index("idx_metrics_label", "label"),
-    sa.Index("idx_metrics_host_timestamp", "host", "timestamp"),
+    # One sample per host and time: ingest and generation upsert on it (shared.db).
+    sa.Index("idx_metrics_host_timestamp", "host", "timestamp", unique=True),
 )
 
 ml_models = sa.Table(

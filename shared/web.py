@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Generic, TypeVar
 
+import asyncpg
 from fastapi import Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -19,7 +21,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.access import is_loopback
 from shared.errors import AppError
+from shared.readiness import readiness
 from shared.settings import Settings
+from shared.storage import FULL_DETAIL, StorageState, full_reason, storage_full
 
 T = TypeVar("T")
 log = logging.getLogger("autofix_ml.errors")
@@ -37,6 +41,7 @@ def new_app(
         docs_url="/docs" if docs else None,
         redoc_url=None,
     )
+    app.state.storage = StorageState()
     install_error_handlers(app)
     token = internal_token_required(settings, service=title)
     if token:
@@ -96,6 +101,28 @@ class InternalTokenMiddleware:
         await response(scope, receive, send)
 
 
+# How long a client should wait before retrying a write refused while the database is away.
+RETRY_AFTER_SECONDS = 5
+
+
+def database_unavailable() -> JSONResponse:
+    """503 naming the database, with Retry-After: the write was not stored, send it again."""
+    return JSONResponse(
+        {"detail": "database unavailable; nothing was stored, retry later"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def storage_full_response(request: Request, exc: BaseException) -> JSONResponse:
+    """507 naming the full database; remembered for the service's health."""
+    state = getattr(request.app.state, "storage", None)
+    if isinstance(state, StorageState):
+        state.record(exc)
+    log.error("database storage full: %s", exc)
+    return JSONResponse({"detail": FULL_DETAIL.format(reason=full_reason(exc))}, status_code=507)
+
+
 def get_engine(request: Request) -> AsyncEngine:
     engine: AsyncEngine = request.app.state.engine
     return engine
@@ -114,8 +141,23 @@ MetricPath = Annotated[
     str,
     Path(max_length=100, pattern=r"^[^\x00-\x1f/]+$", description="A metric of the catalogue."),
 ]
+
+
+def get_storage(request: Request) -> StorageState:
+    storage: StorageState = request.app.state.storage
+    return storage
+
+
 ConnDep = Annotated[AsyncConnection, Depends(db_connection)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+StorageDep = Annotated[StorageState, Depends(get_storage)]
+
+
+async def ready_answer(service: str, engine: AsyncEngine, storage: StorageState) -> JSONResponse:
+    """GET /ready of a service: 200 while its database answers, else 503 naming it."""
+    answer = await readiness(service, engine, storage)
+    code = 503 if answer.status == "not_ready" else 200
+    return JSONResponse(answer.model_dump(mode="json"), status_code=code)
 
 
 class TTLCache(Generic[T]):
@@ -153,6 +195,15 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return errors
 
 
+# Driver errors that mean the connection went away mid-statement (the server restarted).
+_LOST = ("connection was closed", "connectiondoesnotexist", "connection is closed", "terminat")
+
+
+def _connection_lost(exc: DBAPIError) -> bool:
+    text = f"{type(exc.orig).__name__} {exc.orig}".lower()
+    return any(marker in text for marker in _LOST)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
@@ -174,22 +225,55 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": "conflict with stored data"}, status_code=409)
 
     @app.exception_handler(OperationalError)
-    async def _operational(_request: Request, exc: OperationalError) -> JSONResponse:
+    async def _operational(request: Request, exc: OperationalError) -> JSONResponse:
+        if storage_full(exc):
+            return storage_full_response(request, exc)
         log.error("database unavailable: %s", exc.orig)
-        return JSONResponse({"detail": "database unavailable"}, status_code=503)
+        return database_unavailable()
 
     @app.exception_handler(DBAPIError)
-    async def _dbapi(_request: Request, exc: DBAPIError) -> JSONResponse:
-        if exc.connection_invalidated:
-            return JSONResponse({"detail": "database unavailable"}, status_code=503)
+    async def _dbapi(request: Request, exc: DBAPIError) -> JSONResponse:
+        if storage_full(exc):
+            return storage_full_response(request, exc)
+        if exc.connection_invalidated or _connection_lost(exc):
+            log.error("database connection lost: %s", exc.orig)
+            return database_unavailable()
         log.exception("database error")
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
+    # The bulk paths use the driver directly (COPY, executemany): its own errors arrive unwrapped.
+    @app.exception_handler(sqlite3.Error)
+    async def _sqlite(request: Request, exc: sqlite3.Error) -> JSONResponse:
+        if storage_full(exc):
+            return storage_full_response(request, exc)
+        if isinstance(exc, sqlite3.OperationalError):
+            log.error("database unavailable: %s", exc)
+            return database_unavailable()
+        log.exception("database error")
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    @app.exception_handler(asyncpg.PostgresError)
+    async def _postgres(request: Request, exc: asyncpg.PostgresError) -> JSONResponse:
+        if storage_full(exc):
+            return storage_full_response(request, exc)
+        if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError):
+            log.error("database unavailable: %s", exc)
+            return database_unavailable()
+        log.exception("database error")
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    @app.exception_handler(asyncpg.InterfaceError)
+    async def _postgres_interface(_request: Request, exc: asyncpg.InterfaceError) -> JSONResponse:
+        # "connection is closed" and the like: the server went away mid-request.
+        log.error("database connection lost: %s", exc)
+        return database_unavailable()
+
     @app.exception_handler(OSError)
     async def _os_error(_request: Request, exc: OSError) -> JSONResponse:
-        # asyncpg raises plain OSError / ConnectionRefusedError when the server is away.
+        # asyncpg raises plain OSError / ConnectionRefusedError (or TimeoutError, a subclass,
+        # on connect) when the server is away.
         log.error("I/O error: %s", exc)
-        return JSONResponse({"detail": "database unavailable"}, status_code=503)
+        return database_unavailable()
 
     @app.exception_handler(Exception)
     async def _unhandled(_request: Request, exc: Exception) -> JSONResponse:

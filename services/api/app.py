@@ -17,6 +17,7 @@ from fastapi.responses import RedirectResponse
 from services.api.access.middleware import AccessMiddleware, Policies
 from services.api.access.service import KeyStore
 from services.api.deps import PROXY_DEPENDENCIES
+from services.api.health.endpoints import probes as probe_router
 from services.api.health.endpoints import router as health_router
 from services.api.health.service import HealthService
 from services.api.metrics.endpoints import metrics_endpoint
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     add_proxy_routes(app, ROUTES, clients=clients, dependencies=PROXY_DEPENDENCIES)
     app.include_router(health_router)
+    app.include_router(probe_router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
 
     @app.get("/", include_in_schema=False)

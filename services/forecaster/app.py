@@ -24,6 +24,8 @@ from shared.loops import BackgroundLoop, stop_all
 from shared.settings import Settings, get_settings
 from shared.web import new_app
 
+REFRESH_RETRY_SECONDS = 10.0
+
 
 def create_app(
     settings: Settings | None = None,
@@ -62,6 +64,9 @@ def create_app(
                         "forecast-refresh",
                         service.refresh_step,
                         interval=lambda: service.refresh_seconds,
+                        # A refresh refused by the database (away) is recomputed and written
+                        # soon after it answers again, not an interval later.
+                        retry_after=REFRESH_RETRY_SECONDS,
                     )
                 )
             if scheduled_training:

@@ -95,7 +95,7 @@ def test_every_table_entry_is_an_operation_with_its_errors() -> None:
         (method.upper(), path)
         for path, ops in spec["paths"].items()
         for method in ops
-        if path != f"{API_PREFIX}/health"
+        if path not in (f"{API_PREFIX}/health", "/health", "/ready")  # the gateway's own
     }
     assert proxied == {(r.method, API_PREFIX + r.path) for r in ROUTES}
 

@@ -75,3 +75,6 @@ def test_a_gateway_beyond_loopback_without_a_key_refuses_to_start(
     assert "no API key exists" in refused.stderr and "keys create" in refused.stderr
     service = cli(env, "serve", "trainer")
     assert service.returncode == 2 and "AUTOFIX_INTERNAL_TOKEN" in service.stderr
+    # `up` refuses before starting anything, rather than restarting the gateway forever.
+    upped = cli(env, "up")
+    assert upped.returncode == 2 and "no API key exists" in upped.stderr

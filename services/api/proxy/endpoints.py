@@ -28,7 +28,8 @@ def responses(route: ProxyRoute) -> dict[int | str, dict[str, Any]]:
     }
     out[503] = {
         "model": ErrorResponse,
-        "description": f"The {route.service} service is down; the detail names it.",
+        "description": f"The {route.service} service or the database is down; the detail "
+        "names it. A write that was not stored says Retry-After.",
     }
     out[401] = {"model": ErrorResponse, "description": "No API key, or an unknown or revoked one."}
     out[403] = {

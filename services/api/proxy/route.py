@@ -37,15 +37,19 @@ def timeouts(http_timeout: float) -> dict[TimeoutClass, float]:
     return {name: max(http_timeout, floor) for name, floor in TIMEOUT_FLOORS.items()}
 
 
+STORAGE_FULL = "The database is full (SQLite or PostgreSQL out of space); nothing was stored."
+
+
 def errors(
     *,
     bad_request: str | None = None,
     not_found: str | None = None,
     conflict: str | None = None,
     invalid: bool = True,
+    storage_full: str | None = None,
 ) -> dict[int, str]:
     """A route's documented errors besides the 503: `errors(not_found="No model with this id.")`."""
-    documented = {400: bad_request, 404: not_found, 409: conflict}
+    documented = {400: bad_request, 404: not_found, 409: conflict, 507: storage_full}
     out = {code: text for code, text in documented.items() if text is not None}
     if invalid:
         out[422] = "Invalid input: each field and the reason."

@@ -8,6 +8,7 @@ from __future__ import annotations
 from services.api.proxy.route import (
     API_PREFIX,
     SERVICES,
+    STORAGE_FULL,
     TIMEOUT_FLOORS,
     BodyLimit,
     ProxyRoute,
@@ -141,6 +142,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         response=IngestResponse,
         status_code=201,
         summary="Push a batch of samples from another host",
+        errors=errors(storage_full=STORAGE_FULL),
     ),
     ProxyRoute(
         name="metrics_stats",
@@ -330,8 +332,11 @@ ROUTES: tuple[ProxyRoute, ...] = (
         role="admin",
         body=GenerateSyntheticRequest,
         response=GenerateSyntheticResponse,
+        errors=errors(
+            conflict="The host holds real samples in the window; see overwrite.",
+            storage_full=STORAGE_FULL,
+        ),
         timeout="synthetic",
-        errors=errors(conflict="The host holds real samples in the window; see overwrite."),
         summary="Generate labelled synthetic training data and store it",
     ),
 )
@@ -342,6 +347,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
 ADMIN_PATHS = frozenset(
     {API_PREFIX + r.path for r in ROUTES if r.admin}
     | {API_PREFIX + "/health", "/", "/api/docs", "/api/docs/oauth2-redirect", "/api/redoc"}
+    | {"/health", "/ready"}
     | {"/api/openapi.json"}
 )
 

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.clock import utc, utcnow
@@ -41,10 +41,22 @@ async def real_samples(conn: AsyncConnection, *, host: str, first: datetime, las
 async def store_frame(conn: AsyncConnection, df: pd.DataFrame, *, host: str) -> int:
     """Replace `host`'s metrics_history rows in the df's time window with the df's rows.
 
-    Runs inside the caller's transaction; returns the number of rows stored.
+    Runs inside the caller's transaction; returns the number of rows stored. On PostgreSQL a
+    transaction-scoped advisory lock per host serialises generations across processes (on
+    SQLite the delete takes the file's one write lock).
     """
     if df.empty:
         return 0
+    await delete_window(conn, df, host=host)
+    return await insert_frame(conn, df, host=host)
+
+
+async def delete_window(conn: AsyncConnection, df: pd.DataFrame, *, host: str) -> None:
+    """Delete `host`'s rows between the df's first and last timestamp (locking the host)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"generate:{host}"}
+        )
     first, last = frame_window(df)
     await conn.execute(
         delete(metrics_history).where(
@@ -53,6 +65,12 @@ async def store_frame(conn: AsyncConnection, df: pd.DataFrame, *, host: str) -> 
             metrics_history.c.timestamp <= last,
         )
     )
+
+
+async def insert_frame(conn: AsyncConnection, df: pd.DataFrame, *, host: str) -> int:
+    """Upsert the df's rows under `host` (the engine's bulk path) and record their window
+    in synthetic_windows; returns the count."""
+    first, last = frame_window(df)
     sqlite = conn.dialect.name == "sqlite"
     records = frame_records(df, host=host, sqlite=sqlite)
     stored = await bulk_insert_samples(conn, records, prepared=True)
