@@ -4,13 +4,15 @@ Usage: ``problems = check(analysis, pack)``; an empty list means grounded, else 
 says what was not found (``"number 97.2 is not in the evidence"``).
 
 A number matches a pack figure within its own rounding (``85.4`` matches 85.43, ``85`` matches
-85.43, ``90`` does not); a percentage also matches a 0..1 figure times 100. A time matches a pack
-time within a minute. Claims must cite ids the pack has.
+85.43, ``90`` does not); a percentage also matches a 0..1 figure times 100. A claim's figures
+must be those of the items it cites (or the incident's); the other texts' may be any in the
+pack. A time matches a pack time within a minute. Claims must cite ids the pack has.
 """
 
 from __future__ import annotations
 
 import bisect
+import copy
 import math
 import re
 from collections.abc import Iterator
@@ -46,6 +48,17 @@ def _walk(value: Any) -> Iterator[Any]:
         yield value
 
 
+def _figures(value: Any) -> list[float]:
+    """The numbers of an item, each 0..1 one also times 100 (a share written as a percentage)."""
+    out: list[float] = []
+    for v in _walk(value):
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            out.append(float(v))
+            if abs(v) <= 1:
+                out.append(float(v) * 100.0)
+    return out
+
+
 def _parse_time(text: str) -> datetime | None:
     try:
         ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -60,18 +73,12 @@ class PackFacts:
     def __init__(self, pack: EvidencePack) -> None:
         self.ids = pack.ids
         self.hosts = {h.lower() for h in pack.hosts()}
-        numbers: list[float] = []
         self.times: list[datetime] = []
         self.words: set[str] = set(KNOWN_WORDS)
+        self.by_item = {i.id: _figures(i.to_json()) for i in pack.items}
+        self.incident_id = pack.items[0].id if pack.items else ""
         for value in _walk(pack.to_json()):
-            if isinstance(value, bool) or value is None:
-                continue
-            if isinstance(value, int | float):
-                if math.isfinite(value):
-                    numbers.append(float(value))
-                    if 0 <= abs(value) <= 1:
-                        numbers.append(float(value) * 100.0)
-            elif isinstance(value, str):
+            if isinstance(value, str):
                 ts = _parse_time(value) if _ISO.fullmatch(value) else None
                 if ts is not None:
                     self.times.append(ts)
@@ -81,7 +88,14 @@ class PackFacts:
                         self.words.add(value)
                     if value in METRIC_NAMES:
                         self.words.add(value)
-        self.numbers = sorted(set(numbers))
+        self.numbers = sorted({n for figures in self.by_item.values() for n in figures})
+
+    def scoped(self, ids: list[str]) -> PackFacts:
+        """The same facts with only the figures of the items ``ids`` (and the incident's):
+        a claim's figures must come from the evidence it cites."""
+        out = copy.copy(self)
+        out.numbers = sorted({n for i in [*ids, self.incident_id] for n in self.by_item.get(i, [])})
+        return out
 
     def has_number(self, text: str, percent: bool) -> bool:
         mantissa, _, exponent = text.replace(",", "").lstrip("+").lower().partition("e")
@@ -155,7 +169,11 @@ def check(analysis: Analysis, pack: EvidencePack, facts: PackFacts | None = None
     facts = facts or PackFacts(pack)
     problems: list[str] = []
     for where, text in texts(analysis):
-        problems += [f"{where}: {p}" for p in check_text(text, facts)]
+        if where.startswith("claims["):
+            cited = analysis.claims[int(where[7 : where.index("]")])].evidence
+            problems += [f"{where}: {p}" for p in check_text(text, facts.scoped(cited))]
+        else:
+            problems += [f"{where}: {p}" for p in check_text(text, facts)]
     for i, claim in enumerate(analysis.claims):
         unknown = [e for e in claim.evidence if e not in facts.ids]
         if unknown:
