@@ -164,10 +164,11 @@ def summarize_metric(
     peak = float(during[far])
     slope, r = 0.0, 0.0
     if during.size >= 3 and float(np.ptp(dt)) > 0:
-        minutes = (dt - dt[0]) / 60.0
-        slope = float(np.polyfit(minutes, during, 1)[0])
-        if float(np.std(during)) > 0:
-            r = float(np.corrcoef(minutes, during)[0, 1])
+        x = (dt - dt.mean()) / 60.0  # minutes
+        y = during - during.mean()
+        sxx, syy, sxy = float(x @ x), float(y @ y), float(x @ y)
+        slope = sxy / sxx
+        r = sxy / (sxx * syy) ** 0.5 if syy > 0 else 0.0
     after_mean = None
     if window.resolved:
         after = v[(t > e) & (t <= window.after_end.timestamp())]

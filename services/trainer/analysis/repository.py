@@ -1,6 +1,6 @@
 """SQL of incident analysis: what an evidence pack is read from, and the stored analyses.
 
-Usage: ``pack = await read_pack(conn, incident_id, now=utcnow())``;
+Usage: ``pack = await read_pack(engine, incident_id, now=utcnow())``;
 ``row = await insert_analysis(conn, values)``; every function runs in the caller's connection.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.trainer.analysis.evidence import (
     EvidenceItem,
@@ -64,9 +64,8 @@ async def read_samples(conn: AsyncConnection, host: str, start: datetime, end: d
     )
     rows = (await conn.execute(query)).all()
     times = np.array([utc(r[0]).timestamp() for r in rows], dtype=np.float64)
-    table = np.array(
-        [[np.nan if v is None else float(v) for v in r[1:]] for r in rows], dtype=np.float64
-    ).reshape(len(rows), len(METRIC_NAMES))
+    # None (a missing metric) becomes NaN
+    table = np.array([r[1:] for r in rows], dtype=np.float64).reshape(len(rows), len(METRIC_NAMES))
     return Samples(times, {m: table[:, j] for j, m in enumerate(METRIC_NAMES)})
 
 
@@ -178,11 +177,8 @@ async def forecast_items(
     return items
 
 
-async def similar_items(
-    conn: AsyncConnection, incident: dict[str, Any], names: set[str]
-) -> list[EvidenceItem]:
-    """Past incidents on any host whose metric signature overlaps this one's, with their
-    latest analysis, the feedback on their scores and how they were resolved."""
+async def past_incidents(conn: AsyncConnection, incident: dict[str, Any]) -> list[dict[str, Any]]:
+    """The latest incidents before this one, on any host: the candidates of similarity."""
     i = incidents
     query = (
         sa.select(i.c.id, i.c.host, i.c.type, i.c.metric, i.c.details, i.c.started_at)
@@ -191,40 +187,59 @@ async def similar_items(
         .order_by(i.c.started_at.desc())
         .limit(SIMILAR_SCAN)
     )
-    ranked: list[tuple[float, dict[str, Any]]] = []
-    for r in await conn.execute(query):
-        other = row_dict(r._mapping)
-        sim = jaccard(names, signature(other))
-        if sim >= MIN_SIMILARITY:
-            ranked.append((sim, other))
+    return [row_dict(r._mapping) for r in await conn.execute(query)]
+
+
+def most_similar(
+    candidates: list[dict[str, Any]], names: set[str]
+) -> list[tuple[float, dict[str, Any]]]:
+    ranked = [(jaccard(names, signature(c)), c) for c in candidates]
+    ranked = [r for r in ranked if r[0] >= MIN_SIMILARITY]
     ranked.sort(key=lambda x: -x[0])
-    items: list[EvidenceItem] = []
-    for sim, other in ranked[:SIMILAR_KEEP]:
-        a = llm_analyses
-        last = (
-            await conn.execute(
-                sa.select(a.c.category, a.c.summary, a.c.provider)
-                .where(a.c.incident_id == other["id"])
-                .order_by(a.c.id.desc())
-                .limit(1)
+    return ranked[:SIMILAR_KEEP]
+
+
+async def similar_items(
+    conn: AsyncConnection, ranked: list[tuple[float, dict[str, Any]]]
+) -> list[EvidenceItem]:
+    """The similar past incidents with their latest analysis, the feedback on their scores and
+    how they were resolved (two queries for all of them)."""
+    if not ranked:
+        return []
+    a, s = llm_analyses, anomaly_scores
+    ids = [other["id"] for _sim, other in ranked]
+    latest = (
+        sa.select(a.c.incident_id, sa.func.max(a.c.id).label("id"))
+        .where(a.c.incident_id.in_(ids))
+        .group_by(a.c.incident_id)
+        .subquery()
+    )
+    analyses = {
+        r.incident_id: (r.category, r.summary)
+        for r in await conn.execute(
+            sa.select(a.c.incident_id, a.c.category, a.c.summary).join(
+                latest, latest.c.id == a.c.id
             )
-        ).first()
-        s = anomaly_scores
-        end = other["resolved_at"] or other["started_at"] + timedelta(hours=1)
-        verdicts: dict[Any, Any] = dict(
-            (
-                await conn.execute(
-                    sa.select(s.c.feedback, sa.func.count())
-                    .where(
-                        s.c.host == other["host"],
-                        s.c.timestamp >= other["started_at"] - timedelta(minutes=10),
-                        s.c.timestamp <= end,
-                        s.c.feedback.is_not(None),
-                    )
-                    .group_by(s.c.feedback)
-                )
-            ).all()
         )
+    }
+    per_incident = [
+        sa.select(sa.literal(other["id"]).label("incident_id"), s.c.feedback).where(
+            s.c.host == other["host"],
+            s.c.timestamp >= other["started_at"] - timedelta(minutes=10),
+            s.c.timestamp <= (other["resolved_at"] or other["started_at"] + timedelta(hours=1)),
+            s.c.feedback.is_not(None),
+        )
+        for _sim, other in ranked
+    ]
+    union = sa.union_all(*per_incident).subquery()
+    verdicts: dict[int, dict[str, int]] = {}
+    counted = sa.select(union.c.incident_id, union.c.feedback, sa.func.count()).group_by(
+        union.c.incident_id, union.c.feedback
+    )
+    for incident_id, feedback, n in await conn.execute(counted):
+        verdicts.setdefault(int(incident_id), {})[str(feedback)] = int(n)
+    items: list[EvidenceItem] = []
+    for sim, other in ranked:
         data: dict[str, Any] = {
             "incident_id": other["id"],
             "host": other["host"],
@@ -234,10 +249,10 @@ async def similar_items(
             "started_at": iso(other["started_at"]),
             "resolved_at": iso(other["resolved_at"]),
             "resolution": (other["details"] or {}).get("resolution"),
-            "feedback": {str(k): int(v) for k, v in verdicts.items()},
+            "feedback": verdicts.get(other["id"], {}),
         }
-        if last is not None:
-            data["analysis_category"], data["analysis_summary"] = last[0], last[1]
+        if other["id"] in analyses:
+            data["analysis_category"], data["analysis_summary"] = analyses[other["id"]]
         items.append(EvidenceItem(f"similar:{other['id']}", "similar_incident", data))
     return items
 
@@ -276,20 +291,23 @@ async def model_items(conn: AsyncConnection, host: str, end: datetime) -> list[E
     ]
 
 
-async def read_pack(conn: AsyncConnection, incident_id: int, *, now: datetime) -> EvidencePack:
-    """The evidence pack of an incident, read in one connection."""
-    incident = await read_incident(conn, incident_id)
-    window = incident_window(incident, now=now)
-    host = incident["host"]
-    samples = await read_samples(conn, host, window.before_start, window.after_end)
-    scores = await read_scores(conn, host, window.before_start, window.end)
-    forecasts = await forecast_items(conn, host, window.end, window.start)
-    models = await model_items(conn, host, window.end)
-    pack = build_pack(
-        incident, samples=samples, scores=scores, forecasts=forecasts, models=models, now=now
-    )
-    names = signature(incident) | set(list(pack.metrics)[:3])
-    pack.items += await similar_items(conn, incident, names)
+async def read_pack(engine: AsyncEngine, incident_id: int, *, now: datetime) -> EvidencePack:
+    """The evidence pack of an incident, read on one connection (ten short queries; three
+    connections at once measured no faster: bench/RESULTS.md, Issue 13)."""
+    async with engine.connect() as conn:
+        incident = await read_incident(conn, incident_id)
+        window = incident_window(incident, now=now)
+        host = incident["host"]
+        samples = await read_samples(conn, host, window.before_start, window.after_end)
+        scores = await read_scores(conn, host, window.before_start, window.end)
+        forecasts = await forecast_items(conn, host, window.end, window.start)
+        models = await model_items(conn, host, window.end)
+        candidates = await past_incidents(conn, incident)
+        pack = build_pack(
+            incident, samples=samples, scores=scores, forecasts=forecasts, models=models, now=now
+        )
+        ranked = most_similar(candidates, signature(incident) | set(list(pack.metrics)[:3]))
+        pack.items += await similar_items(conn, ranked)
     return pack
 
 

@@ -113,8 +113,7 @@ class AnalysisService:
         provider = provider or self.settings.analysis_provider_in_force()
         analyst = self.analyst(provider)
         started = time.perf_counter()
-        async with self.engine.connect() as conn:
-            pack = await repo.read_pack(conn, incident_id, now=utcnow())
+        pack = await repo.read_pack(self.engine, incident_id, now=utcnow())
         fallback = rules.analyze(pack)
         values: dict[str, Any] = {"requested_provider": provider}
         served, reason = fallback, None

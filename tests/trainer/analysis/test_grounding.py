@@ -4,101 +4,16 @@ injected false figure or metric are rejected, each at least 99 % of the time."""
 
 from __future__ import annotations
 
-import math
 import random
-from typing import Any
 
 import pytest
 
-from bench.analysis_cases import smd_cases, synthetic_cases
+from bench.analysis_cases import correct_answer, inject, smd_cases, synthetic_cases
 from services.trainer.analysis import grounding
 from services.trainer.analysis.evidence import EvidencePack
-from shared.catalogue import METRIC_NAMES
 from shared.schemas.analysis import Analysis
 
-INVENTED_METRICS = (
-    "swap_usage_percent",
-    "gc_pause_ms",
-    "network_rx_mb",
-    "cpu_steal_percent",
-    "thread_count",
-    "queue_depth",
-    "inode_usage_percent",
-    "db_connections",
-)
-FIELDS = ("before_mean", "during_mean", "during_max", "peak", "last", "change", "ratio")
 PER_PACK = 6
-
-
-def _rounded(value: float, rng: random.Random) -> str:
-    """A pack figure as a writer might put it: fewer decimals, or as a percentage."""
-    if 0 < abs(value) <= 1 and rng.random() < 0.3:
-        return f"{value * 100:.{rng.randint(0, 1)}f}%"
-    decimals = rng.randint(0, 3)
-    return f"{value:.{decimals}f}"
-
-
-def _sentence(item: dict[str, Any], rng: random.Random) -> tuple[str, str]:
-    """One claim about a metric item, and the figure it quotes."""
-    field = rng.choice([f for f in FIELDS if isinstance(item.get(f), int | float)])
-    shown = _rounded(float(item[field]), rng)
-    when = item["peak_at"] if rng.random() < 0.5 else item["peak_at"][11:16] + " UTC"
-    text = rng.choice(
-        [
-            f"{item['metric']} was {shown} ({field.replace('_', ' ')}), peaking at {when}",
-            f"At {when} {item['metric']} stood out: {shown}",
-            f"{shown} for {item['metric']}, its {field.replace('_', ' ')}",
-        ]
-    )
-    return text, shown
-
-
-def correct_answer(pack: EvidencePack, rng: random.Random) -> Analysis:
-    items = [i.to_json() for i in pack.items if i.kind == "metric"]
-    chosen = rng.sample(items, k=min(3, len(items)))
-    claims = [{"text": _sentence(i, rng)[0], "evidence": [i["id"]]} for i in chosen]
-    top = chosen[0]
-    incident = pack.items[0].to_json()
-    summary = (
-        f"On host {pack.host} {top['metric']} moved most; the window ran "
-        f"{incident['duration_minutes']} minutes from {incident['window_start']}."
-    )
-    return Analysis.model_validate(
-        {
-            "summary": summary,
-            "cause": {"category": "unknown", "text": claims[0]["text"]},
-            "claims": claims,
-            "actions": [
-                {
-                    "action": "page_human",
-                    "parameters": {"urgency": "low"},
-                    "reason": f"{top['metric']} needs a look",
-                }
-            ],
-            "confidence": 0.5,
-            "top_metric": top["metric"],
-        }
-    )
-
-
-def _false_figure(pack: EvidencePack, rng: random.Random) -> str:
-    numbers = [abs(n) for n in grounding.PackFacts(pack).numbers if abs(n) >= 1]
-    value = rng.choice(numbers) * rng.choice([rng.uniform(1.2, 2.5), rng.uniform(0.4, 0.83)])
-    digits = max(0, 2 - int(math.floor(math.log10(value))))
-    return f"{value:.{digits}f}"
-
-
-def inject(answer: Analysis, pack: EvidencePack, rng: random.Random) -> Analysis:
-    """The answer with one false figure or one metric the pack does not hold."""
-    data = answer.model_dump()
-    claim = rng.randrange(len(data["claims"]))
-    if rng.random() < 0.5:
-        data["claims"][claim]["text"] += f", and it reached {_false_figure(pack, rng)}"
-    else:
-        absent = [m for m in METRIC_NAMES if m not in pack.metrics and pack.metrics]
-        name = rng.choice([*INVENTED_METRICS, *absent])
-        data["claims"][claim]["text"] += f" while {name} climbed too"
-    return Analysis.model_validate(data)
 
 
 @pytest.fixture(scope="module")

@@ -37,8 +37,7 @@ async def test_each_answer_of_the_server_is_taken_or_refused_with_its_reason(
     server, url = fake_llm
     server.slow_seconds = 5.0
     incident = await store_cpu_incident(engine)
-    async with engine.connect() as conn:
-        pack = await repo.read_pack(conn, incident.id, now=utcnow())
+    pack = await repo.read_pack(engine, incident.id, now=utcnow())
     chat = llm.messages(pack)
     client = make_client(timeout=10.0)
     outcomes: dict[str, str] = {}
@@ -128,8 +127,7 @@ async def test_a_real_ollama_at_ollama_url(engine: AsyncEngine, settings: Settin
         update={"ollama_url": url, "ollama_model": model, "analysis_timeout": limit}
     )
     incident = await store_cpu_incident(engine)
-    async with engine.connect() as conn:
-        pack = await repo.read_pack(conn, incident.id, now=utcnow())
+    pack = await repo.read_pack(engine, incident.id, now=utcnow())
     service = AnalysisService(settings, engine, Notifier(settings, engine))
     try:
         stored = await service.analyze(incident.id)
