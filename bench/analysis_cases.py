@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,9 +56,15 @@ class Case:
     top: set[str]
     incident: dict[str, Any]
     samples: Samples
+    scores: list[dict[str, Any]] = field(default_factory=list)
 
     def pack(self) -> EvidencePack:
-        return build_pack(self.incident, samples=self.samples, now=self.incident["resolved_at"])
+        return build_pack(
+            self.incident,
+            samples=self.samples,
+            scores=self.scores,
+            now=self.incident["resolved_at"],
+        )
 
 
 def _incident(n: int, host: str, start: datetime, end: datetime) -> dict[str, Any]:
@@ -149,11 +155,42 @@ def synthetic_cases(*, days: int = 14, seed: int = 7, injected: int = 15) -> Ite
             )
 
 
-def smd_cases(machine: str) -> Iterator[Case]:
-    """One case per labelled event of an SMD machine's test half."""
+def stream_scores(
+    train: pd.DataFrame, test: pd.DataFrame, metrics: list[str]
+) -> list[dict[str, Any]]:
+    """The test half's anomaly_scores rows as the service stores them: the streaming detector
+    learns the train half then scores the test half causally (defaults, threshold 0.999)."""
+    from services.trainer.anomaly.hostscore import reading_dicts
+    from services.trainer.anomaly.streaming import HostStream
+
+    stream = HostStream(tuple(metrics))
+    out: list[dict[str, Any]] = []
+    for k, frame in enumerate((train, test)):
+        stamps = pd.to_datetime(frame["timestamp"], utc=True)
+        times = stamps.astype("int64").to_numpy() / 1e9
+        values = frame[metrics].to_numpy(dtype=float)
+        for i in range(len(frame)):
+            r = stream.update(float(times[i]), dict(zip(metrics, values[i].tolist(), strict=True)))
+            if k == 1:
+                out.append(
+                    {
+                        "timestamp": stamps.iloc[i].to_pydatetime(),
+                        "score": r.score,
+                        "threshold": 0.999,
+                        "is_anomaly": r.score >= 0.999,
+                        "contributions": reading_dicts(r.metrics),
+                    }
+                )
+    return out
+
+
+def smd_cases(machine: str, *, detector: bool = False) -> Iterator[Case]:
+    """One case per labelled event of an SMD machine's test half; ``detector``: with the
+    streaming detector's scores and per-metric attribution, as the service would have them."""
     from bench.bench_smd import METRICS, load
 
-    _train, test, events = load(machine)
+    train, test, events = load(machine)
+    scores = stream_scores(train, test, list(METRICS)) if detector else []
     test["timestamp"] = pd.to_datetime(test["timestamp"], utc=True)
     for k, ev in enumerate(events):
         first, last = int(ev["start"]), int(ev["end"])
@@ -168,6 +205,7 @@ def smd_cases(machine: str) -> Iterator[Case]:
             set(ev["metrics"]),
             _incident(10_000 + k, machine, start, end),
             _samples(part, list(METRICS)),
+            scores[max(0, first - 60) : last + 1],
         )
 
 

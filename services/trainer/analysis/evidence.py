@@ -374,5 +374,6 @@ def signature(incident: Mapping[str, Any]) -> set[str]:
     return {n for n in names if isinstance(n, str)}
 
 
-def jaccard(a: set[str], b: set[str]) -> float:
-    return len(a & b) / len(a | b) if a | b else 0.0
+def overlap(a: set[str], b: set[str]) -> float:
+    """Shared metrics over the smaller signature: {cpu} and {cpu, p95, p99} overlap fully."""
+    return len(a & b) / min(len(a), len(b)) if a and b else 0.0

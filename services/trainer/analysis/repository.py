@@ -21,7 +21,7 @@ from services.trainer.analysis.evidence import (
     fig,
     incident_window,
     iso,
-    jaccard,
+    overlap,
     signature,
 )
 from shared.catalogue import METRIC_NAMES
@@ -43,7 +43,7 @@ from shared.tables import (
 
 SIMILAR_SCAN = 200  # latest incidents compared by signature
 SIMILAR_KEEP = 3
-MIN_SIMILARITY = 0.34
+MIN_SIMILARITY = 0.5
 MODEL_CHANGES = timedelta(days=7)
 FORECAST_AHEAD = timedelta(hours=24)
 
@@ -193,9 +193,9 @@ async def past_incidents(conn: AsyncConnection, incident: dict[str, Any]) -> lis
 def most_similar(
     candidates: list[dict[str, Any]], names: set[str]
 ) -> list[tuple[float, dict[str, Any]]]:
-    ranked = [(jaccard(names, signature(c)), c) for c in candidates]
+    ranked = [(overlap(names, signature(c)), c) for c in candidates]
     ranked = [r for r in ranked if r[0] >= MIN_SIMILARITY]
-    ranked.sort(key=lambda x: -x[0])
+    ranked.sort(key=lambda x: -x[0])  # stable: the most recent first among equals
     return ranked[:SIMILAR_KEEP]
 
 

@@ -72,6 +72,8 @@ def _cpu(pack: EvidencePack) -> Finding | None:
         return None
     if s.peak >= 85.0 or (s.change >= 30.0 and s.z >= 4):
         return Finding("cpu_saturation", "cpu_usage_percent", 0.85)
+    if s.trend_r >= 0.8 and s.change >= 10.0 and s.z >= 4:  # climbing towards it
+        return Finding("cpu_saturation", "cpu_usage_percent", 0.6)
     return None
 
 
@@ -99,14 +101,12 @@ RULES: tuple[Callable[[EvidencePack], Finding | None], ...] = (
 
 
 def top_moved(pack: EvidencePack) -> str | None:
-    """The metric furthest from its own before, weighed with the detector's attribution."""
+    """The metric furthest from its own before (in its spread before); the detector's
+    attribution, which ranks worse on SMD's labelled events (bench/RESULTS.md), only without
+    samples."""
     if not pack.metrics:
         return max(pack.attribution, key=lambda m: pack.attribution[m], default=None)
-
-    def weight(s: MetricSummary) -> float:
-        return abs(s.z) * (1.0 + pack.attribution.get(s.metric, 0.0))
-
-    return max(pack.metrics.values(), key=weight).metric
+    return max(pack.metrics.values(), key=lambda s: abs(s.z)).metric
 
 
 def classify(pack: EvidencePack) -> Finding:
