@@ -41,7 +41,7 @@ from shared.tables import (
     ml_models,
 )
 
-SIMILAR_SCAN = 200  # latest incidents compared by signature
+SIMILAR_SCAN = 100  # latest incidents compared by signature
 SIMILAR_KEEP = 3
 MIN_SIMILARITY = 0.5
 MODEL_CHANGES = timedelta(days=7)
@@ -70,11 +70,14 @@ async def read_samples(conn: AsyncConnection, host: str, start: datetime, end: d
 
 
 async def read_scores(
-    conn: AsyncConnection, host: str, start: datetime, end: datetime
+    conn: AsyncConnection, host: str, start: datetime, end: datetime, *, during: datetime
 ) -> list[dict[str, Any]]:
     s = anomaly_scores
+    # the per-metric readings of the window's own scores only: those before are not decoded
+    readings = sa.case((s.c.timestamp >= during, s.c.contributions), else_=sa.null())
     query = (
-        sa.select(s.c.timestamp, s.c.score, s.c.threshold, s.c.is_anomaly, s.c.contributions)
+        sa.select(s.c.timestamp, s.c.score, s.c.threshold, s.c.is_anomaly)
+        .add_columns(readings.label("contributions"))
         .where(s.c.host == host, s.c.timestamp >= start, s.c.timestamp <= end)
         .order_by(s.c.timestamp)
     )
@@ -181,13 +184,25 @@ async def past_incidents(conn: AsyncConnection, incident: dict[str, Any]) -> lis
     """The latest incidents before this one, on any host: the candidates of similarity."""
     i = incidents
     query = (
-        sa.select(i.c.id, i.c.host, i.c.type, i.c.metric, i.c.details, i.c.started_at)
-        .add_columns(i.c.resolved_at, i.c.status)
+        sa.select(i.c.id, i.c.host, i.c.type, i.c.metric, i.c.started_at, i.c.resolved_at)
+        .add_columns(
+            # only the parts of the details used: no decoding of every incident's scores
+            i.c.details["top_metrics"].label("top_metrics"),
+            i.c.details["resolution"].label("resolution"),
+        )
         .where(i.c.id != incident["id"], i.c.started_at <= incident["started_at"])
         .order_by(i.c.started_at.desc())
         .limit(SIMILAR_SCAN)
     )
-    return [row_dict(r._mapping) for r in await conn.execute(query)]
+    out = []
+    for r in await conn.execute(query):
+        row = row_dict(r._mapping)
+        row["details"] = {
+            "top_metrics": row.pop("top_metrics"),
+            "resolution": row.pop("resolution"),
+        }
+        out.append(row)
+    return out
 
 
 def most_similar(
@@ -299,7 +314,7 @@ async def read_pack(engine: AsyncEngine, incident_id: int, *, now: datetime) -> 
         window = incident_window(incident, now=now)
         host = incident["host"]
         samples = await read_samples(conn, host, window.before_start, window.after_end)
-        scores = await read_scores(conn, host, window.before_start, window.end)
+        scores = await read_scores(conn, host, window.before_start, window.end, during=window.start)
         forecasts = await forecast_items(conn, host, window.end, window.start)
         models = await model_items(conn, host, window.end)
         candidates = await past_incidents(conn, incident)
