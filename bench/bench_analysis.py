@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import random
 import statistics
 import time
@@ -216,7 +217,7 @@ async def fill(url: str, *, hosts: int, days: int) -> list[int]:
     return ids
 
 
-async def pack_speed(url: str, ids: list[int], n: int = 200) -> None:
+async def pack_speed(url: str, ids: list[int], n: int = 400) -> None:
     engine = create_engine(url)
     rng = random.Random(1)
     times: list[float] = []
@@ -236,7 +237,8 @@ async def pack_speed(url: str, ids: list[int], n: int = 200) -> None:
         f"p50 {statistics.median(times[10:]):.1f} ms, p95 {percentile(times[10:], 0.95):.1f} ms, "
         f"max {max(times[10:]):.1f} ms over {n - 10} reads (first 10 warm-up); "
         f"{statistics.mean(sizes):.0f} items a pack; this process's CPU time p50 "
-        f"{statistics.median(cpu[10:]):.1f} ms"
+        f"{statistics.median(cpu[10:]):.1f} ms; load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores"
     )
 
 
