@@ -146,7 +146,8 @@ class OllamaAnalyst:
             "messages": chat,
             "stream": False,
             "format": ANALYSIS_JSON_SCHEMA,
-            "options": {"temperature": 0},
+            # Ollama's default context (2048 tokens) would cut the evidence short.
+            "options": {"temperature": 0, "num_ctx": 8192},
         }
         data = await _post(self.client, self.url, body, {}, timeout)
         message = data.get("message")
