@@ -139,6 +139,8 @@ def describe(spec: FeatureSpec, j: int, row: FloatArray) -> str:
             if v <= 0:
                 return f"{words} past the {c.name} line ({c.watch_level:g}{unit})"
             return f"{words} {_num(v)}{unit} below the {c.name} line ({c.watch_level:g}{unit})"
+        if v <= 0:
+            return f"{words} at or past the {c.name} line ({c.watch_level:g}{unit})"
         if v >= ETA_CAP_MIN:
             return f"{words} not heading for the {c.name} line"
         return f"{words} reaching the {c.name} line in {v:.0f} min at its 15-min trend"
