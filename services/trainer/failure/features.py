@@ -49,51 +49,90 @@ PER_CONDITION = ("distance", "eta")
 TIME = ("hour_sin", "hour_cos")
 
 
+RELATIVE = {"level": "level_vs_60m", "mean_5m": "mean_5m_vs_60m", "mean_15m": "mean_15m_vs_60m",
+            "max_15m": "max_15m_vs_60m"}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Which metrics and condition lines the features look at; windows are fixed (minutes)."""
+    """Which metrics and condition lines the features look at; windows are fixed (minutes).
+
+    Levels are features only for ``absolute`` metrics (by default the ones a failure condition
+    watches); the others are seen relative to their own 60-minute mean, so a slow drift (a
+    disk filling 0.1 % a day) cannot serve the model as a calendar of past failures.
+    """
 
     metrics: tuple[str, ...]
     conditions: tuple[Condition, ...] = ()
+    absolute: tuple[str, ...] = ()
+    time_of_day: bool = True
 
     @classmethod
     def for_metrics(
-        cls, metrics: Sequence[str], conditions: Sequence[Condition] = ()
+        cls,
+        metrics: Sequence[str],
+        conditions: Sequence[Condition] = (),
+        *,
+        absolute: Sequence[str] | None = None,
+        time_of_day: bool = True,
     ) -> FeatureSpec:
         known = set(metrics)
-        return cls(tuple(metrics), tuple(c for c in conditions if c.metric in known))
+        kept = tuple(c for c in conditions if c.metric in known)
+        if absolute is None:
+            absolute = [c.metric for c in kept]
+        chosen = tuple(m for m in metrics if m in set(absolute))
+        return cls(tuple(metrics), kept, chosen, time_of_day)
 
     @property
     def lookback_s(self) -> float:
         return kernel.LOOKBACK_S
 
     @cached_property
-    def compiled_conditions(self) -> tuple[IntArray, FloatArray]:
-        """The condition lines as the kernel reads them: metric index, level."""
-        return _conditions(self)
+    def compiled(self) -> tuple[IntArray, IntArray, FloatArray, IntArray]:
+        """What the kernel reads: relative flags, condition metric and level; kept columns."""
+        index = {name: i for i, name in enumerate(self.metrics)}
+        absolute = set(self.absolute)
+        relative = np.array([m not in absolute for m in self.metrics], dtype=np.int64)
+        metric = np.array([index[c.metric] for c in self.conditions], dtype=np.int64)
+        level = np.array([c.watch_level for c in self.conditions], dtype=np.float64)
+        n_all = len(self.metrics) * len(PER_METRIC) + 2 * len(self.conditions) + len(TIME)
+        dropped = {
+            j * len(PER_METRIC) + PER_METRIC.index("mean_60m") for j in np.flatnonzero(relative)
+        }
+        if not self.time_of_day:
+            dropped |= {n_all - 2, n_all - 1}
+        columns = np.array([c for c in range(n_all) if c not in dropped], dtype=np.int64)
+        return relative, metric, level, columns
 
-    @property
+    @cached_property
     def names(self) -> list[str]:
+        absolute = set(self.absolute)
+        per_metric = [
+            f"{m}:{k}" if m in absolute else f"{m}:{RELATIVE.get(k, k)}"
+            for m in self.metrics
+            for k in PER_METRIC
+            if m in absolute or k != "mean_60m"
+        ]
         return [
-            *(f"{m}:{k}" for m in self.metrics for k in PER_METRIC),
+            *per_metric,
             *(f"{c.name}:{k}" for c in self.conditions for k in PER_CONDITION),
-            *(f"time:{k}" for k in TIME),
+            *(f"time:{k}" for k in TIME if self.time_of_day),
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metrics": list(self.metrics), "conditions": [asdict(c) for c in self.conditions]}
+        return {
+            "metrics": list(self.metrics),
+            "conditions": [asdict(c) for c in self.conditions],
+            "absolute": list(self.absolute),
+            "time_of_day": self.time_of_day,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
         conditions = tuple(Condition(**c) for c in data["conditions"])
-        return cls(tuple(str(m) for m in data["metrics"]), conditions)
-
-
-def _conditions(spec: FeatureSpec) -> tuple[IntArray, FloatArray]:
-    index = {name: i for i, name in enumerate(spec.metrics)}
-    metric = np.array([index[c.metric] for c in spec.conditions], dtype=np.int64)
-    level = np.array([c.watch_level for c in spec.conditions], dtype=np.float64)
-    return metric, level
+        absolute = tuple(str(m) for m in data["absolute"])
+        metrics = tuple(str(m) for m in data["metrics"])
+        return cls(metrics, conditions, absolute, bool(data["time_of_day"]))
 
 
 def window_features(spec: FeatureSpec, times: FloatArray, values: FloatArray) -> FloatArray:
@@ -104,11 +143,12 @@ def window_features(spec: FeatureSpec, times: FloatArray, values: FloatArray) ->
     """
     t = np.ascontiguousarray(times, dtype=np.float64)
     x = np.ascontiguousarray(values, dtype=np.float64)
-    out = np.empty(len(spec.names))
-    cond_metric, cond_level = spec.compiled_conditions
+    relative, cond_metric, cond_level, columns = spec.compiled
+    out = np.empty(len(relative) * len(PER_METRIC) + 2 * len(cond_metric) + len(TIME))
     first = int(np.searchsorted(t, t[-1] - kernel.LOOKBACK_S, side="right"))
-    kernel.row_features(t, x, first, len(t) - 1, cond_metric, cond_level, out)
-    return out
+    kernel.row_features(t, x, first, len(t) - 1, relative, cond_metric, cond_level, out)
+    row: FloatArray = out[columns]
+    return row
 
 
 def batch_features(spec: FeatureSpec, times: FloatArray, values: FloatArray) -> FloatArray:
@@ -117,10 +157,13 @@ def batch_features(spec: FeatureSpec, times: FloatArray, values: FloatArray) -> 
     x = np.ascontiguousarray(values, dtype=np.float64)
     if x.ndim != 2 or x.shape != (len(t), len(spec.metrics)):
         raise ValueError(f"values must be (len(times), {len(spec.metrics)}), got {x.shape}")
-    out = np.empty((len(t), len(spec.names)))
-    cond_metric, cond_level = spec.compiled_conditions
-    kernel.all_rows(t, x, cond_metric, cond_level, out)
-    return out
+    relative, cond_metric, cond_level, columns = spec.compiled
+    out = np.empty((len(t), len(relative) * len(PER_METRIC) + 2 * len(cond_metric) + len(TIME)))
+    kernel.all_rows(t, x, relative, cond_metric, cond_level, out)
+    if len(columns) == out.shape[1]:
+        return out
+    kept: FloatArray = np.ascontiguousarray(out[:, columns])
+    return kept
 
 
 def describe(spec: FeatureSpec, j: int, row: FloatArray) -> str:
@@ -145,6 +188,11 @@ def describe(spec: FeatureSpec, j: int, row: FloatArray) -> str:
             return f"{words} not heading for the {c.name} line"
         return f"{words} reaching the {c.name} line in {v:.0f} min at its 15-min trend"
     words, unit = _words(subject)
+    if kind.endswith("_vs_60m"):
+        what = {"level": "", "mean_5m": " over 5 min", "mean_15m": " over 15 min",
+                "max_15m": " at its 15-min peak"}[kind[:-7]]  # fmt: skip
+        way = "above" if v >= 0 else "below"
+        return f"{words}{what} {_num(abs(v))}{unit} {way} its 60-min mean"
     if kind == "level":
         return f"{words} at {_num(v)}{unit}"
     if kind.startswith("mean_"):

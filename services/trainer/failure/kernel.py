@@ -27,11 +27,16 @@ def row_features(
     x: FloatArray,
     first: int,
     i: int,
+    relative: IntArray,
     cond_metric: IntArray,
     cond_level: FloatArray,
     out: FloatArray,
 ) -> None:
-    """Write row i's features (from rows first..i) into ``out``."""
+    """Write row i's features (from rows first..i) into ``out``.
+
+    A ``relative`` metric's level, 5- and 15-minute means and 15-minute max are written as
+    differences from its 60-minute mean (its 60-minute mean itself as NaN).
+    """
     m = x.shape[1]
     now = t[i]
     slope15 = np.empty(m)
@@ -100,6 +105,13 @@ def row_features(
             if not found:
                 rising = (now - earliest) / 60.0
         out[base + 8] = rising
+        if relative[j]:
+            hour = out[base + 3]
+            out[base] -= hour
+            out[base + 1] -= hour
+            out[base + 2] -= hour
+            out[base + 7] -= hour
+            out[base + 3] = math.nan
     at = m * N_PER_METRIC
     for c in range(len(cond_metric)):
         j = cond_metric[c]
@@ -123,11 +135,16 @@ def row_features(
 
 @compiled
 def all_rows(
-    t: FloatArray, x: FloatArray, cond_metric: IntArray, cond_level: FloatArray, out: FloatArray
+    t: FloatArray,
+    x: FloatArray,
+    relative: IntArray,
+    cond_metric: IntArray,
+    cond_level: FloatArray,
+    out: FloatArray,
 ) -> None:
     """Every row's features, each from the hour up to it (causal)."""
     first = 0
     for i in range(len(t)):
         while t[first] <= t[i] - LOOKBACK_S:
             first += 1
-        row_features(t, x, first, i, cond_metric, cond_level, out[i])
+        row_features(t, x, first, i, relative, cond_metric, cond_level, out[i])

@@ -21,26 +21,33 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, precision_recall_curve
+from sklearn.metrics import average_precision_score
 
 from services.trainer.failure.definition import FailureDefinition, failure_onsets, horizon_labels
+from services.trainer.failure.evaluation import SignalReport, score_signal, warning_signal
 from services.trainer.failure.features import FeatureSpec, batch_features, describe, window_features
 from shared.arrays import BoolArray, FloatArray
 from shared.catalogue import METRIC_NAMES
 
 
+DATASET_PARAMS = {"verbose": -1, "max_bin": 63, "bin_construct_sample_cnt": 10_000}
+
+
 @dataclass(frozen=True, slots=True)
 class TrainParams:
-    num_boost_round: int = 120
-    learning_rate: float = 0.08
+    num_boost_round: int = 200
+    early_stopping: int = 20  # rounds without a better validation log-loss
+    learning_rate: float = 0.15
     num_leaves: int = 15
-    min_data_in_leaf: int = 40
-    feature_fraction: float = 0.8
-    lambda_l2: float = 1.0
+    min_data_in_leaf: int = 200
+    feature_fraction: float = 0.5
+    lambda_l2: float = 10.0
     validation_share: float = 0.25
-    precision_target: float = 0.8
+    precision_target: float = 0.8  # of warnings on validation, raised as the service raises them
+    consecutive: int = 3  # rows in a row over the threshold before a warning
+    confidence_z: float = 1.0  # the precision's Wilson lower bound (z) must reach the target
     seed: int = 0
-    num_threads: int = 2
+    num_threads: int = 1  # OpenMP threads; on a shared, loaded machine more is slower
 
 
 @dataclass(slots=True)
@@ -144,12 +151,24 @@ def lgb_names(spec: FeatureSpec) -> list[str]:
 
 
 @dataclass(slots=True)
+class _Segment:
+    """The validation period of one host: rows [lo, hi) of the stacked features."""
+
+    lo: int
+    hi: int
+    times: FloatArray
+    state: BoolArray
+    onsets: FloatArray
+
+
+@dataclass(slots=True)
 class _Prepared:
     x: FloatArray
     y: dict[int, BoolArray]
     keep: dict[int, BoolArray]
     is_valid: BoolArray
     train_ok: dict[int, BoolArray]
+    segments: list[_Segment]
     rows: int
     onsets: int
 
@@ -161,7 +180,8 @@ def prepare(
     validation_share: float,
 ) -> _Prepared:
     """Features, labels and the time split of every host's history."""
-    xs, valids, onsets_total = [], [], 0
+    xs, valids, onsets_total, offset = [], [], 0, 0
+    segments: list[_Segment] = []
     ys: dict[int, list[BoolArray]] = {h: [] for h in definition.horizons_min}
     keeps: dict[int, list[BoolArray]] = {h: [] for h in definition.horizons_min}
     oks: dict[int, list[BoolArray]] = {h: [] for h in definition.horizons_min}
@@ -176,7 +196,12 @@ def prepare(
         onsets_total += len(onsets)
         xs.append(batch_features(spec, t, values))
         cutoff = t[0] + (t[-1] - t[0]) * (1.0 - validation_share)
-        valids.append(t >= cutoff)
+        valid = t >= cutoff
+        valids.append(valid)
+        lo = int(np.argmax(valid)) if valid.any() else len(t)
+        in_period = onsets[onsets >= t[lo]] if lo < len(t) else onsets[:0]
+        segments.append(_Segment(offset + lo, offset + len(t), t[lo:], state[lo:], in_period))
+        offset += len(t)
         for h in definition.horizons_min:
             y, keep = horizon_labels(t, onsets, state, horizon_s=h * 60.0)
             ys[h].append(y)
@@ -189,6 +214,7 @@ def prepare(
         keep={h: cat(v) for h, v in keeps.items()},
         is_valid=cat(valids),
         train_ok={h: cat(v) for h, v in oks.items()},
+        segments=segments,
         rows=sum(len(h.times) for h in histories),
         onsets=onsets_total,
     )
@@ -235,16 +261,30 @@ def train(
         data.x[train_rows],
         label=data.y[definition.horizons_min[0]][train_rows].astype(np.float64),
         feature_name=lgb_names(spec),
-        params={"verbose": -1, "max_bin": 63},
+        params=DATASET_PARAMS,
         free_raw_data=False,
     ).construct()
     models = []
     for h in definition.horizons_min:
         dataset.set_label(data.y[h][train_rows].astype(np.float64))
-        booster = lgb.train(lgb_params, dataset, num_boost_round=params.num_boost_round)
-        valid = data.is_valid & data.keep[h]
-        p = np.asarray(booster.predict(data.x[valid]))
-        threshold, report = choose_threshold(data.y[h][valid], p, params.precision_target)
+        check = data.is_valid & data.keep[h]
+        valid_set = lgb.Dataset(
+            data.x[check],
+            label=data.y[h][check].astype(np.float64),
+            reference=dataset,
+            params=DATASET_PARAMS,
+        )
+        booster = lgb.train(
+            lgb_params,
+            dataset,
+            num_boost_round=params.num_boost_round,
+            valid_sets=[valid_set],
+            callbacks=[lgb.early_stopping(params.early_stopping, verbose=False)],
+        )
+        p = np.asarray(booster.predict(data.x[data.is_valid]))
+        p_all = np.full(len(data.x), np.nan)
+        p_all[data.is_valid] = p
+        threshold, report = choose_threshold(data, h, p_all, params)
         report["train_rows"] = int(train_rows.sum())
         report["train_positives"] = int(data.y[h][train_rows].sum())
         models.append(HorizonModel(h, booster, threshold, report))
@@ -259,31 +299,71 @@ def train(
     return FailureModel(definition, spec, models, summary)
 
 
-def choose_threshold(y: BoolArray, p: FloatArray, target: float) -> tuple[float, dict[str, Any]]:
-    """The lowest threshold whose precision on (y, p) reaches ``target``, and how it did.
+def choose_threshold(
+    data: _Prepared, horizon_min: int, p: FloatArray, params: TrainParams
+) -> tuple[float, dict[str, Any]]:
+    """The lowest threshold whose warnings on validation reach the precision target (the
+    Wilson lower bound of their precision at ``params.confidence_z``).
 
-    Without a threshold reaching it, the one of the highest precision; without positives, 0.5.
+    Warnings are counted as the service raises them (``evaluation.warning_signal``); without
+    a threshold reaching the target, the one of the highest precision; without positives, 0.5.
     """
+    valid = data.is_valid & data.keep[horizon_min]
+    y, pv = data.y[horizon_min][valid], p[valid]
     report: dict[str, Any] = {
-        "precision_target": target,
-        "validation_rows": len(y),
-        "validation_positives": int(np.sum(y)),
+        "precision_target": params.precision_target,
+        "validation_rows": int(valid.sum()),
+        "validation_positives": int(y.sum()),
     }
-    if not np.any(y) or np.all(y):
-        report.update(threshold=0.5, target_reached=False, precision=None, recall=None)
+    if not y.any() or y.all():
+        report.update(threshold=0.5, target_reached=False, precision=None, event_recall=None)
         return 0.5, report
-    precision, recall, thresholds = precision_recall_curve(y, p)
-    # precision[i], recall[i] belong to ``p >= thresholds[i]``; the last point is recall 0.
-    precision, recall = precision[:-1], recall[:-1]
-    ok = np.flatnonzero(precision >= target)
-    reached = len(ok) > 0
-    i = int(ok[np.argmax(recall[ok])]) if reached else int(np.argmax(precision))
-    threshold = float(thresholds[i])
+    candidates = np.unique(np.quantile(pv, 1.0 - np.geomspace(1e-4, 0.5, 80)))[::-1]
+    best: tuple[float, float, float] | None = None  # precision, threshold, event recall
+    chosen: tuple[float, float, float] | None = None
+    for thr in candidates.tolist():
+        total = SignalReport()
+        for seg in data.segments:
+            rows = warning_signal(p[seg.lo : seg.hi] >= thr, seg.state, k=params.consecutive)
+            kinds = ["failure"] * len(seg.onsets)
+            total = total + score_signal(
+                seg.times, seg.state, seg.onsets, kinds, rows, horizon_s=horizon_min * 60.0
+            )
+        if total.warnings == 0:
+            continue
+        precision = total.true_warnings / total.warnings
+        # the target must hold with some confidence: few warnings prove little
+        sure = wilson_lower(total.true_warnings, total.warnings, params.confidence_z)
+        events = total.events
+        recall = sum(e.warned for e in events) / len(events) if events else 0.0
+        if best is None or sure > best[0]:
+            best = (sure, thr, recall)
+        if sure >= params.precision_target:
+            chosen = (sure, thr, recall)
+    reached = chosen is not None
+    pick = chosen if chosen is not None else best
+    if pick is None:
+        report.update(threshold=0.5, target_reached=False, precision=None, event_recall=None)
+        return 0.5, report
+    sure, threshold, recall = pick
+    flagged = pv >= threshold
     report.update(
         threshold=threshold,
         target_reached=reached,
-        precision=float(precision[i]),
-        recall=float(recall[i]),
-        pr_auc=float(average_precision_score(y, p)),
+        precision_lower_bound=sure,
+        event_recall=recall,
+        row_precision=float(y[flagged].mean()) if flagged.any() else None,
+        row_recall=float(flagged[y].mean()),
+        pr_auc=float(average_precision_score(y, pv)),
     )
     return threshold, report
+
+
+def wilson_lower(hits: int, n: int, z: float) -> float:
+    """The Wilson score interval's lower end of a proportion hits / n."""
+    if n == 0:
+        return 0.0
+    p = hits / n
+    centre = p + z * z / (2 * n)
+    margin = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float((centre - margin) / (1 + z * z / n))
