@@ -59,7 +59,9 @@ def trend_breach(
     return out
 
 
-def persistence(values: FloatArray, metrics: Sequence[str], lines: Mapping[str, float]) -> BoolArray:
+def persistence(
+    values: FloatArray, metrics: Sequence[str], lines: Mapping[str, float]
+) -> BoolArray:
     """Rows where a metric is at or over 80 % of its line."""
     index = {m: i for i, m in enumerate(metrics)}
     out = np.zeros(len(values), dtype=bool)

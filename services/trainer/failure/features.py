@@ -97,7 +97,8 @@ class FeatureSpec:
         level = np.array([c.watch_level for c in self.conditions], dtype=np.float64)
         n_all = len(self.metrics) * len(PER_METRIC) + 2 * len(self.conditions) + len(TIME)
         dropped = {
-            j * len(PER_METRIC) + PER_METRIC.index("mean_60m") for j in np.flatnonzero(relative)
+            j * len(PER_METRIC) + PER_METRIC.index("mean_60m")
+            for j in np.flatnonzero(relative).tolist()
         }
         if not self.time_of_day:
             dropped |= {n_all - 2, n_all - 1}

@@ -29,7 +29,6 @@ from services.trainer.failure.features import FeatureSpec, batch_features, descr
 from shared.arrays import BoolArray, FloatArray
 from shared.catalogue import METRIC_NAMES
 
-
 DATASET_PARAMS = {"verbose": -1, "max_bin": 63, "bin_construct_sample_cnt": 10_000}
 
 
@@ -319,8 +318,9 @@ def choose_threshold(
         report.update(threshold=0.5, target_reached=False, precision=None, event_recall=None)
         return 0.5, report
     candidates = np.unique(np.quantile(pv, 1.0 - np.geomspace(1e-4, 0.5, 80)))[::-1]
-    best: tuple[float, float, float] | None = None  # precision, threshold, event recall
-    chosen: tuple[float, float, float] | None = None
+    # (precision's lower bound, threshold, event recall, precision)
+    best: tuple[float, float, float, float] | None = None
+    chosen: tuple[float, float, float, float] | None = None
     for thr in candidates.tolist():
         total = SignalReport()
         for seg in data.segments:
@@ -337,19 +337,20 @@ def choose_threshold(
         events = total.events
         recall = sum(e.warned for e in events) / len(events) if events else 0.0
         if best is None or sure > best[0]:
-            best = (sure, thr, recall)
+            best = (sure, thr, recall, precision)
         if sure >= params.precision_target:
-            chosen = (sure, thr, recall)
+            chosen = (sure, thr, recall, precision)
     reached = chosen is not None
     pick = chosen if chosen is not None else best
     if pick is None:
         report.update(threshold=0.5, target_reached=False, precision=None, event_recall=None)
         return 0.5, report
-    sure, threshold, recall = pick
+    sure, threshold, recall, precision = pick
     flagged = pv >= threshold
     report.update(
         threshold=threshold,
         target_reached=reached,
+        precision=precision,
         precision_lower_bound=sure,
         event_recall=recall,
         row_precision=float(y[flagged].mean()) if flagged.any() else None,

@@ -30,9 +30,17 @@ from services.trainer.failure.evaluation import (
 )
 from services.trainer.failure.features import batch_features
 from services.trainer.failure.model import FailureModel, HostHistory
-from shared.arrays import BoolArray
+from shared.arrays import BoolArray, FloatArray
 
-DEFAULT_CONSECUTIVE = 2
+DEFAULT_CONSECUTIVE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _Scene:
+    times: FloatArray
+    state: BoolArray
+    onsets: FloatArray
+    kinds: list[str]
 
 
 @dataclass(slots=True)
@@ -89,31 +97,37 @@ def evaluate(
             y_all[h.horizon_min].append(y[keep])
             p_all[h.horizon_min].append(probs[h.horizon_min][keep])
 
-        def scored(above: BoolArray) -> SignalReport:
-            rows = warning_signal(above, state, k=consecutive)
-            return score_signal(t, state, onsets, kinds, rows, horizon_s=horizon_s)
+        def scored(above: BoolArray, scene: _Scene) -> SignalReport:
+            rows = warning_signal(above, scene.state, k=consecutive)
+            return score_signal(
+                scene.times, scene.state, scene.onsets, scene.kinds, rows, horizon_s=horizon_s
+            )
 
-        add("model", scored(over))
+        scene = _Scene(t, state, onsets, kinds)
+        add("model", scored(over, scene))
         lines = dict(item.lines) if item.lines is not None else None
         trend_lines = lines or baselines.catalogue_lines(spec.metrics)
         add(
             "trend_breach",
-            scored(baselines.trend_breach(spec, x, trend_lines, horizon_min=longest)),
+            scored(baselines.trend_breach(spec, x, trend_lines, horizon_min=longest), scene),
         )
         flags = item.anomaly_over
         if flags is None and with_anomaly:
             flags = baselines.anomaly_over(t, values, spec.metrics)
         if flags is not None:
-            add("anomaly", scored(flags))
+            add("anomaly", scored(flags, scene))
         fail_lines = lines or baselines.definition_lines(definition)
-        add("persistence", scored(baselines.persistence(values, spec.metrics, fail_lines)))
+        add(
+            "persistence",
+            scored(baselines.persistence(values, spec.metrics, fail_lines), scene),
+        )
 
     targets = dict(lead_targets or {})
     pr_auc = {}
-    for h in definition.horizons_min:
-        y = np.concatenate(y_all[h])
-        p = np.concatenate(p_all[h])
-        pr_auc[str(h)] = {
+    for minutes in definition.horizons_min:
+        y = np.concatenate(y_all[minutes])
+        p = np.concatenate(p_all[minutes])
+        pr_auc[str(minutes)] = {
             "pr_auc": float(average_precision_score(y, p)) if y.any() else None,
             "base_rate": float(y.mean()) if len(y) else None,
         }
