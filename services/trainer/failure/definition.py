@@ -99,7 +99,7 @@ class FailureDefinition:
 
     def describe(self) -> str:
         """The definition in words, as the model's evaluation shows it."""
-        parts = "; ".join(c.describe() for c in self.conditions)
+        parts = "; ".join(c.describe() for c in self.conditions) or "(none: labelled states)"
         horizons = ", ".join(f"{h}" for h in self.horizons_min)
         return (
             f"A failure is the onset of a failure state (the first sample in the state after a "

@@ -8,9 +8,10 @@ Usage::
 
 A warning opens on the k-th row in a row over the threshold (outside a failure state) and
 closes on the k-th row in a row under it (``anomaly.evaluation.incident_rows``). A warning
-is true when a failure onset follows its start within its end plus the horizon. An event is
-warned when a warning was open in the horizon before its onset; its lead time is from the
-start of the earliest such warning to the onset. False warnings are counted per host-day of
+says "a failure within the horizon": it is true when an onset follows its opening within the
+horizon, however long it stays open (a warning always open is not a warning of everything).
+An event is warned when a warning opened in the horizon before its onset; its lead time is
+from the earliest such opening to the onset. False warnings are counted per host-day of
 normal stretches: outside failure states and outside the horizon before an onset.
 """
 
@@ -82,10 +83,9 @@ def score_signal(
     t = np.asarray(times, dtype=np.float64)
     runs = _runs(warning_rows)
     run_start = np.array([t[a] for a, _ in runs])
-    run_end = np.array([t[b] for _, b in runs])
     events = []
     for onset, kind in zip(onsets.tolist(), kinds, strict=True):
-        hit = (run_start < onset) & (run_end >= onset - horizon_s)
+        hit = (run_start < onset) & (run_start >= onset - horizon_s)
         if hit.any():
             lead = (onset - float(run_start[hit].min())) / 60.0
             events.append(EventOutcome(onset, kind, True, lead))
@@ -95,9 +95,9 @@ def score_signal(
     false_normal = 0
     before_onset = _before_onsets(t, onsets, horizon_s)
     normal = ~state & ~before_onset
-    for (a, _), start, end in zip(runs, run_start.tolist(), run_end.tolist(), strict=True):
+    for (a, _), start in zip(runs, run_start.tolist(), strict=True):
         nxt = np.searchsorted(onsets, start, side="right")
-        if nxt < len(onsets) and onsets[nxt] <= end + horizon_s:
+        if nxt < len(onsets) and onsets[nxt] <= start + horizon_s:
             true += 1
         elif normal[a]:
             false_normal += 1

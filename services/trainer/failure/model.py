@@ -29,6 +29,7 @@ from services.trainer.failure.features import FeatureSpec, batch_features, descr
 from shared.arrays import BoolArray, FloatArray
 from shared.catalogue import METRIC_NAMES
 
+NEVER = 2.0  # a threshold above every probability: the model warns of nothing
 DATASET_PARAMS = {"verbose": -1, "max_bin": 63, "bin_construct_sample_cnt": 10_000}
 
 
@@ -108,11 +109,15 @@ class FailureModel:
     summary: dict[str, Any] = field(default_factory=dict)
 
     def predict_row(self, row: FloatArray, *, explain: int = 0) -> FailurePrediction:
-        """Probabilities of one feature row (``FeatureSpec.names`` order)."""
+        """Probabilities of one feature row (``FeatureSpec.names`` order).
+
+        One thread: OpenMP's thread team costs more than a row's trees, and on a busy
+        machine its spinning threads make the tail latency (p99) milliseconds.
+        """
         x = np.asarray(row, dtype=np.float64).reshape(1, -1)
         out = []
         for h in self.horizons:
-            p = float(h.booster.predict(x)[0])
+            p = float(h.booster.predict(x, num_threads=1)[0])
             out.append(HorizonPrediction(h.horizon_min, p, h.threshold, p >= h.threshold))
         contributions: list[Contribution] = []
         if explain > 0:
@@ -133,7 +138,8 @@ class FailureModel:
     def explain(self, row: FloatArray, horizon_min: int, *, top: int = 3) -> list[Contribution]:
         """The features that pushed this row's probability up most (LightGBM's pred_contrib)."""
         h = next(h for h in self.horizons if h.horizon_min == horizon_min)
-        contrib = np.asarray(h.booster.predict(row.reshape(1, -1), pred_contrib=True))[0, :-1]
+        one = row.reshape(1, -1)
+        contrib = np.asarray(h.booster.predict(one, pred_contrib=True, num_threads=1))[0, :-1]
         order = np.argsort(-contrib)[:top]
         return [
             Contribution(
@@ -305,7 +311,7 @@ def choose_threshold(
     Wilson lower bound of their precision at ``params.confidence_z``).
 
     Warnings are counted as the service raises them (``evaluation.warning_signal``); without
-    a threshold reaching the target, the one of the highest precision; without positives, 0.5.
+    a threshold reaching the target (or without positives), ``NEVER``: no warnings.
     """
     valid = data.is_valid & data.keep[horizon_min]
     y, pv = data.y[horizon_min][valid], p[valid]
@@ -315,8 +321,8 @@ def choose_threshold(
         "validation_positives": int(y.sum()),
     }
     if not y.any() or y.all():
-        report.update(threshold=0.5, target_reached=False, precision=None, event_recall=None)
-        return 0.5, report
+        report.update(threshold=NEVER, target_reached=False, event_recall=None)
+        return NEVER, report
     candidates = np.unique(np.quantile(pv, 1.0 - np.geomspace(1e-4, 0.5, 80)))[::-1]
     # (precision's lower bound, threshold, event recall, precision)
     best: tuple[float, float, float, float] | None = None
@@ -340,16 +346,18 @@ def choose_threshold(
             best = (sure, thr, recall, precision)
         if sure >= params.precision_target:
             chosen = (sure, thr, recall, precision)
-    reached = chosen is not None
-    pick = chosen if chosen is not None else best
-    if pick is None:
-        report.update(threshold=0.5, target_reached=False, precision=None, event_recall=None)
-        return 0.5, report
-    sure, threshold, recall, precision = pick
+    if chosen is None:
+        # A model that cannot warn at the stated precision warns of nothing (it still gives
+        # probabilities); what the best threshold would have done is reported.
+        report.update(threshold=NEVER, target_reached=False, event_recall=None)
+        if best is not None:
+            report.update(best_threshold=best[1], best_precision_lower_bound=best[0])
+        return NEVER, report
+    sure, threshold, recall, precision = chosen
     flagged = pv >= threshold
     report.update(
         threshold=threshold,
-        target_reached=reached,
+        target_reached=True,
         precision=precision,
         precision_lower_bound=sure,
         event_recall=recall,

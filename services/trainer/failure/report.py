@@ -135,7 +135,7 @@ def evaluate(
         "definition": definition.describe(),
         "rule": (
             f"a warning opens after {consecutive} rows in a row over the threshold (any horizon "
-            f"for the model), closes after {consecutive} under; true if an onset follows within "
+            f"for the model), closes after {consecutive} under; true if an onset follows its opening within "
             f"{longest} min of it"
         ),
         "thresholds": {str(h.horizon_min): h.threshold for h in model.horizons},

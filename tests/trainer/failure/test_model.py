@@ -10,9 +10,11 @@ import orjson
 import pytest
 
 from services.trainer.failure import artifact
+from services.trainer.failure.definition import Condition, FailureDefinition
 from services.trainer.failure.evaluation import SignalReport, score_signal, warning_signal
 from services.trainer.failure.features import WORDS
 from services.trainer.failure.model import (
+    NEVER,
     FailureModel,
     TrainParams,
     history_from_frame,
@@ -120,3 +122,14 @@ def test_a_warning_before_a_memory_restart_is_explained_in_words(month, model) -
         # named in the metric's words ("p95 latency rising 5.3 ms/min ..."), never the raw id
         assert any(c.text.startswith(w + " ") for w in WORDS.values()), c.text
         assert c.feature.split(":")[0] not in c.text
+
+
+def test_a_model_that_cannot_reach_the_precision_warns_of_nothing(month) -> None:
+    hist = month[1]
+    # error storms only: nothing in the generator's data precedes them
+    storms = FailureDefinition(conditions=(Condition("storm", "error_rate", "above", 0.1, 120.0),))
+    weak = train([hist], definition=storms, params=PARAMS)
+    assert all(not h.validation["target_reached"] for h in weak.horizons)
+    assert all(h.threshold == NEVER for h in weak.horizons)
+    p = weak.predict_window(hist.times[:500], hist.values[:500])
+    assert not any(h.warning for h in p.horizons)
