@@ -40,7 +40,7 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 
 def line(name: str, s: dict) -> str:
     kinds = " | ".join(
-        f"{k} {v['warned_by_target']:.2f} (any {v['warned']:.2f}) med "
+        f"{k} (n={v['events']}) {v['warned_by_target']:.2f} (any {v['warned']:.2f}) med "
         + (f"{v['median_lead_min']:.0f}" if v["median_lead_min"] is not None else "-")
         for k, v in s["per_kind"].items()
     )

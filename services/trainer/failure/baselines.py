@@ -45,15 +45,23 @@ def definition_lines(definition: FailureDefinition) -> dict[str, float]:
 
 
 def trend_breach(
-    spec: FeatureSpec, features: FloatArray, lines: Mapping[str, float], *, horizon_min: float
+    spec: FeatureSpec,
+    features: FloatArray,
+    values: FloatArray,
+    lines: Mapping[str, float],
+    *,
+    horizon_min: float,
 ) -> BoolArray:
-    """Rows whose 15-minute trend reaches a line within the horizon (or is over it already)."""
+    """Rows whose 15-minute trend reaches a line within the horizon (or is over it already).
+
+    ``values`` (n, len(spec.metrics)) are the samples; ``features`` their rows (the slope).
+    """
     names = {n: j for j, n in enumerate(spec.names)}
     out = np.zeros(len(features), dtype=bool)
     for metric, line in lines.items():
-        if f"{metric}:level" not in names:
+        if metric not in spec.metrics:
             continue
-        level = features[:, names[f"{metric}:level"]]
+        level = values[:, spec.metrics.index(metric)]
         slope = np.nan_to_num(features[:, names[f"{metric}:slope_15m"]])
         out |= level + np.maximum(slope, 0.0) * horizon_min >= line
     return out

@@ -109,7 +109,9 @@ def evaluate(
         trend_lines = lines or baselines.catalogue_lines(spec.metrics)
         add(
             "trend_breach",
-            scored(baselines.trend_breach(spec, x, trend_lines, horizon_min=longest), scene),
+            scored(
+                baselines.trend_breach(spec, x, values, trend_lines, horizon_min=longest), scene
+            ),
         )
         flags = item.anomaly_over
         if flags is None and with_anomaly:

@@ -52,7 +52,7 @@ def test_persistence_and_trend_baselines_fire_where_they_should() -> None:
     assert flags[np.flatnonzero(cpu >= 68.0)].all() and not flags[cpu < 68.0].any()
     spec = FeatureSpec.for_metrics(metrics, definition.conditions)
     x = batch_features(spec, T + 1_767_225_600.0, cpu[:, None])
-    trend = trend_breach(spec, x, {"cpu_usage_percent": 85.0}, horizon_min=60)
+    trend = trend_breach(spec, x, cpu[:, None], {"cpu_usage_percent": 85.0}, horizon_min=60)
     first = int(np.argmax(trend))
     # 0.5 %/min from 30 %: the line is 110 min away at minute 700; within 60 min at 750
     assert 748 <= first <= 752 and trend[first:].all() and not trend[:700].any()
