@@ -90,25 +90,7 @@ def synthetic(consecutive: int) -> None:
             f"validation warnings precision {v['precision']:.3f} (lower bound "
             f"{v['precision_lower_bound']:.3f}), events warned {v['event_recall']:.2f}"
         )
-    # one prediction: features from the host's last hour + the three boosters
-    lat, lat_x = [], []
-    for i in range(2000, 7000):
-        t, x = test.times[i - 61 : i + 1], test.values[i - 61 : i + 1]
-        t0 = time.perf_counter()
-        model.predict_window(t, x)
-        lat.append(time.perf_counter() - t0)
-    for i in range(2000, 3000):
-        t, x = test.times[i - 61 : i + 1], test.values[i - 61 : i + 1]
-        t0 = time.perf_counter()
-        model.predict_window(t, x, explain=3)
-        lat_x.append(time.perf_counter() - t0)
-    us = np.array(lat) * 1e6
-    print(
-        f"one prediction in process (features + 3 boosters): p50 {np.percentile(us, 50):.0f} us, "
-        f"p99 {np.percentile(us, 99):.0f} us; with 3 contributions p50 "
-        f"{np.percentile(np.array(lat_x) * 1e6, 50):.0f} us, p99 "
-        f"{np.percentile(np.array(lat_x) * 1e6, 99):.0f} us"
-    )
+    speed(model, test)
     # the anomaly baseline, warmed on the training month as a running service would be
     t0 = time.perf_counter()
     both_t = np.concatenate([hist.times, test.times])
@@ -130,6 +112,25 @@ def synthetic(consecutive: int) -> None:
     show(ev)
     with open("/tmp/bench_failure_synthetic.json", "w") as f:
         json.dump(ev, f, indent=1)
+
+
+def speed(model, test: HostHistory) -> None:
+    """One prediction from the host's last hour: features + three boosters (+ explanations)."""
+    for explain, n in ((0, 5000), (3, 1000)):
+        wall, cpu = [], []
+        for i in range(2000, 2000 + n):
+            t, x = test.times[i - 61 : i + 1], test.values[i - 61 : i + 1]
+            t0, c0 = time.perf_counter(), time.thread_time()
+            model.predict_window(t, x, explain=explain)
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.thread_time() - c0)
+        w, c = np.array(wall) * 1e6, np.array(cpu) * 1e6
+        print(
+            f"one prediction in process (features + 3 boosters"
+            f"{', 3 contributions' if explain else ''}), {n} rows: wall p50 "
+            f"{np.percentile(w, 50):.0f} us, p99 {np.percentile(w, 99):.0f} us; thread CPU "
+            f"time p50 {np.percentile(c, 50):.0f} us, p99 {np.percentile(c, 99):.0f} us"
+        )
 
 
 def smd(consecutive: int, absolute: bool) -> None:
@@ -193,9 +194,15 @@ def main() -> None:
     ap.add_argument("--consecutive", type=int, default=3)
     ap.add_argument("--skip-smd", action="store_true")
     ap.add_argument("--smd-only", action="store_true")
+    ap.add_argument("--speed-only", action="store_true", help="train once, time predictions")
     ap.add_argument("--smd-absolute", action="store_true", help="SMD levels as they are")
     args = ap.parse_args()
     print(f"lightgbm {lgb.__version__}, numpy {np.__version__}")
+    if args.speed_only:
+        df = SyntheticDataGenerator(seed=42).generate_full_training_set(30, start=START)
+        hist = history_from_frame(df)
+        speed(train([hist], params=TrainParams(consecutive=args.consecutive)), hist)
+        return
     if not args.smd_only:
         synthetic(args.consecutive)
     if not args.skip_smd:
