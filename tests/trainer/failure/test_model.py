@@ -12,7 +12,7 @@ import pytest
 from services.trainer.failure import artifact
 from services.trainer.failure.definition import Condition, FailureDefinition
 from services.trainer.failure.evaluation import SignalReport, score_signal, warning_signal
-from services.trainer.failure.features import WORDS
+from services.trainer.failure.features import WORDS, batch_features
 from services.trainer.failure.model import (
     NEVER,
     FailureModel,
@@ -133,3 +133,17 @@ def test_a_model_that_cannot_reach_the_precision_warns_of_nothing(month) -> None
     assert all(h.threshold == NEVER for h in weak.horizons)
     p = weak.predict_window(hist.times[:500], hist.values[:500])
     assert not any(h.warning for h in p.horizons)
+
+
+def test_one_row_reads_what_booster_predict_reads(month, model) -> None:
+    hist = month[1]
+    x = batch_features(model.spec, hist.times[:3000], hist.values[:3000])
+    batch = model.predict_features(x)
+    for i in (100, 1500, 2999):
+        p = model.predict_row(x[i])
+        for h in p.horizons:
+            assert h.probability == batch[h.horizon_min][i]
+    loaded = artifact.load(artifact.dump(model), artifact.sha256(artifact.dump(model)))
+    assert loaded.predict_row(x[1500]) == model.predict_row(x[1500])
+    with pytest.raises(ValueError, match="a row of 128 features"):
+        model.horizons[0].row(x[0, :10])
