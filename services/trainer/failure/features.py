@@ -159,12 +159,9 @@ def batch_features(spec: FeatureSpec, times: FloatArray, values: FloatArray) -> 
     if x.ndim != 2 or x.shape != (len(t), len(spec.metrics)):
         raise ValueError(f"values must be (len(times), {len(spec.metrics)}), got {x.shape}")
     relative, cond_metric, cond_level, columns = spec.compiled
-    out = np.empty((len(t), len(relative) * len(PER_METRIC) + 2 * len(cond_metric) + len(TIME)))
-    kernel.all_rows(t, x, relative, cond_metric, cond_level, out)
-    if len(columns) == out.shape[1]:
-        return out
-    kept: FloatArray = np.ascontiguousarray(out[:, columns])
-    return kept
+    out = np.empty((len(t), len(columns)))
+    kernel.all_rows(t, x, relative, cond_metric, cond_level, columns, out)
+    return out
 
 
 def describe(spec: FeatureSpec, j: int, row: FloatArray) -> str:

@@ -140,11 +140,15 @@ def all_rows(
     relative: IntArray,
     cond_metric: IntArray,
     cond_level: FloatArray,
+    columns: IntArray,
     out: FloatArray,
 ) -> None:
-    """Every row's features, each from the hour up to it (causal)."""
+    """Every row's features (the ``columns`` kept), each from the hour up to it (causal)."""
+    scratch = np.empty(x.shape[1] * N_PER_METRIC + 2 * len(cond_metric) + 2)
     first = 0
     for i in range(len(t)):
         while t[first] <= t[i] - LOOKBACK_S:
             first += 1
-        row_features(t, x, first, i, relative, cond_metric, cond_level, out[i])
+        row_features(t, x, first, i, relative, cond_metric, cond_level, scratch)
+        for c in range(len(columns)):
+            out[i, c] = scratch[columns[c]]

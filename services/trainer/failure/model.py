@@ -274,16 +274,21 @@ def train(
         params=DATASET_PARAMS,
         free_raw_data=False,
     ).construct()
+    # and one validation set: the rows every horizon may be checked on
+    check = data.is_valid.copy()
+    for h in definition.horizons_min:
+        check &= data.keep[h]
+    valid_set = lgb.Dataset(
+        data.x[check],
+        label=data.y[definition.horizons_min[0]][check].astype(np.float64),
+        reference=dataset,
+        params=DATASET_PARAMS,
+        free_raw_data=False,
+    ).construct()
     models = []
     for h in definition.horizons_min:
         dataset.set_label(data.y[h][train_rows].astype(np.float64))
-        check = data.is_valid & data.keep[h]
-        valid_set = lgb.Dataset(
-            data.x[check],
-            label=data.y[h][check].astype(np.float64),
-            reference=dataset,
-            params=DATASET_PARAMS,
-        )
+        valid_set.set_label(data.y[h][check].astype(np.float64))
         booster = lgb.train(
             lgb_params,
             dataset,
@@ -328,7 +333,7 @@ def choose_threshold(
     if not y.any() or y.all():
         report.update(threshold=NEVER, target_reached=False, event_recall=None)
         return NEVER, report
-    candidates = np.unique(np.quantile(pv, 1.0 - np.geomspace(1e-4, 0.5, 80)))[::-1]
+    candidates = np.unique(np.quantile(pv, 1.0 - np.geomspace(1e-4, 0.5, 50)))[::-1]
     # (precision's lower bound, threshold, event recall, precision)
     best: tuple[float, float, float, float] | None = None
     chosen: tuple[float, float, float, float] | None = None
