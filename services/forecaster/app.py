@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.forecaster.forecasting import endpoints as forecasting
 from services.forecaster.forecasting.prophet_model import stored_model
+from services.forecaster.forecasting.read_cache import ReadCache
 from services.forecaster.forecasting.repository import MODEL_NAME
 from services.forecaster.forecasting.service import Forecaster, ForecasterModels
 from services.forecaster.health import endpoints as health
@@ -77,6 +78,7 @@ def create_app(
             app.state.settings = settings
             app.state.notifier = notifier
             app.state.forecaster = service
+            app.state.read_cache = ReadCache(service.thresholds)
             app.state.loops = [notifier.loop, *loops]
             notifier.start()
             for loop in loops:

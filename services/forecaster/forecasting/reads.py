@@ -2,23 +2,30 @@
 
 Every read is fleet-wide without `host` (each entry names its host) and one host's with it.
 
-Usage: `await reads.forecast(conn, query, step_minutes=15.0, now=utcnow())` in an endpoint.
+The stored generations are served from a ReadCache (read_cache.py) checked against the store on
+every request; the two big answers are built as JSON bytes, not pydantic objects.
+
+Usage: `await reads.forecast(conn, cache, query, step_minutes=15.0, now=utcnow())` in an endpoint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime, timedelta
-from itertools import groupby
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.forecaster.forecasting import forecast_store as store
 from services.forecaster.forecasting import repository as repo
-from services.forecaster.forecasting.breach import find_breaches, interval_width
-from services.forecaster.forecasting.next_hour import next_hour as next_hour_of
+from services.forecaster.forecasting.breach import find_breach
+from services.forecaster.forecasting.read_cache import (
+    CachedSeries,
+    ReadCache,
+    answered,
+    forecast_body,
+    next_hour_body,
+)
 from shared.catalogue import METRIC_NAMES
 from shared.errors import Conflict, NotFound, Unprocessable
 from shared.schemas.forecast import (
@@ -26,12 +33,7 @@ from shared.schemas.forecast import (
     AlertsResponse,
     BreachAlert,
     ChangePointOut,
-    ForecastPoint,
     ForecastQuery,
-    ForecastResponse,
-    MetricForecast,
-    NextHourItem,
-    NextHourResponse,
     TrendResponse,
 )
 
@@ -90,143 +92,123 @@ async def _models_by_host(
     raise _unknown_host(host, sorted(await repo.active_parameters(conn, parameters=False)))
 
 
-def _answered(host: str | None, hosts: list[str]) -> str | None:
-    """The response's `host`: the one asked for, or the only one answered; else None."""
-    if host is not None:
-        return host
-    return hosts[0] if len(hosts) == 1 else None
+async def _hosts(conn: AsyncConnection, host: str | None) -> list[str]:
+    """Hosts with an active model: `host` (404 naming the hosts if it has none), else every
+    host (409 when nothing was trained yet)."""
+    hosts = await repo.active_hosts(conn, host=host)
+    if hosts:
+        return hosts
+    if host is None:
+        raise NO_MODEL_YET
+    raise _unknown_host(host, await repo.active_hosts(conn))
+
+
+async def _series(
+    conn: AsyncConnection, cache: ReadCache, *, host: str | None, metric: str | None = None
+) -> list[CachedSeries]:
+    """The newest generation of each (host, metric) in scope, from the cache.
+
+    Every request reads the store's generation index (one small indexed read): a generation
+    written since, by this process or another, is loaded before it answers, never a stale one.
+    """
+    index = await store.generation_index(conn, host=host, metric=metric)
+    stale = cache.stale(index)
+    if stale:
+        for stored, parameters in await store.read_generations(conn, stale):
+            cache.put(stored, parameters)
+    if host is None and metric is None:
+        cache.forget(index)
+    return cache.series(index)
 
 
 async def forecast(
-    conn: AsyncConnection, query: ForecastQuery, *, step_minutes: float, now: datetime
-) -> ForecastResponse:
+    conn: AsyncConnection,
+    cache: ReadCache,
+    query: ForecastQuery,
+    *,
+    step_minutes: float,
+    now: datetime,
+) -> bytes:
+    """A ForecastResponse's JSON."""
     check_metric(query.metric)
-    models = await _models_by_host(conn, query.host, parameters=False)
-    stored = await store.read_forecasts(
-        conn,
-        host=query.host,
-        metric=query.metric,
+    await _hosts(conn, query.host)
+    series = await _series(conn, cache, host=query.host, metric=query.metric)
+    body = forecast_body(
+        series,
         after=now,
         until=now + timedelta(hours=query.hours_ahead),
-    )
-    if not stored:
-        if query.metric is not None and not any(query.metric in m for m in models.values()):
-            raise _no_model(query.host, query.metric)
-        raise _not_written(query.host)
-    forecasts = [
-        MetricForecast(
-            host=series.host,
-            metric=series.metric,
-            model_id=series.model_id,
-            model_version=series.model_version,
-            generated_at=series.generated_at,
-            points=[
-                ForecastPoint(timestamp=t, yhat=y, yhat_lower=lo, yhat_upper=hi)
-                for t, y, lo, hi in zip(
-                    series.times, series.yhat, series.lower, series.upper, strict=True
-                )
-            ],
-        )
-        for series in stored
-    ]
-    hosts = list(dict.fromkeys(series.host for series in stored))
-    return ForecastResponse(
-        host=_answered(query.host, hosts),
-        hosts=hosts,
+        host=query.host,
         hours_ahead=query.hours_ahead,
         step_minutes=step_minutes,
-        forecasts=forecasts,
     )
+    if body is None:
+        if query.metric is not None:
+            models = await _models_by_host(conn, query.host, parameters=False)
+            if not any(query.metric in m for m in models.values()):
+                raise _no_model(query.host, query.metric)
+        raise _not_written(query.host)
+    return body
 
 
 async def next_hour(
-    conn: AsyncConnection, *, host: str | None, step_minutes: float, now: datetime
-) -> NextHourResponse:
-    models = await _models_by_host(conn, host)
-    at = now + timedelta(hours=1)
-    stored = await store.read_forecasts(
-        conn, host=host, after=now, until=at + timedelta(minutes=2 * step_minutes)
-    )
-    if not stored:
+    conn: AsyncConnection,
+    cache: ReadCache,
+    *,
+    host: str | None,
+    step_minutes: float,
+    now: datetime,
+) -> bytes:
+    """A NextHourResponse's JSON."""
+    await _hosts(conn, host)
+    series = await _series(conn, cache, host=host)
+    until = now + timedelta(hours=1, minutes=2 * step_minutes)
+    hosts = sorted({entry.host for entry in series if entry.has_points(now, until)})
+    if not hosts:
         raise _not_written(host)
-    hosts = list(dict.fromkeys(series.host for series in stored))
     samples = await repo.latest_samples(conn, hosts)
-    order = {name: i for i, name in enumerate(METRIC_NAMES)}
-    items: list[NextHourItem] = []
-    for series in stored:
-        sample = samples.get(series.host) or {}
-        current = sample.get(series.metric)
-        params = models.get(series.host, {}).get(series.metric, {})
-        found = next_hour_of(
-            series.prediction(),
-            at=at,
-            current_value=None if current is None else float(current),
-            scale=float(params.get("y_scale") or 0.0),
-        )
-        items.append(
-            NextHourItem(
-                host=series.host,
-                metric=series.metric,
-                current_value=None if current is None else float(current),
-                current_at=sample.get("timestamp"),
-                at=found.at,
-                yhat=found.yhat,
-                yhat_lower=found.yhat_lower,
-                yhat_upper=found.yhat_upper,
-                change=found.change,
-                direction=found.direction,
-            )
-        )
-    items.sort(key=lambda item: (item.host, order.get(item.metric, len(order))))
-    newest = max(series.generated_at for series in stored)
-    return NextHourResponse(
-        host=_answered(host, hosts), hosts=hosts, generated_at=newest, metrics=items
-    )
+    body = next_hour_body(series, now=now, step_minutes=step_minutes, host=host, samples=samples)
+    if body is None:  # pragma: no cover - the hosts above have points in the hour
+        raise _not_written(host)
+    return body
 
 
 async def alerts(
-    conn: AsyncConnection, query: AlertsQuery, *, thresholds: Mapping[str, float], now: datetime
+    conn: AsyncConnection, cache: ReadCache, query: AlertsQuery, *, now: datetime
 ) -> AlertsResponse:
-    models = await _models_by_host(conn, query.host)
+    """Predicted breaches of the cache's thresholds (the service's) in the horizon."""
+    hosts = await _hosts(conn, query.host)
     until = now + timedelta(hours=query.hours_ahead)
-    # Only series reaching their threshold somewhere can breach it: read those whole.
-    reaching = await store.reaching(
-        conn, host=query.host, after=now, until=until, limits=thresholds
-    )
-    stored = await store.read_forecasts(conn, after=now, until=until, pairs=reaching)
     found: list[BreachAlert] = []
-    for host, group in groupby(stored, key=lambda series: series.host):
-        series_of = {series.metric: series for series in group}
-        params = models.get(host, {})
-        breaches = find_breaches(
-            (
-                (
-                    name,
-                    series.prediction(),
-                    # The width the model's interval was made for (calibrated by the model).
-                    interval_width(params.get(name, {})),
-                )
-                for name, series in series_of.items()
-            ),
-            limits=thresholds,
+    for entry in await _series(conn, cache, host=query.host):
+        limit = cache.thresholds.get(entry.metric)
+        i, j = entry.window(now, until)
+        # Only a series with a point at or above its threshold can breach it.
+        if limit is None or i >= j or not entry.reaches(i, j):
+            continue
+        breach = find_breach(
+            entry.metric,
+            entry.times[i:j],
+            entry.yhat[i:j],
+            entry.upper[i:j],
+            threshold=limit,
+            interval_width=entry.width,
             now=now,
         )
-        found.extend(
-            BreachAlert(
-                host=host,
-                **asdict(breach),
-                model_id=series_of[breach.metric].model_id,
-                generated_at=series_of[breach.metric].generated_at,
+        if breach is not None:
+            found.append(
+                BreachAlert(
+                    host=entry.host,
+                    **asdict(breach),
+                    model_id=entry.model_id,
+                    generated_at=entry.generated_at,
+                )
             )
-            for breach in breaches
-        )
     found.sort(key=lambda alert: (alert.at, alert.host, alert.metric))
-    hosts = sorted(models) if query.host is None else [query.host]
     return AlertsResponse(
-        host=_answered(query.host, hosts),
+        host=answered(query.host, hosts),
         hosts=hosts,
         hours_ahead=query.hours_ahead,
-        thresholds=dict(thresholds),
+        thresholds=dict(cache.thresholds),
         alerts=found,
         count=len(found),
     )

@@ -235,6 +235,19 @@ async def active_parameters(
     return out
 
 
+async def active_hosts(conn: AsyncConnection, *, host: str | None = None) -> list[str]:
+    """Hosts with an active forecaster version (only `host`, if it has one), sorted."""
+    m = ml_models.c
+    query = (
+        sa.select(m.host)
+        .where(m.name == MODEL_NAME, m.status == "active", m.host.is_not(None))
+        .distinct()
+    )
+    if host is not None:
+        query = query.where(m.host == host)
+    return sorted(str(row[0]) for row in await conn.execute(query))
+
+
 async def trained_at_by_host(conn: AsyncConnection) -> dict[str, datetime]:
     """Per host with active forecaster versions, when the newest of them was activated."""
     m = ml_models.c
