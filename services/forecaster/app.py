@@ -5,6 +5,7 @@ Usage: `uvicorn --factory services.forecaster.app:create_app` (or `autofix-ml se
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from contextlib import asynccontextmanager
@@ -24,6 +25,9 @@ from shared.incidents.notifier import Notifier
 from shared.loops import BackgroundLoop, stop_all
 from shared.settings import Settings, get_settings
 from shared.web import new_app
+
+# Added to the fit workers' nice value (0 = normal, 19 = lowest priority).
+FIT_WORKER_NICENESS = 10
 
 
 def create_app(
@@ -46,7 +50,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with database(settings.database_url, engine) as db:
             # Fitting in threads of this process held the GIL long enough to slow /health.
-            pool = executor or workers.process_pool(fit_workers)
+            # ...and at normal priority they took the 2 cores from the loop: the fits (and
+            # CmdStan, their child) run niced, so /health and the reads come first.
+            pool = executor or workers.process_pool(
+                fit_workers, initializer=os.nice, initargs=(FIT_WORKER_NICENESS,)
+            )
             notifier = Notifier(settings, db)
             service = Forecaster(
                 settings,

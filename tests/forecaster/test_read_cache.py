@@ -3,7 +3,7 @@ process or another, is what the next read answers; answers keep their schema and
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -123,3 +123,38 @@ async def test_cached_answers_match_the_stored_points_and_the_schemas(
         assert item.yhat_lower == pytest.approx(expected.yhat_lower, rel=1e-12)
         assert item.yhat_upper == pytest.approx(expected.yhat_upper, rel=1e-12)
         assert item.change == pytest.approx(expected.change, rel=1e-12)
+
+
+async def write(engine: AsyncEngine, host: str, at: datetime) -> None:
+    async with engine.begin() as conn:
+        await store.write_forecasts(
+            conn,
+            host=host,
+            metric=CPU,
+            model_id=None,  # type: ignore[arg-type]
+            generated_at=at,
+            timestamps=[at + timedelta(minutes=15)],
+            yhat=[1.0],
+            lower=[0.0],
+            upper=[2.0],
+        )
+
+
+async def test_the_fingerprint_changes_with_every_generation_written_even_out_of_order(
+    engine: AsyncEngine,
+) -> None:
+    """A generation made earlier but committed after a newer one (two processes) leaves the
+    newest generated_at and the count as they were: the fingerprint still changes."""
+    start = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    await write(engine, "a", start + timedelta(hours=2))
+    await write(engine, "b", start)
+    seen = []
+    async with engine.connect() as conn:
+        seen.append(await store.fingerprint(conn, "forecaster"))
+    await write(engine, "b", start + timedelta(hours=1))  # older than a's, newer than b's
+    async with engine.connect() as conn:
+        seen.append(await store.fingerprint(conn, "forecaster"))
+        seen.append(await store.fingerprint(conn, "forecaster"))
+    assert seen[0][:2] == (2, seen[1][1]) and seen[1][0] == 2  # count and newest: the same
+    assert seen[1] != seen[0]
+    assert seen[2] == seen[1]  # nothing written: the same

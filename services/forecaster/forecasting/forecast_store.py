@@ -210,6 +210,31 @@ async def generations(conn: AsyncConnection, *, host: str, metric: str) -> list[
 Key = tuple[str, str]  # (host, metric)
 
 
+async def fingerprint(conn: AsyncConnection, model_name: str) -> tuple[Any, ...]:
+    """What the reads' cache depends on, in one row: forecast_generations' (count, newest,
+    sum of every generated_at) and the active `model_name` versions' (count, sum of ids).
+
+    Every write of a generation moves its row's generated_at forward (to the time of the
+    write), so the sum changes even when a write made earlier commits after a newer one and
+    the newest stays; removing a row changes the count. Activating or retiring a version
+    changes the ids' count or sum. Equal fingerprints: the same index and active hosts.
+    """
+    g, m = forecast_generations.c, ml_models.c
+    if conn.dialect.name == "sqlite":
+        total = sa.func.sum(sa.func.julianday(g.generated_at))
+    else:
+        total = sa.func.sum(sa.extract("epoch", g.generated_at))
+    active = (m.name == model_name, m.status == "active")
+    query = sa.select(
+        sa.select(sa.func.count()).select_from(forecast_generations).scalar_subquery(),
+        sa.select(sa.func.max(g.generated_at)).scalar_subquery(),
+        sa.select(total).scalar_subquery(),
+        sa.select(sa.func.count()).select_from(ml_models).where(*active).scalar_subquery(),
+        sa.select(sa.func.sum(m.id)).where(*active).scalar_subquery(),
+    )
+    return tuple((await conn.execute(query)).one())
+
+
 async def generation_index(
     conn: AsyncConnection, *, host: str | None = None, metric: str | None = None
 ) -> dict[Key, datetime]:

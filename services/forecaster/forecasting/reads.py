@@ -25,6 +25,7 @@ from services.forecaster.forecasting.read_cache import (
     answered,
     forecast_body,
     next_hour_body,
+    windows,
 )
 from shared.catalogue import METRIC_NAMES
 from shared.errors import Conflict, NotFound, Unprocessable
@@ -92,33 +93,33 @@ async def _models_by_host(
     raise _unknown_host(host, sorted(await repo.active_parameters(conn, parameters=False)))
 
 
-async def _hosts(conn: AsyncConnection, host: str | None) -> list[str]:
-    """Hosts with an active model: `host` (404 naming the hosts if it has none), else every
-    host (409 when nothing was trained yet)."""
-    hosts = await repo.active_hosts(conn, host=host)
-    if hosts:
-        return hosts
-    if host is None:
-        raise NO_MODEL_YET
-    raise _unknown_host(host, await repo.active_hosts(conn))
-
-
 async def _series(
     conn: AsyncConnection, cache: ReadCache, *, host: str | None, metric: str | None = None
 ) -> list[CachedSeries]:
-    """The newest generation of each (host, metric) in scope, from the cache.
+    """The newest generation of each (host, metric) in scope, from the cache; 404 for a host
+    without an active model (naming the hosts that have one), 409 when none has.
 
-    Every request reads the store's generation index (one small indexed read): a generation
-    written since, by this process or another, is loaded before it answers, never a stale one.
+    Every request reads the store's fingerprint (one row): when a generation was written or
+    a version activated since, by this process or another, the index and the hosts are read
+    and the new generations loaded before answering; a stale answer is never served.
     """
-    index = await store.generation_index(conn, host=host, metric=metric)
-    stale = cache.stale(index)
-    if stale:
-        for stored, parameters in await store.read_generations(conn, stale):
-            cache.put(stored, parameters)
-    if host is None and metric is None:
-        cache.forget(index)
-    return cache.series(index)
+    fingerprint = await store.fingerprint(conn, repo.MODEL_NAME)
+    if fingerprint != cache.fingerprint:
+        index = await store.generation_index(conn)
+        stale = cache.stale(index)
+        if stale:
+            for stored, parameters in await store.read_generations(conn, stale):
+                cache.put(stored, parameters)
+        cache.settle(index, await repo.active_hosts(conn), fingerprint)
+    if host is None and not cache.hosts:
+        raise NO_MODEL_YET
+    if host is not None and host not in cache.hosts:
+        raise _unknown_host(host, cache.hosts)
+    return cache.scoped(host, metric)
+
+
+def _searched(cache: ReadCache, host: str | None) -> list[str]:
+    return list(cache.hosts) if host is None else [host]
 
 
 async def forecast(
@@ -131,12 +132,9 @@ async def forecast(
 ) -> bytes:
     """A ForecastResponse's JSON."""
     check_metric(query.metric)
-    await _hosts(conn, query.host)
     series = await _series(conn, cache, host=query.host, metric=query.metric)
     body = forecast_body(
-        series,
-        after=now,
-        until=now + timedelta(hours=query.hours_ahead),
+        windows(series, now, now + timedelta(hours=query.hours_ahead)),
         host=query.host,
         hours_ahead=query.hours_ahead,
         step_minutes=step_minutes,
@@ -159,16 +157,14 @@ async def next_hour(
     now: datetime,
 ) -> bytes:
     """A NextHourResponse's JSON."""
-    await _hosts(conn, host)
     series = await _series(conn, cache, host=host)
-    until = now + timedelta(hours=1, minutes=2 * step_minutes)
-    hosts = sorted({entry.host for entry in series if entry.has_points(now, until)})
-    if not hosts:
+    at = now + timedelta(hours=1)
+    found = windows(series, now, at + timedelta(minutes=2 * step_minutes))
+    if not found:
         raise _not_written(host)
-    samples = await repo.latest_samples(conn, hosts)
-    body = next_hour_body(series, now=now, step_minutes=step_minutes, host=host, samples=samples)
-    if body is None:  # pragma: no cover - the hosts above have points in the hour
-        raise _not_written(host)
+    samples = await repo.latest_samples(conn, {entry.host for entry, _, _ in found})
+    body = next_hour_body(found, at=at, host=host, samples=samples)
+    assert body is not None  # found is not empty
     return body
 
 
@@ -176,14 +172,14 @@ async def alerts(
     conn: AsyncConnection, cache: ReadCache, query: AlertsQuery, *, now: datetime
 ) -> AlertsResponse:
     """Predicted breaches of the cache's thresholds (the service's) in the horizon."""
-    hosts = await _hosts(conn, query.host)
+    series = await _series(conn, cache, host=query.host)
+    hosts = _searched(cache, query.host)
     until = now + timedelta(hours=query.hours_ahead)
     found: list[BreachAlert] = []
-    for entry in await _series(conn, cache, host=query.host):
+    for entry, i, j in windows(series, now, until):
         limit = cache.thresholds.get(entry.metric)
-        i, j = entry.window(now, until)
         # Only a series with a point at or above its threshold can breach it.
-        if limit is None or i >= j or not entry.reaches(i, j):
+        if limit is None or not entry.reaches(i, j):
             continue
         breach = find_breach(
             entry.metric,
