@@ -269,21 +269,20 @@ async def reads(
             print(row(name, await timed(client, path, n, **params)), flush=True)
 
 
-def scheduled_phase(url: str, args: argparse.Namespace) -> None:
-    with serve(url, "0") as off:
+def scheduled_phase(url: str, args: argparse.Namespace, code: str | None = None) -> None:
+    """/health idle, then during `--limit` seconds of scheduled training (the services run
+    from `code`, default this checkout); hosts trained before are not due again."""
+    with serve(url, "0", code=code) as off:
         idle = asyncio.run(idle_health(off.forecaster, args.requests))
-    with serve(url, "24") as on:
-        busy, seconds, _models, _health = asyncio.run(
+    with serve(url, "24", code=code) as on:
+        busy, seconds, models, _health = asyncio.run(
             scheduled(on.forecaster, args.hosts, args.limit)
         )
-    trained, filled = asyncio.run(fill(url, args.hosts))
-    print("| what | value |\n|---|---|")
-    print(f"| hosts trained on schedule | {trained} of {args.hosts} in {seconds:.1f} s |")
-    print(f"| per host (14 metrics, fit + evaluation) | {seconds / max(1, trained):.2f} s |")
-    print(f"| hosts given copies of trained hosts' models and forecasts | {filled} |\n")
+    label = code or "this checkout"
+    print(f"\n{label}: {models // len(METRIC_NAMES)} hosts with models after {seconds:.1f} s\n")
     print("| request (ms) | n | p50 | p99 | max |\n|---|---|---|---|---|")
-    print(row("forecaster /health, schedule off (baseline)", idle))
-    print(row("forecaster /health, during the scheduled training", busy), flush=True)
+    print(row(f"forecaster /health, schedule off ({label})", idle))
+    print(row(f"forecaster /health, during the scheduled training ({label})", busy), flush=True)
 
 
 def main() -> None:
@@ -303,6 +302,7 @@ def main() -> None:
     parser.add_argument(
         "--baseline-code", help="another checkout (e.g. /work/main): its reads first, same data"
     )
+    parser.add_argument("--skip-reads", action="store_true", help="the schedule only")
     parser.add_argument("--heavy", action="store_true", help="also every host x 14 metrics x 6 h")
     parser.add_argument("--only", nargs="*", help="only the reads whose name has one of these")
     args = parser.parse_args()
@@ -331,7 +331,13 @@ def main() -> None:
             trained_hosts, copied = asyncio.run(fill(url, args.hosts))
             print(f"hosts trained: {trained_hosts}; given copies: {copied}\n")
         else:
+            if args.baseline_code:
+                scheduled_phase(url, args, args.baseline_code)
             scheduled_phase(url, args)
+            trained_hosts, copied = asyncio.run(fill(url, args.hosts))
+            print(f"\nhosts trained: {trained_hosts}; given copies: {copied}\n")
+            if args.skip_reads:
+                return
         if args.baseline_code:
             print(f"\nBaseline: the services run from {args.baseline_code}")
             with serve(url, "0", code=args.baseline_code) as base:
