@@ -154,47 +154,6 @@ async def read_forecasts(
     ]
 
 
-async def reaching(
-    conn: AsyncConnection,
-    *,
-    after: datetime,
-    until: datetime,
-    limits: Mapping[str, float],
-    host: str | None = None,
-) -> list[tuple[str, str]]:
-    """The (host, metric)s whose newest forecast, in (after, until], has a point with yhat or
-    its upper bound at or above the metric's limit: the only ones that can breach it.
-
-    Alerts read these series whole instead of every series of the fleet.
-    """
-    if not limits:
-        return []
-    f, g = metric_forecasts.c, forecast_generations.c
-    reached = sa.or_(
-        *(
-            sa.and_(g.metric == name, sa.or_(f.yhat >= limit, f.yhat_upper >= limit))
-            for name, limit in limits.items()
-        )
-    )
-    query = (
-        sa.select(g.host, g.metric)
-        .select_from(forecast_generations)
-        .join(
-            metric_forecasts,
-            sa.and_(f.host == g.host, f.metric == g.metric, f.generated_at == g.generated_at),
-        )
-        .where(
-            g.metric.in_(list(limits)),
-            f.target_timestamp > after,
-            f.target_timestamp <= until,
-            reached,
-            *([g.host == host] if host is not None else []),
-        )
-        .distinct()
-    )
-    return sorted((str(r[0]), str(r[1])) for r in await conn.execute(query))
-
-
 async def generations(conn: AsyncConnection, *, host: str, metric: str) -> list[datetime]:
     """Stored generation times of one metric's forecast, newest first."""
     f = metric_forecasts.c
