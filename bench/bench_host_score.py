@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from bench.bench_smd import MACHINES, METRICS, load
+from bench.bench_stream_smd import config_from
 from services.trainer.anomaly import artifact
 from services.trainer.anomaly.detector import AnomalyDetector
 from services.trainer.anomaly.evaluation import (
@@ -39,7 +40,7 @@ from services.trainer.anomaly.evaluation import (
 )
 from services.trainer.anomaly.features import epoch_seconds
 from services.trainer.anomaly.hostscore import forest_on_stream_scale
-from services.trainer.anomaly.streaming import HostStream
+from services.trainer.anomaly.streaming import HostStream, StreamConfig
 from services.trainer.anomaly.training import train_detector
 from services.trainer.synthetic.generator import SyntheticDataGenerator
 from shared.catalogue import METRIC_NAMES
@@ -48,8 +49,10 @@ MODES = ("stream", "max", "confirm")
 CONSECUTIVE = 3
 
 
-def stream_scores(frame: pd.DataFrame, metrics: Sequence[str]) -> np.ndarray:
-    stream = HostStream(tuple(metrics))
+def stream_scores(
+    frame: pd.DataFrame, metrics: Sequence[str], config: StreamConfig | None = None
+) -> np.ndarray:
+    stream = HostStream(tuple(metrics), config or StreamConfig())
     times = epoch_seconds(list(frame["timestamp"]))
     values = frame[list(metrics)].to_numpy(dtype=float)
     out = np.zeros(len(frame))
@@ -72,14 +75,14 @@ def false_incidents(flags: np.ndarray) -> int:
     return len(runs(incident_rows(flags, CONSECUTIVE)))
 
 
-def smd_train_halves(thr: float, contamination: float) -> dict[str, float]:
+def smd_train_halves(thr: float, contamination: float, cfg: StreamConfig) -> dict[str, float]:
     incidents = dict.fromkeys(MODES, 0)
     days = 0.0
     for machine in MACHINES:
         train, _test, _raw = load(machine)
         half = len(train) // 2
         det = AnomalyDetector(contamination=contamination).fit(train.iloc[:half], METRICS)
-        s = stream_scores(train, METRICS)[half:]
+        s = stream_scores(train, METRICS, cfg)[half:]
         f = det.score_frame(train).score[half:]
         for mode, flags in combined(s, f, det.fitted_threshold, thr).items():
             incidents[mode] += false_incidents(flags)
@@ -88,14 +91,16 @@ def smd_train_halves(thr: float, contamination: float) -> dict[str, float]:
     return {m: incidents[m] / days for m in MODES}
 
 
-def smd_test_halves(thr: float, contamination: float) -> dict[str, DetectionCounts]:
+def smd_test_halves(
+    thr: float, contamination: float, cfg: StreamConfig
+) -> dict[str, DetectionCounts]:
     totals = {m: DetectionCounts() for m in MODES}
     for machine in MACHINES:
         train, test, raw = load(machine)
         events = [Event(e["start"], e["end"], "anomaly") for e in raw]
         det = AnomalyDetector(contamination=contamination).fit(train, METRICS)
         both = pd.concat([train, test], ignore_index=True)
-        s = stream_scores(both, METRICS)[len(train) :]
+        s = stream_scores(both, METRICS, cfg)[len(train) :]
         history = det.history_samples
         f = det.score_frame(pd.concat([train.iloc[-history:], test], ignore_index=True))
         for mode, flags in combined(s, f.score[history:], det.fitted_threshold, thr).items():
@@ -105,14 +110,14 @@ def smd_test_halves(thr: float, contamination: float) -> dict[str, DetectionCoun
     return totals
 
 
-def synthetic(thr: float) -> dict[str, dict[str, Any]]:
+def synthetic(thr: float, cfg: StreamConfig) -> dict[str, dict[str, Any]]:
     first = SyntheticDataGenerator(seed=42).generate_full_training_set(30)
     start = pd.Timestamp(first["timestamp"].iloc[-1]).to_pydatetime() + timedelta(minutes=1)
     second = SyntheticDataGenerator(seed=7).generate_full_training_set(30, start=start)
     outcome = train_detector(first, contamination=0.05, n_estimators=100, synthetic_seed=42)
     det = artifact.load(outcome.artifact, outcome.sha256)
     both = pd.concat([first, second], ignore_index=True)
-    s = stream_scores(both, METRIC_NAMES)[len(first) :]
+    s = stream_scores(both, METRIC_NAMES, cfg)[len(first) :]
     history = det.history_samples
     f = det.score_frame(pd.concat([first.iloc[-history:], second], ignore_index=True))
     labels = second["label"].astype(str).to_numpy()
@@ -130,17 +135,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threshold", type=float, default=0.9999)
     ap.add_argument("--contamination", type=float, default=0.001)
+    ap.add_argument("--config", nargs="*", default=[], help="StreamConfig key=value overrides")
+    ap.add_argument("--skip-test", action="store_true", help="design runs: not the test halves")
     args = ap.parse_args()
+    cfg = config_from(args.config)
     t0 = time.perf_counter()
     print(f"threshold {args.threshold}, SMD forest contamination {args.contamination}")
     print("SMD train halves, false incidents per host-day (second half of each train half):")
-    for mode, rate in smd_train_halves(args.threshold, args.contamination).items():
+    for mode, rate in smd_train_halves(args.threshold, args.contamination, cfg).items():
         print(f"  {mode:8s} {rate:.3f}")
     print("synthetic month (seed 7) after the quick start's (seed 42):")
-    for mode, r in synthetic(args.threshold).items():
+    for mode, r in synthetic(args.threshold, cfg).items():
         print(f"  {mode:8s} event precision {r['event_precision']:.3f} recall {r['recall']}")
+    if args.skip_test:
+        return
     print("SMD test halves (reported, not chosen on), pooled, as incidents:")
-    for mode, c in smd_test_halves(args.threshold, args.contamination).items():
+    for mode, c in smd_test_halves(args.threshold, args.contamination, cfg).items():
         print(
             f"  {mode:8s} point F1 {c.f1:.3f} | event P {c.event_precision:.3f} "
             f"R {c.event_recall:.3f} ({c.events_detected}/{c.events}, {c.flagged_runs} runs)"

@@ -80,6 +80,8 @@ def services(database_url: str, **env_extra: str) -> Iterator[Services]:
     env.update(DATABASE_URL=database_url, AUTOFIX_LOG_LEVEL="warning", ML_ENABLED="false")
     # No scheduled forecaster training unless a bench asks for it (it would fit stored hosts).
     env.update(ML_FORECAST_RETRAIN_HOURS="0")
+    # Benchmarks measure throughput from one address: no rate limit unless a bench sets one.
+    env.update(AUTOFIX_RATE_PREDICT="0", AUTOFIX_RATE_INGEST="0")
     env.update(env_extra)
     procs = {
         name: subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name], env=env)
@@ -129,12 +131,19 @@ class WrkResult:
 
 
 def wrk(
-    url: str, *, connections: int = 50, seconds: int = 10, script: str | None = None
+    url: str,
+    *,
+    connections: int = 50,
+    seconds: int = 10,
+    script: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> WrkResult:
     """Load `url` from a second process with wrk (Debian's package) and parse its summary."""
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency"]
     if script:
         command += ["-s", script]
+    for name, value in (headers or {}).items():
+        command += ["-H", f"{name}: {value}"]
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     errors = re.search(r"Socket errors:.*", out)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from services.keys_cli import access_summary, keys_app, preflight
 from shared.settings import get_settings
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)
 
 SERVICES = ("collector", "trainer", "forecaster", "api")
@@ -77,6 +78,10 @@ def serve(
         from shared.migrate import upgrade
 
         upgrade(settings.database_url)
+    problem = preflight(settings, service)
+    if problem is not None:
+        console.print(f"[red]{service} not started:[/red] {problem}")
+        raise typer.Exit(2)
     uvicorn.run(
         APP_FACTORIES[service],
         factory=True,
@@ -90,12 +95,13 @@ def serve(
 
 @app.command()
 def up() -> None:
-    """Migrate, then run all four services until Ctrl-C or SIGTERM."""
+    """Migrate, then run all four services until Ctrl-C or SIGTERM, restarting any that crashes."""
     from shared.migrate import upgrade
+    from shared.supervisor import Supervisor, die_with_parent
 
     settings = get_settings()
+    _configure_logging()
     upgrade(settings.database_url)
-    children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
     def stop(_signum: int = 0, _frame: object = None) -> None:
@@ -104,38 +110,37 @@ def up() -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    for name in SERVICES:
-        children[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", name], env=os.environ.copy()
-        )
+    # The gateway's own refusal (no key beyond loopback) stops `up` before anything starts,
+    # rather than being restarted by the supervisor again and again.
+    problem = preflight(settings, "api")
+    if problem is not None:
+        console.print(f"[red]api not started:[/red] {problem}")
+        raise typer.Exit(2)
+    env = os.environ.copy()
+    if not settings.internal_token:
+        # One token per run, shared by the gateway and the services it alone may call.
+        env["AUTOFIX_INTERNAL_TOKEN"] = secrets.token_urlsafe(32)
+    # Started by a shell or a test that is killed: go with it (the services follow us).
+    die_with_parent(signal.SIGTERM)
+    log = logging.getLogger("autofix_ml.supervisor")
+
+    def report(line: str) -> None:
+        log.warning(line)
+
+    supervisor = Supervisor(
+        {name: [sys.executable, "-m", "services.cli", "serve", name] for name in SERVICES},
+        env=env,
+        report=report,
+    )
     host = "127.0.0.1" if settings.bind_host in ("0.0.0.0", "::") else settings.bind_host
     for name in SERVICES:
         console.print(f"{name:<11} http://{host}:{settings.port(name)}")
     console.print(f"API docs    http://{host}:{settings.api_port}/api/docs")
     console.print(f"database    {settings.database_url}")
-    exit_code = 0
-    try:
-        while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    console.print(f"{name} exited with {child.returncode}; stopping the others")
-                    exit_code = child.returncode or 1
-                    stopping = True
-                    break
-            time.sleep(0.2)
-    finally:
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for child in children.values():
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-        console.print("all services stopped")
-    raise typer.Exit(exit_code)
+    console.print(f"API keys    {access_summary(settings)}")
+    console.print("a service that crashes is restarted (0.5 s, 1 s, 2 s ... 30 s apart)")
+    supervisor.run(lambda: stopping)
+    console.print("all services stopped")
 
 
 @app.command()

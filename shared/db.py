@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -37,6 +39,30 @@ async def database(url: str, engine: AsyncEngine | None = None) -> AsyncIterator
         yield owned
     finally:
         await owned.dispose()
+
+
+# SQLite has one write lock per file and its busy handler polls for it, unfairly: under a
+# stream of long writes (a year generated, a scoring pass) a short one (activate, feedback)
+# could wait past the gateway's timeout. Writers of one process queue here, first come first
+# served, so a short write waits for the writes queued before it, no longer.
+_WRITE_GATES: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """`engine.begin()` for a transaction that writes: `async with write_transaction(e) as c:`.
+
+    On SQLite the process's writers take turns in arrival order; PostgreSQL needs no queue.
+    """
+    if engine.dialect.name != "sqlite":
+        async with engine.begin() as conn:
+            yield conn
+        return
+    gate = _WRITE_GATES.get(engine)
+    if gate is None:
+        gate = _WRITE_GATES[engine] = asyncio.Lock()
+    async with gate, engine.begin() as conn:
+        yield conn
 
 
 def is_sqlite(url_or_engine: str | AsyncEngine | AsyncConnection) -> bool:
@@ -149,11 +175,14 @@ async def bulk_insert_samples(
     columns: Sequence[str] = SAMPLE_COLUMNS,
     prepared: bool = False,
 ) -> int:
-    """Insert sample rows (in `columns` order) on the engine's fast path; returns the count.
+    """Upsert sample rows (in `columns` order) on the engine's fast path; returns the count.
 
-    PostgreSQL: binary COPY (`copy_records_to_table`). SQLite: the driver's `executemany`.
-    `prepared=True` means the rows are already driver-ready (`frame_records`); otherwise
-    they go through `prepare_rows`. Runs inside the caller's transaction.
+    A row whose (host, timestamp) is stored already replaces the stored values (same id), so
+    a retried push or a regenerated window never duplicates a sample. PostgreSQL: binary COPY
+    into a temporary table, then one INSERT ... ON CONFLICT. SQLite: the driver's
+    `executemany` of INSERT ... ON CONFLICT. `prepared=True` means the rows are already
+    driver-ready (`frame_records`); otherwise they go through `prepare_rows`. Runs inside the
+    caller's transaction.
     """
     sqlite = conn.dialect.name == "sqlite"
     records: Iterable[Sequence[Any]] = (
@@ -162,17 +191,35 @@ async def bulk_insert_samples(
     counted = _Counted(records)
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
+    column_sql = ", ".join(f'"{c}"' for c in columns)
+    updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c not in SAMPLE_KEY)
+    conflict = f'ON CONFLICT (host, "timestamp") DO UPDATE SET {updates}'
     if sqlite:
         placeholders = ", ".join("?" for _ in columns)
-        column_sql = ", ".join(f'"{c}"' for c in columns)
         await driver.executemany(
-            f"INSERT INTO metrics_history ({column_sql}) VALUES ({placeholders})", counted
+            f"INSERT INTO metrics_history ({column_sql}) VALUES ({placeholders}) {conflict}",
+            counted,
         )
-    else:
-        await driver.copy_records_to_table(
-            "metrics_history", records=counted.aiter(), columns=list(columns)
-        )
+        return counted.count
+    # Through SQLAlchemy, so the COPY below runs inside the caller's transaction (begun here).
+    await conn.exec_driver_sql(
+        f"CREATE TEMP TABLE IF NOT EXISTS {_INCOMING} ON COMMIT DROP AS "
+        f"SELECT {column_sql} FROM metrics_history WITH NO DATA"
+    )
+    await driver.copy_records_to_table(_INCOMING, records=counted.aiter(), columns=list(columns))
+    # The last of several rows for one (host, timestamp) in a batch wins, as it would in order.
+    await conn.exec_driver_sql(
+        f"INSERT INTO metrics_history ({column_sql}) "
+        f'SELECT DISTINCT ON (host, "timestamp") {column_sql} FROM {_INCOMING} '
+        f'ORDER BY host, "timestamp", ctid DESC {conflict}'
+    )
+    await conn.exec_driver_sql(f"DELETE FROM {_INCOMING}")
     return counted.count
+
+
+# metrics_history's natural key (a unique index): one sample per host and time.
+SAMPLE_KEY = frozenset({"host", "timestamp"})
+_INCOMING = "incoming_samples"
 
 
 class _Counted:

@@ -25,6 +25,7 @@ def make_client(
     connect_timeout: float | None = None,
     transport: Transport = "httpx",
     max_connections: int = 100,
+    headers: dict[str, str] | None = None,
 ) -> httpx.AsyncClient:
     """A pooled async client: `make_client(base_url="http://127.0.0.1:8001", timeout=5.0)`."""
     limits = httpx.Limits(
@@ -42,6 +43,7 @@ def make_client(
         timeout=httpx.Timeout(timeout, connect=connect_timeout or timeout),
         transport=pool,
         trust_env=False,
+        headers=headers,
     )
 
 

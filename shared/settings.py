@@ -38,8 +38,22 @@ class Settings(BaseSettings):
         default=3600.0, gt=0, validation_alias=_env("ML_RETENTION_CHECK_SECONDS")
     )
     buffer_size: int = Field(default=10_000, ge=1, validation_alias=_env("ML_BUFFER_SIZE"))
+    write_queue_size: int = Field(
+        default=100_000,
+        ge=1,
+        validation_alias=_env("ML_WRITE_QUEUE_SIZE"),
+        description="Scores of answered predictions kept while the database is away; beyond "
+        "it the oldest are dropped (counted in health and /metrics).",
+    )
 
     # Where the collector reads application metrics (Prometheus text format); empty: the gateway's.
+    scrape_enabled: bool = Field(
+        default=True,
+        validation_alias=_env("ML_SCRAPE_ENABLED"),
+        description="Whether this collector reads application metrics at all; false: system "
+        "metrics only (in Kubernetes, the nodes' collectors: the gateway pods' own sidecar "
+        "collectors scrape them, one per pod).",
+    )
     scrape_url: str = Field(default="", validation_alias=_env("ML_SCRAPE_URL"))
     scrape_active_requests_metric: str = Field(
         default="autofix_http_requests_in_progress",
@@ -92,6 +106,63 @@ class Settings(BaseSettings):
         description="How long the gateway reuses the services' health answers.",
     )
     log_level: str = Field(default="info", validation_alias=_env("AUTOFIX_LOG_LEVEL"))
+
+    # Access control and limits (README, "Access control").
+    auth: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        validation_alias=_env("AUTOFIX_AUTH"),
+        description="auto: API keys required once any key exists or when the gateway listens "
+        "beyond loopback; on: always; off: never (loopback only).",
+    )
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias=_env("AUTOFIX_AUTH_CACHE_SECONDS"),
+        description="How often the gateway reloads the API keys (a revoked key works this long).",
+    )
+    internal_token: str = Field(
+        default="",
+        repr=False,
+        validation_alias=_env("AUTOFIX_INTERNAL_TOKEN"),
+        description="Shared by the gateway and the services; the services refuse calls without "
+        "it. `autofix-ml up` makes one when unset.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        validation_alias=_env("AUTOFIX_CORS_ORIGINS"),
+        description='Origins allowed to call the gateway from a browser, JSON: ["https://x"]; '
+        "empty: CORS off.",
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1,
+        validation_alias=_env("AUTOFIX_MAX_BODY_BYTES"),
+        description="Largest request body on every route but ingest (413 above).",
+    )
+    ingest_max_body_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1,
+        validation_alias=_env("AUTOFIX_INGEST_MAX_BODY_BYTES"),
+        description="Largest request body of POST /metrics/ingest (413 above).",
+    )
+    rate_predict: float = Field(
+        default=100.0,
+        ge=0,
+        validation_alias=_env("AUTOFIX_RATE_PREDICT"),
+        description="Predictions per second per API key (token bucket); 0: no limit.",
+    )
+    rate_predict_burst: float = Field(
+        default=200.0, ge=1, validation_alias=_env("AUTOFIX_RATE_PREDICT_BURST")
+    )
+    rate_ingest: float = Field(
+        default=5.0,
+        ge=0,
+        validation_alias=_env("AUTOFIX_RATE_INGEST"),
+        description="Ingest batches per second per API key (token bucket); 0: no limit.",
+    )
+    rate_ingest_burst: float = Field(
+        default=20.0, ge=1, validation_alias=_env("AUTOFIX_RATE_INGEST_BURST")
+    )
 
     # Incidents and their notification.
     webhook_url: str = Field(

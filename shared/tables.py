@@ -51,7 +51,8 @@ metrics_history = sa.Table(
     sa.Column("label", sa.String(50), nullable=False, server_default="normal"),
     sa.Index("idx_metrics_timestamp", "timestamp"),
     sa.Index("idx_metrics_label", "label"),
-    sa.Index("idx_metrics_host_timestamp", "host", "timestamp"),
+    # One sample per host and time: ingest and generation upsert on it (shared.db).
+    sa.Index("idx_metrics_host_timestamp", "host", "timestamp", unique=True),
 )
 
 ml_models = sa.Table(
@@ -262,6 +263,32 @@ anomaly_incident_states = sa.Table(
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("state", Json, nullable=False, comment="Counters of the ML_ANOMALY state machine"),
     sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    _id(),
+    sa.Column("name", sa.String(100), nullable=False, server_default=""),
+    sa.Column("role", sa.String(20), nullable=False, comment="reader, operator or admin"),
+    sa.Column("prefix", sa.String(16), nullable=False, comment="The key's first characters"),
+    sa.Column("key_hash", sa.String(64), nullable=False, comment="sha256 of the key, hex"),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("revoked_at", Timestamp, nullable=True),
+    sa.UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),
+)
+
+synthetic_windows = sa.Table(
+    "synthetic_windows",
+    metadata,
+    _id(),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("first", Timestamp, nullable=False, comment="First generated sample"),
+    sa.Column("last", Timestamp, nullable=False, comment="Last generated sample"),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("idx_synthetic_windows_host", "host", "first"),
+    comment="Where synthetic rows were stored: a host's rows outside these are real samples.",
 )
 
 METRIC_COLUMNS = [metrics_history.c[m.name] for m in METRICS]

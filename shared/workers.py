@@ -2,17 +2,22 @@
 
 Usage: `pool = process_pool(2)` in the lifespan, `await run_in(pool, fit, frame)` in a service,
 `pool.shutdown(...)` on the way out. Processes are spawned, never forked, so a worker inherits
-no event loop, connection or lock of the service.
+no event loop, connection or lock of the service. Each worker dies with the process that made
+it (Linux: PR_SET_PDEATHSIG), so a killed service leaves no training run behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
 from typing import Any, ParamSpec, TypeVar
+
+from shared.supervisor import die_with_parent
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -28,9 +33,18 @@ def process_pool(
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=initializer,
-        initargs=initargs,
+        initializer=_worker_start,
+        initargs=(os.getpid(), initializer, initargs),
     )
+
+
+def _worker_start(
+    parent: int, initializer: Callable[..., object] | None, initargs: tuple[Any, ...]
+) -> None:
+    """Every worker's first step: die with the service (SIGKILL), then the pool's initializer."""
+    die_with_parent(signal.SIGKILL, parent=parent)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def thread_pool(workers: int, *, name: str) -> ThreadPoolExecutor:

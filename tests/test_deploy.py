@@ -128,7 +128,8 @@ def test_service_healthcheck_uses_python_on_its_port(
 ) -> None:
     test = as_argv(compose["services"][name]["healthcheck"]["test"])
     assert test[0] in ("CMD", "CMD-SHELL") and test[1].startswith("python")
-    assert f"127.0.0.1:{defaults.port(name)}/health" in " ".join(test)
+    # Readiness: `depends_on: service_healthy` waits for a database that answers.
+    assert f"127.0.0.1:{defaults.port(name)}/ready" in " ".join(test)
 
 
 def test_gateway_routes_to_the_services(compose: dict[str, Any], defaults: Settings) -> None:
@@ -394,6 +395,12 @@ def workload_for(manifests: list[dict[str, Any]], name: str) -> dict[str, Any]:
     return find(manifests, "DaemonSet" if name == "collector" else "Deployment", name)
 
 
+def main_container(workload: dict[str, Any], name: str) -> dict[str, Any]:
+    """The service's own container of a pod (the gateway's pod also has its app-metrics one)."""
+    (container,) = [c for c in pod_spec(workload)["containers"] if c["name"] == name]
+    return container
+
+
 def test_manifests_are_namespace_less_and_named(manifests: list[dict[str, Any]]) -> None:
     for document in manifests:
         assert {"apiVersion", "kind", "metadata"} <= set(document)
@@ -427,13 +434,14 @@ def test_workload_probes_health_on_its_port(
     workload = workload_for(manifests, name)
     selector = workload["spec"]["selector"]["matchLabels"]
     assert selector.items() <= workload["spec"]["template"]["metadata"]["labels"].items()
-    (container,) = pod_spec(workload)["containers"]
+    container = main_container(workload, name)
     assert container["command"] == ["autofix-ml", "serve", name]
     ports = {port.get("name"): port["containerPort"] for port in container["ports"]}
     assert defaults.port(name) in ports.values()
-    for probe in ("readinessProbe", "livenessProbe"):
+    paths = {"startupProbe": "/health", "readinessProbe": "/ready", "livenessProbe": "/health"}
+    for probe, path in paths.items():
         http = container[probe]["httpGet"]
-        assert http["path"] == "/health"
+        assert http["path"] == path, probe
         assert ports.get(http["port"], http["port"]) == defaults.port(name), probe
 
 
@@ -445,7 +453,7 @@ def test_service_fronts_its_workload(
     workload = workload_for(manifests, name)
     assert service["spec"]["selector"] == workload["spec"]["selector"]["matchLabels"]
     (port,) = service["spec"]["ports"]
-    (container,) = pod_spec(workload)["containers"]
+    container = main_container(workload, name)
     named = {entry.get("name"): entry["containerPort"] for entry in container["ports"]}
     assert port["port"] == defaults.port(name)
     assert named.get(port["targetPort"], port["targetPort"]) == defaults.port(name)
@@ -476,7 +484,7 @@ def test_every_container_is_bounded_and_reads_the_secret(
         assert {"cpu", "memory"} <= set(resources["limits"]), name
         env = {entry["name"]: entry for entry in container.get("env", [])}
         assert "secretKeyRef" in env["DATABASE_URL"]["valueFrom"], name
-    assert seen == len(SERVICES) + 1
+    assert seen == len(SERVICES) + 2  # and the gateway pods' app-metrics collector
 
 
 def test_pods_get_no_service_link_variables(manifests: list[dict[str, Any]]) -> None:
@@ -497,13 +505,33 @@ def test_configmap_routes_the_gateway_and_binds_all_interfaces(
         url = urlsplit(data[variable])
         service = find(manifests, "Service", name)
         assert (url.hostname, url.port) == (service["metadata"]["name"], defaults.port(name))
-    scrape = urlsplit(data["ML_SCRAPE_URL"])
-    api = find(manifests, "Service", "api")["metadata"]["name"]
-    assert (scrape.hostname, scrape.port, scrape.path) == (api, defaults.port("api"), "/metrics")
+    # Never through the gateway's Service: each scrape would hit another replica.
+    assert "ML_SCRAPE_URL" not in data
     for name, container in containers(manifests):
         refs = [source["configMapRef"]["name"] for source in container.get("envFrom", [])]
         if not name.endswith("migrate"):
             assert refs == [configmap["metadata"]["name"]], name
+
+
+def test_application_metrics_are_scraped_once_per_gateway_pod_not_per_node(
+    manifests: list[dict[str, Any]], defaults: Settings
+) -> None:
+    node_collector = main_container(workload_for(manifests, "collector"), "collector")
+    env = {entry["name"]: entry for entry in node_collector["env"]}
+    assert env["ML_SCRAPE_ENABLED"]["value"] == "false"
+    gateway = workload_for(manifests, "api")
+    sidecar = main_container(gateway, "app-metrics")
+    assert sidecar["command"] == ["autofix-ml", "serve", "collector"]
+    env = {entry["name"]: entry for entry in sidecar["env"]}
+    scrape = urlsplit(env["ML_SCRAPE_URL"]["value"])
+    assert (scrape.hostname, scrape.port, scrape.path) == (
+        "127.0.0.1",
+        defaults.port("api"),
+        "/metrics",
+    )
+    assert env["AUTOFIX_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    for probe, path in {"readinessProbe": "/ready", "livenessProbe": "/health"}.items():
+        assert sidecar[probe]["httpGet"]["path"] == path
 
 
 def test_manifests_name_only_real_settings(manifests: list[dict[str, Any]]) -> None:

@@ -18,6 +18,7 @@ WIRING = frozenset({"app.py", "deps.py", "endpoints.py", "service.py", "reposito
 # client and middleware), by path: each may use the web or the database, nothing else may.
 ORCHESTRATION = frozenset(
     {
+        "services/api/access/middleware.py",
         "services/api/metrics/middleware.py",
         "services/api/proxy/client.py",
         "services/api/proxy/table.py",

@@ -7,11 +7,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse
 
+from services.api.access.middleware import AccessMiddleware, Policies
+from services.api.access.service import KeyStore
 from services.api.deps import PROXY_DEPENDENCIES
+from services.api.health.endpoints import probes as probe_router
 from services.api.health.endpoints import router as health_router
 from services.api.health.service import HealthService
 from services.api.metrics.endpoints import metrics_endpoint
@@ -28,21 +34,33 @@ synthetic training data, anomaly detection, forecasting and failure prediction.
 
 Every route here is answered by one of the services behind the gateway; a service
 that is down gives a 503 whose detail names it.
+
+Access: send an API key as `Authorization: Bearer <key>` (or `X-API-Key: <key>`); each
+route needs a role (reader, operator or admin), given in its description. Keys are made
+with `autofix-ml keys create --role ...`. A gateway on loopback with no key made yet is
+open.
 """
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "An API key."},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     clients = ServiceClients(settings)
+    keys = KeyStore(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await keys.start()
         clients.open()
         app.state.health = HealthService(clients, ttl=settings.health_cache_seconds)
         try:
             yield
         finally:
             await clients.aclose()
+            await keys.stop()
 
     app = FastAPI(
         title="autofix-ml",
@@ -54,19 +72,45 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/api/openapi.json",
     )
     app.state.request_metrics = RequestMetrics()
+    app.state.keys = keys
     install_error_handlers(app)
     add_proxy_routes(app, ROUTES, clients=clients, dependencies=PROXY_DEPENDENCIES)
     app.include_router(health_router)
+    app.include_router(probe_router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
         return RedirectResponse("/api/docs")
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    # Outermost last: CORS (preflights answered first), metrics (rejections counted), access.
+    app.add_middleware(
+        AccessMiddleware, policies=Policies.of(ROUTES, settings), keys=keys, settings=settings
+    )
     app.add_middleware(
         MetricsMiddleware,
         metrics=app.state.request_metrics,
         exclude=frozenset({"/metrics"}),
         admin=ADMIN_PATHS,
     )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
     return app

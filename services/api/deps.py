@@ -12,7 +12,8 @@ from fastapi import Depends, Request, params
 
 from services.api.health.service import HealthService
 
-# Run before every proxied route (proxy_router's loop): authentication goes here when it comes.
+# Run before every proxied route (the registration loop). Access control is not here but in
+# access/middleware.py: it must answer before FastAPI reads and parses the body.
 PROXY_DEPENDENCIES: tuple[params.Depends, ...] = ()
 
 

@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             app.state.settings = settings
             app.state.engine = db
             app.state.sampling = service
+            service.storage = app.state.storage
             app.state.stored_data = stored_data_cache(db, service)
             app.state.loops = loops
             for loop in loops:
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         title="autofix-ml collector",
         description="Samples host and application metrics into metrics_history.",
         lifespan=lifespan,
+        settings=settings,
     )
     app.include_router(health.router)
     app.include_router(samples.router)

@@ -28,6 +28,7 @@ from shared.web import new_app
 
 # Added to the fit workers' nice value (0 = normal, 19 = lowest priority).
 FIT_WORKER_NICENESS = 10
+REFRESH_RETRY_SECONDS = 10.0
 
 
 def create_app(
@@ -71,6 +72,9 @@ def create_app(
                         "forecast-refresh",
                         service.refresh_step,
                         interval=lambda: service.refresh_seconds,
+                        # A refresh refused by the database (away) is recomputed and written
+                        # soon after it answers again, not an interval later.
+                        retry_after=REFRESH_RETRY_SECONDS,
                     )
                 )
             if scheduled_training:
@@ -104,6 +108,7 @@ def create_app(
         title="autofix-ml forecaster",
         description="Forecasts every metric hours ahead and alerts before a threshold is breached.",
         lifespan=lifespan,
+        settings=settings,
     )
     app.include_router(health.router)
     app.include_router(forecasting.router)

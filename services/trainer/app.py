@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         title="autofix-ml trainer",
         description="Synthetic training data, model training and the model registry.",
         lifespan=lifespan,
+        settings=settings,
     )
     app.include_router(health_router)
     app.include_router(synthetic_router)

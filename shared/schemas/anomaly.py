@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import AliasChoices, ConfigDict, Field, create_model, field_validator
 
 from shared.clock import utc
-from shared.schemas.common import Schema
+from shared.schemas.common import Input, Schema
 from shared.schemas.models import ModelSummary
 from shared.schemas.samples import _TimedSample, metric_fields
 from shared.severity import Severity
@@ -16,7 +16,7 @@ from shared.severity import Severity
 FeedbackKind = Literal["false_positive", "true_positive"]
 
 
-class TrainAnomalyRequest(BaseModel):
+class TrainAnomalyRequest(Input):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     contamination: float = Field(
@@ -190,7 +190,7 @@ class AnomalyScoreList(Schema):
     count: int = Field(description="Number returned.")
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(Input):
     model_config = ConfigDict(extra="forbid")
 
     feedback: FeedbackKind = Field(
@@ -239,7 +239,7 @@ class HostThresholdList(Schema):
     count: int = Field(description="Number returned.")
 
 
-class HostThresholdQuery(BaseModel):
+class HostThresholdQuery(Input):
     """Query parameters of GET /anomaly-thresholds."""
 
     host: str | None = Field(default=None, max_length=255, description="Only this host.")
@@ -250,7 +250,7 @@ class ActivateResponse(Schema):
     previous_model_id: int | None = Field(description="The version active before, if any.")
 
 
-class AnomalyScoreQuery(BaseModel):
+class AnomalyScoreQuery(Input):
     """Query parameters of GET /anomaly-scores."""
 
     host: str | None = Field(default=None, max_length=255, description="Only samples of this host.")

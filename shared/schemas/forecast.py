@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from shared.catalogue import METRIC_NAMES
 from shared.clock import utc
-from shared.schemas.common import Schema
+from shared.schemas.common import Input, Schema
 from shared.schemas.health import ServiceHealth
 
 Direction = Literal["rising", "falling", "flat"]
@@ -19,7 +19,7 @@ def unknown_metric_message(names: list[str]) -> str:
     return f"unknown metric(s) {', '.join(names)}; known metrics: {', '.join(METRIC_NAMES)}"
 
 
-class TrainForecasterRequest(BaseModel):
+class TrainForecasterRequest(Input):
     """What to fit: every field is optional; `{}` fits all 14 metrics on the last 30 days."""
 
     model_config = ConfigDict(extra="forbid")
@@ -281,7 +281,7 @@ def evaluation_out(data: dict[str, Any] | None) -> MetricEvaluationOut | None:
     return None if not data else MetricEvaluationOut.model_validate(data)
 
 
-class ForecastHostQuery(BaseModel):
+class ForecastHostQuery(Input):
     """Query parameter of the forecast reads: which host."""
 
     host: str | None = Field(
@@ -307,7 +307,7 @@ class AlertsQuery(ForecastHostQuery):
     hours_ahead: int = Field(default=24, ge=1, le=24, description="Horizon, 1 to 24 hours.")
 
 
-class TrendQuery(BaseModel):
+class TrendQuery(Input):
     """Query parameter of GET /forecast/trend/{metric}: which host."""
 
     host: str | None = Field(

@@ -32,6 +32,9 @@ class CollectorHealth(Schema):
     collection_interval_seconds: float = Field(description="ML_COLLECTION_INTERVAL.")
     buffered_samples: int = Field(description="Samples waiting for the database.")
     dropped_samples: int = Field(description="Samples dropped because the buffer was full.")
+    problems: list[str] = Field(
+        default_factory=list, description="Why it is degraded: database away or full."
+    )
 
 
 class LoopHealth(Schema):
@@ -80,6 +83,40 @@ class TrainerHealth(ServiceHealth):
     scoring: ScoringHealth | None = Field(
         default=None, description="How far scoring trails the samples (null: database away)."
     )
+    pending_scores: int = Field(
+        default=0,
+        description="Scores of answered predictions waiting to be written (the database away).",
+    )
+    dropped_scores: int = Field(
+        default=0,
+        description="Scores dropped because more than ML_WRITE_QUEUE_SIZE waited to be written.",
+    )
+
+
+class Readiness(Schema):
+    status: Literal["ready", "degraded", "not_ready"] = Field(
+        description="ready; degraded (serving, but e.g. the database is full); not_ready "
+        "(the database does not answer): the answer is then a 503."
+    )
+    service: str = Field(description="Service name.")
+    database: bool = Field(description="Whether the database answered within 2 s.")
+    problems: list[str] = Field(default_factory=list, description="Why it is not ready.")
+
+
+class GatewayReadiness(Schema):
+    status: Literal["ready", "degraded", "not_ready"] = Field(
+        description="ready: every service ready; degraded: the trainer or forecaster is not "
+        "(the gateway still serves the rest); not_ready (a 503): the collector or the "
+        "database is not."
+    )
+    services: dict[str, Readiness | None] = Field(
+        description="Each service's /ready answer (null: it did not answer)."
+    )
+    problems: list[str] = Field(default_factory=list, description="What is not ready, and why.")
+
+
+class Liveness(Schema):
+    status: Literal["alive"] = Field(description="The process answers.")
 
 
 class HealthResponse(Schema):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from shared.schemas.common import Schema
+from shared.schemas.common import Input, Schema
 
 
 class IncidentOut(Schema):
@@ -33,13 +33,13 @@ class IncidentList(Schema):
     count: int = Field(description="Number returned.")
 
 
-class ResolveRequest(BaseModel):
+class ResolveRequest(Input):
     model_config = ConfigDict(extra="forbid")
 
     reason: str | None = Field(default=None, max_length=1000, description="Why it is resolved.")
 
 
-class IncidentListQuery(BaseModel):
+class IncidentListQuery(Input):
     """Query parameters of GET /incidents."""
 
     status: Literal["open", "resolved"] | None = Field(default=None, description="open or resolved")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from shared.schemas.common import Schema
+from shared.schemas.common import Input, Schema
 
 
 class ModelSummary(Schema):
@@ -33,7 +33,7 @@ class ModelList(Schema):
     count: int = Field(description="Number of models.")
 
 
-class ModelListQuery(BaseModel):
+class ModelListQuery(Input):
     """Query parameters of GET /models."""
 
     name: str | None = Field(default=None, description="Only this model family.")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import ConfigDict, Field, create_model, field_validator
 
 from shared.catalogue import LABELS, METRICS, Metric
 from shared.clock import utc, utcnow
-from shared.schemas.common import Schema
+from shared.schemas.common import Input, Schema
 
 # How far ahead of the receiving clock a pushed sample may be stamped (clock skew).
 MAX_FUTURE_SKEW = timedelta(minutes=5)
@@ -35,7 +35,7 @@ def _metric_field(metric: Metric) -> Any:
     )
 
 
-class _TimedSample(BaseModel):
+class _TimedSample(Input):
     """Fields and rules every submitted sample shares: a timestamp, never in the future."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -87,7 +87,7 @@ MetricSample = create_model(
 )
 
 
-class IngestRequest(BaseModel):
+class IngestRequest(Input):
     model_config = ConfigDict(extra="forbid")
 
     samples: list[MetricSample] = Field(
@@ -131,7 +131,7 @@ class ExportResponse(Schema):
     count: int = Field(description="Number of samples.")
 
 
-class SampleQuery(BaseModel):
+class SampleQuery(Input):
     """Query parameters that select stored samples (stats, export)."""
 
     host: str | None = Field(default=None, max_length=255, description="Only samples of this host.")

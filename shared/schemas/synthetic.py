@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from shared.schemas.common import Schema
+from shared.schemas.common import Input, Schema
 
 
-class GenerateSyntheticRequest(BaseModel):
+class GenerateSyntheticRequest(Input):
     model_config = ConfigDict(extra="forbid")
 
     days: int = Field(default=30, ge=1, le=365, description="Days of 1-minute samples, 1 to 365.")
@@ -20,8 +20,13 @@ class GenerateSyntheticRequest(BaseModel):
         default="synthetic",
         min_length=1,
         max_length=255,
-        description="Host the samples are stored under; earlier rows of that host in the "
-        "generated window are replaced.",
+        description="Host the samples are stored under; earlier synthetic rows of that host "
+        "in the generated window are replaced.",
+    )
+    overwrite: bool = Field(
+        default=False,
+        description="Replace the host's real (collected or pushed) samples in the window too; "
+        "without it a host holding real samples there is a 409.",
     )
 
 

@@ -30,6 +30,8 @@ TABLES = {
     "incidents",
     "anomaly_stream_state",
     "anomaly_scoring_cursor",
+    "api_keys",
+    "synthetic_windows",
 }
 VIEWS = {"recent_metrics", "active_ml_models"}
 
@@ -115,3 +117,43 @@ def test_recent_metrics_view_shows_only_the_last_day(fresh_url: str) -> None:
         return sorted(hosts)
 
     assert asyncio.run(run()) == ["day-old", "fresh"]
+
+
+def test_migration_0005_records_the_synthetic_host_as_generated(fresh_url: str) -> None:
+    """Rows of the host "synthetic" from before become one window; other hosts stay real."""
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from services.trainer.synthetic.repository import real_samples
+    from shared.catalogue import METRIC_NAMES
+    from shared.clock import utcnow
+    from shared.tables import metrics_history
+
+    upgrade(fresh_url, "0004_forecast")
+    now = utcnow()
+
+    async def fill() -> None:
+        engine = create_engine(fresh_url)
+        async with engine.begin() as conn:
+            # a plain insert: the upsert of today's code needs the unique index of 0006
+            rows = [
+                {"timestamp": now - timedelta(hours=h), "host": host, "label": "normal"}
+                | dict.fromkeys(METRIC_NAMES, 1.0)
+                for h in (1, 2, 3)
+                for host in ("synthetic", "web-1")
+            ]
+            await conn.execute(sa.insert(metrics_history), rows)
+        await engine.dispose()
+
+    async def real(host: str) -> int:
+        engine = create_engine(fresh_url)
+        async with engine.connect() as conn:
+            found = await real_samples(conn, host=host, first=now - timedelta(days=1), last=now)
+        await engine.dispose()
+        return found
+
+    asyncio.run(fill())
+    upgrade(fresh_url)
+    assert asyncio.run(real("synthetic")) == 0
+    assert asyncio.run(real("web-1")) == 3

@@ -15,7 +15,7 @@ import orjson
 from services.api.proxy.client import ServiceClients
 from services.api.proxy.table import SERVICES, Service
 from shared.errors import AppError
-from shared.schemas.health import HealthResponse, ServiceState
+from shared.schemas.health import GatewayReadiness, HealthResponse, Readiness, ServiceState
 from shared.web import TTLCache
 
 # A health check answers in milliseconds; waiting longer only delays the aggregate.
@@ -39,6 +39,22 @@ class HealthService:
 
     async def get(self) -> HealthResponse:
         return await self._cache.get()
+
+    async def ready(self) -> GatewayReadiness:
+        """Every service's /ready at once (not cached: a probe wants the state now)."""
+        answers = await asyncio.gather(*(self.ready_of(name) for name in SERVICES))
+        return gateway_readiness(dict(zip(SERVICES, answers, strict=True)))
+
+    async def ready_of(self, name: Service) -> Readiness | str:
+        """A service's readiness answer, or why it gave none."""
+        timeout = min(self.clients.settings.http_timeout, PROBE_TIMEOUT + 0.5)
+        try:
+            response = await self.clients.request(name, "GET", "/ready", timeout=timeout)
+            return Readiness.model_validate_json(response.content)
+        except AppError as exc:
+            return str(exc.detail)
+        except ValueError:
+            return f"invalid readiness answer ({response.status_code})"
 
     async def compute(self) -> HealthResponse:
         probes = await asyncio.gather(*(self.probe(name) for name in SERVICES))
@@ -93,4 +109,27 @@ def compose(probes: dict[Service, Probe]) -> HealthResponse:
         services={name: probe.state for name, probe in probes.items()},
         scoring=trainer.get("scoring"),
         loops={name: p.answer["loops"] for name, p in probes.items() if p.answer.get("loops")},
+    )
+
+
+def gateway_readiness(answers: dict[Service, Readiness | str]) -> GatewayReadiness:
+    """not_ready when the collector (and with it the database) is not; degraded when another
+    service is not: a gateway pod taken out of rotation for the trainer helps nobody, since
+    every gateway replica reaches the same trainer."""
+    problems: list[str] = []
+    for name, answer in answers.items():
+        if isinstance(answer, str):
+            problems.append(f"{name}: {answer}")
+        elif answer.status != "ready":
+            problems.append(f"{name} {answer.status}: " + "; ".join(answer.problems))
+    collector = answers["collector"]
+    status: Literal["ready", "degraded", "not_ready"] = "ready"
+    if isinstance(collector, str) or collector.status == "not_ready":
+        status = "not_ready"
+    elif problems:
+        status = "degraded"
+    return GatewayReadiness(
+        status=status,
+        services={name: None if isinstance(a, str) else a for name, a in answers.items()},
+        problems=problems,
     )

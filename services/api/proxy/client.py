@@ -19,6 +19,7 @@ from services.api.proxy.table import SERVICES, Service, TimeoutClass, timeouts
 from shared.errors import ServiceUnavailable
 from shared.http import failure_reason, make_client
 from shared.settings import Settings
+from shared.web import INTERNAL_TOKEN_HEADER
 
 log = logging.getLogger("autofix_ml.gateway")
 
@@ -50,6 +51,7 @@ class ServiceClients:
 
     def open(self) -> None:
         """Make the pooled clients (in the lifespan, so each app run has its own)."""
+        token = self.settings.internal_token
         self.clients = {
             name: make_client(
                 base_url=self.settings.service_url(name),
@@ -57,6 +59,7 @@ class ServiceClients:
                 connect_timeout=self.settings.http_connect_timeout,
                 transport=self.settings.gateway_transport,
                 max_connections=MAX_CONNECTIONS,
+                headers={INTERNAL_TOKEN_HEADER: token} if token else None,
             )
             for name in SERVICES
         }

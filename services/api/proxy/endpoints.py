@@ -28,11 +28,28 @@ def responses(route: ProxyRoute) -> dict[int | str, dict[str, Any]]:
     }
     out[503] = {
         "model": ErrorResponse,
-        "description": f"The {route.service} service is down; the detail names it.",
+        "description": f"The {route.service} service or the database is down; the detail "
+        "names it. A write that was not stored says Retry-After.",
     }
+    out[401] = {"model": ErrorResponse, "description": "No API key, or an unknown or revoked one."}
+    out[403] = {
+        "model": ErrorResponse,
+        "description": f"The key's role is below {route.role}.",
+    }
+    if route.method == "POST":
+        out[413] = {"model": ErrorResponse, "description": "The body is over this route's limit."}
+        out[415] = {"model": ErrorResponse, "description": "The body is not JSON."}
+    if route.rate is not None:
+        out[429] = {
+            "model": ErrorResponse,
+            "description": f"Over the key's {route.rate} rate; see Retry-After.",
+        }
     if route.media_types:
         out[route.status_code] = {"content": {media: {} for media in route.media_types}}
     return out
+
+
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
 
 
 def _signature(route: ProxyRoute) -> inspect.Signature:
@@ -108,6 +125,8 @@ def add_proxy_routes(
             status_code=route.status_code,
             responses=responses(route),
             summary=route.summary,
+            description=f"Role: **{route.role}** or above.",
+            openapi_extra={"security": SECURITY},
             tags=list(route.tags) or None,
             dependencies=list(dependencies),
         )

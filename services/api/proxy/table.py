@@ -5,13 +5,19 @@ Use: a new public route is one `ProxyRoute(...)` in ROUTES plus its endpoint in 
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
-
-from pydantic import BaseModel
-
+from services.api.proxy.route import (
+    API_PREFIX,
+    SERVICES,
+    STORAGE_FULL,
+    TIMEOUT_FLOORS,
+    BodyLimit,
+    ProxyRoute,
+    RateClass,
+    Service,
+    TimeoutClass,
+    errors,
+    timeouts,
+)
 from shared.schemas.anomaly import (
     ActivateResponse,
     AnomalyScoreList,
@@ -52,77 +58,6 @@ from shared.schemas.synthetic import GenerateSyntheticRequest, GenerateSynthetic
 from shared.web import MetricPath, RowId
 
 # Every public route is under this prefix.
-API_PREFIX = "/api/ml"
-Service = Literal["collector", "trainer", "forecaster"]
-SERVICES: tuple[Service, ...] = get_args(Service)
-TimeoutClass = Literal["read", "synthetic", "training", "refresh"]
-# The least each class waits, in seconds; settings.http_timeout raises every one of them.
-TIMEOUT_FLOORS: Mapping[TimeoutClass, float] = {
-    "read": 0.0,
-    "synthetic": 120.0,  # a year of samples generated and stored
-    "training": 600.0,  # a month of samples takes seconds; a slow database far longer
-    "refresh": 120.0,  # every host's forecasts recomputed
-}
-
-
-def timeouts(http_timeout: float) -> dict[TimeoutClass, float]:
-    """Seconds per timeout class: `timeouts(settings.http_timeout)["training"]`."""
-    return {name: max(http_timeout, floor) for name, floor in TIMEOUT_FLOORS.items()}
-
-
-def errors(
-    *,
-    bad_request: str | None = None,
-    not_found: str | None = None,
-    conflict: str | None = None,
-    invalid: bool = True,
-) -> dict[int, str]:
-    """A route's documented errors besides the 503: `errors(not_found="No model with this id.")`."""
-    documented = {400: bad_request, 404: not_found, 409: conflict}
-    out = {code: text for code, text in documented.items() if text is not None}
-    if invalid:
-        out[422] = "Invalid input: each field and the reason."
-    return out
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProxyRoute:
-    """One public route under /api/ml and the service endpoint that answers it."""
-
-    name: str  # the route's name, and the start of its OpenAPI operationId
-    method: Literal["GET", "POST"]
-    path: str  # public path, relative to /api/ml
-    service: Service
-    summary: str
-    response: type[BaseModel] | None
-    status_code: int = 200
-    query: type[BaseModel] | None = None
-    body: type[BaseModel] | None = None
-    body_required: bool = True
-    path_params: Mapping[str, Any] = field(default_factory=dict)
-    errors: Mapping[int, str] = field(default_factory=errors)
-    timeout: TimeoutClass = "read"
-    streamed: bool = False
-    media_types: tuple[str, ...] = ()  # other media types of the success answer
-    tags: tuple[str, ...] = ()
-    service_path: str = ""  # default: the public path
-
-    @property
-    def admin(self) -> bool:
-        """The service's own long work (training, generation, refresh, export), not the
-        serving traffic whose latency and errors the collector records as the host's."""
-        return self.timeout != "read" or self.streamed
-
-    @property
-    def target(self) -> str:
-        """The service's path, with `{name}` placeholders for the path parameters."""
-        return self.service_path or self.path
-
-    def placeholders(self) -> set[str]:
-        """The names between braces in the public path."""
-        return set(re.findall(r"{(\w+)}", self.path))
-
-
 MODEL_ID = {"model_id": RowId}
 FORECASTING = ("forecasting",)
 NO_FORECAST = "No forecaster model (or no stored forecast) yet; the detail says to train."
@@ -140,6 +75,8 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="POST",
         path="/predict/anomaly",
         service="trainer",
+        role="operator",
+        rate="predict",
         body=PredictRequest,
         response=PredictResponse,
         errors=errors(conflict="No anomaly detector trained yet: train one first."),
@@ -150,6 +87,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="GET",
         path="/anomaly-scores",
         service="trainer",
+        role="reader",
         query=AnomalyScoreQuery,
         response=AnomalyScoreList,
         summary="Stored anomaly scores (scoring loop and predictions), newest first",
@@ -159,6 +97,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="POST",
         path="/anomaly-scores/{score_id}/feedback",
         service="trainer",
+        role="operator",
         path_params={"score_id": RowId},
         body=FeedbackRequest,
         response=FeedbackResponse,
@@ -170,6 +109,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="GET",
         path="/anomaly-thresholds",
         service="trainer",
+        role="reader",
         query=HostThresholdQuery,
         response=HostThresholdList,
         summary="Each host's own anomaly threshold (moved by feedback) and the default",
@@ -179,6 +119,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="POST",
         path="/train/anomaly-detector",
         service="trainer",
+        role="admin",
         body=TrainAnomalyRequest,
         response=TrainAnomalyResponse,
         timeout="training",
@@ -194,16 +135,21 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="POST",
         path="/metrics/ingest",
         service="collector",
+        role="operator",
+        rate="ingest",
+        body_limit="ingest",
         body=IngestRequest,
         response=IngestResponse,
         status_code=201,
         summary="Push a batch of samples from another host",
+        errors=errors(storage_full=STORAGE_FULL),
     ),
     ProxyRoute(
         name="metrics_stats",
         method="GET",
         path="/metrics/stats",
         service="collector",
+        role="reader",
         query=SampleQuery,
         response=StatsResponse,
         summary="Statistical summary of collected metrics",
@@ -213,6 +159,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="GET",
         path="/metrics/export",
         service="collector",
+        role="reader",
         query=ExportQuery,
         response=ExportResponse,
         media_types=("text/csv",),
@@ -225,6 +172,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="POST",
         path="/metrics/collect",
         service="collector",
+        role="operator",
         response=None,
         summary="Take one sample of the collector's host now",
     ),
@@ -234,6 +182,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="GET",
         path="/incidents",
         service="trainer",
+        role="reader",
         query=IncidentListQuery,
         response=IncidentList,
         summary="Incidents (ML_ANOMALY, predicted_breach, ...), newest first",
@@ -243,6 +192,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="GET",
         path="/incidents/{incident_id}",
         service="trainer",
+        role="reader",
         path_params={"incident_id": RowId},
         response=IncidentOut,
         summary="One incident",
@@ -252,6 +202,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="POST",
         path="/incidents/{incident_id}/resolve",
         service="trainer",
+        role="operator",
         path_params={"incident_id": RowId},
         body=ResolveRequest,
         body_required=False,
@@ -265,6 +216,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="GET",
         path="/forecast",
         service="forecaster",
+        role="reader",
         query=ForecastQuery,
         response=ForecastResponse,
         errors=errors(not_found=UNKNOWN_METRIC_OR_HOST, conflict=NO_FORECAST),
@@ -276,6 +228,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="GET",
         path="/forecast/next-hour",
         service="forecaster",
+        role="reader",
         query=ForecastHostQuery,
         response=NextHourResponse,
         errors=errors(not_found=UNKNOWN_HOST, conflict=NO_FORECAST),
@@ -287,6 +240,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="GET",
         path="/forecast/alerts",
         service="forecaster",
+        role="reader",
         query=AlertsQuery,
         response=AlertsResponse,
         errors=errors(not_found=UNKNOWN_HOST, conflict=NO_FORECAST),
@@ -298,6 +252,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="GET",
         path="/forecast/trend/{metric}",
         service="forecaster",
+        role="reader",
         path_params={"metric": MetricPath},
         query=TrendQuery,
         response=TrendResponse,
@@ -310,6 +265,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="POST",
         path="/train/forecaster",
         service="forecaster",
+        role="admin",
         body=TrainForecasterRequest,
         body_required=False,
         response=TrainForecasterResponse,
@@ -326,6 +282,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="POST",
         path="/forecast/refresh",
         service="forecaster",
+        role="admin",
         response=RefreshResponse,
         timeout="refresh",
         errors=errors(invalid=False),
@@ -338,6 +295,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="GET",
         path="/models",
         service="trainer",
+        role="reader",
         query=ModelListQuery,
         response=ModelList,
         summary="All trained models with versions and evaluation figures",
@@ -347,6 +305,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="GET",
         path="/models/{model_id}",
         service="trainer",
+        role="reader",
         path_params=MODEL_ID,
         response=ModelSummary,
         summary="One model version",
@@ -356,6 +315,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="POST",
         path="/models/{model_id}/activate",
         service="trainer",
+        role="admin",
         path_params=MODEL_ID,
         response=ActivateResponse,
         errors=errors(
@@ -369,8 +329,13 @@ ROUTES: tuple[ProxyRoute, ...] = (
         method="POST",
         path="/train/generate-synthetic",
         service="trainer",
+        role="admin",
         body=GenerateSyntheticRequest,
         response=GenerateSyntheticResponse,
+        errors=errors(
+            conflict="The host holds real samples in the window; see overwrite.",
+            storage_full=STORAGE_FULL,
+        ),
         timeout="synthetic",
         summary="Generate labelled synthetic training data and store it",
     ),
@@ -382,5 +347,21 @@ ROUTES: tuple[ProxyRoute, ...] = (
 ADMIN_PATHS = frozenset(
     {API_PREFIX + r.path for r in ROUTES if r.admin}
     | {API_PREFIX + "/health", "/", "/api/docs", "/api/docs/oauth2-redirect", "/api/redoc"}
+    | {"/health", "/ready"}
     | {"/api/openapi.json"}
 )
+
+__all__ = [
+    "ADMIN_PATHS",
+    "API_PREFIX",
+    "ROUTES",
+    "SERVICES",
+    "TIMEOUT_FLOORS",
+    "BodyLimit",
+    "ProxyRoute",
+    "RateClass",
+    "Service",
+    "TimeoutClass",
+    "errors",
+    "timeouts",
+]

@@ -1,7 +1,7 @@
 """The collector's health: what the database holds (cached briefly) and how sampling goes.
 
 Usage: `cache = stored_data_cache(engine, sampling)` in the lifespan;
-`collector_health(await cache.get(), sampling)` per request.
+`collector_health(await cache.get(), sampling, app.state.storage)` per request.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from services.collector.samples import repository
 from services.collector.sampling.service import SamplingService
 from shared.clock import utcnow
 from shared.schemas.health import CollectorHealth
+from shared.storage import StorageState
 from shared.web import TTLCache
 
 # Health is polled often (the gateway, load balancers); the summary is a full-table aggregate.
@@ -45,10 +46,16 @@ def stored_data_cache(engine: AsyncEngine, sampling: SamplingService) -> TTLCach
     return TTLCache(SUMMARY_TTL_SECONDS, compute)
 
 
-def collector_health(stored: StoredData, sampling: SamplingService) -> CollectorHealth:
+def collector_health(
+    stored: StoredData, sampling: SamplingService, storage: StorageState
+) -> CollectorHealth:
     now = utcnow()
+    problems = [] if stored.database else ["database unreachable"]
+    if full := storage.problem():
+        problems.append(full)
     return CollectorHealth(
-        status="healthy" if stored.database else "degraded",
+        status="degraded" if problems else "healthy",
+        problems=problems,
         database=stored.database,
         metrics_collected=stored.count,
         data_collection_active=sampling.active,

@@ -31,7 +31,12 @@ router = APIRouter()
 async def ingest(
     body: IngestRequest, conn: ConnDep, settings: SettingsDep, stored: StoredDataDep
 ) -> IngestResponse:
-    accepted = await service.ingest(conn, body.samples, default_host=settings.hostname)
+    accepted = await service.ingest(
+        conn,
+        body.samples,
+        default_host=settings.hostname,
+        retention_days=settings.retention_days,
+    )
     stored.invalidate()
     return IngestResponse(accepted=accepted)
 

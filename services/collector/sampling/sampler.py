@@ -54,6 +54,8 @@ class MetricsCollector:
         return float(counters.read_bytes), float(counters.write_bytes)
 
     async def _scrape(self) -> ScrapeSnapshot | None:
+        if not self.settings.scrape_enabled:
+            return None  # system metrics only (a node's collector in Kubernetes)
         url = self.settings.effective_scrape_url()
         try:
             response = await self.client.get(url, timeout=self.settings.scrape_timeout)
@@ -95,7 +97,9 @@ class MetricsCollector:
 
     async def collect(self) -> dict[str, Any]:
         """One sample: timestamp, host, the 14 metrics, label 'normal'."""
-        now = datetime.now(UTC).replace(microsecond=0)
+        now = datetime.now(UTC)
+        # Milliseconds: two samples of one host never share a time (one is stored per time).
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         sample: dict[str, Any] = {"timestamp": now, "host": self.settings.hostname}
         sample.update(self.system_metrics())
         scrape = await self._scrape()

@@ -19,6 +19,7 @@ from services.collector.sampling.sampler import MetricsCollector
 from shared.clock import utcnow
 from shared.loops import BackgroundLoop
 from shared.settings import Settings
+from shared.storage import StorageState, storage_full
 
 log = logging.getLogger("autofix_ml.collector")
 
@@ -33,6 +34,7 @@ class SamplingService:
         self.engine = engine
         self.collector = collector
         self.buffer = SampleBuffer(settings.buffer_size)
+        self.storage = StorageState()  # the app's, once served (a full database is reported)
         self.last_collection_at: datetime | None = None
         self.samples_written = 0
         self._next_at: float | None = None  # monotonic time of the next scheduled sample
@@ -61,6 +63,8 @@ class SamplingService:
                 written = await repository.insert_samples(conn, samples)
         except Exception as exc:  # noqa: BLE001 - any database failure: keep the samples
             self.buffer.requeue(samples)
+            if storage_full(exc):
+                self.storage.record(exc)
             log.warning(
                 "database unavailable (%s); %d samples buffered",
                 type(exc).__name__,

@@ -20,6 +20,7 @@ from services.trainer.anomaly.threshold import (
     surprise,
 )
 from shared.clock import utcnow
+from shared.db import write_transaction
 from shared.schemas.anomaly import FeedbackResponse, HostThreshold, HostThresholdList
 from shared.settings import Settings
 
@@ -31,7 +32,7 @@ async def give_feedback(
     engine: AsyncEngine, settings: Settings, score_id: int, kind: Feedback
 ) -> FeedbackResponse:
     """Record a verdict on a score and move its host's threshold (one transaction)."""
-    async with engine.begin() as conn:
+    async with write_transaction(engine) as conn:
         row = await repo.get_score(conn, score_id)
         host = row.host
         stored = await repo.locked_threshold(conn, host)

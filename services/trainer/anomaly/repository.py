@@ -209,9 +209,22 @@ async def hosts_with_history(conn: AsyncConnection, *, min_samples: int) -> list
 
 
 async def insert_scores(conn: AsyncConnection, records: Sequence[dict[str, Any]]) -> None:
-    """Store a batch of ``score_record`` rows (one executemany)."""
-    if records:
-        await conn.execute(sa.insert(scores), list(records))
+    """Store a batch of ``score_record`` rows (one executemany).
+
+    A score whose sample is gone meanwhile (a regeneration replaced the host's window) keeps
+    no reference to it, as if the sample had been deleted after the score was stored.
+    """
+    if not records:
+        return
+    ids = {r["metrics_id"] for r in records if r.get("metrics_id") is not None}
+    if ids:
+        query = sa.select(mh.c.id).where(mh.c.id.in_(ids))
+        gone = ids - set((await conn.execute(query)).scalars())
+        if gone:
+            records = [
+                {**r, "metrics_id": None} if r.get("metrics_id") in gone else r for r in records
+            ]
+    await conn.execute(sa.insert(scores), list(records))
 
 
 async def list_scores(conn: AsyncConnection, query: AnomalyScoreQuery) -> list[AnomalyScoreOut]:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,6 +33,7 @@ from shared.active_model import ActiveModel, ActiveModelHolder
 from shared.arrays import FloatArray
 from shared.catalogue import METRIC_NAMES
 from shared.clock import utc, utcnow
+from shared.db import write_transaction
 from shared.errors import Conflict
 from shared.incidents.notifier import Notifier
 from shared.loops import BackgroundLoop
@@ -43,6 +45,7 @@ log = logging.getLogger("autofix_ml.anomaly")
 SCORING_BATCH = 5000
 WRITE_INTERVAL = 0.5
 MAX_PENDING_WRITES = 100_000
+WRITE_BATCH = 5000
 STALE_AFTER = timedelta(hours=2)  # older samples (a backfill) are scored but raise nothing
 SYNTHETIC_HOST = "synthetic"  # generated data: scored, never an incident
 STREAM_METRICS = tuple(METRIC_NAMES)
@@ -73,27 +76,49 @@ def state_record(host: str, stream: HostStream) -> dict[str, Any]:
 
 
 class ScoreWriter:
-    """Stores queued scores in batches every ``WRITE_INTERVAL`` seconds, off the request path."""
+    """Stores queued scores in batches every ``WRITE_INTERVAL`` seconds, off the request path.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    A batch the database refuses (an outage) goes back to the head of the queue and is written
+    when the database answers again; only when more than ``capacity`` wait does the oldest go,
+    counted in ``dropped`` (health and ``/metrics``).
+    """
+
+    def __init__(self, engine: AsyncEngine, *, capacity: int = MAX_PENDING_WRITES) -> None:
         self.engine = engine
-        self.pending: list[dict[str, Any]] = []
+        self.capacity = capacity
+        self.pending: deque[dict[str, Any]] = deque()
         self.dropped = 0
+        self.written = 0
+        self.failing = False  # the last write failed: scores wait for the database
         self.loop = BackgroundLoop("anomaly-score-writer", self._step, interval=WRITE_INTERVAL)
 
     def queue(self, record: dict[str, Any]) -> None:
         """Queue one ``repository.score_record``; the oldest goes if too many wait."""
-        if len(self.pending) >= MAX_PENDING_WRITES:
-            del self.pending[0]
-            self.dropped += 1
         self.pending.append(record)
+        self._trim()
+
+    def _trim(self) -> None:
+        while len(self.pending) > self.capacity:
+            self.pending.popleft()
+            self.dropped += 1
 
     async def flush(self) -> int:
-        records, self.pending = self.pending, []
-        if records:
-            async with self.engine.begin() as conn:
-                await repo.insert_scores(conn, records)
-        return len(records)
+        """Write what waits, in batches; a failed batch is put back and the error raised."""
+        done = 0
+        while self.pending:
+            batch = [self.pending.popleft() for _ in range(min(WRITE_BATCH, len(self.pending)))]
+            try:
+                async with write_transaction(self.engine) as conn:
+                    await repo.insert_scores(conn, batch)
+            except BaseException:
+                self.pending.extendleft(reversed(batch))
+                self._trim()
+                self.failing = True
+                raise
+            self.failing = False
+            self.written += len(batch)
+            done += len(batch)
+        return done
 
     async def _step(self) -> None:
         await self.flush()
@@ -170,7 +195,7 @@ class ScoringLoop:
         """Save the states changed since the last save (at shutdown)."""
         dirty = self.streams.take_dirty()
         if dirty:
-            async with self.engine.begin() as conn:
+            async with write_transaction(self.engine) as conn:
                 await repo.save_stream_states(conn, [state_record(h, s) for h, s in dirty.items()])
         return len(dirty)
 
@@ -219,7 +244,7 @@ class ScoringLoop:
         dirty = self.streams.take_dirty()
         cursor = int(rows[-1][ID])
         try:
-            async with self.engine.begin() as conn:
+            async with write_transaction(self.engine) as conn:
                 await repo.insert_scores(conn, records)
                 states = [state_record(h, s) for h, s in dirty.items()]
                 await repo.save_stream_states(conn, states)

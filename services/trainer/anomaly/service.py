@@ -37,9 +37,10 @@ from services.trainer.anomaly.training import (
 )
 from services.trainer.anomaly.worker import TrainingJob, train_in_worker
 from services.trainer.synthetic.generator import SyntheticDataGenerator
-from services.trainer.synthetic.repository import store_frame
+from services.trainer.synthetic.service import HOST_LOCKS, store
 from shared import registry
 from shared.active_model import ActiveModel, ActiveModelHolder, Scope
+from shared.db import write_transaction
 from shared.errors import Conflict
 from shared.incidents.notifier import Notifier
 from shared.loops import BackgroundLoop
@@ -83,7 +84,7 @@ class AnomalyService:
         )
         self.predict_histories: dict[str, RecentHistory] = {}
         self._lock = asyncio.Lock()  # model swaps and threshold feedback
-        self.writer = ScoreWriter(engine)
+        self.writer = ScoreWriter(engine, capacity=settings.write_queue_size)
         self.scoring = ScoringLoop(
             settings=settings,
             engine=engine,
@@ -174,8 +175,8 @@ class AnomalyService:
                 )
             gen = SyntheticDataGenerator(seed=body.seed)
             frame = await asyncio.to_thread(gen.generate_full_training_set, SYNTHETIC_DAYS)
-            async with self.engine.begin() as conn:
-                generated = await store_frame(conn, frame, host=SYNTHETIC_HOST)
+            async with HOST_LOCKS.hold(SYNTHETIC_HOST):
+                generated = await store(self.engine, frame, host=SYNTHETIC_HOST)
             host, start, end = SYNTHETIC_HOST, None, None
             synthetic_seed = body.seed
         assert host is not None
@@ -202,7 +203,7 @@ class AnomalyService:
         )
         outcome.metrics["activation"] = {"activated": activate, "reason": reason}
         async with self._lock:
-            async with self.engine.begin() as conn:
+            async with write_transaction(self.engine) as conn:
                 model = await registry.insert_model(
                     conn,
                     name=MODEL_NAME,
@@ -233,13 +234,16 @@ class AnomalyService:
 
     async def activate(self, model_id: int) -> ActivateResponse:
         """Make a stored version active (rollback); refuses one whose artifact fails its check."""
+        # Read and verify the artifact first, outside the write (a decode takes a while; on
+        # SQLite other writers wait for a write transaction).
+        async with self.engine.connect() as conn:
+            model = await registry.get_model(conn, model_id)
+            if model.name != MODEL_NAME:
+                raise Conflict(f"model {model_id} is a {model.name}, not an anomaly detector")
+            loaded = await self.models.load(conn, model)
         async with self._lock:
-            async with self.engine.begin() as conn:
-                model = await registry.get_model(conn, model_id)
-                if model.name != MODEL_NAME:
-                    raise Conflict(f"model {model_id} is a {model.name}, not an anomaly detector")
-                previous = self.models.get(host=model.host)
-                loaded = await self.models.load(conn, model)
+            previous = self.models.get(host=model.host)
+            async with write_transaction(self.engine) as conn:
                 model = await registry.activate(conn, model_id)
             self.models.put(ActiveModel(loaded.model, model))
         return ActivateResponse(model=model, previous_model_id=previous.id if previous else None)

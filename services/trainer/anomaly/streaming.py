@@ -27,12 +27,10 @@ from typing import ClassVar
 import numpy as np
 import orjson
 
-from services.trainer.anomaly.tails import DEV_CAP, N_BINS, bins, percentiles, tail_surprise
-from shared.arrays import BoolArray, FloatArray
-
-DAY = 86400.0
-_N_VIEWS = 3  # level, short-term level, time of day (the range view needs no histogram)
-MAX_SURPRISE = 30.0
+from services.trainer.anomaly import kernel
+from services.trainer.anomaly.kernel import DAY, MAX_SURPRISE, N_VIEWS
+from services.trainer.anomaly.tails import N_BINS
+from shared.arrays import FloatArray
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,40 +78,17 @@ class HostReading:
         return sorted(self.metrics, key=lambda m: m.surprise, reverse=True)[:k]
 
 
+def config_vector(config: StreamConfig) -> FloatArray:
+    """The config as the kernel reads it (kernel.CONFIG_FIELDS order)."""
+    return np.array([float(getattr(config, f)) for f in kernel.CONFIG_FIELDS])
+
+
 def likelihood_of(surprise: float) -> float:
     return 1.0 - math.pow(10.0, -surprise)
 
 
 def surprise_of(likelihood: float) -> float:
     return -math.log10(max(1.0 - likelihood, 10.0**-MAX_SURPRISE))
-
-
-class _Step:
-    """What one sample does to every metric, before it is (maybe) learned."""
-
-    __slots__ = (
-        "x",
-        "seen",
-        "first",
-        "dt",
-        "dev",
-        "short",
-        "bin",
-        "season_ok",
-        "season_dev",
-        "surprise",
-    )
-
-    x: FloatArray
-    seen: BoolArray
-    first: BoolArray
-    dt: FloatArray
-    dev: FloatArray
-    short: FloatArray
-    bin: int
-    season_ok: BoolArray
-    season_dev: FloatArray
-    surprise: FloatArray
 
 
 @dataclass
@@ -153,12 +128,13 @@ class HostStream:
         self.season_spread: FloatArray = np.zeros(m)
         self.season_n: FloatArray = np.zeros(m)
         self.profile: FloatArray = np.full((m, self.config.profile_bins), math.nan)
-        self.calib: FloatArray = np.zeros((m, _N_VIEWS, N_BINS))
+        self.calib: FloatArray = np.zeros((m, N_VIEWS, N_BINS))
         # log2 of each view's 50th, 90th, 99th percentile and its weight, refreshed from
         # `calib` every `refresh_every` samples (scoring reads only these)
-        self.quantiles: FloatArray = np.zeros((m, _N_VIEWS, 4))
+        self.quantiles: FloatArray = np.zeros((m, N_VIEWS, 4))
         self.samples: int = 0
         self.refreshed_ts: float = math.nan
+        self._cfg = config_vector(self.config)
 
     # -- scoring -------------------------------------------------------------------
 
@@ -175,156 +151,43 @@ class HostStream:
             if learn:
                 self.late += 1
             return HostReading(ts, 0.0, 0.0, [], accepted=False)
-        step = self._evaluate(ts, values)
-        reading = self._reading(ts, step)
-        if learn:
-            self._learn(ts, step)
-        return reading
-
-    def _evaluate(self, ts: float, values: Mapping[str, float | None]) -> _Step:
-        cfg = self.config
-        s = _Step()
         x = np.full(len(self.metrics), math.nan)
         for name, v in values.items():
             i = self.index.get(name)
             if i is not None and v is not None and math.isfinite(v):
                 x[i] = v
-        known = self.n > 0
-        s.x = x
-        s.seen = x == x  # not NaN
-        s.first = s.seen & ~known
-        scored = s.seen & known
-        s.dt = np.where(known, np.maximum(ts - self.last_seen, 0.0), 0.0)
-        dev = np.abs(x - self.level) / self._scale()
-        s.dev = np.where(scored, np.minimum(dev, DEV_CAP), 0.0)
-        a_short = 1.0 - np.exp(-s.dt / cfg.short_tau)
-        s.short = np.where(known, self.short + a_short * (s.dev - self.short), 0.0)
-        s.bin = int((ts % DAY) / DAY * cfg.profile_bins)
-        expected_now = self.profile[:, s.bin]
-        s.season_ok = scored & (expected_now == expected_now) & (ts - self.first_seen > DAY)
-        season_dev = np.abs(x - expected_now) / np.maximum(self.season_spread, self._floor())
-        s.season_dev = np.where(s.season_ok, np.minimum(season_dev, DEV_CAP), 0.0)
+        if learn:
+            self.last_ts = ts
+        counters = np.array([self.samples, self.refreshed_ts], dtype=np.float64)
+        out = np.empty((len(self.metrics), kernel.N_OUT))
+        host_surprise = kernel.step(
+            x, float(ts), learn, self._cfg, self.n, self.first_seen, self.last_seen, self.level,
+            self.spread, self.short, self.low, self.high, self.season_spread, self.season_n,
+            self.profile, self.calib, self.quantiles, counters, out,
+        )  # fmt: skip
+        if learn:
+            self.samples, self.refreshed_ts = int(counters[0]), float(counters[1])
+        return self._reading(ts, x, out, host_surprise)
 
-        views = np.stack((s.dev, s.short, s.season_dev), axis=1)
-        surprises = self._surprise(views)
-        surprises[:, 2] *= s.season_ok & (self.season_n > cfg.probation_n)
-        surprise = surprises.max(axis=1)
-        width = self.high - self.low
-        margin = cfg.range_tolerance * width
-        outside = (self.n > 1) & (width > 0) & ((x > self.high + margin) | (x < self.low - margin))
-        never = cfg.never_seen + np.minimum(s.dev, 100.0) / 10.0
-        surprise = np.where(outside, np.maximum(surprise, never), surprise)
-        s.surprise = np.where(scored, np.minimum(surprise, MAX_SURPRISE), 0.0)
-        return s
-
-    def _floor(self) -> FloatArray:
-        return np.maximum(1e-6 * np.abs(self.level), 1e-9)
-
-    def _scale(self) -> FloatArray:
-        return np.maximum(self.spread, self._floor())
-
-    def _surprise(self, views: FloatArray) -> FloatArray:
-        return tail_surprise(
-            self.quantiles, views, self.config.min_tail_octaves, self.config.probation_n
-        )
-
-    def _refresh(self, ts: float) -> None:
-        """Fade the histograms for the time since the last refresh; recompute the percentiles."""
-        if not math.isnan(self.refreshed_ts):
-            self.calib *= math.exp(-max(ts - self.refreshed_ts, 0.0) / self.config.calibration_tau)
-        self.refreshed_ts = ts
-        self.quantiles = percentiles(self.calib)
-
-    def _reading(self, ts: float, s: _Step) -> HostReading:
-        cfg = self.config
-        elapsed = np.where(self.n > 0, ts - self.first_seen, 0.0)
-        learning = (self.n + 1 <= cfg.probation_n) | (elapsed < cfg.probation_s)
-        active = s.seen & ~learning
-        host_surprise = 0.0
-        n_active = int(active.sum())
-        if n_active:
-            # the most unusual of m metrics: p * m (Bonferroni), so more metrics are not noisier
-            host_surprise = max(0.0, float(s.surprise[active].max()) - math.log10(n_active))
-        use_season = s.season_ok & (self.season_spread < self.spread)
-        expected = np.where(s.first, s.x, np.where(use_season, self.profile[:, s.bin], self.level))
-        half = cfg.band * np.where(use_season, self.season_spread, self.spread)
-        xs, exp_l, half_l = s.x.tolist(), expected.tolist(), half.tolist()
-        sur_l, act_l, learn_l = s.surprise.tolist(), active.tolist(), learning.tolist()
+    def _reading(self, ts: float, x: FloatArray, out: FloatArray, host: float) -> HostReading:
+        rows = out.tolist()
+        xs = x.tolist()
         readings = []
-        for i in np.flatnonzero(s.seen).tolist():
-            on = act_l[i]
+        for i in np.flatnonzero(x == x).tolist():
+            sur, expected, half, active, learning = rows[i]
             readings.append(
                 MetricReading(
                     self.metrics[i],
                     xs[i],
-                    exp_l[i],
-                    exp_l[i] - half_l[i],
-                    exp_l[i] + half_l[i],
-                    likelihood_of(sur_l[i]) if on else 0.0,
-                    sur_l[i] if on else 0.0,
-                    learn_l[i],
+                    expected,
+                    expected - half,
+                    expected + half,
+                    likelihood_of(sur) if active else 0.0,
+                    sur,
+                    learning > 0.0,
                 )
             )
-        return HostReading(ts, likelihood_of(host_surprise), host_surprise, readings, True)
-
-    def _learn(self, ts: float, s: _Step) -> None:
-        cfg = self.config
-        self.last_ts = ts
-        seen, first, n, dt = s.seen, s.first, self.n, s.dt
-        scale = self._scale()
-        early = 1.0 / (n + 1.0)  # early on, memories are as long as the history, then fade
-
-        # calibration: count this sample's deviations (faded in steps, at each refresh)
-        counted = np.flatnonzero(seen & ~first)
-        if len(counted):
-            at = bins(np.stack((s.dev, s.short, s.season_dev), axis=1)[counted])
-            self.calib[counted, 0, at[:, 0]] += 1.0
-            self.calib[counted, 1, at[:, 1]] += 1.0
-            season = np.flatnonzero(s.season_ok[counted])
-            self.calib[counted[season], 2, at[season, 2]] += 1.0
-        self.samples += 1
-        if self.samples % cfg.refresh_every == 0 or self.samples <= cfg.probation_n:
-            self._refresh(ts)
-
-        # time-of-day profile and its spread
-        col = self.profile[:, s.bin]
-        has_col = seen & (col == col)
-        a_season = np.maximum(1.0 - np.exp(-dt / cfg.scale_tau), 1.0 / (self.season_n + 1.0))
-        err = np.abs(s.x - col)
-        cap = cfg.clip * np.maximum(self.season_spread, self._floor())
-        err = np.where(self.season_n > 0, np.minimum(err, cap), err)
-        self.season_spread = np.where(
-            has_col, self.season_spread + a_season * (err - self.season_spread), self.season_spread
-        )
-        self.season_n = self.season_n + has_col
-        a_prof = min(1.0, 1.0 - math.exp(-cfg.profile_bins / (DAY * cfg.profile_days)))
-        a_prof_dt = 1.0 - (1.0 - a_prof) ** dt
-        self.profile[:, s.bin] = np.where(
-            has_col, col + a_prof_dt * (s.x - col), np.where(seen, s.x, col)
-        )
-
-        # level and spread (a sample moves them by at most `clip` spreads)
-        clipped = np.clip(s.x, self.level - cfg.clip * scale, self.level + cfg.clip * scale)
-        xc = np.where(self.spread > self._floor(), clipped, s.x)
-        d = np.where(seen, xc - self.level, 0.0)
-        a_level = np.maximum(1.0 - np.exp(-dt / cfg.level_tau), early)
-        a_spread = np.maximum(1.0 - np.exp(-dt / cfg.scale_tau), early)
-        self.level = np.where(first, s.x, self.level + a_level * d)
-        self.spread = np.where(
-            seen & ~first, self.spread + a_spread * (np.abs(d) - self.spread), self.spread
-        )
-        self.short = np.where(seen, s.short, self.short)
-
-        # the range seen, fading towards the level
-        a_range = 1.0 - np.exp(-dt / cfg.range_tau)
-        high = np.fmax(self.high - a_range * (self.high - self.level), s.x)
-        low = np.fmin(self.low + a_range * (self.level - self.low), s.x)
-        self.high = np.where(first, s.x, high)
-        self.low = np.where(first, s.x, low)
-
-        self.first_seen = np.where(first, ts, self.first_seen)
-        self.last_seen = np.where(seen, ts, self.last_seen)
-        self.n = n + seen
+        return HostReading(ts, likelihood_of(host), host, readings, True)
 
     # -- state -----------------------------------------------------------------------
 

@@ -1,17 +1,23 @@
 """How unusual a deviation is under a metric's own past deviations: histogram percentiles and
 a power-law tail fitted through them (the streaming detector's calibration).
 
-Usage: ``q = percentiles(hist)`` every few samples; ``tail_surprise(q, deviations, 0.5, 30)``
-per sample (``-log10 p``; docs/streaming-detection.md).
+Usage (compiled, from kernel.py): ``refresh(calib, quantiles, fade)`` every few samples;
+``tail_surprise(quantiles[i, v], deviation, 0.5, 30)`` per sample and view (``-log10 p``;
+docs/streaming-detection.md).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
+import numba
 import numpy as np
 
 from shared.arrays import FloatArray
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # histograms: bins of log2(deviation) from 2**-6 to 2**10, quarter-octave wide
 LOG_LO, LOG_HI, LOG_STEP = -6.0, 10.0, 0.25
@@ -21,39 +27,21 @@ DEV_CAP = 2.0**LOG_HI
 SURPRISE_AT_MEDIAN = math.log10(2.0)
 
 
-def bins(dev: FloatArray) -> np.ndarray:
-    """The histogram bin of each deviation."""
-    u = np.log2(np.maximum(dev, DEV_MIN))
-    out: np.ndarray = np.minimum(((u - LOG_LO) / LOG_STEP).astype(np.intp), N_BINS - 1)
-    return out
+def compiled(f: F) -> F:
+    """numba's nopython compilation, cached on disk beside the module."""
+    return cast(F, numba.njit(cache=True, nogil=True)(f))
 
 
-def quantile(tails: FloatArray, total: FloatArray, share: float) -> FloatArray:
-    """log2 of the deviation exceeded by ``share`` of the weight (interpolated in its bin);
-    ``tails[..., b]`` is the weight at or above bin b."""
-    want = share * total
-    b = np.maximum((tails >= want[..., None]).sum(axis=-1) - 1, 0)
-    at = np.take_along_axis(tails, b[..., None], axis=-1)[..., 0]
-    shifted = np.concatenate((tails[..., 1:], np.zeros_like(tails[..., :1])), axis=-1)
-    nxt = np.take_along_axis(shifted, b[..., None], axis=-1)[..., 0]
-    frac = np.clip((at - want) / np.maximum(at - nxt, 1e-12), 0.0, 1.0)
-    out: FloatArray = LOG_LO + (b + frac) * LOG_STEP
-    return out
+@compiled
+def bin_of(dev: float) -> int:
+    """The histogram bin of a deviation."""
+    u = math.log2(max(dev, DEV_MIN))
+    return min(int((u - LOG_LO) / LOG_STEP), N_BINS - 1)
 
 
-def percentiles(hist: FloatArray) -> FloatArray:
-    """log2 of the 50th, 90th and 99th percentiles of each histogram, and its weight."""
-    tails = np.cumsum(hist[..., ::-1], axis=-1)[..., ::-1]
-    total = tails[..., 0]
-    parts = [quantile(tails, total, share) for share in (0.5, 0.1, 0.01)]
-    out: FloatArray = np.stack([*parts, total], axis=-1)
-    return out
-
-
-def tail_surprise(
-    q: FloatArray, dev: FloatArray, min_tail_octaves: float, min_weight: float
-) -> FloatArray:
-    """-log10 p of each deviation under its histogram's percentiles ``q``.
+@compiled
+def tail_surprise(q: FloatArray, dev: float, min_tail_octaves: float, min_weight: float) -> float:
+    """-log10 p of a deviation under a histogram's percentiles ``q`` (``refresh``).
 
     p is 0.5 at the median, 0.1 at the 90th percentile and 0.01 at the 99th (log-linear in
     between); beyond the 90th a power-law tail through the 90th and 99th: a tenth less for
@@ -61,12 +49,45 @@ def tail_surprise(
     the bulk, so anomalies that recur (under 1 % of the samples) stay rare. 0 where the
     histogram holds less than ``min_weight``.
     """
-    u = np.log2(np.maximum(dev, DEV_MIN))
-    u50, u90, u99, weight = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
-    above = 1.0 + (u - u90) / np.maximum(u99 - u90, min_tail_octaves)
-    below = SURPRISE_AT_MEDIAN + (1.0 - SURPRISE_AT_MEDIAN) * (u - u50) / np.maximum(
-        u90 - u50, 1e-9
-    )
-    surprise = np.where(u > u90, above, np.clip(below, 0.0, 1.0))
-    out: FloatArray = np.where(weight >= min_weight, surprise, 0.0)
-    return out
+    if q[3] < min_weight:
+        return 0.0
+    u = math.log2(max(dev, DEV_MIN))
+    u50, u90, u99 = float(q[0]), float(q[1]), float(q[2])
+    if u > u90:
+        return 1.0 + (u - u90) / max(u99 - u90, min_tail_octaves)
+    below = SURPRISE_AT_MEDIAN + (1.0 - SURPRISE_AT_MEDIAN) * (u - u50) / max(u90 - u50, 1e-9)
+    return min(max(below, 0.0), 1.0)
+
+
+@compiled
+def _quantile(tails: FloatArray, share: float) -> float:
+    """log2 of the deviation exceeded by ``share`` of the weight (interpolated in its bin);
+    ``tails[b]`` is the weight at or above bin b."""
+    want = share * float(tails[0])
+    b = 0
+    for k in range(N_BINS):
+        if tails[k] >= want:
+            b = k
+    at = float(tails[b])
+    nxt = float(tails[b + 1]) if b + 1 < N_BINS else 0.0
+    frac = min(max((at - want) / max(at - nxt, 1e-12), 0.0), 1.0)
+    return LOG_LO + (b + frac) * LOG_STEP
+
+
+@compiled
+def refresh(calib: FloatArray, quantiles: FloatArray, fade: float) -> None:
+    """Fade every histogram ``calib[i, v]`` by ``fade``; recompute its percentiles into
+    ``quantiles[i, v]``: log2 of the 50th, 90th, 99th percentile, and the weight."""
+    tails = np.empty(N_BINS)
+    for i in range(calib.shape[0]):
+        for v in range(calib.shape[1]):
+            h = calib[i, v]
+            acc = 0.0
+            for k in range(N_BINS - 1, -1, -1):
+                h[k] *= fade
+                acc += h[k]
+                tails[k] = acc
+            quantiles[i, v, 0] = _quantile(tails, 0.5)
+            quantiles[i, v, 1] = _quantile(tails, 0.1)
+            quantiles[i, v, 2] = _quantile(tails, 0.01)
+            quantiles[i, v, 3] = tails[0]

@@ -8,7 +8,8 @@ from starlette.responses import Response
 
 from services.trainer.deps import AnomalyServiceDep, EngineDep
 from services.trainer.health.service import metrics_text, trainer_health
-from shared.schemas.health import TrainerHealth
+from shared.schemas.health import Readiness, TrainerHealth
+from shared.web import StorageDep, ready_answer
 
 router = APIRouter()
 
@@ -18,9 +19,11 @@ router = APIRouter()
     response_model=TrainerHealth,
     summary="Trainer health: database, background loops, scoring lag",
 )
-async def health(request: Request, engine: EngineDep, anomaly: AnomalyServiceDep) -> TrainerHealth:
+async def health(
+    request: Request, engine: EngineDep, anomaly: AnomalyServiceDep, storage: StorageDep
+) -> TrainerHealth:
     state = request.app.state
-    return await trainer_health(engine, state.settings, state.loops, anomaly)
+    return await trainer_health(engine, state.settings, state.loops, anomaly, storage)
 
 
 @router.get("/metrics", include_in_schema=False)
@@ -28,3 +31,13 @@ async def metrics(request: Request, anomaly: AnomalyServiceDep) -> Response:
     state = request.app.state
     body = await metrics_text(state.settings, state.loops, anomaly)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    summary="Trainer readiness: 503 while the database does not answer",
+    responses={503: {"model": Readiness, "description": "The database does not answer."}},
+)
+async def ready(engine: EngineDep, storage: StorageDep) -> Response:
+    return await ready_answer("trainer", engine, storage)

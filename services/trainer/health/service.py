@@ -1,6 +1,6 @@
 """The trainer's health and its Prometheus figures: database, background loops, scoring lag.
 
-Usage: ``await trainer_health(engine, settings, loops, anomaly)``; ``await metrics_text(...)``.
+Usage: ``await trainer_health(engine, settings, loops, anomaly, storage)``; ``await metrics_text(...)``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from shared.db import ping
 from shared.loops import BackgroundLoop, prometheus_text
 from shared.schemas.health import LoopHealth, ScoringHealth, TrainerHealth
 from shared.settings import Settings
+from shared.storage import StorageState
 
 
 def loop_health(loop: BackgroundLoop, settings: Settings) -> LoopHealth:
@@ -40,8 +41,10 @@ async def trainer_health(
     settings: Settings,
     loops: Sequence[BackgroundLoop],
     anomaly: AnomalyService,
+    storage: StorageState,
 ) -> TrainerHealth:
-    """healthy, or degraded naming each problem: database away, a loop stalled, scoring late."""
+    """healthy, or degraded naming each problem: database away or full, a loop stalled,
+    scoring late, scores waiting or dropped."""
     states = [loop_health(loop, settings) for loop in loops]
     problems = [
         f"loop {s.name} stalled: no successful pass for {s.seconds_since_success or 0:.0f} s"
@@ -66,8 +69,15 @@ async def trainer_health(
             f"scoring lags {scoring.lag_seconds:.0f} s behind the newest sample "
             f"(limit {settings.scoring_lag_limit:.0f} s)"
         )
+    if full := storage.problem():
+        problems.append(full)
+    writer = anomaly.writer
+    if writer.failing:
+        problems.append(f"{len(writer.pending)} scores waiting for the database")
     return TrainerHealth(
         status="degraded" if problems else "healthy",
+        pending_scores=len(writer.pending),
+        dropped_scores=writer.dropped,
         service="trainer",
         database=database,
         active_models=active,
@@ -109,6 +119,11 @@ async def metrics_text(
             "autofix_anomaly_scores_dropped",
             "Scores dropped because too many waited to be written.",
             float(anomaly.writer.dropped),
+        ),
+        (
+            "autofix_anomaly_scores_pending",
+            "Scores of answered predictions waiting to be written (the database away).",
+            float(len(anomaly.writer.pending)),
         ),
     ]
     return prometheus_text(

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from services.trainer.synthetic import service
 from shared.schemas.synthetic import GenerateSyntheticRequest, GenerateSyntheticResponse
-from shared.web import ConnDep
+from shared.web import EngineDep
 
 router = APIRouter()
 
@@ -17,6 +17,6 @@ router = APIRouter()
     summary="Generate labelled synthetic samples and store them",
 )
 async def generate_synthetic(
-    body: GenerateSyntheticRequest, conn: ConnDep
+    body: GenerateSyntheticRequest, engine: EngineDep
 ) -> GenerateSyntheticResponse:
-    return await service.generate(conn, body)
+    return await service.generate(engine, body)

@@ -500,13 +500,14 @@ async def test_consecutive_anomalies_open_one_incident_and_normal_samples_resolv
             assert {b["id"] for b in receiver.bodies} == {incident["id"]}
 
 
-@pytest.mark.xfail(
-    reason="open defect since the streaming merge: depending on the time of day the incident "
-    "is already resolved when first seen, or fewer spike samples are flagged after the "
-    "restart than the test expects; the manual-resolve rule itself is covered by "
-    "tests/trainer/anomaly/test_incident_state.py",
-    strict=False,
-)
+# A condition that lasts, on a metric the training history never spiked: the history is
+# four synthetic days with ~15 % CPU, memory and error-storm scenarios, so a lasting CPU or
+# error spike is a recurring kind of event there, which the per-metric calibration rightly
+# finds less surprising (it scores about 0.997-0.9998, around the threshold, after its
+# first sample, by time of day). The disk filling up has never been seen on this host.
+LASTING = {**SPIKE, "disk_usage_percent": 99.0}
+
+
 async def test_a_manual_resolve_holds_through_the_scoring_loop_and_a_restart(
     fast_settings: Settings, engine: AsyncEngine
 ) -> None:
@@ -526,17 +527,17 @@ async def test_a_manual_resolve_holds_through_the_scoring_loop_and_a_restart(
     async with app_client(create_app(fast_settings, engine=engine)) as client:
         await trained(client, engine)
         await store(engine, samples(start, 20), "train-host")
-        await store(engine, samples(start + timedelta(minutes=20), 6, **SPIKE), "train-host")
+        await store(engine, samples(start + timedelta(minutes=20), 6, **LASTING), "train-host")
         (incident,) = await wait_for(lambda: ml_incidents(client))
         assert incident["status"] == "open"
         resolved = await client.post(f"/incidents/{incident['id']}/resolve")
         assert resolved.status_code == 200
-        await store(engine, samples(start + timedelta(minutes=26), 4, **SPIKE), "train-host")
+        await store(engine, samples(start + timedelta(minutes=26), 4, **LASTING), "train-host")
         await wait_scored(client, 30)
         (still,) = await ml_incidents(client)
         assert still["status"] == "resolved"  # the spike lasts: no reopen
     async with app_client(create_app(fast_settings, engine=engine)) as client:  # a restart
-        await store(engine, samples(start + timedelta(minutes=30), 4, **SPIKE), "train-host")
+        await store(engine, samples(start + timedelta(minutes=30), 4, **LASTING), "train-host")
         await wait_scored(client, 34)
         (after,) = await ml_incidents(client)
         assert after["status"] == "resolved" and after["id"] == incident["id"]

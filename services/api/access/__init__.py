@@ -1,0 +1,1 @@
+"""Access control at the gateway: API keys and roles, limits, the checks before routing."""
