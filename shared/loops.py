@@ -146,7 +146,14 @@ class BackgroundLoop:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("%s: a pass failed; retrying", self.name)
+                log.exception(
+                    "%s: a pass failed; retrying",
+                    self.name,
+                    extra={
+                        "event": "loop_failed",
+                        "fields": {"loop": self.name, "failures": self.failures},
+                    },
+                )
                 delay = min(self.retry_after, self.interval)
             await asyncio.sleep(self.interval if delay is None else max(0.0, delay))
 
