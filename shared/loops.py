@@ -208,8 +208,8 @@ def prometheus_text(
                 families[name][2].append(f"{name}{labels} {value!r}")
     lines: list[str] = []
     for name, (kind, text, samples) in families.items():
-        base = name.removesuffix("_total") if kind == "counter" else name
-        lines += [f"# HELP {base} {text}", f"# TYPE {base} {kind}", *samples]
+        # Text format 0.0.4: a counter's HELP and TYPE name its samples, _total included.
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", *samples]
     for name, text, value in gauges:
         lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
         if value is not None:

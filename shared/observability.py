@@ -201,8 +201,7 @@ def samples_text(samples: Iterable[Sample], *, service: str) -> bytes:
     lines: list[str] = []
     for name, group in families.items():
         kind = group[0].kind
-        base = name.removesuffix("_total") if kind == "counter" else name
-        lines += [f"# HELP {base} {group[0].help or name}", f"# TYPE {base} {kind}"]
+        lines += [f"# HELP {name} {group[0].help or name}", f"# TYPE {name} {kind}"]
         for s in group:
             labels = {"service": service, **s.labels}
             text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())

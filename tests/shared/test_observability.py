@@ -1,0 +1,173 @@
+"""Every service's /metrics, scraped over real HTTP from the real services: the series the
+README promises, token-free and key-free, and counters that follow what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.incidents.repository import raise_incident
+from shared.logs import JsonFormatter, PlainFormatter, event
+from shared.settings import Settings
+from tests.monitoring import TOKEN, families, monitored_stack, sample_value, scrape
+
+# Family names as the parser gives them (counters without _total).
+EVERY_SERVICE = {
+    "autofix_up",
+    "autofix_process_start_time_seconds",
+    "autofix_http_requests",
+    "autofix_http_request_errors",
+    "autofix_http_request_duration_seconds",
+    "autofix_http_requests_in_progress",
+    "autofix_incidents_opened",
+    "autofix_incidents_resolved",
+    "autofix_models_trained",
+    "autofix_training_duration_seconds",
+    "autofix_loop_running",
+    "autofix_loop_stalled",
+    "autofix_loop_runs",
+    "autofix_loop_failures",
+    "autofix_loop_last_success_timestamp_seconds",
+    "autofix_loop_seconds_since_success",
+    "autofix_db_pool_size",
+    "autofix_db_pool_checked_out",
+}
+PER_SERVICE = {
+    "api": set(),
+    "collector": {
+        "autofix_samples_buffered",
+        "autofix_samples_dropped",
+        "autofix_samples_written",
+        "autofix_queue_depth",
+    },
+    "trainer": {
+        "autofix_scoring_lag_seconds",
+        "autofix_scoring_newest_sample_timestamp_seconds",
+        "autofix_scoring_newest_scored_timestamp_seconds",
+        "autofix_anomaly_scores_pending",
+        "autofix_anomaly_scores_dropped",
+        "autofix_webhook_deliveries",
+        "autofix_queue_depth",
+    },
+    "forecaster": {"autofix_webhook_deliveries", "autofix_queue_depth"},
+}
+QUEUES = {"collector": {"sample_buffer"}, "trainer": {"webhook", "score_writes"}}
+LOOPS = {"collector": {"retention"}, "trainer": {"anomaly-scoring", "webhook"}}
+
+
+async def test_every_service_serves_its_series_without_token_or_key(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    async with monitored_stack(settings, engine) as stack, httpx.AsyncClient(timeout=30) as client:
+        texts = {name: await scrape(client, url) for name, url in stack.urls.items()}
+    for name, text in texts.items():
+        found = families(text)
+        missing = (EVERY_SERVICE | PER_SERVICE[name]) - found.keys()
+        assert not missing, (name, sorted(missing))
+        assert sample_value(text, "autofix_up", service=name) == 1.0
+        queues = {dict(labels)["queue"] for labels in found.get("autofix_queue_depth", set())}
+        assert QUEUES.get(name, set()) <= queues, (name, queues)
+        loops = {dict(labels).get("loop") for labels in found["autofix_loop_running"]}
+        assert LOOPS.get(name, set()) <= loops, (name, loops)
+    for name in ("trainer", "forecaster"):
+        outcomes = {dict(x)["outcome"] for x in families(texts[name])["autofix_webhook_deliveries"]}
+        assert outcomes == {"sent", "failed", "dropped"}
+
+
+async def test_requests_incidents_and_deliveries_are_counted(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    async with monitored_stack(settings, engine) as stack, httpx.AsyncClient(timeout=30) as client:
+        before = await scrape(client, stack.urls["trainer"])
+        opened_before = sample_value(before, "autofix_incidents_opened_total", type="ML_ANOMALY")
+        resolved_before = sample_value(
+            before, "autofix_incidents_resolved_total", type="ML_ANOMALY"
+        )
+        async with engine.begin() as conn:
+            incident, _ = await raise_incident(
+                conn,
+                type="ML_ANOMALY",
+                host="web-1",
+                dedup_key="observability-test",
+                severity="high",
+                title="test incident",
+            )
+        resolved = await client.post(
+            f"{stack.urls['api']}/api/ml/incidents/{incident.id}/resolve",
+            headers={"Authorization": f"Bearer {stack.key}"},
+        )
+        assert resolved.status_code == 200, resolved.text
+        refused = await client.get(stack.urls["trainer"] + "/incidents")  # no internal token
+        assert refused.status_code == 401
+        for _ in range(100):  # the webhook is sent from a background loop
+            if stack.webhook_calls:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # the loop counts after the receiver answered
+        trainer = await scrape(client, stack.urls["trainer"])
+        gateway = await scrape(client, stack.urls["api"])
+    assert opened_before is not None and resolved_before is not None
+    assert sample_value(trainer, "autofix_incidents_opened_total", type="ML_ANOMALY") == (
+        opened_before + 1
+    )
+    assert sample_value(trainer, "autofix_incidents_resolved_total", type="ML_ANOMALY") == (
+        resolved_before + 1
+    )
+    assert stack.webhook_calls, "the webhook receiver got nothing"
+    assert sample_value(trainer, "autofix_webhook_deliveries_total", outcome="sent") == 1.0
+    assert (
+        sample_value(
+            trainer,
+            "autofix_http_requests_total",
+            route="/incidents/{incident_id}/resolve",
+            status="200",
+        )
+        == 1.0
+    )
+    assert sample_value(trainer, "autofix_http_requests_total", status="401") == 1.0
+    assert (
+        sample_value(
+            gateway,
+            "autofix_http_requests_total",
+            route="/api/ml/incidents/{incident_id}/resolve",
+            status="200",
+        )
+        == 1.0
+    )
+    assert TOKEN not in trainer
+
+
+def _record(logger: logging.Logger) -> logging.LogRecord:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        event(logger, "model_activated", "model %s activated", 7, model_id=7, host="web-1")
+    finally:
+        logger.removeHandler(handler)
+    return records[0]
+
+
+def test_json_log_lines_carry_the_event_and_its_fields() -> None:
+    record = _record(logging.getLogger("autofix_ml.test_observability"))
+    body = json.loads(JsonFormatter().format(record))
+    assert body["event"] == "model_activated"
+    assert body["message"] == "model 7 activated"
+    assert body["model_id"] == 7 and body["host"] == "web-1"
+    assert body["level"] == "info" and body["time"].endswith("+00:00")
+
+
+def test_plain_log_lines_append_the_fields() -> None:
+    record = _record(logging.getLogger("autofix_ml.test_observability"))
+    line = PlainFormatter().format(record)
+    assert line.endswith("model 7 activated event=model_activated model_id=7 host=web-1")
