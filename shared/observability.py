@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -222,7 +223,8 @@ def pool_samples(engine: Any) -> list[Sample]:
         reader = getattr(pool, attr, None)
         if callable(reader):
             try:
-                out.append(Sample(name, float(reader()), help=text))
+                # QueuePool's overflow counts up from -size: below zero means none.
+                out.append(Sample(name, max(0.0, float(reader())), help=text))
             except (TypeError, ValueError):  # a pool kind without this figure
                 continue
     return out
@@ -297,8 +299,9 @@ class ServiceMetrics:
         )
         return b"".join(
             [
-                self.requests.text(),
-                generate_latest(EVENTS.registry),
+                # Every series names its service, as the loops' and the scrape-time ones do.
+                generate_latest(Labelled(self.requests.registry, service=self.service)),
+                generate_latest(Labelled(EVENTS.registry, service=self.service)),
                 loops,
                 samples_text(samples, service=self.service),
             ]
@@ -306,6 +309,20 @@ class ServiceMetrics:
 
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Labelled:
+    """A registry's metrics with extra labels on every sample, for ``generate_latest``."""
+
+    def __init__(self, registry: CollectorRegistry, **labels: str) -> None:
+        self.registry = registry
+        self.labels = labels
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():
+            out = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            out.samples = [s._replace(labels={**s.labels, **self.labels}) for s in metric.samples]
+            yield out
 
 
 def incident_opened(*, incident_type: str, incident_id: int, host: str, severity: str) -> None:
