@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.incidents.repository import raise_incident
 from shared.logs import JsonFormatter, PlainFormatter, event
+from shared.loops import BackgroundLoop
 from shared.settings import Settings
 from tests.monitoring import TOKEN, families, monitored_stack, sample_value, scrape
 
@@ -171,3 +172,31 @@ def test_plain_log_lines_append_the_fields() -> None:
     record = _record(logging.getLogger("autofix_ml.test_observability"))
     line = PlainFormatter().format(record)
     assert line.endswith("model 7 activated event=model_activated model_id=7 host=web-1")
+
+
+async def test_a_failing_loop_pass_logs_a_loop_failed_event() -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    async def step() -> float | None:
+        raise RuntimeError("database away")
+
+    logger = logging.getLogger("autofix_ml.loops")
+    handler = Keep()
+    logger.addHandler(handler)
+    loop = BackgroundLoop("scoring-test", step, interval=60.0)
+    try:
+        loop.start()
+        for _ in range(200):
+            if records:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await loop.stop()
+        logger.removeHandler(handler)
+    body = json.loads(JsonFormatter().format(records[0]))
+    assert body["event"] == "loop_failed" and body["loop"] == "scoring-test"
+    assert body["level"] == "error" and "RuntimeError: database away" in body["exception"]
