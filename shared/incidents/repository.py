@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared import observability as observe
+from shared import events as observe
 from shared.clock import utcnow
 from shared.db import row_dict
 from shared.errors import Conflict, NotFound

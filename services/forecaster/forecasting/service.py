@@ -40,7 +40,7 @@ from services.forecaster.forecasting.prophet_model import (
 )
 from services.forecaster.forecasting.retrain import due_hosts
 from services.forecaster.forecasting.training import fit_metrics, register
-from shared import observability as observe
+from shared import events as observe
 from shared.active_model import ActiveModel, ActiveModelHolder
 from shared.clock import utcnow
 from shared.errors import AppError, Conflict

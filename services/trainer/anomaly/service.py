@@ -38,7 +38,7 @@ from services.trainer.anomaly.training import (
 from services.trainer.anomaly.worker import TrainingJob, train_in_worker
 from services.trainer.synthetic.generator import SyntheticDataGenerator
 from services.trainer.synthetic.service import HOST_LOCKS, store
-from shared import observability as observe
+from shared import events as observe
 from shared import registry
 from shared.active_model import ActiveModel, ActiveModelHolder, Scope
 from shared.db import write_transaction
