@@ -8,6 +8,7 @@ import json
 import logging
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.incidents.repository import raise_incident
@@ -15,6 +16,7 @@ from shared.logs import JsonFormatter, PlainFormatter, event
 from shared.loops import BackgroundLoop
 from shared.settings import Settings
 from tests.monitoring import TOKEN, families, monitored_stack, sample_value, scrape
+from tests.trainer.anomaly.test_anomaly_service import store_history
 
 # Family names as the parser gives them (counters without _total).
 EVERY_SERVICE = {
@@ -200,3 +202,43 @@ async def test_a_failing_loop_pass_logs_a_loop_failed_event() -> None:
     body = json.loads(JsonFormatter().format(records[0]))
     assert body["event"] == "loop_failed" and body["loop"] == "scoring-test"
     assert body["level"] == "error" and "RuntimeError: database away" in body["exception"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_trainings_activations_and_rollbacks_are_counted_and_logged(
+    settings: Settings, engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="autofix_ml.events")
+    family = {"family": "anomaly_detector"}
+    async with monitored_stack(settings, engine) as stack, httpx.AsyncClient(timeout=120) as client:
+        gateway = stack.urls["api"] + "/api/ml"
+        headers = {"Authorization": f"Bearer {stack.key}"}
+        before = await scrape(client, stack.urls["trainer"])
+        await store_history(engine)
+        ids = []
+        for _ in range(2):
+            trained = await client.post(
+                gateway + "/train/anomaly-detector",
+                json={"n_estimators": 30, "force": True},
+                headers=headers,
+            )
+            assert trained.status_code == 200, trained.text
+            ids.append(trained.json()["model"]["id"])
+        back = await client.post(f"{gateway}/models/{ids[0]}/activate", headers=headers)
+        assert back.status_code == 200, back.text
+        after = await scrape(client, stack.urls["trainer"])
+
+    def delta(name: str) -> float:
+        return (sample_value(after, name, **family) or 0) - (
+            sample_value(before, name, **family) or 0
+        )
+
+    assert delta("autofix_models_trained_total") == 2
+    assert delta("autofix_training_duration_seconds_count") == 2
+    assert delta("autofix_training_duration_seconds_sum") > 0
+    events = [(r.event, r.fields) for r in caplog.records if hasattr(r, "event")]
+    assert [f["model_id"] for e, f in events if e == "model_trained"] == ids
+    assert ("model_activated", ids[1]) in [(e, f["model_id"]) for e, f in events]
+    rolled = [f for e, f in events if e == "model_rolled_back"]
+    assert len(rolled) == 1 and rolled[0]["model_id"] == ids[0]
+    assert rolled[0]["previous_model_id"] == ids[1] and rolled[0]["reason"] == "by hand"
