@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services.keys_cli import access_summary, keys_app, preflight
+from shared.logs import configure_logging
 from shared.settings import get_settings
 
 app = typer.Typer(
@@ -35,8 +36,8 @@ APP_FACTORIES = {
 
 
 def _configure_logging() -> None:
-    level = get_settings().log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
     for noisy in ("httpx", "httpcore", "cmdstanpy", "prophet"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -88,6 +89,8 @@ def serve(
         host=settings.bind_host,
         port=settings.port(service),
         log_level=settings.log_level,
+        # json: uvicorn's own records go through the root handler, one format for all.
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         access_log=False,
         timeout_graceful_shutdown=5,
     )

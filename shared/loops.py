@@ -146,7 +146,14 @@ class BackgroundLoop:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("%s: a pass failed; retrying", self.name)
+                log.exception(
+                    "%s: a pass failed; retrying",
+                    self.name,
+                    extra={
+                        "event": "loop_failed",
+                        "fields": {"loop": self.name, "failures": self.failures},
+                    },
+                )
                 delay = min(self.retry_after, self.interval)
             await asyncio.sleep(self.interval if delay is None else max(0.0, delay))
 
@@ -201,8 +208,8 @@ def prometheus_text(
                 families[name][2].append(f"{name}{labels} {value!r}")
     lines: list[str] = []
     for name, (kind, text, samples) in families.items():
-        base = name.removesuffix("_total") if kind == "counter" else name
-        lines += [f"# HELP {base} {text}", f"# TYPE {base} {kind}", *samples]
+        # Text format 0.0.4: a counter's HELP and TYPE name its samples, _total included.
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", *samples]
     for name, text, value in gauges:
         lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
         if value is not None:

@@ -106,6 +106,11 @@ class Settings(BaseSettings):
         description="How long the gateway reuses the services' health answers.",
     )
     log_level: str = Field(default="info", validation_alias=_env("AUTOFIX_LOG_LEVEL"))
+    log_format: Literal["plain", "json"] = Field(
+        default="plain",
+        description="plain: one readable line per record; json: one JSON object per line.",
+        validation_alias=_env("AUTOFIX_LOG_FORMAT"),
+    )
 
     # Access control and limits (README, "Access control").
     auth: Literal["auto", "on", "off"] = Field(

@@ -17,10 +17,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.access import is_loopback
 from shared.errors import AppError
+from shared.observability import CONTENT_TYPE, MetricsMiddleware, ServiceMetrics
 from shared.readiness import readiness
 from shared.settings import Settings
 from shared.storage import FULL_DETAIL, StorageState, full_reason, storage_full
@@ -46,7 +48,41 @@ def new_app(
     token = internal_token_required(settings, service=title)
     if token:
         app.add_middleware(InternalTokenMiddleware, token=token)
+    install_metrics(app, service=title.split()[-1], settings=settings)
     return app
+
+
+# Probes count as traffic="admin", like the gateway's.
+PROBE_PATHS = frozenset({"/health", "/ready", "/docs", "/openapi.json"})
+
+
+def install_metrics(app: FastAPI, *, service: str, settings: Settings) -> ServiceMetrics:
+    """Request counting (outermost, so 401s count too) and GET /metrics, token-free.
+
+    At scrape time /metrics reads `app.state.loops` and `app.state.engine`; a lifespan adds
+    its own figures with `app.state.observability.add_source(...)`.
+    """
+    metrics = ServiceMetrics(
+        service,
+        stall_intervals=settings.loop_stall_intervals,
+        stall_min_seconds=settings.loop_stall_min_seconds,
+    )
+    app.state.observability = metrics
+    app.add_middleware(
+        MetricsMiddleware,
+        metrics=metrics.requests,
+        exclude=frozenset({"/metrics"}),
+        admin=PROBE_PATHS,
+    )
+
+    async def metrics_endpoint(request: Request) -> Response:
+        state = request.app.state
+        metrics.loops = getattr(state, "loops", ())
+        metrics.engine = getattr(state, "engine", None)
+        return Response(await metrics.render(), media_type=CONTENT_TYPE)
+
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    return metrics
 
 
 class ConfigurationError(RuntimeError):

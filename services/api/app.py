@@ -21,10 +21,11 @@ from services.api.health.endpoints import probes as probe_router
 from services.api.health.endpoints import router as health_router
 from services.api.health.service import HealthService
 from services.api.metrics.endpoints import metrics_endpoint
-from services.api.metrics.middleware import MetricsMiddleware, RequestMetrics
+from services.api.metrics.middleware import MetricsMiddleware
 from services.api.proxy.client import ServiceClients
 from services.api.proxy.endpoints import add_proxy_routes
 from services.api.proxy.table import ADMIN_PATHS, ROUTES
+from shared.observability import ServiceMetrics
 from shared.settings import Settings, get_settings
 from shared.web import install_error_handlers
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await keys.start()
+        app.state.observability.engine = keys.engine
         clients.open()
         app.state.health = HealthService(clients, ttl=settings.health_cache_seconds)
         try:
@@ -71,7 +73,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url="/api/redoc",
         openapi_url="/api/openapi.json",
     )
-    app.state.request_metrics = RequestMetrics()
+    app.state.observability = ServiceMetrics(
+        "api",
+        stall_intervals=settings.loop_stall_intervals,
+        stall_min_seconds=settings.loop_stall_min_seconds,
+    )
+    app.state.request_metrics = app.state.observability.requests
     app.state.keys = keys
     install_error_handlers(app)
     add_proxy_routes(app, ROUTES, clients=clients, dependencies=PROXY_DEPENDENCIES)

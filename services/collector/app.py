@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             service.storage = app.state.storage
             app.state.stored_data = stored_data_cache(db, service)
             app.state.loops = loops
+            app.state.observability.sources = [service.samples]
             for loop in loops:
                 loop.start()
             try:

@@ -92,6 +92,7 @@ def create_app(
             app.state.forecaster = service
             app.state.read_cache = ReadCache(service.thresholds)
             app.state.loops = [notifier.loop, *loops]
+            app.state.observability.sources = [notifier.samples]
             notifier.start()
             for loop in loops:
                 loop.start()

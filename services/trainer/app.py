@@ -15,11 +15,13 @@ from services.trainer.anomaly.endpoints import router as anomaly_router
 from services.trainer.anomaly.forest import ScoringThreads
 from services.trainer.anomaly.service import AnomalyService
 from services.trainer.health.endpoints import router as health_router
+from services.trainer.health.service import scoring_gauges
 from services.trainer.incidents.endpoints import router as incidents_router
 from services.trainer.registry.endpoints import router as registry_router
 from services.trainer.synthetic.endpoints import router as synthetic_router
 from shared.db import database
 from shared.incidents.notifier import Notifier
+from shared.observability import Sample, queue_sample
 from shared.settings import Settings, get_settings
 from shared.web import new_app
 from shared.workers import process_pool, shutdown, thread_pool
@@ -54,6 +56,14 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             )
             await app.state.anomaly.start()
             app.state.loops += app.state.anomaly.loops
+            anomaly: AnomalyService = app.state.anomaly
+
+            async def writer_queue() -> list[Sample]:
+                return [queue_sample("score_writes", len(anomaly.writer.pending))]
+
+            observability = app.state.observability
+            observability.gauges = lambda: scoring_gauges(anomaly)
+            observability.sources = [app.state.notifier.samples, writer_queue]
             try:
                 yield
             finally:

@@ -18,6 +18,7 @@ from shared.http import make_client
 from shared.incidents.payloads import alertmanager_payload, json_payload
 from shared.incidents.repository import record_notification
 from shared.loops import BackgroundLoop
+from shared.observability import Sample, notifier_samples
 from shared.schemas.incidents import IncidentOut
 from shared.settings import Settings
 
@@ -68,6 +69,16 @@ class Notifier:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    async def samples(self) -> list[Sample]:
+        """Deliveries sent / failed / dropped and the queue, for /metrics."""
+        return notifier_samples(
+            "webhook",
+            sent=self.sent,
+            failed=self.failed,
+            dropped=self.dropped,
+            queued=self.queue.qsize(),
+        )
 
     def notify(self, incident: IncidentOut, *, analysis: dict[str, Any] | None = None) -> None:
         """Queue the incident for the webhook (with ``analysis``: its follow-up delivery)."""

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared import events as observe
 from shared.clock import utcnow
 from shared.db import row_dict
 from shared.errors import Conflict, NotFound
@@ -98,7 +99,9 @@ async def raise_incident(
                 notification_status=None,
             )
         )
-        return await get_incident(conn, recent[0]), "reopened"
+        reopened = await get_incident(conn, recent[0])
+        _opened(reopened)
+        return reopened, "reopened"
 
     cause: dict[str, Any] = dict(
         type=type,
@@ -120,7 +123,19 @@ async def raise_incident(
     except IntegrityError:
         # Another writer opened it between our read and insert: update theirs.
         return await raise_incident(conn, **cause, cooldown_minutes=cooldown_minutes, now=now)
-    return await get_incident(conn, new_id), "opened"
+    opened = await get_incident(conn, new_id)
+    _opened(opened)
+    return opened, "opened"
+
+
+def _opened(incident: IncidentOut) -> None:
+    # Counted and logged as written: a transaction rolled back later (rare) overcounts one.
+    observe.incident_opened(
+        incident_type=incident.type,
+        incident_id=incident.id,
+        host=incident.host,
+        severity=str(incident.severity),
+    )
 
 
 async def resolve_incident(
@@ -151,7 +166,11 @@ async def resolve_incident(
         .where(incidents.c.id == current.id)
         .values(status="resolved", resolved_at=now, updated_at=now, details=details)
     )
-    return await get_incident(conn, current.id)
+    resolved = await get_incident(conn, current.id)
+    observe.incident_resolved(
+        incident_type=resolved.type, incident_id=resolved.id, host=resolved.host
+    )
+    return resolved
 
 
 async def refresh_incidents(

@@ -263,10 +263,13 @@ async def test_gateway_exposes_its_request_metrics(settings: Settings, engine: A
         await s.gateway.get("/api/ml/models")  # 503
         text = (await s.gateway.get("/metrics")).text
     assert (
-        'autofix_http_requests_total{method="GET",route="/api/ml/health",status="200",traffic="admin"} 3.0'
+        'autofix_http_requests_total{method="GET",route="/api/ml/health",service="api",status="200",'
+        'traffic="admin"} 3.0' in text
+    )
+    assert (
+        'autofix_http_request_errors_total{route="/api/ml/models",service="api",traffic="serving"} 1.0'
         in text
     )
-    assert 'autofix_http_request_errors_total{route="/api/ml/models",traffic="serving"} 1.0' in text
     assert "autofix_http_request_duration_seconds_bucket" in text
     assert "autofix_http_requests_in_progress" in text
 

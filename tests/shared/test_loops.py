@@ -105,7 +105,7 @@ async def test_a_loop_that_keeps_failing_is_stalled_until_a_pass_succeeds() -> N
     ).decode()
     assert 'autofix_loop_stalled{service="svc",loop="scoring"} 1.0' in text
     assert 'autofix_loop_running{service="svc",loop="scoring"} 1.0' in text
-    assert "# TYPE autofix_loop_failures counter" in text
+    assert "# TYPE autofix_loop_failures_total counter" in text  # as prometheus_client writes it
     assert 'x{service="svc"} 2.0' in text
     assert "autofix_loop_last_success_timestamp_seconds{" not in text  # never succeeded
     healthy = True

@@ -57,6 +57,11 @@ class KeyStore:
     def active(self) -> int:
         return len(self._keys)
 
+    @property
+    def engine(self) -> AsyncEngine | None:
+        """The keys' database engine (None until started, or with keys off)."""
+        return self._engine
+
     async def start(self) -> None:
         if self.mode == "off":
             if not self.loopback:

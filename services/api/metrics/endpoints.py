@@ -1,13 +1,13 @@
-"""GET /metrics: the gateway's request metrics in Prometheus text format (what the collector scrapes)."""
+"""GET /metrics: the gateway's figures in Prometheus text format (what the collector scrapes)."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.api.metrics.middleware import RequestMetrics
+from shared.observability import CONTENT_TYPE, ServiceMetrics
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    metrics: RequestMetrics = request.app.state.request_metrics
-    return metrics.render()
+    metrics: ServiceMetrics = request.app.state.observability
+    return Response(await metrics.render(), media_type=CONTENT_TYPE)

@@ -18,6 +18,7 @@ from services.collector.sampling.buffer import SampleBuffer
 from services.collector.sampling.sampler import MetricsCollector
 from shared.clock import utcnow
 from shared.loops import BackgroundLoop
+from shared.observability import Sample, queue_sample
 from shared.settings import Settings
 from shared.storage import StorageState, storage_full
 
@@ -45,6 +46,29 @@ class SamplingService:
             return False
         age = (utcnow() - self.last_collection_at).total_seconds()
         return age <= 2 * self.settings.collection_interval + 5
+
+    async def samples(self) -> list[Sample]:
+        """The buffer and what became of the samples, for /metrics."""
+        return [
+            Sample(
+                "autofix_samples_buffered",
+                float(len(self.buffer)),
+                help="Samples waiting for the database.",
+            ),
+            Sample(
+                "autofix_samples_dropped_total",
+                float(self.buffer.dropped),
+                kind="counter",
+                help="Samples dropped because the buffer was full (the database away too long).",
+            ),
+            Sample(
+                "autofix_samples_written_total",
+                float(self.samples_written),
+                kind="counter",
+                help="Samples written to metrics_history by the sampling loop.",
+            ),
+            queue_sample("sample_buffer", len(self.buffer)),
+        ]
 
     async def collect_once(self) -> dict[str, Any]:
         sample = await self.collector.collect()

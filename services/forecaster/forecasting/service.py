@@ -1,7 +1,6 @@
 """The forecaster's work: train per-metric models, refresh the stored forecasts, raise breach incidents.
 
-Usage: `Forecaster(settings, engine, notifier, executor=pool, models=holder)` in the lifespan;
-`await forecaster.train(TrainForecasterRequest(metrics=["cpu_usage_percent"]))`.
+Usage: `Forecaster(settings, engine, notifier, executor=pool, models=holder)`; `await f.train(req)`.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from services.forecaster.forecasting.prophet_model import (
 )
 from services.forecaster.forecasting.retrain import due_hosts
 from services.forecaster.forecasting.training import fit_metrics, register
+from shared import events as observe
 from shared.active_model import ActiveModel, ActiveModelHolder
 from shared.clock import utcnow
 from shared.errors import AppError, Conflict
@@ -194,6 +194,7 @@ class Forecaster:
             # Committed: these are the active versions now, verified as they were written.
             for fitted, record, artifact in registered:
                 self.models.put(ActiveModel(StoredModel(artifact, fitted.fit.sha256), record))
+        observe.versions_trained((r, f.fit.fit_seconds) for f, r, _a in registered)
         self.last_refresh_at = generated_at
         for incident in notify:
             self.notifier.notify(incident)

@@ -38,6 +38,7 @@ from services.trainer.anomaly.training import (
 from services.trainer.anomaly.worker import TrainingJob, train_in_worker
 from services.trainer.synthetic.generator import SyntheticDataGenerator
 from services.trainer.synthetic.service import HOST_LOCKS, store
+from shared import events as observe
 from shared import registry
 from shared.active_model import ActiveModel, ActiveModelHolder, Scope
 from shared.db import write_transaction
@@ -222,6 +223,13 @@ class AnomalyService:
                     loaded = await self.models.load(conn, model)
             if activate:
                 self.models.put(loaded)
+        observe.model_trained(
+            family=MODEL_NAME, model_id=model.id, host=host, seconds=time.perf_counter() - started
+        )
+        if activate:
+            observe.model_activated(
+                model, reason=reason, previous=active.record if active else None
+            )
         return TrainAnomalyResponse(
             model=model,
             activated=activate,
@@ -246,6 +254,9 @@ class AnomalyService:
             async with write_transaction(self.engine) as conn:
                 model = await registry.activate(conn, model_id)
             self.models.put(ActiveModel(loaded.model, model))
+        observe.model_activated(
+            model, reason="by hand", previous=previous.record if previous else None
+        )
         return ActivateResponse(model=model, previous_model_id=previous.id if previous else None)
 
     # -- real-time scoring ---------------------------------------------------------

@@ -1,13 +1,12 @@
-"""The trainer's health check and its Prometheus metrics: database, background loops, scoring lag."""
+"""The trainer's health check: database, background loops, scoring lag."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from services.trainer.deps import AnomalyServiceDep, EngineDep
-from services.trainer.health.service import metrics_text, trainer_health
+from services.trainer.health.service import trainer_health
 from shared.schemas.health import Readiness, TrainerHealth
 from shared.web import StorageDep, ready_answer
 
@@ -24,13 +23,6 @@ async def health(
 ) -> TrainerHealth:
     state = request.app.state
     return await trainer_health(engine, state.settings, state.loops, anomaly, storage)
-
-
-@router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request, anomaly: AnomalyServiceDep) -> Response:
-    state = request.app.state
-    body = await metrics_text(state.settings, state.loops, anomaly)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get(

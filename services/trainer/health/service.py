@@ -1,6 +1,6 @@
 """The trainer's health and its Prometheus figures: database, background loops, scoring lag.
 
-Usage: ``await trainer_health(engine, settings, loops, anomaly, storage)``; ``await metrics_text(...)``.
+Usage: ``await trainer_health(engine, settings, loops, anomaly, storage)``; ``await scoring_gauges(anomaly)`` for /metrics.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.trainer.anomaly.service import AnomalyService
 from shared import registry
 from shared.db import ping
-from shared.loops import BackgroundLoop, prometheus_text
+from shared.loops import BackgroundLoop
 from shared.schemas.health import LoopHealth, ScoringHealth, TrainerHealth
 from shared.settings import Settings
 from shared.storage import StorageState
@@ -87,10 +87,8 @@ async def trainer_health(
     )
 
 
-async def metrics_text(
-    settings: Settings, loops: Sequence[BackgroundLoop], anomaly: AnomalyService
-) -> bytes:
-    """The loops' figures and the scoring lag in Prometheus text format."""
+async def scoring_gauges(anomaly: AnomalyService) -> list[tuple[str, str, float | None]]:
+    """The scoring lag and the score writer's queue, as (name, help, value) gauges for /metrics."""
     try:
         scoring: ScoringHealth | None = await anomaly.scoring_health()
     except Exception:  # noqa: BLE001 - the loop figures still count
@@ -126,10 +124,4 @@ async def metrics_text(
             float(len(anomaly.writer.pending)),
         ),
     ]
-    return prometheus_text(
-        loops,
-        service="trainer",
-        stall_intervals=settings.loop_stall_intervals,
-        stall_min_seconds=settings.loop_stall_min_seconds,
-        gauges=gauges,
-    )
+    return gauges

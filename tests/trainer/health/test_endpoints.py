@@ -138,4 +138,4 @@ async def test_scoring_lag_beyond_the_limit_is_degraded_and_measured(
     assert any(p.startswith("scoring lags 3600 s") for p in body["problems"])
     assert 'autofix_scoring_lag_seconds{service="trainer"} 3600.0' in metrics
     assert 'autofix_loop_running{service="trainer",loop="anomaly-scoring"}' in metrics
-    assert "# TYPE autofix_loop_runs counter" in metrics
+    assert "# TYPE autofix_loop_runs_total counter" in metrics
