@@ -52,6 +52,8 @@ from shared.schemas.samples import (
     IngestRequest,
     IngestResponse,
     SampleQuery,
+    SeriesQuery,
+    SeriesResponse,
     StatsResponse,
 )
 from shared.schemas.synthetic import GenerateSyntheticRequest, GenerateSyntheticResponse
@@ -153,6 +155,18 @@ ROUTES: tuple[ProxyRoute, ...] = (
         query=SampleQuery,
         response=StatsResponse,
         summary="Statistical summary of collected metrics",
+    ),
+    ProxyRoute(
+        name="metrics_series",
+        method="GET",
+        path="/metrics/series",
+        service="collector",
+        role="reader",
+        query=SeriesQuery,
+        response=SeriesResponse,
+        errors=errors(bad_request="start is not before end"),
+        summary="A host's metrics over a window, averaged, min'd and max'd per bucket in the "
+        "database (charts)",
     ),
     ProxyRoute(
         name="metrics_export",
