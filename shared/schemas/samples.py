@@ -88,7 +88,24 @@ MetricSample = create_model(
 
 
 class IngestRequest(Input):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "samples": [
+                        {
+                            "host": "web-1",
+                            "cpu_usage_percent": 45.2,
+                            "memory_usage_mb": 2048,
+                            "error_rate": 0.02,
+                            "label": "normal",
+                        }
+                    ]
+                }
+            ]
+        },
+    )
 
     samples: list[MetricSample] = Field(
         min_length=1, max_length=10_000, description="Samples to store, 1 to 10,000 per request."
@@ -197,3 +214,13 @@ class SeriesResponse(Schema):
     series: dict[str, SeriesValues] = Field(
         description="Per metric asked, aligned with timestamps."
     )
+
+
+class HostSamples(Schema):
+    host: str = Field(description="A host with stored samples.")
+    newest: datetime = Field(description="Time of its newest sample.")
+
+
+class HostsResponse(Schema):
+    hosts: list[HostSamples] = Field(description="Every host with samples, by name.")
+    count: int = Field(description="Number of hosts.")

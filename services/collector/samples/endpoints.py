@@ -10,12 +10,13 @@ from fastapi.responses import StreamingResponse
 
 from services.collector.deps import SettingsDep, StoredDataDep
 from services.collector.samples import repository, service
-from services.collector.samples.series import read_series
+from services.collector.samples.series import read_hosts, read_series
 from services.collector.samples.window import sample_filter, series_window
 from shared.catalogue import METRIC_NAMES
 from shared.clock import utcnow
 from shared.schemas.samples import (
     ExportQuery,
+    HostsResponse,
     IngestRequest,
     IngestResponse,
     SampleQuery,
@@ -82,3 +83,12 @@ async def series(engine: EngineDep, query: Annotated[SeriesQuery, Query()]) -> S
         now=utcnow(),
     )
     return await read_series(engine, window)
+
+
+@router.get(
+    "/metrics/hosts",
+    response_model=HostsResponse,
+    summary="Every host with stored samples and the time of its newest",
+)
+async def hosts(engine: EngineDep) -> HostsResponse:
+    return await read_hosts(engine)

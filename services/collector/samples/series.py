@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.collector.samples.window import SeriesWindow
-from shared.schemas.samples import SeriesResponse, SeriesValues
+from shared.clock import utc
+from shared.schemas.samples import HostSamples, HostsResponse, SeriesResponse, SeriesValues
 from shared.tables import metrics_history as mh
 
 
@@ -69,3 +70,14 @@ async def read_series(engine: AsyncEngine, window: SeriesWindow) -> SeriesRespon
         counts=[int(row[1]) for row in rows],
         series=values,
     )
+
+
+async def read_hosts(engine: AsyncEngine) -> HostsResponse:
+    """Every host with samples and its newest sample's time (the index on host, timestamp)."""
+    query = (
+        sa.select(mh.c.host, sa.func.max(mh.c.timestamp)).group_by(mh.c.host).order_by(mh.c.host)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    hosts = [HostSamples(host=host, newest=utc(newest)) for host, newest in rows]
+    return HostsResponse(hosts=hosts, count=len(hosts))
