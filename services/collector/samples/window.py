@@ -111,7 +111,8 @@ def series_window(
     start = start if start is not None else end - DEFAULT_SERIES_SPAN
     if start >= end:
         raise BadRequest("start is not before end")
-    step = max(1, math.ceil((end - start).total_seconds() / points))
+    # Aligned buckets: a window of n steps touches at most n + 1 of them.
+    step = max(1, math.ceil((end - start).total_seconds() / (points - 1)))
     return SeriesWindow(
         host=host,
         metrics=_metric_names(metrics, known),

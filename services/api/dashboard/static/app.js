@@ -11,7 +11,7 @@ import { el } from "./util.js";
 const REFRESH_MS = 30000;
 const $ = (id) => document.getElementById(id);
 const view = $("view");
-const state = { range: sessionStorage.getItem("autofix-ml.range") || "24h", timer: null, token: 0 };
+const state = { range: sessionStorage.getItem("autofix-ml.range") || "24h", timer: null, token: 0, first: true };
 
 export function showMessage(text, kind = "error") {
   const box = $("message");
@@ -29,6 +29,8 @@ function route() {
 async function render({ quiet = false } = {}) {
   const { page, arg } = route();
   const token = ++state.token;
+  const began = state.first ? 0 : performance.now();
+  state.first = false;
   document.querySelectorAll("nav a[data-page]").forEach((a) => {
     a.classList.toggle("active", a.dataset.page === page || (page === "host" && a.dataset.page === "fleet"));
   });
@@ -41,6 +43,8 @@ async function render({ quiet = false } = {}) {
     view.replaceChildren(node);
     releaseCharts();
     if (typeof node.afterMount === "function") node.afterMount();
+    // When the page was drawn: ms since navigation on a first load, else since the render began.
+    window.dashboard.rendered = { page, took: performance.now() - began, at: performance.now() };
     showMessage("");
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (error) {

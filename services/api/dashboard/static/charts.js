@@ -39,7 +39,7 @@ function withGaps(timestamps, values, step) {
   for (let i = 0; i < timestamps.length; i++) {
     out.push([timestamps[i], values[i]]);
     if (i + 1 < timestamps.length && timestamps[i + 1] - timestamps[i] > 2 * step) {
-      out.push([timestamps[i] + step, null]);
+      out.push([timestamps[i] + 1, null]);
     }
   }
   return out;
@@ -79,8 +79,8 @@ export function metricChart(target, spec) {
     avg: withGaps(obs.timestamps, obs.avg, spec.step),
     min: withGaps(obs.timestamps, obs.min, spec.step),
     max: withGaps(obs.timestamps, obs.max, spec.step),
-    lower: spec.expected.map(([t, lo]) => [t, lo]),
-    upper: spec.expected.map(([t, , hi]) => [t, hi]),
+    lower: withGaps(spec.expected.map(([t]) => t), spec.expected.map(([, lo]) => lo), spec.bandGap),
+    upper: withGaps(spec.expected.map(([t]) => t), spec.expected.map(([, , hi]) => hi), spec.bandGap),
     yhat: spec.forecast.map(([t, y]) => [t, y]),
     flower: spec.forecast.map(([t, , lo]) => [t, lo]),
     fupper: spec.forecast.map(([t, , , hi]) => [t, hi]),
@@ -116,6 +116,7 @@ export function metricChart(target, spec) {
     legend: { show: false },
     cursor: { drag: { x: true, y: false } },
     scales: { x: { time: true, range: () => [spec.xMin, spec.xMax] } },
+    tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"), // times in UTC, as elsewhere
     axes: [
       { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#eef0f3" } },
       { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#eef0f3" }, size: 58 },

@@ -115,8 +115,11 @@ export async function hostPage(ctx) {
       forecast: forecasts[metric] || [],
       breaches: b.map((a) => [sec(a.at), a.predicted_value]),
       threshold: b.length ? thresholds[metric] : null,
+      // The expected band is known only where the metric was among a score's top metrics:
+      // points further apart than this are not joined.
+      bandGap: Math.max(series.step_seconds, 300),
       xMin,
-      xMax,
+      xMax: forecasts[metric] ? xMax : sec(window.end),
     }));
   }
 
@@ -142,7 +145,7 @@ export async function hostPage(ctx) {
           : el("p", { class: "muted" }, "No incidents for this host.")),
       el("div", {},
         el("h2", {}, "Latest anomalous scores"),
-        recent.length ? el("ul", { class: "timeline scores" }, recent.map((s) => el("li", {},
+        recent.length ? el("ul", { class: "timeline scores" }, recent.map((s) => el("li", { dataset: { scoreId: s.id } },
           el("div", { class: "when" }, when(s.timestamp)),
           el("div", {}, badge(s.severity), ` score ${num(s.score, 4)} ≥ ${num(s.threshold, 4)} · `,
             s.contributions.map((c) => c.metric).join(", "),

@@ -15,8 +15,10 @@ function figures(metrics) {
     }
   };
   walk(metrics, "");
-  const shown = Object.entries(flat).filter(([k]) => FIGURES.some((f) => k === f || k.endsWith(`.${f}`)));
-  return shown.slice(0, 6).map(([k, v]) => el("span", { class: "figure" }, `${k} ${typeof v === "number" ? num(v) : String(v)}`));
+  const shown = Object.entries(flat).filter(([k, v]) => v !== null && FIGURES.some((f) => k === f || k.endsWith(`.${f}`)));
+  // "evaluation.synthetic.scenarios.cpu_spike.event_recall" reads as "cpu_spike event_recall".
+  const short = (k) => k.split(".").slice(-2).join(" ").replace(/^overall /, "");
+  return shown.slice(0, 6).map(([k, v]) => el("span", { class: "figure", title: k }, `${short(k)} ${typeof v === "number" ? num(v) : String(v)}`));
 }
 
 function row(model, refresh) {
