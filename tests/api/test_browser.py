@@ -15,6 +15,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,7 +33,11 @@ from tests.conftest import IN_CI, truncate_all
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "var" / "test-artifacts" / "browser"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-HOST = "synthetic"
+# Generated samples under a host of its own: the "synthetic" host never opens incidents.
+HOST = "lab-1"
+OTHER = "web-1"
+SPIKE = {"cpu_usage_percent": 99.0, "memory_usage_mb": 7800.0, "error_rate": 0.6}
+QUIET = {"cpu_usage_percent": 20.0, "memory_usage_mb": 2000.0, "error_rate": 0.01}
 FORECAST_METRICS = ["cpu_usage_percent", "memory_usage_mb"]
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
@@ -72,6 +77,7 @@ class Data:
     engine: AsyncEngine
     score_count: int = 0
     incidents: int = 0
+    incident_list: list[dict[str, Any]] = field(default_factory=list)
     trained: dict[str, Any] = field(default_factory=dict)
 
 
@@ -106,10 +112,26 @@ async def data(sqlite_url: str) -> AsyncIterator[Data]:
         async with stack(settings, engine) as s:
             api = s.gateway
             made = await api.post(
-                "/api/ml/train/generate-synthetic", json={"days": 3, "seed": 7}, timeout=120
+                "/api/ml/train/generate-synthetic",
+                json={"days": 3, "seed": 7, "host": HOST},
+                timeout=120,
             )
             assert made.status_code == 200, made.text
             count = made.json()["count"]
+            # Real (not generated) samples: a spike on the synthetic host just after its
+            # generated window opens an incident; a second host with a few quiet minutes.
+            now = datetime.now(UTC).replace(microsecond=0)
+            spike = [
+                {"host": HOST, "timestamp": (now + timedelta(minutes=m)).isoformat(), **SPIKE}
+                for m in (1, 2, 3)
+            ]
+            quiet = [
+                {"host": OTHER, "timestamp": (now - timedelta(minutes=m)).isoformat(), **QUIET}
+                for m in range(10)
+            ]
+            pushed = await api.post("/api/ml/metrics/ingest", json={"samples": spike + quiet})
+            assert pushed.status_code == 201, pushed.text
+            count += len(spike)
 
             async def scored() -> int:
                 r = await api.get("/api/ml/anomaly-scores", params={"host": HOST, "limit": 10000})
@@ -127,13 +149,19 @@ async def data(sqlite_url: str) -> AsyncIterator[Data]:
                 timeout=300,
             )
             assert forecaster.status_code == 200, forecaster.text
-            incidents = (await api.get("/api/ml/incidents", params={"limit": 1000})).json()
+
+            async def opened() -> Any:
+                listed = (await api.get("/api/ml/incidents", params={"limit": 1000})).json()
+                return listed if listed["count"] else None
+
+            incidents = await _wait(opened, 60, "the spike's incident")
             yield Data(
                 url=str(api.base_url).rstrip("/"),
                 api=api,
                 engine=engine,
                 score_count=n_scores,
                 incidents=incidents["count"],
+                incident_list=incidents["incidents"],
                 trained={"forest": forest.json(), "forecaster": forecaster.json()},
             )
     finally:
@@ -209,10 +237,13 @@ async def test_fleet_lists_the_host_and_opens_it(browser: Browser, data: Data) -
         await page.goto(data.url + "/")
         await rendered(page, "fleet")
         rows = page.locator("#fleet tbody tr")
-        assert await rows.count() == 1
+        assert await rows.count() == 2
+        # Sorted by status, worst first: the host with the open incident.
         assert HOST in await rows.first.inner_text()
-        await page.locator("#fleet th", has_text="Highest anomaly score").click()
+        assert "incident" in await rows.first.inner_text()
         await shot(page, "fleet")
+        await page.locator("#fleet th", has_text="Host").click()
+        assert OTHER in await rows.last.inner_text()
         await rows.first.click()
         await rendered(page, "host")
         assert page.url.endswith(f"#/host/{HOST}")
@@ -242,11 +273,6 @@ async def test_host_charts_every_metric_with_bands_marks_and_forecast(
         await shot(page, "host")
         watch.assert_clean()
         print(f"host page, 24 h of 14 metrics: {info['took']:.0f} ms after navigation")
-        timings = await page.evaluate(
-            "performance.getEntriesByType('resource').map(e => [e.name, Math.round(e.startTime), Math.round(e.duration)])"
-        )
-        for t in timings:
-            print(t)
 
 
 async def test_a_feedback_click_is_stored(browser: Browser, data: Data) -> None:
@@ -277,19 +303,24 @@ async def test_models_and_incidents_pages(browser: Browser, data: Data) -> None:
         await page.goto(f"{data.url}/#/incidents")
         await rendered(page, "incidents")
         rows = page.locator("#incidents tbody tr")
-        if data.incidents:
-            assert await rows.count() == data.incidents
-            open_before = await page.locator("#incidents button.resolve").count()
-            await page.select_option("select[name=severity]", index=0)
+        assert data.incidents > 0
+        assert await rows.count() == data.incidents
+        open_before = await page.locator("#incidents button.resolve").count()
+        assert open_before > 0
         await shot(page, "incidents")
+        drawn = await page.evaluate("window.dashboard.rendered.n")
+        await page.select_option("select[name=type]", "ML_ANOMALY")
+        await page.wait_for_function(f"window.dashboard.rendered.n > {drawn}")
+        assert await rows.count() == len(
+            [i for i in data.incident_list if i["type"] == "ML_ANOMALY"]
+        )
+        await page.locator("#incidents button.resolve").first.click()
+        await page.wait_for_function(
+            f"document.querySelectorAll('#incidents button.resolve').length < {open_before}"
+        )
+        opened = await data.api.get("/api/ml/incidents", params={"status": "open"})
+        assert opened.json()["count"] == open_before - 1
         watch.assert_clean()
-        if data.incidents and open_before:
-            await page.locator("#incidents button.resolve").first.click()
-            await page.wait_for_function(
-                f"document.querySelectorAll('#incidents button.resolve').length < {open_before}"
-            )
-            opened = await data.api.get("/api/ml/incidents", params={"status": "open"})
-            assert opened.json()["count"] == open_before - 1
 
 
 async def test_swagger_ui_and_redoc_render_with_the_network_cut_off(
@@ -336,7 +367,7 @@ async def test_signing_in_with_a_key_when_keys_are_required(browser: Browser, da
         await rendered(page, "fleet")
         assert await page.evaluate("sessionStorage.getItem('autofix-ml.key')") == key
         assert f"Bearer {key}" in sent
-        assert await page.locator("#fleet tbody tr").count() == 1
+        assert await page.locator("#fleet tbody tr").count() == 2
         # The 401 of the wrong key is a console error of the browser's own; nothing else.
         watch.errors = [e for e in watch.errors if "401" not in e]
         watch.assert_clean()

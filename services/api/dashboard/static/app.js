@@ -44,7 +44,8 @@ async function render({ quiet = false } = {}) {
     releaseCharts();
     if (typeof node.afterMount === "function") node.afterMount();
     // When the page was drawn: ms since navigation on a first load, else since the render began.
-    window.dashboard.rendered = { page, took: performance.now() - began, at: performance.now() };
+    const n = (window.dashboard.rendered?.n || 0) + 1;
+    window.dashboard.rendered = { page, n, took: performance.now() - began, at: performance.now() };
     showMessage("");
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (error) {
