@@ -256,6 +256,8 @@ async def test_host_charts_every_metric_with_bands_marks_and_forecast(
     async with page_of(browser) as (page, watch):
         await page.goto(f"{data.url}/#/host/{HOST}")
         info = await rendered(page, "host")
+        # The expected bands are read after the first paint, then the charts are redrawn.
+        await page.wait_for_function("window.dashboard.bands", timeout=20_000)
         charts = page.locator(".chart[data-rendered=true]")
         assert await charts.count() == 14
         series: dict[str, dict[str, int]] = {}

@@ -125,6 +125,9 @@ export function metricChart(target, spec) {
     bands,
     hooks: { draw: [thresholdHook(spec.threshold)] },
   };
+  for (const c of charts) {
+    if (c._target === target) { c.destroy(); charts.delete(c); } // a redraw (the bands came in)
+  }
   target.replaceChildren();
   const plot = new uPlot(opts, data, target);
   plot._target = target;
