@@ -273,6 +273,15 @@ async def test_host_charts_every_metric_with_bands_marks_and_forecast(
         assert sum(s["anomaly"] for s in series.values()) > 0
         assert await page.locator(".chart canvas").count() == 14
         await shot(page, "host")
+        # The range picker: the last hour is read again, in buckets of a few seconds.
+        drawn = await page.evaluate("window.dashboard.rendered.n")
+        await page.select_option("#range", "1h")
+        await page.wait_for_function(f"window.dashboard.rendered.n > {drawn}")
+        hour = json.loads(str(await charts.first.get_attribute("data-series")))
+        assert 50 <= hour["observed"] <= 61, hour
+        assert await page.evaluate("sessionStorage.getItem('autofix-ml.range')") == "1h"
+        # Live refresh is on: a timer re-reads the page's data.
+        assert await page.evaluate("window.dashboard.state.timer !== null")
         watch.assert_clean()
         print(f"host page, 24 h of 14 metrics: {info['took']:.0f} ms after navigation")
 
