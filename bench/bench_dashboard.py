@@ -68,22 +68,29 @@ def prepare(gateway: str) -> dict[str, float]:
     return took
 
 
-def series_read(gateway: str, span: timedelta, rounds: int = 10) -> float:
-    """Median milliseconds of the series read alone."""
-    times = []
+def reads_alone(gateway: str, span: timedelta, rounds: int = 7) -> dict[str, float]:
+    """Median milliseconds of each of the host page's reads, one at a time."""
+    end = datetime.now(UTC)
+    win = {"host": HOST, "start": (end - span).isoformat(), "end": end.isoformat()}
+    hours = min(24, max(1, round(span.total_seconds() / 3600 / 4)))
+    reads = {
+        "series": ("/api/ml/metrics/series", {**win, "points": 400}),
+        "marks": ("/api/ml/anomaly-scores", {**win, "anomalies_only": "true", "limit": 2000}),
+        "forecast": ("/api/ml/forecast", {"host": HOST, "hours_ahead": hours}),
+        "alerts": ("/api/ml/forecast/alerts", {"host": HOST, "hours_ahead": hours}),
+        "incidents": ("/api/ml/incidents", {"host": HOST, "limit": 50}),
+        "bands": ("/api/ml/anomaly-scores", {**win, "limit": 1500}),
+    }
+    out = {}
     with httpx.Client(base_url=gateway, timeout=60) as api:
-        for _ in range(rounds):
-            end = datetime.now(UTC)
-            params = {
-                "host": HOST,
-                "start": (end - span).isoformat(),
-                "end": end.isoformat(),
-                "points": 400,
-            }
-            t = time.perf_counter()
-            api.get("/api/ml/metrics/series", params=params).raise_for_status()
-            times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+        for name, (path, params) in reads.items():
+            times = []
+            for _ in range(rounds):
+                t = time.perf_counter()
+                api.get(path, params=params).raise_for_status()
+                times.append((time.perf_counter() - t) * 1000)
+            out[name] = round(statistics.median(times), 1)
+    return out
 
 
 async def page_loads(gateway: str, loads: int) -> dict[str, list[float]]:
@@ -129,7 +136,7 @@ def main() -> None:
         prep = prepare(svc.gateway)
         print(f"{args.db}: prepared {prep}")
         for name, span in RANGES.items():
-            print(f"  series read alone, {name}: median {series_read(svc.gateway, span):.0f} ms")
+            print(f"  reads alone, {name}, median ms: {reads_alone(svc.gateway, span)}")
         loads = asyncio.run(page_loads(svc.gateway, args.loads))
         for name, values in loads.items():
             print(

@@ -1,12 +1,8 @@
 // The dashboard's shell: sign-in, the hash router (#/fleet, #/host/NAME, #/models, #/incidents),
 // the range picker and live refresh.
-import { auth, get, ApiError } from "./api.js";
 import { releaseCharts } from "./charts.js";
-import { fleetPage } from "./pages/fleet.js";
-import { hostPage } from "./pages/host.js";
-import { incidentsPage } from "./pages/incidents.js";
-import { modelsPage } from "./pages/models.js";
-import { el } from "./util.js";
+import { ApiError, auth, el, get } from "./core.js";
+import { fleetPage, hostPage, incidentsPage, modelsPage } from "./pages.js";
 
 const REFRESH_MS = 30000;
 const $ = (id) => document.getElementById(id);
@@ -89,6 +85,7 @@ async function signIn(event) {
 }
 
 function start() {
+  performance.mark("app:start");
   $("range").value = state.range;
   $("range").addEventListener("change", () => {
     state.range = $("range").value;
