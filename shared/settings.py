@@ -269,6 +269,63 @@ class Settings(BaseSettings):
         description="The least time without a successful pass before a loop counts as stalled.",
     )
 
+    # Incident analysis (docs/incident-analysis.md).
+    analysis_provider: Literal["auto", "rules", "ollama", "openai"] = Field(
+        default="auto",
+        validation_alias=_env("ML_ANALYSIS_PROVIDER"),
+        description="Who analyses incidents; auto: ollama when OLLAMA_URL is set, else openai "
+        "when OPENAI_BASE_URL is, else the rules (also the fallback of every LLM).",
+    )
+    ollama_url: str = Field(default="", validation_alias=_env("OLLAMA_URL"))
+    ollama_model: str = Field(default="llama3.2:3b", validation_alias=_env("OLLAMA_MODEL"))
+    openai_base_url: str = Field(
+        default="",
+        validation_alias=_env("OPENAI_BASE_URL"),
+        description="An OpenAI-compatible API, up to /v1: http://127.0.0.1:8080/v1.",
+    )
+    openai_api_key: str = Field(default="", repr=False, validation_alias=_env("OPENAI_API_KEY"))
+    analysis_model: str = Field(
+        default="",
+        validation_alias=_env("ML_ANALYSIS_MODEL"),
+        description="Model of the OpenAI-compatible endpoint (and Ollama's, if set).",
+    )
+    analysis_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=_env("ML_ANALYSIS_TIMEOUT"),
+        description="Seconds an LLM may take; past it the rules' answer is served.",
+    )
+    analysis_auto: bool = Field(
+        default=True,
+        validation_alias=_env("ML_ANALYSIS_AUTO"),
+        description="Analyse every incident when it opens.",
+    )
+    analysis_queue_size: int = Field(
+        default=100,
+        ge=1,
+        validation_alias=_env("ML_ANALYSIS_QUEUE_SIZE"),
+        description="Incidents waiting for analysis; beyond it the oldest waits for the sweep.",
+    )
+    analysis_concurrency: int = Field(
+        default=1, ge=1, le=16, validation_alias=_env("ML_ANALYSIS_CONCURRENCY")
+    )
+    analysis_sweep_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=_env("ML_ANALYSIS_SWEEP_SECONDS"),
+        description="How often open incidents without an analysis (the forecaster's) are found.",
+    )
+
+    def analysis_provider_in_force(self) -> str:
+        """The provider of ML_ANALYSIS_PROVIDER, auto resolved."""
+        if self.analysis_provider != "auto":
+            return self.analysis_provider
+        if self.ollama_url:
+            return "ollama"
+        if self.openai_base_url:
+            return "openai"
+        return "rules"
+
     # Forecasting.
     forecast_refresh_minutes: float = Field(
         default=60.0, gt=0, validation_alias=_env("ML_FORECAST_REFRESH_MINUTES")

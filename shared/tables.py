@@ -224,7 +224,9 @@ llm_analyses = sa.Table(
     sa.Column(
         "incident_id", BigId, sa.ForeignKey("incidents.id", ondelete="CASCADE"), nullable=True
     ),
-    sa.Column("provider", sa.String(50), nullable=False, comment="ollama or fallback"),
+    sa.Column(
+        "provider", sa.String(50), nullable=False, comment="Who wrote it: rules, ollama, openai"
+    ),
     sa.Column("model", sa.String(100), nullable=True),
     sa.Column("prompt", sa.Text, nullable=True),
     sa.Column("summary", sa.Text, nullable=False),
@@ -233,7 +235,18 @@ llm_analyses = sa.Table(
     sa.Column("confidence", sa.Float, nullable=True),
     sa.Column("latency_ms", sa.Float, nullable=True),
     sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    # 0007: the structured analysis, its evidence, and why an LLM's answer was not served.
+    sa.Column("requested_provider", sa.String(50), nullable=True, comment="Who was asked first"),
+    sa.Column("status", sa.String(20), nullable=False, server_default="ok"),
+    sa.Column("fallback", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("rejected_reason", sa.Text, nullable=True),
+    sa.Column("category", sa.String(30), nullable=True, comment="Cause category"),
+    sa.Column("analysis", Json, nullable=False, server_default=sa.text("'{}'")),
+    sa.Column("evidence", Json, nullable=False, server_default=sa.text("'{}'")),
+    sa.Column("prompt_tokens", sa.Integer, nullable=True),
+    sa.Column("completion_tokens", sa.Integer, nullable=True),
     sa.Index("idx_llm_analyses_incident", "incident_id"),
+    sa.Index("idx_llm_analyses_created", "created_at"),
 )
 
 anomaly_thresholds = sa.Table(

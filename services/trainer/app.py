@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.trainer.analysis.endpoints import router as analysis_router
+from services.trainer.analysis.service import AnalysisService
 from services.trainer.anomaly.endpoints import router as anomaly_router
 from services.trainer.anomaly.forest import ScoringThreads
 from services.trainer.anomaly.service import AnomalyService
@@ -37,6 +39,10 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             app.state.notifier = Notifier(settings, db)
             app.state.notifier.start()
             app.state.loops = [app.state.notifier.loop]
+            # Before the scoring loop starts: it hears of every incident the scoring opens.
+            app.state.analysis = AnalysisService(settings, db, app.state.notifier)
+            app.state.analysis.start()
+            app.state.loops += app.state.analysis.loops
             training_pool = process_pool(1)  # a fit holds the GIL: a process keeps health fast
             scoring_pool = thread_pool(SCORING_THREADS, name="anomaly-scoring")
             app.state.anomaly = AnomalyService(
@@ -52,6 +58,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
                 yield
             finally:
                 await app.state.anomaly.stop()
+                await app.state.analysis.stop()
                 shutdown(training_pool, wait=True)
                 shutdown(scoring_pool)
                 await app.state.notifier.stop()
@@ -67,4 +74,5 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.include_router(registry_router)
     app.include_router(incidents_router)
     app.include_router(anomaly_router)
+    app.include_router(analysis_router)
     return app

@@ -6,11 +6,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from services.trainer.analysis.service import AnalysisService
 from services.trainer.anomaly.service import AnomalyService
 from shared.incidents.notifier import Notifier
 from shared.web import ConnDep, EngineDep
 
-__all__ = ["AnomalyServiceDep", "ConnDep", "EngineDep", "NotifierDep"]
+__all__ = ["AnalysisServiceDep", "AnomalyServiceDep", "ConnDep", "EngineDep", "NotifierDep"]
 
 
 async def anomaly_service(request: Request) -> AnomalyService:
@@ -24,5 +25,11 @@ async def notifier(request: Request) -> Notifier:
     return value
 
 
+async def analysis_service(request: Request) -> AnalysisService:
+    service: AnalysisService = request.app.state.analysis
+    return service
+
+
+AnalysisServiceDep = Annotated[AnalysisService, Depends(analysis_service)]
 AnomalyServiceDep = Annotated[AnomalyService, Depends(anomaly_service)]
 NotifierDep = Annotated[Notifier, Depends(notifier)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -21,6 +22,10 @@ from shared.schemas.incidents import IncidentOut
 from shared.settings import Settings
 
 log = logging.getLogger("autofix_ml.incidents")
+
+# One delivery: the incident and, for the follow-up once it is analysed, its analysis.
+Delivery = tuple[IncidentOut, dict[str, Any] | None]
+Listener = Callable[[IncidentOut], None]
 
 MAX_BACKOFF_SECONDS = 30.0
 
@@ -39,7 +44,9 @@ class Notifier:
         self.settings = settings
         self.engine = engine
         self.backoff = backoff
-        self.queue: asyncio.Queue[IncidentOut] = asyncio.Queue(maxsize=queue_size)
+        self.queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=queue_size)
+        # Told of every incident passed to notify(), webhook or not (the incident analysis).
+        self.listeners: list[Listener] = []
         self.dropped = 0
         self.sent = 0
         self.failed = 0
@@ -62,29 +69,39 @@ class Notifier:
             await self._client.aclose()
             self._client = None
 
-    def notify(self, incident: IncidentOut) -> None:
+    def notify(self, incident: IncidentOut, *, analysis: dict[str, Any] | None = None) -> None:
+        """Queue the incident for the webhook (with ``analysis``: its follow-up delivery)."""
+        if analysis is None:
+            for listener in self.listeners:
+                try:
+                    listener(incident)
+                except Exception:  # noqa: BLE001 - a listener never stops a delivery
+                    log.exception("incident listener failed")
         if not self.enabled:
             return
         if self.queue.full():
             self.queue.get_nowait()
             self.dropped += 1
-        self.queue.put_nowait(incident)
+        self.queue.put_nowait((incident, analysis))
 
-    def payload(self, incident: IncidentOut) -> dict[str, Any]:
+    def payload(
+        self, incident: IncidentOut, analysis: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         if self.settings.webhook_format == "alertmanager":
-            return alertmanager_payload(incident)
-        return json_payload(incident)
+            return alertmanager_payload(incident, analysis)
+        return json_payload(incident, analysis)
 
     async def _deliver_next(self) -> float:
         """One loop step: wait for an incident, post it, record the outcome; run again at once."""
-        incident = await self.queue.get()
-        sent = await self._deliver(incident)
-        await self._record(incident, sent)
+        incident, analysis = await self.queue.get()
+        sent = await self._deliver(incident, analysis)
+        if analysis is None:
+            await self._record(incident, sent)
         return 0.0
 
-    async def _deliver(self, incident: IncidentOut) -> bool:
+    async def _deliver(self, incident: IncidentOut, analysis: dict[str, Any] | None = None) -> bool:
         assert self._client is not None
-        body = self.payload(incident)
+        body = self.payload(incident, analysis)
         for attempt in range(self.settings.webhook_retries + 1):
             try:
                 response = await self._client.post(self.settings.webhook_url, json=body)

@@ -6,6 +6,7 @@ Usage: `alertmanager_payload(incident)` or `json_payload(incident)` for an `Inci
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,8 +22,22 @@ def _iso(value: datetime | None) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
-def alertmanager_payload(incident: IncidentOut) -> dict[str, Any]:
-    """Alertmanager's webhook format, version 4, with one alert."""
+def analysis_annotations(analysis: dict[str, Any]) -> dict[str, str]:
+    """The analysis as Alertmanager annotations (strings): summary, cause, actions as JSON."""
+    cause = analysis.get("cause") or {}
+    return {
+        "analysis_summary": str(analysis.get("summary", "")),
+        "analysis_cause": str(cause.get("category", "")),
+        "analysis_actions": json.dumps(analysis.get("actions", []), separators=(",", ":")),
+        "analysis_provider": str(analysis.get("provider", "")),
+    }
+
+
+def alertmanager_payload(
+    incident: IncidentOut, analysis: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Alertmanager's webhook format, version 4, with one alert (and the incident's analysis
+    in its annotations, once there is one)."""
     status = "resolved" if incident.status == "resolved" else "firing"
     labels = {
         "alertname": incident.type,
@@ -33,6 +48,8 @@ def alertmanager_payload(incident: IncidentOut) -> dict[str, Any]:
     if incident.metric:
         labels["metric"] = incident.metric
     annotations = {"summary": incident.title, "description": incident.description or ""}
+    if analysis is not None:
+        annotations.update(analysis_annotations(analysis))
     alert = {
         "status": status,
         "labels": labels,
@@ -56,10 +73,14 @@ def alertmanager_payload(incident: IncidentOut) -> dict[str, Any]:
     }
 
 
-def json_payload(incident: IncidentOut) -> dict[str, Any]:
-    """Every field of the incident, timestamps as ISO 8601 UTC with a Z."""
+def json_payload(incident: IncidentOut, analysis: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every field of the incident, timestamps as ISO 8601 UTC with a Z; ``event`` is
+    ``incident``, or ``analysis`` for the follow-up that adds the ``analysis``."""
     out = incident.model_dump()
     for key in _TIMESTAMPS:
         if out[key] is not None:
             out[key] = _iso(out[key])
+    if analysis is not None:
+        out["event"] = "analysis"
+        out["analysis"] = analysis
     return out

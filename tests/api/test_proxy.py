@@ -101,7 +101,13 @@ def test_every_table_entry_is_an_operation_with_its_errors() -> None:
 
 
 def test_every_timeout_class_waits_at_least_the_ordinary_timeout() -> None:
-    assert timeouts(3.0) == {"read": 3.0, "synthetic": 120.0, "training": 600.0, "refresh": 120.0}
+    assert timeouts(3.0) == {
+        "read": 3.0,
+        "synthetic": 120.0,
+        "training": 600.0,
+        "refresh": 120.0,
+        "analysis": 120.0,
+    }
     assert timeouts(900.0) == dict.fromkeys(TIMEOUT_FLOORS, 900.0)
 
 

@@ -18,7 +18,12 @@ from shared.access import Role
 API_PREFIX = "/api/ml"
 Service = Literal["collector", "trainer", "forecaster"]
 SERVICES: tuple[Service, ...] = get_args(Service)
-TimeoutClass = Literal["read", "synthetic", "training", "refresh"]
+# The gateway's own paths counted as traffic="admin" (its health and docs), besides long work.
+GATEWAY_ADMIN_PATHS = frozenset(
+    {API_PREFIX + "/health", "/", "/api/docs", "/api/docs/oauth2-redirect", "/api/redoc"}
+    | {"/health", "/ready", "/api/openapi.json"}
+)
+TimeoutClass = Literal["read", "synthetic", "training", "refresh", "analysis"]
 # Body size classes (settings: AUTOFIX_MAX_BODY_BYTES, AUTOFIX_INGEST_MAX_BODY_BYTES) and rate
 # limit classes (AUTOFIX_RATE_PREDICT, AUTOFIX_RATE_INGEST), per API key.
 BodyLimit = Literal["small", "ingest"]
@@ -29,6 +34,7 @@ TIMEOUT_FLOORS: Mapping[TimeoutClass, float] = {
     "synthetic": 120.0,  # a year of samples generated and stored
     "training": 600.0,  # a month of samples takes seconds; a slow database far longer
     "refresh": 120.0,  # every host's forecasts recomputed
+    "analysis": 120.0,  # an LLM's answer, at most ML_ANALYSIS_TIMEOUT after the one before
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from services.api.proxy.route import (
     API_PREFIX,
+    GATEWAY_ADMIN_PATHS,
     SERVICES,
     STORAGE_FULL,
     TIMEOUT_FLOORS,
@@ -19,6 +20,7 @@ from services.api.proxy.route import (
     timeouts,
 )
 from services.api.proxy.samples_table import SAMPLE_ROUTES
+from shared.schemas.analysis import AnalysisList, AnalysisListQuery, AnalysisOut, AnalyzeRequest
 from shared.schemas.anomaly import (
     ActivateResponse,
     AnomalyScoreList,
@@ -50,7 +52,6 @@ from shared.schemas.models import ModelList, ModelListQuery, ModelSummary
 from shared.schemas.synthetic import GenerateSyntheticRequest, GenerateSyntheticResponse
 from shared.web import MetricPath, RowId
 
-# Every public route is under this prefix.
 MODEL_ID = {"model_id": RowId}
 # Feature tags: Swagger UI and ReDoc group operations by them (app.py's OPENAPI_TAGS).
 ANOMALY, FORECASTING, INCIDENTS = ("anomaly detection",), ("forecasting",), ("incidents",)
@@ -60,6 +61,7 @@ UNKNOWN_METRIC = "Unknown metric; the detail lists the known."
 UNKNOWN_METRIC_OR_HOST = (
     "Unknown metric, or a host without a forecaster model; the detail lists the known."
 )
+NOT_CONFIGURED = "The provider asked for is not configured; the detail names its settings."
 UNKNOWN_HOST = "A host without a forecaster model; the detail lists the hosts with one."
 
 # Routes are matched in this order, one by one: the most requested come first.
@@ -167,6 +169,45 @@ ROUTES: tuple[ProxyRoute, ...] = (
         response=IncidentOut,
         errors=errors(conflict="Already resolved"),
         summary="Resolve an incident",
+    ),
+    # Incident analysis: the trainer (docs/incident-analysis.md).
+    ProxyRoute(
+        name="incident_analyze",
+        tags=INCIDENTS,
+        method="POST",
+        path="/incidents/{incident_id}/analyze",
+        service="trainer",
+        role="operator",
+        path_params={"incident_id": RowId},
+        body=AnalyzeRequest,
+        body_required=False,
+        response=AnalysisOut,
+        timeout="analysis",
+        errors=errors(not_found="No incident with this id.", conflict=NOT_CONFIGURED),
+        summary="Analyse an incident now (again), optionally by another provider",
+    ),
+    ProxyRoute(
+        name="incident_analysis",
+        tags=INCIDENTS,
+        method="GET",
+        path="/incidents/{incident_id}/analysis",
+        service="trainer",
+        role="reader",
+        path_params={"incident_id": RowId},
+        response=AnalysisOut,
+        errors=errors(not_found="No incident with this id, or no analysis of it yet."),
+        summary="The latest analysis of an incident: summary, cause, claims, actions",
+    ),
+    ProxyRoute(
+        name="analyses",
+        tags=INCIDENTS,
+        method="GET",
+        path="/analyses",
+        service="trainer",
+        role="reader",
+        query=AnalysisListQuery,
+        response=AnalysisList,
+        summary="Incident analyses, newest first (filters: incident, host, provider, cause)",
     ),
     # Forecasting: the forecaster.
     ProxyRoute(
@@ -306,12 +347,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
 
 # Paths whose requests the gateway counts as traffic="admin": its own long work, its health,
 # its docs (services/api/metrics/middleware.py).
-ADMIN_PATHS = frozenset(
-    {API_PREFIX + r.path for r in ROUTES if r.admin}
-    | {API_PREFIX + "/health", "/", "/api/docs", "/api/docs/oauth2-redirect", "/api/redoc"}
-    | {"/health", "/ready"}
-    | {"/api/openapi.json"}
-)
+ADMIN_PATHS = frozenset({API_PREFIX + r.path for r in ROUTES if r.admin}) | GATEWAY_ADMIN_PATHS
 
 __all__ = [
     "ADMIN_PATHS",

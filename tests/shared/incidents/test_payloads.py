@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from shared.incidents.payloads import alertmanager_payload, json_payload
@@ -49,3 +50,25 @@ def test_json_payload_has_every_field_with_utc_timestamps() -> None:
     assert body["resolved_at"] == "2024-05-01T12:30:15Z"
     assert body["notified_at"] is None
     assert body["details"] == {"threshold": 90.0}
+
+
+ANALYSIS = {
+    "id": 3,
+    "summary": "disk_usage_percent climbed to 91.2",
+    "cause": {"category": "disk_filling", "text": "disk usage kept growing"},
+    "actions": [{"action": "rotate_logs", "parameters": {"host": "db-1"}, "reason": "logs"}],
+    "confidence": 0.85,
+    "provider": "rules",
+    "fallback": False,
+}
+
+
+def test_the_follow_up_carries_the_analysis_in_both_formats() -> None:
+    body = json_payload(resolved_incident(), ANALYSIS)
+    notes = alertmanager_payload(resolved_incident(), ANALYSIS)["alerts"][0]["annotations"]
+    assert body["event"] == "analysis" and body["analysis"] == ANALYSIS
+    assert body["id"] == 7  # still the incident's own fields
+    assert notes["analysis_summary"] == ANALYSIS["summary"]
+    assert notes["analysis_cause"] == "disk_filling" and notes["analysis_provider"] == "rules"
+    assert json.loads(notes["analysis_actions"])[0]["action"] == "rotate_logs"
+    assert all(isinstance(v, str) for v in notes.values())
