@@ -272,6 +272,8 @@ async def test_host_charts_every_metric_with_bands_marks_and_forecast(
         assert sum(s["expected low"] for s in series.values()) > 0
         assert sum(s["anomaly"] for s in series.values()) > 0
         assert await page.locator(".chart canvas").count() == 14
+        # Each incident's latest analysis (the rules answer when no LLM is set) in the timeline.
+        await page.locator(".incident .analysis strong").first.wait_for(timeout=20_000)
         await shot(page, "host")
         # The range picker: the last hour is read again, in buckets of a few seconds.
         drawn = await page.evaluate("window.dashboard.rendered.n")

@@ -113,14 +113,34 @@ function incidentItem(inc, host) {
     const found = await get("/anomaly-scores", { host, start: at, end: at, limit: 1 });
     return found.scores.length ? found.scores[0].id : null;
   };
-  return el("li", { class: `incident ${inc.status}` },
+  return el("li", { class: `incident ${inc.status}`, dataset: { incidentId: inc.id } },
     el("div", { class: "when" }, when(inc.started_at)),
     el("div", {},
       badge(inc.severity), " ", badge(inc.status), " ", el("strong", {}, inc.title),
       el("div", { class: "muted" }, inc.type, inc.metric ? ` · ${inc.metric}` : "", top ? ` · top: ${top}` : "",
         inc.resolved_at ? ` · resolved ${when(inc.resolved_at)}` : ""),
       inc.description ? el("div", { class: "desc" }, inc.description) : null,
+      el("div", { class: "analysis" }),
       inc.type === "ML_ANOMALY" ? feedbackButtons(scoreAt) : null));
+}
+
+/** Each incident's latest analysis (summary, cause, actions) written into its timeline item. */
+async function showAnalyses(host, node) {
+  const list = await optional("/analyses", { host, limit: 100 });
+  const seen = new Set();
+  for (const a of list?.analyses || []) { // newest first: the first per incident is its latest
+    if (a.incident_id === null || seen.has(a.incident_id)) continue;
+    seen.add(a.incident_id);
+    const slot = node.querySelector(`[data-incident-id="${a.incident_id}"] .analysis`);
+    if (!slot) continue;
+    const actions = (a.recommendations || []).slice(0, 3)
+      .map((r) => (r.action ? `${r.action}${r.reason ? `: ${r.reason}` : ""}` : JSON.stringify(r)));
+    slot.replaceChildren(
+      el("div", {}, el("strong", {}, "Analysis"), ` (${a.provider}${a.category ? `, ${a.category}` : ""}`,
+        a.confidence !== null && a.confidence !== undefined ? `, confidence ${pct(a.confidence)}` : "", "): ", a.summary),
+      a.root_cause ? el("div", { class: "muted" }, `Cause: ${a.root_cause}`) : null,
+      actions.length ? el("ul", { class: "actions" }, actions.map((t) => el("li", {}, t))) : null);
+  }
 }
 
 /** Per metric, [t, lower, upper] of the detector's expected band, from the newest scores. */
@@ -238,6 +258,7 @@ export async function hostPage(ctx) {
       const n = (window.dashboard.bands?.n || 0) + 1;
       window.dashboard.bands = { n, at: performance.now() };
     }).catch((error) => console.warn("expected bands not loaded", error));
+    showAnalyses(host, node).catch((error) => console.warn("analyses not loaded", error));
   };
   return node;
 }
