@@ -23,6 +23,7 @@ function route() {
 }
 
 async function render({ quiet = false } = {}) {
+  if (quiet && !$("signin").hidden) return; // live refresh waits for a key
   const { page, arg } = route();
   const token = ++state.token;
   const began = state.first ? 0 : performance.now();
