@@ -97,11 +97,13 @@ class MetricsMiddleware:
         metrics: RequestMetrics,
         exclude: frozenset[str],
         admin: frozenset[str] = frozenset(),
+        admin_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.exclude = exclude
         self.admin = admin
+        self.admin_prefixes = admin_prefixes  # and paths under these (the dashboard's files)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exclude:
@@ -109,7 +111,9 @@ class MetricsMiddleware:
             return
         status = 500
         started = time.perf_counter()
-        traffic: Traffic = "admin" if scope["path"] in self.admin else "serving"
+        path: str = scope["path"]
+        admin = path in self.admin or path.startswith(self.admin_prefixes)
+        traffic: Traffic = "admin" if admin else "serving"
         in_progress = self.metrics.in_progress.labels(traffic)
 
         async def send_with_status(message: Message) -> None:

@@ -22,6 +22,7 @@ ORCHESTRATION = frozenset(
         "services/api/metrics/middleware.py",
         "services/api/proxy/client.py",
         "services/api/proxy/table.py",
+        "services/collector/samples/series.py",
         "services/forecaster/forecasting/forecast_store.py",
         "services/forecaster/forecasting/reads.py",
         "services/forecaster/forecasting/training.py",

@@ -12,11 +12,14 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import RedirectResponse
 
 from services.api.access.middleware import AccessMiddleware, Policies
 from services.api.access.service import KeyStore
+from services.api.dashboard.endpoints import STATIC_PREFIX, static_files
+from services.api.dashboard.endpoints import router as dashboard_router
 from services.api.deps import PROXY_DEPENDENCIES
+from services.api.docs.endpoints import OPENAPI_URL
+from services.api.docs.endpoints import router as docs_router
 from services.api.health.endpoints import probes as probe_router
 from services.api.health.endpoints import router as health_router
 from services.api.health.service import HealthService
@@ -41,6 +44,26 @@ route needs a role (reader, operator or admin), given in its description. Keys a
 with `autofix-ml keys create --role ...`. A gateway on loopback with no key made yet is
 open.
 """
+# Operations are grouped by feature in Swagger UI and ReDoc, in this order (proxy/table.py).
+OPENAPI_TAGS = [
+    {
+        "name": "anomaly detection",
+        "description": "Score samples, stored scores, feedback, thresholds, training the detector.",
+    },
+    {
+        "name": "forecasting",
+        "description": "Forecasts with bounds, predicted breaches, trends, "
+        "training and refreshing the forecasters.",
+    },
+    {"name": "incidents", "description": "Incidents opened by the detectors and forecasters."},
+    {"name": "models", "description": "The model registry: versions, evaluations, activation."},
+    {
+        "name": "samples",
+        "description": "Collected metric samples: ingest, statistics, series for charts, export.",
+    },
+    {"name": "synthetic data", "description": "Labelled synthetic samples for training."},
+    {"name": "health", "description": "Health of the gateway and the services behind it."},
+]
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "An API key."},
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
@@ -69,9 +92,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/api/docs",
-        redoc_url="/api/redoc",
-        openapi_url="/api/openapi.json",
+        docs_url=None,  # served from local files by services/api/docs
+        redoc_url=None,
+        openapi_url=OPENAPI_URL,
+        openapi_tags=OPENAPI_TAGS,
     )
     app.state.observability = ServiceMetrics(
         "api",
@@ -85,10 +109,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(probe_router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
-
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/api/docs")
+    app.include_router(docs_router)
+    app.include_router(dashboard_router)
+    app.mount(STATIC_PREFIX, static_files(), name="static")
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -97,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 version=app.version,
                 description=app.description,
                 routes=app.routes,
+                tags=app.openapi_tags,
             )
             schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
             app.openapi_schema = schema
@@ -112,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=app.state.request_metrics,
         exclude=frozenset({"/metrics"}),
         admin=ADMIN_PATHS,
+        admin_prefixes=(STATIC_PREFIX + "/",),
     )
     if settings.cors_origins:
         app.add_middleware(

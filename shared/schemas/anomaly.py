@@ -17,7 +17,16 @@ FeedbackKind = Literal["false_positive", "true_positive"]
 
 
 class TrainAnomalyRequest(Input):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [
+                {"contamination": 0.05, "n_estimators": 100},
+                {"contamination": 0.05, "n_estimators": 100, "use_synthetic": True},
+            ]
+        },
+    )
 
     contamination: float = Field(
         default=0.05,
@@ -79,6 +88,19 @@ class TrainAnomalyResponse(Schema):
 
 class _PredictBase(_TimedSample):
     """A sample to score: the collector's sample fields, validated the same way, no label."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "cpu_usage_percent": 95.0,
+                    "memory_usage_mb": 7500,
+                    "error_rate": 0.25,
+                    "response_time_p95": 8000,
+                }
+            ]
+        }
+    )
 
     host: str | None = Field(
         default=None,
@@ -191,7 +213,9 @@ class AnomalyScoreList(Schema):
 
 
 class FeedbackRequest(Input):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"feedback": "false_positive"}]}
+    )
 
     feedback: FeedbackKind = Field(
         description="false_positive raises the host's threshold towards just above this score; "

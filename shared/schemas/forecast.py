@@ -22,7 +22,12 @@ def unknown_metric_message(names: list[str]) -> str:
 class TrainForecasterRequest(Input):
     """What to fit: every field is optional; `{}` fits all 14 metrics on the last 30 days."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{}, {"metrics": ["cpu_usage_percent", "memory_usage_mb"], "days": 14}]
+        },
+    )
 
     metrics: list[str] | None = Field(
         default=None,

@@ -34,7 +34,10 @@ class IncidentList(Schema):
 
 
 class ResolveRequest(Input):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"reason": "Restarted the leaking worker."}]},
+    )
 
     reason: str | None = Field(default=None, max_length=1000, description="Why it is resolved.")
 

@@ -88,7 +88,24 @@ MetricSample = create_model(
 
 
 class IngestRequest(Input):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "samples": [
+                        {
+                            "host": "web-1",
+                            "cpu_usage_percent": 45.2,
+                            "memory_usage_mb": 2048,
+                            "error_rate": 0.02,
+                            "label": "normal",
+                        }
+                    ]
+                }
+            ]
+        },
+    )
 
     samples: list[MetricSample] = Field(
         min_length=1, max_length=10_000, description="Samples to store, 1 to 10,000 per request."
@@ -149,3 +166,61 @@ class ExportQuery(SampleQuery):
     """Query parameters of GET /metrics/export."""
 
     format: Literal["json", "csv"] = Field(default="json", description="json (default) or csv")
+
+
+class SeriesQuery(Input):
+    """Query parameters of GET /metrics/series: one host's metrics, bucketed in the database."""
+
+    host: str = Field(min_length=1, max_length=255, description="The host whose samples to read.")
+    metrics: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Comma-separated metric names; default: all 14.",
+    )
+    start: datetime | None = Field(
+        default=None, description="First moment (UTC unless an offset); default: end - 24 h."
+    )
+    end: datetime | None = Field(default=None, description="Last moment; default: now.")
+    points: int = Field(
+        default=300,
+        ge=10,
+        le=5000,
+        description="At most this many buckets over the window, 10 to 5000: each bucket "
+        "holds the average, minimum and maximum of its samples.",
+    )
+
+    @field_validator("start", "end")
+    @classmethod
+    def _as_utc(cls, value: datetime | None) -> datetime | None:
+        return utc(value) if value is not None else None
+
+
+class SeriesValues(Schema):
+    avg: list[float | None] = Field(description="Average per bucket (null: no value).")
+    min: list[float | None] = Field(description="Smallest value per bucket.")
+    max: list[float | None] = Field(description="Largest value per bucket.")
+
+
+class SeriesResponse(Schema):
+    host: str = Field(description="The host.")
+    start: datetime = Field(description="Start of the window (the first bucket's start).")
+    end: datetime = Field(description="End of the window.")
+    step_seconds: int = Field(description="Width of a bucket in seconds.")
+    timestamps: list[int] = Field(
+        description="Unix seconds (UTC) of each bucket's start; buckets without samples are "
+        "left out."
+    )
+    counts: list[int] = Field(description="Samples per bucket.")
+    series: dict[str, SeriesValues] = Field(
+        description="Per metric asked, aligned with timestamps."
+    )
+
+
+class HostSamples(Schema):
+    host: str = Field(description="A host with stored samples.")
+    newest: datetime = Field(description="Time of its newest sample.")
+
+
+class HostsResponse(Schema):
+    hosts: list[HostSamples] = Field(description="Every host with samples, by name.")
+    count: int = Field(description="Number of hosts.")

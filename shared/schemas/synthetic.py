@@ -10,7 +10,9 @@ from shared.schemas.common import Input, Schema
 
 
 class GenerateSyntheticRequest(Input):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"days": 30, "seed": 42}]}
+    )
 
     days: int = Field(default=30, ge=1, le=365, description="Days of 1-minute samples, 1 to 365.")
     seed: int = Field(

@@ -12,8 +12,8 @@ from services.api.deps import HealthServiceDep
 from services.api.proxy.table import API_PREFIX
 from shared.schemas.health import GatewayReadiness, HealthResponse, Liveness
 
-router = APIRouter(prefix=API_PREFIX)
-probes = APIRouter(tags=["probes"])
+router = APIRouter(prefix=API_PREFIX, tags=["health"])
+probes = APIRouter(tags=["health"])
 
 
 @router.get(

@@ -19,6 +19,7 @@ from services.api.proxy.route import (
     errors,
     timeouts,
 )
+from services.api.proxy.samples_table import SAMPLE_ROUTES
 from shared.schemas.analysis import AnalysisList, AnalysisListQuery, AnalysisOut, AnalyzeRequest
 from shared.schemas.anomaly import (
     ActivateResponse,
@@ -48,19 +49,13 @@ from shared.schemas.forecast import (
 )
 from shared.schemas.incidents import IncidentList, IncidentListQuery, IncidentOut, ResolveRequest
 from shared.schemas.models import ModelList, ModelListQuery, ModelSummary
-from shared.schemas.samples import (
-    ExportQuery,
-    ExportResponse,
-    IngestRequest,
-    IngestResponse,
-    SampleQuery,
-    StatsResponse,
-)
 from shared.schemas.synthetic import GenerateSyntheticRequest, GenerateSyntheticResponse
 from shared.web import MetricPath, RowId
 
 MODEL_ID = {"model_id": RowId}
-FORECASTING = ("forecasting",)
+# Feature tags: Swagger UI and ReDoc group operations by them (app.py's OPENAPI_TAGS).
+ANOMALY, FORECASTING, INCIDENTS = ("anomaly detection",), ("forecasting",), ("incidents",)
+MODELS, SYNTHETIC = ("models",), ("synthetic data",)
 NO_FORECAST = "No forecaster model (or no stored forecast) yet; the detail says to train."
 UNKNOWN_METRIC = "Unknown metric; the detail lists the known."
 UNKNOWN_METRIC_OR_HOST = (
@@ -74,6 +69,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
     # Anomaly detection: the trainer.
     ProxyRoute(
         name="predict_anomaly",
+        tags=ANOMALY,
         method="POST",
         path="/predict/anomaly",
         service="trainer",
@@ -86,6 +82,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
     ),
     ProxyRoute(
         name="anomaly_scores",
+        tags=ANOMALY,
         method="GET",
         path="/anomaly-scores",
         service="trainer",
@@ -96,6 +93,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
     ),
     ProxyRoute(
         name="anomaly_feedback",
+        tags=ANOMALY,
         method="POST",
         path="/anomaly-scores/{score_id}/feedback",
         service="trainer",
@@ -108,6 +106,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
     ),
     ProxyRoute(
         name="anomaly_thresholds",
+        tags=ANOMALY,
         method="GET",
         path="/anomaly-thresholds",
         service="trainer",
@@ -118,6 +117,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
     ),
     ProxyRoute(
         name="train_anomaly_detector",
+        tags=ANOMALY,
         method="POST",
         path="/train/anomaly-detector",
         service="trainer",
@@ -131,56 +131,12 @@ ROUTES: tuple[ProxyRoute, ...] = (
         ),
         summary="Train a new anomaly detector version; activated unless worse than the active one",
     ),
-    # Samples: the collector.
-    ProxyRoute(
-        name="metrics_ingest",
-        method="POST",
-        path="/metrics/ingest",
-        service="collector",
-        role="operator",
-        rate="ingest",
-        body_limit="ingest",
-        body=IngestRequest,
-        response=IngestResponse,
-        status_code=201,
-        summary="Push a batch of samples from another host",
-        errors=errors(storage_full=STORAGE_FULL),
-    ),
-    ProxyRoute(
-        name="metrics_stats",
-        method="GET",
-        path="/metrics/stats",
-        service="collector",
-        role="reader",
-        query=SampleQuery,
-        response=StatsResponse,
-        summary="Statistical summary of collected metrics",
-    ),
-    ProxyRoute(
-        name="metrics_export",
-        method="GET",
-        path="/metrics/export",
-        service="collector",
-        role="reader",
-        query=ExportQuery,
-        response=ExportResponse,
-        media_types=("text/csv",),
-        errors=errors(bad_request="start_date after end_date"),
-        streamed=True,
-        summary="Export training data as JSON or CSV, streamed",
-    ),
-    ProxyRoute(
-        name="metrics_collect",
-        method="POST",
-        path="/metrics/collect",
-        service="collector",
-        role="operator",
-        response=None,
-        summary="Take one sample of the collector's host now",
-    ),
+    # Samples: the collector (proxy/samples_table.py).
+    *SAMPLE_ROUTES,
     # Incidents: the trainer.
     ProxyRoute(
         name="incident_list",
+        tags=INCIDENTS,
         method="GET",
         path="/incidents",
         service="trainer",
@@ -191,6 +147,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
     ),
     ProxyRoute(
         name="incident",
+        tags=INCIDENTS,
         method="GET",
         path="/incidents/{incident_id}",
         service="trainer",
@@ -201,6 +158,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
     ),
     ProxyRoute(
         name="incident_resolve",
+        tags=INCIDENTS,
         method="POST",
         path="/incidents/{incident_id}/resolve",
         service="trainer",
@@ -215,6 +173,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
     # Incident analysis: the trainer (docs/incident-analysis.md).
     ProxyRoute(
         name="incident_analyze",
+        tags=INCIDENTS,
         method="POST",
         path="/incidents/{incident_id}/analyze",
         service="trainer",
@@ -229,6 +188,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
     ),
     ProxyRoute(
         name="incident_analysis",
+        tags=INCIDENTS,
         method="GET",
         path="/incidents/{incident_id}/analysis",
         service="trainer",
@@ -240,6 +200,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
     ),
     ProxyRoute(
         name="analyses",
+        tags=INCIDENTS,
         method="GET",
         path="/analyses",
         service="trainer",
@@ -330,6 +291,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
     # Model registry and synthetic data: the trainer.
     ProxyRoute(
         name="models",
+        tags=MODELS,
         method="GET",
         path="/models",
         service="trainer",
@@ -340,6 +302,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
     ),
     ProxyRoute(
         name="model",
+        tags=MODELS,
         method="GET",
         path="/models/{model_id}",
         service="trainer",
@@ -350,6 +313,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
     ),
     ProxyRoute(
         name="activate_model",
+        tags=MODELS,
         method="POST",
         path="/models/{model_id}/activate",
         service="trainer",
@@ -364,6 +328,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
     ),
     ProxyRoute(
         name="generate_synthetic",
+        tags=SYNTHETIC,
         method="POST",
         path="/train/generate-synthetic",
         service="trainer",

@@ -1,4 +1,5 @@
-"""Routes of stored samples: POST /metrics/ingest, GET /metrics/stats, GET /metrics/export."""
+"""Routes of stored samples: POST /metrics/ingest, GET /metrics/stats, GET /metrics/export,
+GET /metrics/series."""
 
 from __future__ import annotations
 
@@ -9,12 +10,18 @@ from fastapi.responses import StreamingResponse
 
 from services.collector.deps import SettingsDep, StoredDataDep
 from services.collector.samples import repository, service
-from services.collector.samples.window import sample_filter
+from services.collector.samples.series import read_hosts, read_series
+from services.collector.samples.window import sample_filter, series_window
+from shared.catalogue import METRIC_NAMES
+from shared.clock import utcnow
 from shared.schemas.samples import (
     ExportQuery,
+    HostsResponse,
     IngestRequest,
     IngestResponse,
     SampleQuery,
+    SeriesQuery,
+    SeriesResponse,
     StatsResponse,
 )
 from shared.web import ConnDep, EngineDep
@@ -58,3 +65,30 @@ async def export(engine: EngineDep, query: Annotated[ExportQuery, Query()]) -> S
             headers={"Content-Disposition": 'attachment; filename="metrics.csv"'},
         )
     return StreamingResponse(stream, media_type="application/json")
+
+
+@router.get(
+    "/metrics/series",
+    response_model=SeriesResponse,
+    summary="A host's metrics over a window, bucketed in the database (avg, min, max)",
+)
+async def series(engine: EngineDep, query: Annotated[SeriesQuery, Query()]) -> SeriesResponse:
+    window = series_window(
+        host=query.host,
+        metrics=query.metrics,
+        start=query.start,
+        end=query.end,
+        points=query.points,
+        known=METRIC_NAMES,
+        now=utcnow(),
+    )
+    return await read_series(engine, window)
+
+
+@router.get(
+    "/metrics/hosts",
+    response_model=HostsResponse,
+    summary="Every host with stored samples and the time of its newest",
+)
+async def hosts(engine: EngineDep) -> HostsResponse:
+    return await read_hosts(engine)

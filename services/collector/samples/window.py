@@ -6,6 +6,8 @@ Usage: `flt = sample_filter(host=q.host, start_date=q.start_date, end_date=q.end
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -55,3 +57,66 @@ def sample_filter(
     if start is not None and end is not None and start > end:
         raise BadRequest("start_date is after end_date")
     return SampleFilter(host=host, start=start, end=end)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesWindow:
+    """What GET /metrics/series reads: a host's metrics over [start, end] in buckets of `step`."""
+
+    host: str
+    metrics: tuple[str, ...]
+    start: datetime
+    end: datetime
+    step_seconds: int
+
+
+DEFAULT_SERIES_SPAN = timedelta(hours=24)
+
+
+def _metric_names(text: str | None, known: Sequence[str]) -> tuple[str, ...]:
+    if text is None or not text.strip():
+        return tuple(known)
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise Unprocessable(
+            [
+                {
+                    "field": "query.metrics",
+                    "loc": ["query", "metrics"],
+                    "msg": f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(known)}",
+                    "type": "value_error",
+                }
+            ]
+        )
+    return names
+
+
+def series_window(
+    *,
+    host: str,
+    metrics: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    points: int,
+    known: Sequence[str],
+    now: datetime,
+) -> SeriesWindow:
+    """The window of a series query: defaults (the last 24 h), 400 for one that ends first.
+
+    Buckets are aligned on multiples of `step` since the epoch, so a refresh a moment later
+    recomputes the same buckets rather than shifted ones.
+    """
+    end = end if end is not None else now
+    start = start if start is not None else end - DEFAULT_SERIES_SPAN
+    if start >= end:
+        raise BadRequest("start is not before end")
+    # Aligned buckets: a window of n steps touches at most n + 1 of them.
+    step = max(1, math.ceil((end - start).total_seconds() / (points - 1)))
+    return SeriesWindow(
+        host=host,
+        metrics=_metric_names(metrics, known),
+        start=start,
+        end=end,
+        step_seconds=step,
+    )

@@ -1,0 +1,1 @@
+"""The API docs (Swagger UI, ReDoc) from the gateway's own files."""

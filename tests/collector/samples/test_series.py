@@ -1,0 +1,87 @@
+"""GET /metrics/series: bucketed avg/min/max in SQL equal what pandas computes on the same samples."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from tests.collector.samples.test_stats import DAY0, stored  # noqa: F401 - the fixture
+
+START = DAY0 + timedelta(hours=5)
+END = DAY0 + timedelta(days=2, hours=3)
+
+
+def expected(frame: pd.DataFrame, host: str, step: int, metrics: list[str]) -> pd.DataFrame:
+    rows = frame[
+        (frame["host"] == host) & (frame["timestamp"] >= START) & (frame["timestamp"] <= END)
+    ].copy()
+    rows["bucket"] = rows["timestamp"].map(lambda t: int(t.timestamp()) // step * step)
+    grouped = rows.groupby("bucket")
+    out = grouped.size().to_frame("count")
+    for name in metrics:
+        column = grouped[name]
+        out[f"{name}.avg"] = column.mean()
+        out[f"{name}.min"] = column.min()
+        out[f"{name}.max"] = column.max()
+    return out
+
+
+async def series(client: Any, **params: Any) -> Any:
+    return await client.get("/metrics/series", params=params)
+
+
+async def test_buckets_match_pandas(stored) -> None:  # noqa: F811
+    client, frame = stored
+    metrics = ["cpu_usage_percent", "active_requests", "error_rate"]
+    response = await series(
+        client,
+        host="host-b",
+        metrics=",".join(metrics),
+        start=START.isoformat(),
+        end=END.isoformat(),
+        points=40,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    step = body["step_seconds"]
+    assert step == -(-int((END - START).total_seconds()) // 39)
+    assert len(body["timestamps"]) <= 40
+    want = expected(frame, "host-b", step, metrics)
+    assert body["timestamps"] == list(want.index)
+    assert body["counts"] == list(want["count"])
+    assert set(body["series"]) == set(metrics)
+    for name in metrics:
+        for agg in ("avg", "min", "max"):
+            got = [math.nan if v is None else v for v in body["series"][name][agg]]
+            exp = [float(v) for v in want[f"{name}.{agg}"]]
+            assert got == pytest.approx(exp, rel=1e-9, nan_ok=True), f"{name}.{agg}"
+
+
+async def test_defaults_are_every_metric_over_the_last_day(stored) -> None:  # noqa: F811
+    client, frame = stored
+    body = (await series(client, host="host-a")).json()
+    assert len(body["series"]) == 14
+    assert body["step_seconds"] == -(-24 * 3600 // 299)
+    assert len(body["timestamps"]) <= 300
+    since = datetime.fromisoformat(body["end"]) - timedelta(hours=24)
+    recent = frame[(frame["host"] == "host-a") & (frame["timestamp"] >= since)]
+    assert 0 < sum(body["counts"]) == len(recent)
+    assert len(body["series"]["memory_usage_mb"]["max"]) == len(body["timestamps"])
+
+
+async def test_unknown_metric_and_backwards_window_are_named(stored) -> None:  # noqa: F811
+    client, _ = stored
+    bad = await series(client, host="host-a", metrics="cpu_usage_percent,nope")
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["field"] == "query.metrics"
+    assert "nope" in bad.json()["detail"][0]["msg"]
+    backwards = await series(client, host="host-a", start=END.isoformat(), end=START.isoformat())
+    assert backwards.status_code == 400 and "start" in backwards.json()["detail"]
+    few = await series(client, host="host-a", points=3)
+    assert few.status_code == 422 and few.json()["detail"][0]["field"] == "query.points"
+    no_host = await client.get("/metrics/series")
+    assert no_host.status_code == 422 and no_host.json()["detail"][0]["field"] == "query.host"
