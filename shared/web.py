@@ -195,6 +195,11 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return errors
 
 
+def _unreadable_body(cause: BaseException) -> dict[str, Any]:
+    why = "not UTF-8 text" if isinstance(cause, UnicodeDecodeError) else "not readable JSON"
+    return {"field": "body", "loc": ["body"], "msg": f"the body is {why}", "type": "json_invalid"}
+
+
 # Driver errors that mean the connection went away mid-statement (the server restarted).
 _LOST = ("connection was closed", "connectiondoesnotexist", "connection is closed", "terminat")
 
@@ -215,6 +220,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI's 400 for a body it cannot read (not UTF-8, say): a 422 naming the body,
+            # like a body that is not JSON.
+            return JSONResponse({"detail": [_unreadable_body(exc.__cause__)]}, status_code=422)
         return JSONResponse(
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )

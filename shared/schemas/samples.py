@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, create_model, field_validator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+)
 
 from shared.catalogue import LABELS, METRICS, Metric
 from shared.clock import utc, utcnow
@@ -18,7 +25,27 @@ EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 # Values past these bounds are client bugs, not measurements (and would overflow the
 # database's INTEGER or the statistics' sums of squares).
 MAX_METRIC_VALUE = 1e12
+# A date or datetime in a query, kept as text (a date alone means a whole day); the schema
+# says which strings are accepted.
+DateOrDatetime = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "type": "string",
+            # An empty value (`?start_date=`) means no bound.
+            "anyOf": [{"format": "date"}, {"format": "date-time"}, {"maxLength": 0}],
+        },
+        mode="validation",
+    ),
+]
 MAX_INTEGER_METRIC = 2**31 - 1
+
+
+def _not_a_boolean(value: Any) -> Any:
+    # JSON true/false is a client bug, not a measurement: pydantic would read it as 1/0.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
 
 
 def _metric_field(metric: Metric) -> Any:
@@ -28,7 +55,8 @@ def _metric_field(metric: Metric) -> Any:
     }
     if metric.is_percent:
         constraints["le"] = 100
-    annotation: Any = (int | None) if metric.is_integer else (float | None)
+    number: Any = (int | None) if metric.is_integer else (float | None)
+    annotation = Annotated[number, BeforeValidator(_not_a_boolean)]
     return (
         annotation,
         Field(default=None, description=f"{metric.description} ({metric.unit})", **constraints),
@@ -135,11 +163,11 @@ class SampleQuery(Input):
     """Query parameters that select stored samples (stats, export)."""
 
     host: str | None = Field(default=None, max_length=255, description="Only samples of this host.")
-    start_date: str | None = Field(
+    start_date: DateOrDatetime | None = Field(
         default=None,
         description="ISO date or datetime, inclusive (UTC unless an offset is given).",
     )
-    end_date: str | None = Field(
+    end_date: DateOrDatetime | None = Field(
         default=None,
         description="ISO date (the whole day) or datetime, inclusive (UTC unless an offset).",
     )

@@ -65,6 +65,8 @@ UNKNOWN_METRIC = "Unknown metric; the detail lists the known."
 UNKNOWN_METRIC_OR_HOST = (
     "Unknown metric, or a host without a forecaster model; the detail lists the known."
 )
+NO_MODEL = "No model with this id."
+NO_INCIDENT = "No incident with this id."
 UNKNOWN_HOST = "A host without a forecaster model; the detail lists the hosts with one."
 
 # Routes are matched in this order, one by one: the most requested come first.
@@ -152,6 +154,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         role="reader",
         query=SampleQuery,
         response=StatsResponse,
+        errors=errors(bad_request="start_date after end_date"),
         summary="Statistical summary of collected metrics",
     ),
     ProxyRoute(
@@ -195,6 +198,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         role="reader",
         path_params={"incident_id": RowId},
         response=IncidentOut,
+        errors=errors(not_found=NO_INCIDENT),
         summary="One incident",
     ),
     ProxyRoute(
@@ -207,7 +211,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         body=ResolveRequest,
         body_required=False,
         response=IncidentOut,
-        errors=errors(conflict="Already resolved"),
+        errors=errors(not_found=NO_INCIDENT, conflict="Already resolved"),
         summary="Resolve an incident",
     ),
     # Forecasting: the forecaster.
@@ -308,6 +312,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         role="reader",
         path_params=MODEL_ID,
         response=ModelSummary,
+        errors=errors(not_found=NO_MODEL),
         summary="One model version",
     ),
     ProxyRoute(
@@ -319,7 +324,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         path_params=MODEL_ID,
         response=ActivateResponse,
         errors=errors(
-            not_found="No model with this id.",
+            not_found=NO_MODEL,
             conflict="Not an anomaly detector, or its artifact fails its sha256 check.",
         ),
         summary="Make a stored model version the active one (rollback)",
