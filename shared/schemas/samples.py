@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -16,7 +17,7 @@ from pydantic import (
 
 from shared.catalogue import LABELS, METRICS, Metric
 from shared.clock import utc, utcnow
-from shared.schemas.common import Input, Schema
+from shared.schemas.common import Input, IsoDatetime, Schema
 
 # How far ahead of the receiving clock a pushed sample may be stamped (clock skew).
 MAX_FUTURE_SKEW = timedelta(minutes=5)
@@ -41,11 +42,20 @@ DateOrDatetime = Annotated[
 MAX_INTEGER_METRIC = 2**31 - 1
 
 
-def _not_a_boolean(value: Any) -> Any:
-    # JSON true/false is a client bug, not a measurement: pydantic would read it as 1/0.
-    if isinstance(value, bool):
-        raise ValueError("must be a number, not a boolean")
+# Magnitudes below this are stored as 0: a measurement is never that small, and PostgreSQL
+# refuses to square them (an underflow error, in the statistics).
+TINY = 1e-100
+
+
+def _a_number(value: Any) -> Any:
+    # JSON true/false or "1.5" is a client bug, not a measurement: pydantic would convert it.
+    if isinstance(value, bool | str):
+        raise ValueError("must be a number")
     return value
+
+
+def _tiny_is_zero(value: Any) -> Any:
+    return 0.0 if isinstance(value, float) and abs(value) < TINY else value
 
 
 def _metric_field(metric: Metric) -> Any:
@@ -56,7 +66,7 @@ def _metric_field(metric: Metric) -> Any:
     if metric.is_percent:
         constraints["le"] = 100
     number: Any = (int | None) if metric.is_integer else (float | None)
-    annotation = Annotated[number, BeforeValidator(_not_a_boolean)]
+    annotation = Annotated[number, BeforeValidator(_a_number), AfterValidator(_tiny_is_zero)]
     return (
         annotation,
         Field(default=None, description=f"{metric.description} ({metric.unit})", **constraints),
@@ -68,7 +78,7 @@ class _TimedSample(Input):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    timestamp: datetime | None = Field(
+    timestamp: IsoDatetime | None = Field(
         default=None,
         description="When the sample was taken (UTC if no offset is given); default: now. "
         "At most 5 minutes in the future.",
