@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.access import is_loopback
-from shared.errors import AppError
+from shared.errors import RETRY_AFTER_SECONDS, AppError
 from shared.readiness import readiness
 from shared.settings import Settings
 from shared.storage import FULL_DETAIL, StorageState, full_reason, storage_full
@@ -99,10 +99,6 @@ class InternalTokenMiddleware:
             headers={"WWW-Authenticate": 'Bearer realm="autofix-ml services"'},
         )
         await response(scope, receive, send)
-
-
-# How long a client should wait before retrying a write refused while the database is away.
-RETRY_AFTER_SECONDS = 5
 
 
 def database_unavailable() -> JSONResponse:
@@ -212,7 +208,9 @@ def _connection_lost(exc: DBAPIError) -> bool:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -124,21 +124,24 @@ def test_migration_0005_records_the_synthetic_host_as_generated(fresh_url: str) 
     from datetime import timedelta
 
     from services.trainer.synthetic.repository import real_samples
+    from shared.catalogue import METRIC_NAMES
     from shared.clock import utcnow
-    from shared.db import bulk_insert_samples
+    from shared.tables import metrics_history
 
     upgrade(fresh_url, "0004_forecast")
     now = utcnow()
 
     async def fill() -> None:
+        # A plain insert: the bulk path upserts on (host, timestamp), unique only from 0006.
         engine = create_engine(fresh_url)
         async with engine.begin() as conn:
             rows = [
-                (now - timedelta(hours=h), host, *([1.0] * 14), "normal")
+                {"timestamp": now - timedelta(hours=h), "host": host, "label": "normal"}
+                | dict.fromkeys(METRIC_NAMES, 1.0)
                 for h in (1, 2, 3)
                 for host in ("synthetic", "web-1")
             ]
-            await bulk_insert_samples(conn, rows)
+            await conn.execute(sa.insert(metrics_history), rows)
         await engine.dispose()
 
     async def real(host: str) -> int:

@@ -30,7 +30,7 @@ def responses(route: ProxyRoute) -> dict[int | str, dict[str, Any]]:
     out[503] = {
         "model": ErrorResponse,
         "description": f"The {route.service} service or the database is down; the detail "
-        "names it. A write that was not stored says Retry-After.",
+        "names it; Retry-After says when to try again.",
     }
     out[401] = {"model": ErrorResponse, "description": "No API key, or an unknown or revoked one."}
     out[403] = {
