@@ -114,7 +114,7 @@ async def test_a_new_host_is_scored_from_its_first_sample_with_no_model(
         assert (await conn.execute(sa.select(sa.func.count()).select_from(ml_models))).scalar() == 0
     # No incident while the detectors learn a normal host.
     listed = (await client.get("/incidents", params={"type": "ML_ANOMALY"})).json()
-    assert listed["count"] == 0
+    assert listed["count"] == 0, [(i["host"], i["description"], i.get("details")) for i in listed["incidents"]]
 
 
 async def test_state_survives_a_restart_without_forgetting_or_relearning(
