@@ -2,6 +2,7 @@
 
     python -m bench.bench_forecast            # everything, prints Markdown
     python -m bench.bench_forecast --quick    # skip the 1-minute fit and the process pool
+    python -m bench.bench_forecast --quality-only   # only the held-out day, default config
 
 Data: SyntheticDataGenerator(seed=42), 30 days from Monday 2025-01-06 00:00 UTC (a fixed
 start so the held-out day, Tuesday 2025-02-04, is the same every run).
@@ -194,6 +195,9 @@ def bench_quality(samples: pd.DataFrame, *, quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="skip the slow 1-minute fit")
+    parser.add_argument(
+        "--quality-only", action="store_true", help="only the held-out day (default config)"
+    )
     args = parser.parse_args()
     samples, seconds = timed(
         SyntheticDataGenerator(seed=42).generate_full_training_set, 30, start=START
@@ -202,6 +206,9 @@ def main() -> None:
         f"# Forecaster benchmark\n\n{len(samples)} rows generated in {seconds:.2f} s; "
         f"{os.cpu_count()} CPUs; config {DEFAULT_CONFIG}\n"
     )
+    if args.quality_only:
+        bench_quality(samples, quick=True)
+        return
     bench_fit(samples, quick=args.quick)
     bench_resolution(samples, quick=args.quick)
     bench_predict(samples)

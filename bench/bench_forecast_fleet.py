@@ -55,8 +55,9 @@ class Served:
 
 
 @contextlib.contextmanager
-def serve(database_url: str, retrain_hours: str) -> Iterator[Served]:
-    """The forecaster and the gateway as `autofix-ml serve` processes on free loopback ports."""
+def serve(database_url: str, retrain_hours: str, code: str | None = None) -> Iterator[Served]:
+    """The forecaster and the gateway as `autofix-ml serve` processes on free loopback ports;
+    `code`: another checkout to run them from (a baseline)."""
     ports = {"forecaster": free_port(), "api": free_port()}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOFIX_", "ML_"))}
     env.update(
@@ -68,10 +69,13 @@ def serve(database_url: str, retrain_hours: str) -> Iterator[Served]:
         ML_FORECAST_RETRAIN_HOURS=retrain_hours,
         PYTHONWARNINGS="ignore",
     )
+    if code is not None:
+        env["PYTHONPATH"] = code
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "services.cli", "serve", name],
             env=env,
+            cwd=code,
             stdout=subprocess.DEVNULL,
         )
         for name in ports
@@ -249,6 +253,9 @@ async def reads(
             ("/forecast/alerts?host=host-000 (one host, baseline)", direct, "/forecast/alerts",
              {"host": "host-000"}),
             ("/forecast/alerts (every host)", direct, "/forecast/alerts", {}),
+            ("gateway /api/ml/forecast/next-hour (every host)", api,
+             "/api/ml/forecast/next-hour", {}),
+            ("gateway /api/ml/forecast/alerts (every host)", api, "/api/ml/forecast/alerts", {}),
         ]  # fmt: skip
         if heavy:  # 33,600 points per answer with 100 hosts: seconds each on a loaded machine
             cases.append(
@@ -262,6 +269,22 @@ async def reads(
             print(row(name, await timed(client, path, n, **params)), flush=True)
 
 
+def scheduled_phase(url: str, args: argparse.Namespace, code: str | None = None) -> None:
+    """/health idle, then during `--limit` seconds of scheduled training (the services run
+    from `code`, default this checkout); hosts trained before are not due again."""
+    with serve(url, "0", code=code) as off:
+        idle = asyncio.run(idle_health(off.forecaster, args.requests))
+    with serve(url, "24", code=code) as on:
+        busy, seconds, models, _health = asyncio.run(
+            scheduled(on.forecaster, args.hosts, args.limit)
+        )
+    label = code or "this checkout"
+    print(f"\n{label}: {models // len(METRIC_NAMES)} hosts with models after {seconds:.1f} s\n")
+    print("| request (ms) | n | p50 | p99 | max |\n|---|---|---|---|---|")
+    print(row(f"forecaster /health, schedule off ({label})", idle))
+    print(row(f"forecaster /health, during the scheduled training ({label})", busy), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", choices=("postgresql", "sqlite"), default="postgresql")
@@ -271,6 +294,15 @@ def main() -> None:
     parser.add_argument(
         "--limit", type=float, default=600.0, help="seconds of scheduled training at most"
     )
+    parser.add_argument(
+        "--reads-only",
+        action="store_true",
+        help="no schedule: train host-000 through the gateway, copy it to every host, read",
+    )
+    parser.add_argument(
+        "--baseline-code", help="another checkout (e.g. /work/main): its reads first, same data"
+    )
+    parser.add_argument("--skip-reads", action="store_true", help="the schedule only")
     parser.add_argument("--heavy", action="store_true", help="also every host x 14 metrics x 6 h")
     parser.add_argument("--only", nargs="*", help="only the reads whose name has one of these")
     args = parser.parse_args()
@@ -286,20 +318,34 @@ def main() -> None:
             f"stored {rows} samples: {args.hosts} hosts x {args.days} days "
             f"({time.perf_counter() - started:.1f} s)\n"
         )
-        with serve(url, "0") as off:
-            idle = asyncio.run(idle_health(off.forecaster, args.requests))
-        with serve(url, "24") as on:
-            busy, seconds, _models, _health = asyncio.run(
-                scheduled(on.forecaster, args.hosts, args.limit)
-            )
-        trained, filled = asyncio.run(fill(url, args.hosts))
-        print("| what | value |\n|---|---|")
-        print(f"| hosts trained on schedule | {trained} of {args.hosts} in {seconds:.1f} s |")
-        print(f"| per host (14 metrics, fit + evaluation) | {seconds / max(1, trained):.2f} s |")
-        print(f"| hosts given copies of trained hosts' models and forecasts | {filled} |\n")
-        print("| request (ms) | n | p50 | p99 | max |\n|---|---|---|---|---|")
-        print(row("forecaster /health, schedule off (baseline)", idle))
-        print(row("forecaster /health, during the scheduled training", busy), flush=True)
+        if args.reads_only:
+            with serve(url, "0") as once:
+                started = time.perf_counter()
+                trained = httpx.post(
+                    f"{once.gateway}/api/ml/train/forecaster",
+                    json={"host": "host-000"},
+                    timeout=1800,
+                )
+                assert trained.status_code == 200, trained.text
+            print(f"host-000 trained (14 metrics): {time.perf_counter() - started:.1f} s")
+            trained_hosts, copied = asyncio.run(fill(url, args.hosts))
+            print(f"hosts trained: {trained_hosts}; given copies: {copied}\n")
+        else:
+            if args.baseline_code:
+                scheduled_phase(url, args, args.baseline_code)
+            scheduled_phase(url, args)
+            trained_hosts, copied = asyncio.run(fill(url, args.hosts))
+            print(f"\nhosts trained: {trained_hosts}; given copies: {copied}\n")
+            if args.skip_reads:
+                return
+        if args.baseline_code:
+            print(f"\nBaseline: the services run from {args.baseline_code}")
+            with serve(url, "0", code=args.baseline_code) as base:
+                asyncio.run(
+                    reads(base.forecaster, base.gateway, args.requests, heavy=args.heavy,
+                          only=args.only)
+                )  # fmt: skip
+            print("\nThis checkout:")
         with serve(url, "0") as reading:
             asyncio.run(
                 reads(

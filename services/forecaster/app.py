@@ -5,6 +5,7 @@ Usage: `uvicorn --factory services.forecaster.app:create_app` (or `autofix-ml se
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.forecaster.forecasting import endpoints as forecasting
 from services.forecaster.forecasting.prophet_model import stored_model
+from services.forecaster.forecasting.read_cache import ReadCache
 from services.forecaster.forecasting.repository import MODEL_NAME
 from services.forecaster.forecasting.service import Forecaster, ForecasterModels
 from services.forecaster.health import endpoints as health
@@ -24,6 +26,8 @@ from shared.loops import BackgroundLoop, stop_all
 from shared.settings import Settings, get_settings
 from shared.web import new_app
 
+# Added to the fit workers' nice value (0 = normal, 19 = lowest priority).
+FIT_WORKER_NICENESS = 10
 REFRESH_RETRY_SECONDS = 10.0
 
 
@@ -47,7 +51,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with database(settings.database_url, engine) as db:
             # Fitting in threads of this process held the GIL long enough to slow /health.
-            pool = executor or workers.process_pool(fit_workers)
+            # ...and at normal priority they took the 2 cores from the loop: the fits (and
+            # CmdStan, their child) run niced, so /health and the reads come first.
+            pool = executor or workers.process_pool(
+                fit_workers, initializer=os.nice, initargs=(FIT_WORKER_NICENESS,)
+            )
             notifier = Notifier(settings, db)
             service = Forecaster(
                 settings,
@@ -82,6 +90,7 @@ def create_app(
             app.state.settings = settings
             app.state.notifier = notifier
             app.state.forecaster = service
+            app.state.read_cache = ReadCache(service.thresholds)
             app.state.loops = [notifier.loop, *loops]
             notifier.start()
             for loop in loops:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from services.forecaster.forecasting.read_cache import ReadCache
 from services.forecaster.forecasting.service import Forecaster
 
 
@@ -19,3 +20,11 @@ async def forecaster(request: Request) -> Forecaster:
 
 
 ForecasterDep = Annotated[Forecaster, Depends(forecaster)]
+
+
+async def read_cache(request: Request) -> ReadCache:
+    cache: ReadCache = request.app.state.read_cache
+    return cache
+
+
+ReadCacheDep = Annotated[ReadCache, Depends(read_cache)]

@@ -103,7 +103,7 @@ async def test_incidents_and_flagged_samples_are_left_out_of_fitting(engine: Asy
     assert fitted.evaluation is not None
     # 8 buckets of the incident (10:00-12:00) and the one bucket of flagged samples.
     assert fitted.evaluation.as_dict()["excluded_points"] == 9
-    model = load_model(fitted.fit.payload, fitted.fit.sha256)
+    model = load_model(fitted.fit.artifact, fitted.fit.sha256)
     tomorrow = pd.Timestamp(day + timedelta(days=1)).tz_localize(None)
     ds = pd.DatetimeIndex([tomorrow + pd.Timedelta(hours=h, minutes=7.5) for h in (10, 11, 15)])
     hours = np.asarray((ds - pd.Timestamp(START).tz_localize(None)) / pd.Timedelta(hours=1))

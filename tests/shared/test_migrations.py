@@ -123,6 +123,8 @@ def test_migration_0005_records_the_synthetic_host_as_generated(fresh_url: str) 
     """Rows of the host "synthetic" from before become one window; other hosts stay real."""
     from datetime import timedelta
 
+    import sqlalchemy as sa
+
     from services.trainer.synthetic.repository import real_samples
     from shared.catalogue import METRIC_NAMES
     from shared.clock import utcnow
@@ -132,9 +134,9 @@ def test_migration_0005_records_the_synthetic_host_as_generated(fresh_url: str) 
     now = utcnow()
 
     async def fill() -> None:
-        # A plain insert: the bulk path upserts on (host, timestamp), unique only from 0006.
         engine = create_engine(fresh_url)
         async with engine.begin() as conn:
+            # a plain insert: the upsert of today's code needs the unique index of 0006
             rows = [
                 {"timestamp": now - timedelta(hours=h), "host": host, "label": "normal"}
                 | dict.fromkeys(METRIC_NAMES, 1.0)

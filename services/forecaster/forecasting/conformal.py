@@ -92,16 +92,21 @@ def _quantiles(values: FloatArray, interval_width: float) -> tuple[float, float]
     if ok.size == 0:
         return 0.0, 0.0
     tail = (1.0 - interval_width) / 2.0
-    low, high = np.quantile(ok, [tail, 1.0 - tail])
+    # Hazen's plotting positions, (k - 0.5) / n: those of with_spread's nodes. numpy's default
+    # ((k - 1) / (n - 1)) put the 10 % and 90 % of a bucket's spread at +-1.10 sigma instead
+    # of +-1.28: an 80 % band of samples covered 73 %.
+    low, high = np.quantile(ok, [tail, 1.0 - tail], method="hazen")
     return min(float(low), 0.0), max(float(high), 0.0)
 
 
-def with_spread(residuals: FloatArray, spread: FloatArray | None, nodes: int = 10) -> FloatArray:
+def with_spread(residuals: FloatArray, spread: FloatArray | None, nodes: int = 20) -> FloatArray:
     """Residuals of samples, not bucket means: each bucket residual spread by its samples' sigma.
 
     ``spread`` (same shape as ``residuals``) is the standard deviation of the samples within
     each bucket; each residual becomes ``nodes`` residuals at the normal quantiles of that
-    spread (a third axis), so the quantiles describe where samples fall.
+    spread (a third axis, at levels (j + 0.5) / nodes), so the quantiles describe where
+    samples fall. With `calibrate`'s quantiles, a bucket's spread alone gives +-1.295 sigma
+    for 80 % (+-1.282 exactly): 10 nodes gave +-1.34, 40 give +-1.285.
     """
     if spread is None:
         return residuals

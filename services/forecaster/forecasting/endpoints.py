@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
-from services.forecaster.deps import ForecasterDep
+from services.forecaster.deps import ForecasterDep, ReadCacheDep
 from services.forecaster.forecasting import reads
 from shared.clock import utcnow
 from shared.schemas.forecast import (
@@ -60,9 +60,16 @@ async def refresh(forecaster: ForecasterDep) -> RefreshResponse:
     summary="Stored forecasts 1-24 h ahead, of every host or one",
 )
 async def forecast(
-    forecaster: ForecasterDep, conn: ConnDep, query: Annotated[ForecastQuery, Query()]
-) -> ForecastResponse:
-    return await reads.forecast(conn, query, step_minutes=forecaster.step_minutes, now=utcnow())
+    forecaster: ForecasterDep,
+    cache: ReadCacheDep,
+    conn: ConnDep,
+    query: Annotated[ForecastQuery, Query()],
+) -> Response:
+    body = await reads.forecast(
+        conn, cache, query, step_minutes=forecaster.step_minutes, now=utcnow()
+    )
+    # Built from the cached generations as JSON (thousands of points): no re-validation.
+    return Response(body, media_type="application/json")
 
 
 @router.get(
@@ -71,11 +78,15 @@ async def forecast(
     summary="Each metric of every host (or one) now and an hour from now",
 )
 async def next_hour(
-    forecaster: ForecasterDep, conn: ConnDep, query: Annotated[ForecastHostQuery, Query()]
-) -> NextHourResponse:
-    return await reads.next_hour(
-        conn, host=query.host, step_minutes=forecaster.step_minutes, now=utcnow()
+    forecaster: ForecasterDep,
+    cache: ReadCacheDep,
+    conn: ConnDep,
+    query: Annotated[ForecastHostQuery, Query()],
+) -> Response:
+    body = await reads.next_hour(
+        conn, cache, host=query.host, step_minutes=forecaster.step_minutes, now=utcnow()
     )
+    return Response(body, media_type="application/json")
 
 
 @router.get(
@@ -84,9 +95,9 @@ async def next_hour(
     summary="Every predicted threshold breach of every host (or one) in the horizon",
 )
 async def alerts(
-    forecaster: ForecasterDep, conn: ConnDep, query: Annotated[AlertsQuery, Query()]
+    cache: ReadCacheDep, conn: ConnDep, query: Annotated[AlertsQuery, Query()]
 ) -> AlertsResponse:
-    return await reads.alerts(conn, query, thresholds=forecaster.thresholds, now=utcnow())
+    return await reads.alerts(conn, cache, query, now=utcnow())
 
 
 @router.get(

@@ -154,47 +154,6 @@ async def read_forecasts(
     ]
 
 
-async def reaching(
-    conn: AsyncConnection,
-    *,
-    after: datetime,
-    until: datetime,
-    limits: Mapping[str, float],
-    host: str | None = None,
-) -> list[tuple[str, str]]:
-    """The (host, metric)s whose newest forecast, in (after, until], has a point with yhat or
-    its upper bound at or above the metric's limit: the only ones that can breach it.
-
-    Alerts read these series whole instead of every series of the fleet.
-    """
-    if not limits:
-        return []
-    f, g = metric_forecasts.c, forecast_generations.c
-    reached = sa.or_(
-        *(
-            sa.and_(g.metric == name, sa.or_(f.yhat >= limit, f.yhat_upper >= limit))
-            for name, limit in limits.items()
-        )
-    )
-    query = (
-        sa.select(g.host, g.metric)
-        .select_from(forecast_generations)
-        .join(
-            metric_forecasts,
-            sa.and_(f.host == g.host, f.metric == g.metric, f.generated_at == g.generated_at),
-        )
-        .where(
-            g.metric.in_(list(limits)),
-            f.target_timestamp > after,
-            f.target_timestamp <= until,
-            reached,
-            *([g.host == host] if host is not None else []),
-        )
-        .distinct()
-    )
-    return sorted((str(r[0]), str(r[1])) for r in await conn.execute(query))
-
-
 async def generations(conn: AsyncConnection, *, host: str, metric: str) -> list[datetime]:
     """Stored generation times of one metric's forecast, newest first."""
     f = metric_forecasts.c
@@ -205,3 +164,89 @@ async def generations(conn: AsyncConnection, *, host: str, metric: str) -> list[
         .order_by(f.generated_at.desc())
     )
     return [utc(row[0]) for row in await conn.execute(query)]
+
+
+Key = tuple[str, str]  # (host, metric)
+
+
+async def fingerprint(conn: AsyncConnection, model_name: str) -> tuple[Any, ...]:
+    """What the reads' cache depends on, in one row: forecast_generations' (count, newest,
+    sum of every generated_at) and the active `model_name` versions' (count, sum of ids).
+
+    Every write of a generation moves its row's generated_at forward (to the time of the
+    write), so the sum changes even when a write made earlier commits after a newer one and
+    the newest stays; removing a row changes the count. Activating or retiring a version
+    changes the ids' count or sum. Equal fingerprints: the same index and active hosts.
+    """
+    g, m = forecast_generations.c, ml_models.c
+    if conn.dialect.name == "sqlite":
+        total = sa.func.sum(sa.func.julianday(g.generated_at))
+    else:
+        total = sa.func.sum(sa.extract("epoch", g.generated_at))
+    active = (m.name == model_name, m.status == "active")
+    query = sa.select(
+        sa.select(sa.func.count()).select_from(forecast_generations).scalar_subquery(),
+        sa.select(sa.func.max(g.generated_at)).scalar_subquery(),
+        sa.select(total).scalar_subquery(),
+        sa.select(sa.func.count()).select_from(ml_models).where(*active).scalar_subquery(),
+        sa.select(sa.func.sum(m.id)).where(*active).scalar_subquery(),
+    )
+    return tuple((await conn.execute(query)).one())
+
+
+async def generation_index(
+    conn: AsyncConnection, *, host: str | None = None, metric: str | None = None
+) -> dict[Key, datetime]:
+    """The newest stored generation of each (host, metric): one small indexed read, so that
+    a read cache can tell, per request and across processes, which series it holds are stale."""
+    g = forecast_generations.c
+    query = sa.select(g.host, g.metric, g.generated_at)
+    if host is not None:
+        query = query.where(g.host == host)
+    if metric is not None:
+        query = query.where(g.metric == metric)
+    return {(str(h), str(m)): utc(t) for h, m, t in await conn.execute(query)}
+
+
+async def read_generations(
+    conn: AsyncConnection, wanted: Mapping[Key, datetime]
+) -> list[tuple[StoredForecast, dict[str, Any]]]:
+    """Every point of exactly the generations in `wanted`, with their model's parameters.
+
+    Read per host (one index range per host and metric); a generation replaced since
+    `wanted` was read is skipped (the next request sees the newer one).
+    """
+    f, g, m = metric_forecasts.c, forecast_generations.c, ml_models.c
+    hosts = sorted({host for host, _ in wanted})
+    metrics = sorted({metric for _, metric in wanted})
+    out: list[tuple[StoredForecast, dict[str, Any]]] = []
+    for i in range(0, len(hosts), 200):
+        query = (
+            sa.select(
+                f.host,
+                f.metric,
+                f.model_id,
+                m.version,
+                f.generated_at,
+                f.target_timestamp,
+                f.yhat,
+                f.yhat_lower,
+                f.yhat_upper,
+                m.parameters,
+            )
+            .select_from(forecast_generations)
+            .join(
+                metric_forecasts,
+                sa.and_(f.host == g.host, f.metric == g.metric, f.generated_at == g.generated_at),
+            )
+            .outerjoin(ml_models, m.id == f.model_id)
+            .where(g.host.in_(hosts[i : i + 200]), g.metric.in_(metrics))
+            .order_by(f.host, f.metric, f.target_timestamp)
+        )
+        rows = list(await conn.execute(query))
+        for key, group in groupby(rows, key=lambda r: (str(r[0]), str(r[1]))):
+            series = list(group)
+            if wanted.get(key) != utc(series[0][4]):
+                continue  # not asked for, or replaced since the index was read
+            out.append((_stored(key[0], key[1], series), dict(series[0][9] or {})))
+    return out

@@ -6,9 +6,11 @@ boundary (frames, JSON text, arrays), never a Prophet object.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from services.forecaster.forecasting.evaluation import MetricEvaluation, evaluate
 from services.forecaster.forecasting.history import MetricHistory
@@ -51,8 +53,9 @@ class FitOutput:
     """A fitted model as stored (Prophet JSON and its sha256) plus what is derived from it."""
 
     metric: str
-    payload: str
+    artifact: bytes  # the stored JSON, UTF-8: encoded here, not on the service's event loop
     sha256: str
+    evaluation: dict[str, Any]  # the document's "evaluation", as parsing the artifact gives it
     trend: TrendAnalysis
     prediction: Prediction
     n_points: int
@@ -76,8 +79,10 @@ def fit_job(
     _cache.put(serialized.sha256, model)
     return FitOutput(
         metric=metric,
-        payload=serialized.payload,
+        artifact=serialized.payload.encode("utf-8"),
         sha256=serialized.sha256,
+        # Parsing megabytes of JSON back on the service's loop stalled its /health.
+        evaluation=json.loads(json.dumps(model.evaluation, sort_keys=True)),
         trend=analyse_trend(model),
         prediction=predict(model, grid),
         n_points=model.n_points,

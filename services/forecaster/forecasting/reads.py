@@ -2,23 +2,31 @@
 
 Every read is fleet-wide without `host` (each entry names its host) and one host's with it.
 
-Usage: `await reads.forecast(conn, query, step_minutes=15.0, now=utcnow())` in an endpoint.
+The stored generations are served from a ReadCache (read_cache.py) checked against the store on
+every request; the two big answers are built as JSON bytes, not pydantic objects.
+
+Usage: `await reads.forecast(conn, cache, query, step_minutes=15.0, now=utcnow())` in an endpoint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime, timedelta
-from itertools import groupby
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.forecaster.forecasting import forecast_store as store
 from services.forecaster.forecasting import repository as repo
-from services.forecaster.forecasting.breach import find_breaches, interval_width
-from services.forecaster.forecasting.next_hour import next_hour as next_hour_of
+from services.forecaster.forecasting.breach import find_breach
+from services.forecaster.forecasting.read_cache import (
+    CachedSeries,
+    ReadCache,
+    answered,
+    forecast_body,
+    next_hour_body,
+    windows,
+)
 from shared.catalogue import METRIC_NAMES
 from shared.errors import Conflict, NotFound, Unprocessable
 from shared.schemas.forecast import (
@@ -26,12 +34,7 @@ from shared.schemas.forecast import (
     AlertsResponse,
     BreachAlert,
     ChangePointOut,
-    ForecastPoint,
     ForecastQuery,
-    ForecastResponse,
-    MetricForecast,
-    NextHourItem,
-    NextHourResponse,
     TrendResponse,
 )
 
@@ -90,143 +93,118 @@ async def _models_by_host(
     raise _unknown_host(host, sorted(await repo.active_parameters(conn, parameters=False)))
 
 
-def _answered(host: str | None, hosts: list[str]) -> str | None:
-    """The response's `host`: the one asked for, or the only one answered; else None."""
-    if host is not None:
-        return host
-    return hosts[0] if len(hosts) == 1 else None
+async def _series(
+    conn: AsyncConnection, cache: ReadCache, *, host: str | None, metric: str | None = None
+) -> list[CachedSeries]:
+    """The newest generation of each (host, metric) in scope, from the cache; 404 for a host
+    without an active model (naming the hosts that have one), 409 when none has.
+
+    Every request reads the store's fingerprint (one row): when a generation was written or
+    a version activated since, by this process or another, the index and the hosts are read
+    and the new generations loaded before answering; a stale answer is never served.
+    """
+    fingerprint = await store.fingerprint(conn, repo.MODEL_NAME)
+    if fingerprint != cache.fingerprint:
+        index = await store.generation_index(conn)
+        stale = cache.stale(index)
+        if stale:
+            for stored, parameters in await store.read_generations(conn, stale):
+                cache.put(stored, parameters)
+        cache.settle(index, await repo.active_hosts(conn), fingerprint)
+    if host is None and not cache.hosts:
+        raise NO_MODEL_YET
+    if host is not None and host not in cache.hosts:
+        raise _unknown_host(host, cache.hosts)
+    return cache.scoped(host, metric)
+
+
+def _searched(cache: ReadCache, host: str | None) -> list[str]:
+    return list(cache.hosts) if host is None else [host]
 
 
 async def forecast(
-    conn: AsyncConnection, query: ForecastQuery, *, step_minutes: float, now: datetime
-) -> ForecastResponse:
+    conn: AsyncConnection,
+    cache: ReadCache,
+    query: ForecastQuery,
+    *,
+    step_minutes: float,
+    now: datetime,
+) -> bytes:
+    """A ForecastResponse's JSON."""
     check_metric(query.metric)
-    models = await _models_by_host(conn, query.host, parameters=False)
-    stored = await store.read_forecasts(
-        conn,
+    series = await _series(conn, cache, host=query.host, metric=query.metric)
+    body = forecast_body(
+        windows(series, now, now + timedelta(hours=query.hours_ahead)),
         host=query.host,
-        metric=query.metric,
-        after=now,
-        until=now + timedelta(hours=query.hours_ahead),
-    )
-    if not stored:
-        if query.metric is not None and not any(query.metric in m for m in models.values()):
-            raise _no_model(query.host, query.metric)
-        raise _not_written(query.host)
-    forecasts = [
-        MetricForecast(
-            host=series.host,
-            metric=series.metric,
-            model_id=series.model_id,
-            model_version=series.model_version,
-            generated_at=series.generated_at,
-            points=[
-                ForecastPoint(timestamp=t, yhat=y, yhat_lower=lo, yhat_upper=hi)
-                for t, y, lo, hi in zip(
-                    series.times, series.yhat, series.lower, series.upper, strict=True
-                )
-            ],
-        )
-        for series in stored
-    ]
-    hosts = list(dict.fromkeys(series.host for series in stored))
-    return ForecastResponse(
-        host=_answered(query.host, hosts),
-        hosts=hosts,
         hours_ahead=query.hours_ahead,
         step_minutes=step_minutes,
-        forecasts=forecasts,
     )
+    if body is None:
+        if query.metric is not None:
+            models = await _models_by_host(conn, query.host, parameters=False)
+            if not any(query.metric in m for m in models.values()):
+                raise _no_model(query.host, query.metric)
+        raise _not_written(query.host)
+    return body
 
 
 async def next_hour(
-    conn: AsyncConnection, *, host: str | None, step_minutes: float, now: datetime
-) -> NextHourResponse:
-    models = await _models_by_host(conn, host)
+    conn: AsyncConnection,
+    cache: ReadCache,
+    *,
+    host: str | None,
+    step_minutes: float,
+    now: datetime,
+) -> bytes:
+    """A NextHourResponse's JSON."""
+    series = await _series(conn, cache, host=host)
     at = now + timedelta(hours=1)
-    stored = await store.read_forecasts(
-        conn, host=host, after=now, until=at + timedelta(minutes=2 * step_minutes)
-    )
-    if not stored:
+    found = windows(series, now, at + timedelta(minutes=2 * step_minutes))
+    if not found:
         raise _not_written(host)
-    hosts = list(dict.fromkeys(series.host for series in stored))
-    samples = await repo.latest_samples(conn, hosts)
-    order = {name: i for i, name in enumerate(METRIC_NAMES)}
-    items: list[NextHourItem] = []
-    for series in stored:
-        sample = samples.get(series.host) or {}
-        current = sample.get(series.metric)
-        params = models.get(series.host, {}).get(series.metric, {})
-        found = next_hour_of(
-            series.prediction(),
-            at=at,
-            current_value=None if current is None else float(current),
-            scale=float(params.get("y_scale") or 0.0),
-        )
-        items.append(
-            NextHourItem(
-                host=series.host,
-                metric=series.metric,
-                current_value=None if current is None else float(current),
-                current_at=sample.get("timestamp"),
-                at=found.at,
-                yhat=found.yhat,
-                yhat_lower=found.yhat_lower,
-                yhat_upper=found.yhat_upper,
-                change=found.change,
-                direction=found.direction,
-            )
-        )
-    items.sort(key=lambda item: (item.host, order.get(item.metric, len(order))))
-    newest = max(series.generated_at for series in stored)
-    return NextHourResponse(
-        host=_answered(host, hosts), hosts=hosts, generated_at=newest, metrics=items
-    )
+    samples = await repo.latest_samples(conn, {entry.host for entry, _, _ in found})
+    body = next_hour_body(found, at=at, host=host, samples=samples)
+    assert body is not None  # found is not empty
+    return body
 
 
 async def alerts(
-    conn: AsyncConnection, query: AlertsQuery, *, thresholds: Mapping[str, float], now: datetime
+    conn: AsyncConnection, cache: ReadCache, query: AlertsQuery, *, now: datetime
 ) -> AlertsResponse:
-    models = await _models_by_host(conn, query.host)
+    """Predicted breaches of the cache's thresholds (the service's) in the horizon."""
+    series = await _series(conn, cache, host=query.host)
+    hosts = _searched(cache, query.host)
     until = now + timedelta(hours=query.hours_ahead)
-    # Only series reaching their threshold somewhere can breach it: read those whole.
-    reaching = await store.reaching(
-        conn, host=query.host, after=now, until=until, limits=thresholds
-    )
-    stored = await store.read_forecasts(conn, after=now, until=until, pairs=reaching)
     found: list[BreachAlert] = []
-    for host, group in groupby(stored, key=lambda series: series.host):
-        series_of = {series.metric: series for series in group}
-        params = models.get(host, {})
-        breaches = find_breaches(
-            (
-                (
-                    name,
-                    series.prediction(),
-                    # The width the model's interval was made for (calibrated by the model).
-                    interval_width(params.get(name, {})),
-                )
-                for name, series in series_of.items()
-            ),
-            limits=thresholds,
+    for entry, i, j in windows(series, now, until):
+        limit = cache.thresholds.get(entry.metric)
+        # Only a series with a point at or above its threshold can breach it.
+        if limit is None or not entry.reaches(i, j):
+            continue
+        breach = find_breach(
+            entry.metric,
+            entry.times[i:j],
+            entry.yhat[i:j],
+            entry.upper[i:j],
+            threshold=limit,
+            interval_width=entry.width,
             now=now,
         )
-        found.extend(
-            BreachAlert(
-                host=host,
-                **asdict(breach),
-                model_id=series_of[breach.metric].model_id,
-                generated_at=series_of[breach.metric].generated_at,
+        if breach is not None:
+            found.append(
+                BreachAlert(
+                    host=entry.host,
+                    **asdict(breach),
+                    model_id=entry.model_id,
+                    generated_at=entry.generated_at,
+                )
             )
-            for breach in breaches
-        )
     found.sort(key=lambda alert: (alert.at, alert.host, alert.metric))
-    hosts = sorted(models) if query.host is None else [query.host]
     return AlertsResponse(
-        host=_answered(query.host, hosts),
+        host=answered(query.host, hosts),
         hosts=hosts,
         hours_ahead=query.hours_ahead,
-        thresholds=dict(thresholds),
+        thresholds=dict(cache.thresholds),
         alerts=found,
         count=len(found),
     )

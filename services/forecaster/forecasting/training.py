@@ -150,7 +150,7 @@ async def fit_metrics(
             log.warning("forecaster: fitting %s for %s failed: %s", name, window.host, output)
             failures[name] = _reason(output, "fit failed")
             continue
-        evaluation = StoredEvaluation.from_payload(output.payload)
+        evaluation = StoredEvaluation(output.evaluation)
         if evaluation.complete:
             fitted.append(FittedMetric(output, evaluation, None))
         else:
@@ -171,7 +171,7 @@ async def register(
     out = []
     for fitted in run.fitted:
         fit = fitted.fit
-        artifact = fit.payload.encode("utf-8")
+        artifact = fit.artifact
         evaluation = (
             fitted.evaluation.as_dict()
             if fitted.evaluation is not None

@@ -40,7 +40,8 @@ N_VIEWS = 3  # level, short-term level, time of day (the range view needs no his
     C_BAND,
     C_PROBATION_S,
     C_PROBATION_N,
-) = range(15)
+    C_RANGE_WARMUP,
+) = range(16)
 CONFIG_FIELDS = (
     "level_tau",
     "scale_tau",
@@ -57,6 +58,7 @@ CONFIG_FIELDS = (
     "band",
     "probation_s",
     "probation_n",
+    "range_warmup",
 )
 
 # the per-metric output columns of ``step``
@@ -128,7 +130,13 @@ def step(
                 surprise = max(surprise, tail_surprise(quantiles[i, 2], sdev, lo, probation_n))
             width = high[i] - low[i]
             margin = cfg[C_RANGE_TOL] * width
-            if n[i] > 1 and width > 0 and (xi > high[i] + margin or xi < low[i] - margin):
+            seasoned = ts - first_seen[i] >= cfg[C_RANGE_WARMUP]
+            if (
+                seasoned
+                and n[i] > 1
+                and width > 0
+                and (xi > high[i] + margin or xi < low[i] - margin)
+            ):
                 surprise = max(surprise, cfg[C_NEVER_SEEN] + min(dev, 100.0) / 10.0)
             surprise = min(surprise, MAX_SURPRISE)
         counted[i] = scored

@@ -46,6 +46,9 @@ class StreamConfig:
     range_tau: float = 30 * DAY  # the range seen fades towards the level this slowly
     range_tolerance: float = 0.05  # beyond the range by this share of it: never seen
     never_seen: float = 8.0  # surprise (-log10 p) of a value outside the range seen
+    # the range view speaks once a metric has been seen for a day (a new host's first hours
+    # hold no daily peak yet: its morning ramp would look "never seen")
+    range_warmup: float = DAY
     clip: float = 8.0  # a sample moves level and spread by at most this many spreads
     refresh_every: int = 16  # samples between refreshes of the percentiles
     min_tail_octaves: float = 0.5  # the 90th to 99th percentile span is at least this (log2)

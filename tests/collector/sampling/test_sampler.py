@@ -166,8 +166,7 @@ async def test_a_slow_training_call_does_not_raise_the_scraped_p95():
         return {"models": [], "count": 0}
 
     async with served(slow_trainer) as trainer_url:
-        # Keys off: this test is about the scrape (the default database may hold keys, or
-        # be unreadable from the working directory, which closes the gateway).
+        # No database behind this gateway: keys off (with keys on it would fail closed, 401).
         gateway = create_gateway(Settings(trainer_url=trainer_url, http_timeout=5.0, auth="off"))
         async with served(gateway) as url, httpx.AsyncClient(base_url=url) as client:
             serving = MetricsCollector(collector_settings(f"{url}/metrics"), client)

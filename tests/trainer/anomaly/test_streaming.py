@@ -38,6 +38,24 @@ def test_a_new_host_learns_quietly_then_flags_a_spike_on_the_right_metric() -> N
     assert abs(top.expected - 50.0) < 3.0
 
 
+def test_a_new_hosts_morning_ramp_is_not_never_seen_but_a_day_later_the_range_speaks() -> None:
+    """Installed at night, a host's load climbs all morning: every few minutes a value above
+    anything seen so far. In its first day that is no anomaly (no daily peak seen yet); a
+    value far past a whole day's range is."""
+    rng = np.random.default_rng(3)
+    stream = HostStream(METRICS)
+    ts = START
+    for i in range(4 * 60):  # four hours, cpu from 20 to 80 % with noise
+        ts += 60
+        reading = stream.update(ts, {"cpu": 20.0 + 0.25 * i + rng.normal(0, 1.0), "latency": 50.0})
+        assert reading.score < 0.999, f"minute {i}: {reading.top(1)}"
+    for _ in range(20 * 60):  # the rest of the day: back down and steady
+        ts += 60
+        stream.update(ts, {"cpu": 40.0 + rng.normal(0, 1.0), "latency": 50.0 + rng.normal(0, 1)})
+    beyond = stream.score(ts + 60, {"cpu": 97.0, "latency": 50.0})
+    assert beyond.score > 0.9999 and beyond.top(1)[0].metric == "cpu"
+
+
 def test_a_flat_metric_is_never_flagged_for_being_flat_but_is_when_it_moves() -> None:
     stream = HostStream(("disk",))
     ts = START
