@@ -11,6 +11,7 @@ import tracemalloc
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.trainer.anomaly import repository as anomaly_repo
 from services.trainer.anomaly.hostscore import StreamCache
 from services.trainer.anomaly.service import AnomalyService
 from services.trainer.anomaly.streaming import HostStream
@@ -64,11 +65,11 @@ async def test_hosts_past_the_bound_are_scored_as_if_always_held(
     scores are those of one detector fed every sample in order."""
     cfg = settings.model_copy(update={"scoring_interval": 0.05, "anomaly_max_hosts": 2})
     app = create_app(cfg, engine=engine)
-    frame = samples(minutes_ago(120), 90)
+    frame = samples(minutes_ago(120), 110)
     hosts = [f"bounded-{i}" for i in range(5)]
     async with app_client(app):
         svc: AnomalyService = app.state.anomaly
-        for part in (frame.iloc[:30], frame.iloc[30:60], frame.iloc[60:]):
+        for part in (frame.iloc[:40], frame.iloc[40:80], frame.iloc[80:]):
             for host in hosts:
                 await store(engine, part, host)
                 await wait_scored(engine, host, part.index[-1] + 1)
@@ -78,30 +79,41 @@ async def test_hosts_past_the_bound_are_scored_as_if_always_held(
     for host in hosts:
         got = [s["score"] for s in await stored_scores(engine, host)]
         assert got == pytest.approx(expected, abs=1e-9), host
-    assert max(expected[70:]) > 0.0  # past probation: the comparison means something
+        async with engine.connect() as conn:
+            blob = await anomaly_repo.load_stream_state(conn, host)
+        assert blob is not None
+        assert HostStream.from_bytes(blob).n.max() == len(frame)  # every sample learned once
 
 
 async def test_predictions_for_5000_new_host_names_keep_no_state(
     settings: Settings, engine: AsyncEngine
 ) -> None:
+    """Was about 30 KB kept per new host name (issue 11). Memory is traced over the last 500
+    names only (tracing slows every allocation); the caches are checked after all 5,000."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("memory of the trainer's caches: one database suffices")
     app = create_app(settings, engine=engine)
     async with app_client(app) as client:
         svc: AnomalyService = app.state.anomaly
-        for i in range(20):  # warm up caches that are filled once (compiled statements ...)
-            await client.post("/predict/anomaly", json={**SPIKE, "host": f"warm-{i}"})
+
+        async def predict(name: str) -> None:
+            answer = await client.post("/predict/anomaly", json={**SPIKE, "host": name})
+            assert answer.status_code == 200
+
+        for i in range(4500):
+            await predict(f"n-{i}")
+        await svc.writer.flush()  # the scores are stored, not held
         gc.collect()
         tracemalloc.start()
         try:
             before = tracemalloc.get_traced_memory()[0]
-            for i in range(5000):
-                answer = await client.post("/predict/anomaly", json={**SPIKE, "host": f"n-{i}"})
-                assert answer.status_code == 200
-            await svc.writer.flush()  # the scores are stored, not held
+            for i in range(4500, 5000):
+                await predict(f"n-{i}")
+            await svc.writer.flush()
             gc.collect()
             grown = tracemalloc.get_traced_memory()[0] - before
         finally:
             tracemalloc.stop()
         assert len(svc.scoring.streams) == 0
         assert svc.predict_histories == {} and svc.scoring.forest_histories == {}
-    # Was about 30 KB per new host name (issue 11); now nothing stays but allocator noise.
-    assert grown / 5000 < 1024, f"{grown / 5000:.0f} bytes per host name"
+    assert grown / 500 < 1024, f"{grown / 500:.0f} bytes per host name"
