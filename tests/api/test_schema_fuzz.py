@@ -84,7 +84,7 @@ class Fuzzed:
         self.env = service_env(
             database_url,
             ML_ENABLED="false",
-            AUTOFIX_LOG_LEVEL="error",
+            AUTOFIX_LOG_LEVEL="warning",  # a service's restart shows in a failure's output
             AUTOFIX_RATE_PREDICT="0",
             AUTOFIX_RATE_INGEST="0",
         )
@@ -99,7 +99,12 @@ class Fuzzed:
         self.key = made.stdout.strip()
         self.url = f"http://127.0.0.1:{self.env['AUTOFIX_API_PORT']}"
         self.proc = subprocess.Popen([*CLI, "up"], env=self.env, cwd=tmp_path)
-        wait_for(f"{self.url}/api/ml/health")
+        try:
+            # Four services importing numba, Prophet and the rest on a loaded 2-core machine.
+            wait_for(f"{self.url}/api/ml/health", timeout=180)
+        except AssertionError:
+            self.stop()
+            raise
         self.headers = {"Authorization": f"Bearer {self.key}"}
         self._seed()
 
@@ -125,11 +130,15 @@ class Fuzzed:
 
 
 def _system(database_url: str, tmp_path: Path) -> Iterator[Fuzzed]:
-    system = Fuzzed(database_url, tmp_path)
+    """The system; afterwards the database is emptied, the admin key included (a key left
+    behind would turn keys on for every later test on this database)."""
+    system: Fuzzed | None = None
     try:
+        system = Fuzzed(database_url, tmp_path)
         yield system
     finally:
-        system.stop()
+        if system is not None:
+            system.stop()
         engine = create_engine(database_url)
 
         async def empty() -> None:
