@@ -69,9 +69,10 @@ SEMANTIC_RULES = (
 
 def valid_data_accepted(ctx: Any, response: Any, case: Any) -> bool | None:
     """schemathesis' positive_data_acceptance, less the refusals for SEMANTIC_RULES."""
-    if response.status_code in (400, 422) and "json" in response.headers.get(
-        "content-type", [""]
-    )[0]:
+    if (
+        response.status_code in (400, 422)
+        and "json" in response.headers.get("content-type", [""])[0]
+    ):
         detail = response.json().get("detail")
         messages = [d["msg"] for d in detail] if isinstance(detail, list) else [str(detail)]
         if messages and all(any(r in m for r in SEMANTIC_RULES) for m in messages):
