@@ -245,6 +245,14 @@ class Settings(BaseSettings):
         description="A host without a sample this long has its detector state dropped from "
         "memory (it stays in the database and is loaded again with its next sample).",
     )
+    anomaly_max_hosts: int = Field(
+        default=5000,
+        ge=0,
+        validation_alias=_env("ML_ANOMALY_MAX_HOSTS"),
+        description="Hosts whose detector state is held in memory (about 37 KB each); past "
+        "it the least recently used saved one is dropped (it stays in the database and is "
+        "loaded again when needed). 0: no bound.",
+    )
     anomaly_retrain_hours: float = Field(
         default=24.0,
         gt=0,

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.access import is_loopback
-from shared.errors import AppError
+from shared.errors import RETRY_AFTER_SECONDS, AppError
 from shared.observability import CONTENT_TYPE, MetricsMiddleware, ServiceMetrics
 from shared.readiness import readiness
 from shared.settings import Settings
@@ -137,10 +137,6 @@ class InternalTokenMiddleware:
         await response(scope, receive, send)
 
 
-# How long a client should wait before retrying a write refused while the database is away.
-RETRY_AFTER_SECONDS = 5
-
-
 def database_unavailable() -> JSONResponse:
     """503 naming the database, with Retry-After: the write was not stored, send it again."""
     return JSONResponse(
@@ -231,6 +227,11 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return errors
 
 
+def _unreadable_body(cause: BaseException) -> dict[str, Any]:
+    why = "not UTF-8 text" if isinstance(cause, UnicodeDecodeError) else "not readable JSON"
+    return {"field": "body", "loc": ["body"], "msg": f"the body is {why}", "type": "json_invalid"}
+
+
 # Driver errors that mean the connection went away mid-statement (the server restarted).
 _LOST = ("connection was closed", "connectiondoesnotexist", "connection is closed", "terminat")
 
@@ -243,7 +244,9 @@ def _connection_lost(exc: DBAPIError) -> bool:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -251,6 +254,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI's 400 for a body it cannot read (not UTF-8, say): a 422 naming the body,
+            # like a body that is not JSON.
+            return JSONResponse({"detail": [_unreadable_body(exc.__cause__)]}, status_code=422)
         return JSONResponse(
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )

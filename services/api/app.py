@@ -29,6 +29,7 @@ from services.api.proxy.client import ServiceClients
 from services.api.proxy.endpoints import add_proxy_routes
 from services.api.proxy.table import ADMIN_PATHS, ROUTES
 from shared.observability import ServiceMetrics
+from shared.schemas.common import nul_free_strings
 from shared.settings import Settings, get_settings
 from shared.web import install_error_handlers
 
@@ -122,6 +123,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 routes=app.routes,
                 tags=app.openapi_tags,
             )
+            # Text inputs refuse NUL (422): the schema says so, for clients and fuzzers.
+            nul_free_strings(schema["paths"])
+            nul_free_strings(schema.get("components", {}).get("schemas", {}))
             schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
             app.openapi_schema = schema
         return app.openapi_schema

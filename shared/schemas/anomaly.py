@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, ConfigDict, Field, create_model, field_validator
 
 from shared.clock import utc
-from shared.schemas.common import Input, Schema
+from shared.schemas.common import Input, IsoDatetime, Schema
 from shared.schemas.models import ModelSummary
 from shared.schemas.samples import _TimedSample, metric_fields
 from shared.severity import Severity
@@ -49,8 +49,8 @@ class TrainAnomalyRequest(Input):
         max_length=255,
         description="Train on this host's samples; default: the host with the most samples.",
     )
-    start: datetime | None = Field(default=None, description="First training sample (UTC).")
-    end: datetime | None = Field(default=None, description="Last training sample (UTC).")
+    start: IsoDatetime | None = Field(default=None, description="First training sample (UTC).")
+    end: IsoDatetime | None = Field(default=None, description="Last training sample (UTC).")
     force: bool = Field(
         default=False,
         description="Activate the new version even if it evaluates worse than the active one.",
@@ -278,8 +278,8 @@ class AnomalyScoreQuery(Input):
     """Query parameters of GET /anomaly-scores."""
 
     host: str | None = Field(default=None, max_length=255, description="Only samples of this host.")
-    start: datetime | None = Field(default=None, description="Scores at or after (UTC).")
-    end: datetime | None = Field(default=None, description="Scores at or before (UTC).")
+    start: IsoDatetime | None = Field(default=None, description="Scores at or after (UTC).")
+    end: IsoDatetime | None = Field(default=None, description="Scores at or before (UTC).")
     min_severity: Severity | None = Field(default=None, description="Only this severity or worse.")
     anomalies_only: bool = Field(default=False, description="Only scores above the threshold.")
     limit: int = Field(default=100, ge=1, le=10_000, description="At most this many.")

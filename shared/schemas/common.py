@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from shared.severity import Severity
 
-__all__ = ["ErrorResponse", "Input", "Schema", "Severity", "text_problem"]
+__all__ = [
+    "NUL_FREE",
+    "IsoDatetime",
+    "ErrorResponse",
+    "Input",
+    "Schema",
+    "Severity",
+    "nul_free_strings",
+    "text_problem",
+]
 
 
 class Schema(BaseModel):
@@ -28,6 +38,41 @@ def text_problem(value: str) -> str | None:
     except UnicodeEncodeError:
         return "is not valid UTF-8 text (a lone surrogate)"
     return None
+
+
+# The JSON Schema pattern of a text without NUL, as every input's text must be (text_problem).
+NUL_FREE = "^[^\\u0000]*$"
+_OWN_RULES = frozenset({"format", "enum", "const", "pattern", "anyOf"})
+
+
+def nul_free_strings(node: Any) -> None:
+    """Give every plain string of a JSON Schema (an OpenAPI document) the NUL_FREE pattern,
+    so that the schema states the rule that ``Input`` enforces: ``nul_free_strings(openapi)``."""
+    if isinstance(node, dict):
+        if node.get("type") == "string" and not _OWN_RULES & node.keys():
+            node["pattern"] = NUL_FREE
+        for value in node.values():
+            nul_free_strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            nul_free_strings(value)
+
+
+def _iso_only(value: Any) -> Any:
+    # pydantic reads a number (or "0.0") as Unix time: the schema says an ISO 8601 string.
+    if isinstance(value, bool | int | float):
+        raise ValueError("must be an ISO 8601 datetime (2024-01-31T12:00:00Z), not a number")
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise ValueError("must be an ISO 8601 datetime (2024-01-31T12:00:00Z), not a number")
+    return value
+
+
+# A datetime given as ISO 8601 text only (in a body or a query).
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 def _check_text(value: Any) -> None:

@@ -9,7 +9,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from shared.catalogue import METRIC_NAMES
 from shared.clock import utc
-from shared.schemas.common import Input, Schema
+from shared.schemas.common import Input, IsoDatetime, Schema
 from shared.schemas.health import ServiceHealth
 
 Direction = Literal["rising", "falling", "flat"]
@@ -41,10 +41,10 @@ class TrainForecasterRequest(Input):
         max_length=255,
         description="Host whose history is fitted; default: the host with the most samples.",
     )
-    start: datetime | None = Field(
+    start: IsoDatetime | None = Field(
         default=None, description="First sample of the training window (UTC unless an offset)."
     )
-    end: datetime | None = Field(
+    end: IsoDatetime | None = Field(
         default=None,
         description="Last sample of the training window; default: the host's newest sample.",
     )

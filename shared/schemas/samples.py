@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, create_model, field_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+)
 
 from shared.catalogue import LABELS, METRICS, Metric
 from shared.clock import utc, utcnow
-from shared.schemas.common import Input, Schema
+from shared.schemas.common import Input, IsoDatetime, Schema
 
 # How far ahead of the receiving clock a pushed sample may be stamped (clock skew).
 MAX_FUTURE_SKEW = timedelta(minutes=5)
@@ -18,7 +26,36 @@ EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 # Values past these bounds are client bugs, not measurements (and would overflow the
 # database's INTEGER or the statistics' sums of squares).
 MAX_METRIC_VALUE = 1e12
+# A date or datetime in a query, kept as text (a date alone means a whole day); the schema
+# says which strings are accepted.
+DateOrDatetime = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "type": "string",
+            # An empty value (`?start_date=`) means no bound.
+            "anyOf": [{"format": "date"}, {"format": "date-time"}, {"maxLength": 0}],
+        },
+        mode="validation",
+    ),
+]
 MAX_INTEGER_METRIC = 2**31 - 1
+
+
+# Magnitudes below this are stored as 0: a measurement is never that small, and PostgreSQL
+# refuses to square them (an underflow error, in the statistics).
+TINY = 1e-100
+
+
+def _a_number(value: Any) -> Any:
+    # JSON true/false or "1.5" is a client bug, not a measurement: pydantic would convert it.
+    if isinstance(value, bool | str):
+        raise ValueError("must be a number")
+    return value
+
+
+def _tiny_is_zero(value: Any) -> Any:
+    return 0.0 if isinstance(value, float) and abs(value) < TINY else value
 
 
 def _metric_field(metric: Metric) -> Any:
@@ -28,7 +65,8 @@ def _metric_field(metric: Metric) -> Any:
     }
     if metric.is_percent:
         constraints["le"] = 100
-    annotation: Any = (int | None) if metric.is_integer else (float | None)
+    number: Any = (int | None) if metric.is_integer else (float | None)
+    annotation = Annotated[number, BeforeValidator(_a_number), AfterValidator(_tiny_is_zero)]
     return (
         annotation,
         Field(default=None, description=f"{metric.description} ({metric.unit})", **constraints),
@@ -40,7 +78,7 @@ class _TimedSample(Input):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    timestamp: datetime | None = Field(
+    timestamp: IsoDatetime | None = Field(
         default=None,
         description="When the sample was taken (UTC if no offset is given); default: now. "
         "At most 5 minutes in the future.",
@@ -152,11 +190,11 @@ class SampleQuery(Input):
     """Query parameters that select stored samples (stats, export)."""
 
     host: str | None = Field(default=None, max_length=255, description="Only samples of this host.")
-    start_date: str | None = Field(
+    start_date: DateOrDatetime | None = Field(
         default=None,
         description="ISO date or datetime, inclusive (UTC unless an offset is given).",
     )
-    end_date: str | None = Field(
+    end_date: DateOrDatetime | None = Field(
         default=None,
         description="ISO date (the whole day) or datetime, inclusive (UTC unless an offset).",
     )

@@ -8,6 +8,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -421,3 +422,17 @@ async def test_the_gateway_reaches_services_in_front_of_them(settings: Settings)
             answer = await client.get("/api/ml/models")
     assert answer.status_code == 200, answer.text
     assert seen == [TOKEN]
+
+
+async def test_keys_that_cannot_be_read_are_a_503_that_says_when_to_retry(
+    tmp_path: Path,
+) -> None:
+    """A database without the api_keys table (never migrated): keyed routes are closed."""
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/empty.db", auth="on")
+    async with app_client(create_gateway(settings)) as client:
+        keyed = await client.get("/api/ml/models", headers=bearer("afx_anything"))
+        anonymous = await client.get("/api/ml/models")
+    assert keyed.status_code == 503
+    assert "API keys unavailable" in keyed.json()["detail"]
+    assert keyed.headers["retry-after"] == "5"
+    assert anonymous.status_code == 401

@@ -128,11 +128,15 @@ async def test_a_lagging_scoring_loop_shows_in_the_aggregate(
 async def test_service_down_is_a_503_naming_it(settings: Settings, engine: AsyncEngine) -> None:
     async with stack(settings, engine, without="trainer") as s:
         models = await s.gateway.get("/api/ml/models")
+        predict = await s.gateway.post("/api/ml/predict/anomaly", json={"host": "h"})
         health = await s.gateway.get("/api/ml/health")
         stats = await s.gateway.get("/api/ml/metrics/stats")
     assert models.status_code == 503
     assert "trainer" in models.json()["detail"]
     assert "unreachable" in models.json()["detail"]
+    # The gateway's own 503 says when to try again (a crashed service is back in seconds).
+    assert models.headers["retry-after"] == "5"
+    assert predict.status_code == 503 and predict.headers["retry-after"] == "5"
     assert health.status_code == 200
     assert health.json()["status"] == "degraded"
     assert health.json()["services"]["trainer"]["status"] == "down"
@@ -150,6 +154,7 @@ async def test_collector_down_makes_health_unhealthy(
     assert health.json()["status"] == "unhealthy"
     assert export.status_code == 503
     assert "collector" in export.json()["detail"]
+    assert export.headers["retry-after"] == "5"  # the streamed route's 503 too
 
 
 async def test_a_hanging_service_is_a_503_within_the_timeout(
@@ -175,6 +180,7 @@ async def test_a_hanging_service_is_a_503_within_the_timeout(
     assert response.status_code == 503
     assert "trainer" in response.json()["detail"]
     assert "timed out" in response.json()["detail"]
+    assert response.headers["retry-after"] == "5"
     assert elapsed < 5
 
 

@@ -30,6 +30,7 @@ from services.api.access.ratelimit import RateLimiter
 from services.api.access.service import KeyStore
 from services.api.proxy.table import API_PREFIX, ProxyRoute
 from shared.access import allows
+from shared.errors import RETRY_AFTER_SECONDS
 from shared.settings import Settings
 
 REALM = 'Bearer realm="autofix-ml"'
@@ -192,7 +193,12 @@ class AccessMiddleware:
             )
             return None
         if not self.keys.loaded:
-            await reject(send, 503, "API keys unavailable: the database cannot be read")
+            await reject(
+                send,
+                503,
+                "API keys unavailable: the database cannot be read",
+                [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
+            )
             return None
         found = await self.keys.find(key)
         if found is None:

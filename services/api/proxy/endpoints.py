@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from services.api.proxy.client import ServiceClients
 from services.api.proxy.table import API_PREFIX, ProxyRoute
+from shared.errors import Unprocessable
 from shared.schemas.common import ErrorResponse
 
 Endpoint = Callable[..., Awaitable[Response]]
@@ -29,7 +30,7 @@ def responses(route: ProxyRoute) -> dict[int | str, dict[str, Any]]:
     out[503] = {
         "model": ErrorResponse,
         "description": f"The {route.service} service or the database is down; the detail "
-        "names it. A write that was not stored says Retry-After.",
+        "names it; Retry-After says when to try again.",
     }
     out[401] = {"model": ErrorResponse, "description": "No API key, or an unknown or revoked one."}
     out[403] = {
@@ -72,6 +73,25 @@ def _signature(route: ProxyRoute) -> inspect.Signature:
     return inspect.Signature(parameters, return_annotation=Response)
 
 
+def _check_repeated(request: Request, names: frozenset[str]) -> None:
+    """A query parameter given twice is a 422 naming it (it would be read as its last value)."""
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if name in names:
+            if name in seen:
+                raise Unprocessable(
+                    [
+                        {
+                            "field": f"query.{name}",
+                            "loc": ["query", name],
+                            "msg": "given more than once; send it once",
+                            "type": "repeated",
+                        }
+                    ]
+                )
+            seen.add(name)
+
+
 def _endpoint(route: ProxyRoute, clients: ServiceClients) -> Endpoint:
     """An endpoint that forwards the validated request to the route's service.
 
@@ -80,6 +100,8 @@ def _endpoint(route: ProxyRoute, clients: ServiceClients) -> Endpoint:
     """
     service, target, names = route.service, route.target, tuple(route.path_params)
     seconds = clients.timeouts[route.timeout]
+    # Every query parameter of the table is a single value.
+    query_names = frozenset(route.query.model_fields) if route.query is not None else frozenset()
 
     def service_path(values: dict[str, Any]) -> str:
         if not names:
@@ -89,11 +111,15 @@ def _endpoint(route: ProxyRoute, clients: ServiceClients) -> Endpoint:
     if route.streamed:
 
         async def endpoint(request: Request, **values: Any) -> Response:
+            if query_names:
+                _check_repeated(request, query_names)
             return await clients.stream(service, service_path(values), request)
 
     else:
 
         async def endpoint(request: Request, **values: Any) -> Response:
+            if query_names:
+                _check_repeated(request, query_names)
             return await clients.forward(service, service_path(values), request, timeout=seconds)
 
     endpoint.__name__ = endpoint.__qualname__ = route.name

@@ -45,6 +45,7 @@ SAMPLE_ROUTES: tuple[ProxyRoute, ...] = (
         role="reader",
         query=SampleQuery,
         response=StatsResponse,
+        errors=errors(bad_request="start_date after end_date"),
         summary="Statistical summary of collected metrics",
     ),
     ProxyRoute(

@@ -62,6 +62,8 @@ UNKNOWN_METRIC_OR_HOST = (
     "Unknown metric, or a host without a forecaster model; the detail lists the known."
 )
 NOT_CONFIGURED = "The provider asked for is not configured; the detail names its settings."
+NO_MODEL = "No model with this id."
+NO_INCIDENT = "No incident with this id."
 UNKNOWN_HOST = "A host without a forecaster model; the detail lists the hosts with one."
 
 # Routes are matched in this order, one by one: the most requested come first.
@@ -154,6 +156,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         role="reader",
         path_params={"incident_id": RowId},
         response=IncidentOut,
+        errors=errors(not_found=NO_INCIDENT),
         summary="One incident",
     ),
     ProxyRoute(
@@ -167,7 +170,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         body=ResolveRequest,
         body_required=False,
         response=IncidentOut,
-        errors=errors(conflict="Already resolved"),
+        errors=errors(not_found=NO_INCIDENT, conflict="Already resolved"),
         summary="Resolve an incident",
     ),
     # Incident analysis: the trainer (docs/incident-analysis.md).
@@ -309,6 +312,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         role="reader",
         path_params=MODEL_ID,
         response=ModelSummary,
+        errors=errors(not_found=NO_MODEL),
         summary="One model version",
     ),
     ProxyRoute(
@@ -321,7 +325,7 @@ ROUTES: tuple[ProxyRoute, ...] = (
         path_params=MODEL_ID,
         response=ActivateResponse,
         errors=errors(
-            not_found="No model with this id.",
+            not_found=NO_MODEL,
             conflict="Not an anomaly detector, or its artifact fails its sha256 check.",
         ),
         summary="Make a stored model version the active one (rollback)",

@@ -75,10 +75,12 @@ def _moment_columns(names: Sequence[str], *, postgres: bool) -> list[Any]:
         col = mh.c[name]
         value = sa.cast(col, sa.Float) if postgres else col
         total = sa.func.sum if postgres else sa.func.total  # SQLite's total() is float
+        # PostgreSQL raises an underflow error squaring a magnitude below ~1e-154.
+        square = sa.case((sa.func.abs(value) < 1e-150, 0.0), else_=value * value)
         columns += [
             sa.func.count(col),
             total(value),
-            total(value * value),
+            total(square if postgres else value * value),
             sa.func.min(col),
             sa.func.max(col),
         ]

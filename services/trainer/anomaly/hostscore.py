@@ -2,7 +2,7 @@
 
 Usage (the scoring loop, in a thread)::
 
-    cache = StreamCache(METRIC_NAMES, idle_seconds=1800)
+    cache = StreamCache(METRIC_NAMES, idle_seconds=1800, max_hosts=10_000)
     stream = cache.get(host) or cache.put(host, HostStream(METRIC_NAMES), now=time.time())
     batch = score_host(stream, times, values, forest=HostForest(det, history), threshold=0.9999)
     batch.scored[0].score, batch.scored[0].contributions, batch.late
@@ -16,8 +16,10 @@ per-metric likelihoods (docs/anomaly-detection.md).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -154,26 +156,41 @@ def score_host(
 
 @dataclass(slots=True)
 class StreamCache:
-    """The hosts' streaming detectors held in memory: which changed since the last save, and
-    which have been idle long enough to be dropped (their state is in the database)."""
+    """The hosts' streaming detectors held in memory, least recently used first: which changed
+    since the last save, and which may be dropped (their state is in the database): those idle
+    for ``idle_seconds``, and the least recently used past ``max_hosts`` (0: no bound). A host
+    whose state changed is never dropped before it is saved."""
 
     metrics: tuple[str, ...]
     idle_seconds: float
-    streams: dict[str, HostStream] = field(default_factory=dict)
+    max_hosts: int = 0
+    streams: OrderedDict[str, HostStream] = field(default_factory=OrderedDict)
     seen: dict[str, float] = field(default_factory=dict)  # wall time of each host's last sample
     dirty: set[str] = field(default_factory=set)
+    dropped: list[str] = field(default_factory=list)  # dropped past max_hosts, not yet reported
     evicted: int = 0
 
+    def __len__(self) -> int:
+        return len(self.streams)
+
     def get(self, host: str) -> HostStream | None:
-        return self.streams.get(host)
+        stream = self.streams.get(host)
+        if stream is not None:
+            self.streams.move_to_end(host)
+        return stream
 
     def put(self, host: str, stream: HostStream, *, now: float) -> HostStream:
         self.streams[host] = stream
+        self.streams.move_to_end(host)
         self.seen.setdefault(host, now)
+        self._bound()
         return stream
 
-    def touch(self, host: str, *, now: float) -> None:
-        """The host got samples: its state changed and it is not idle."""
+    def touch(self, host: str, stream: HostStream, *, now: float) -> None:
+        """The host's stream learned samples: it changed and it is not idle (held again if it
+        was dropped meanwhile, so nothing it learned is lost before it is saved)."""
+        self.streams[host] = stream
+        self.streams.move_to_end(host)
         self.seen[host] = now
         self.dirty.add(host)
 
@@ -186,8 +203,22 @@ class StreamCache:
         self.dirty = set()
         return out
 
+    def _bound(self) -> None:
+        """Drop the least recently used saved hosts past ``max_hosts``."""
+        excess = len(self.streams) - self.max_hosts
+        if self.max_hosts <= 0 or excess <= 0:
+            return
+        gone = list(islice((h for h in self.streams if h not in self.dirty), excess))
+        for host in gone:
+            del self.streams[host]
+            self.seen.pop(host, None)
+        self.dropped += gone
+        self.evicted += len(gone)
+
     def evict_idle(self, *, now: float) -> list[str]:
-        """Drop the hosts idle past ``idle_seconds`` whose state is saved; their names."""
+        """Drop the hosts idle past ``idle_seconds`` whose state is saved, and those past
+        ``max_hosts``; the names of every host dropped since the last call."""
+        self._bound()
         gone = [
             h
             for h, t in self.seen.items()
@@ -197,4 +228,6 @@ class StreamCache:
             del self.streams[host]
             del self.seen[host]
         self.evicted += len(gone)
+        gone += self.dropped
+        self.dropped = []
         return gone

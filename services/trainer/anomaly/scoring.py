@@ -154,7 +154,9 @@ class ScoringLoop:
         self.models = models
         self.lock = lock
         self.predict_histories = predict_histories
-        self.streams = StreamCache(STREAM_METRICS, settings.anomaly_idle_minutes * 60.0)
+        self.streams = StreamCache(
+            STREAM_METRICS, settings.anomaly_idle_minutes * 60.0, settings.anomaly_max_hosts
+        )
         self.forest_histories: dict[str, RecentHistory] = {}
         self.incidents = IncidentKeeper(settings)
         self.cursor: int | None = None
@@ -173,6 +175,7 @@ class ScoringLoop:
             pass
         for host in self.streams.evict_idle(now=time.time()):
             self.forest_histories.pop(host, None)
+            self.predict_histories.pop(host, None)
 
     async def stream_for(self, conn: AsyncConnection, host: str) -> HostStream | None:
         """A host's detectors: in memory, else as saved in the database, else None."""
@@ -231,7 +234,7 @@ class ScoringLoop:
                 self._failed(host, result)
                 continue
             self.errors.pop(host, None)
-            self.streams.touch(host, now=now)
+            self.streams.touch(host, work[host].stream, now=now)
             item = work[host]
             self.late += result.late
             model = ScoringModel(
