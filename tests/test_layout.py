@@ -31,6 +31,8 @@ ORCHESTRATION = frozenset(
         "services/trainer/anomaly/predict.py",
         "services/trainer/anomaly/scoring.py",
         "services/trainer/anomaly/worker.py",
+        "services/trainer/failure/scoring.py",
+        "services/trainer/failure/worker.py",
     }
 )
 FORBIDDEN = ("fastapi", "starlette", "sqlalchemy")

@@ -7,15 +7,21 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from services.trainer.anomaly.service import AnomalyService
+from services.trainer.failure.service import FailureService
 from shared.incidents.notifier import Notifier
 from shared.web import ConnDep, EngineDep
 
-__all__ = ["AnomalyServiceDep", "ConnDep", "EngineDep", "NotifierDep"]
+__all__ = ["AnomalyServiceDep", "ConnDep", "EngineDep", "FailureServiceDep", "NotifierDep"]
 
 
 async def anomaly_service(request: Request) -> AnomalyService:
     # async: FastAPI would run a plain function in its thread pool, a hop on every predict.
     service: AnomalyService = request.app.state.anomaly
+    return service
+
+
+async def failure_service(request: Request) -> FailureService:
+    service: FailureService = request.app.state.failure
     return service
 
 
@@ -26,3 +32,4 @@ async def notifier(request: Request) -> Notifier:
 
 AnomalyServiceDep = Annotated[AnomalyService, Depends(anomaly_service)]
 NotifierDep = Annotated[Notifier, Depends(notifier)]
+FailureServiceDep = Annotated[FailureService, Depends(failure_service)]
