@@ -21,6 +21,7 @@ ORCHESTRATION = frozenset(
         "services/api/access/middleware.py",
         "services/api/metrics/middleware.py",
         "services/api/proxy/client.py",
+        "services/api/proxy/failure_routes.py",
         "services/api/proxy/table.py",
         "services/forecaster/forecasting/forecast_store.py",
         "services/forecaster/forecasting/reads.py",
