@@ -212,7 +212,8 @@ async def test_predict_the_latest_state_and_a_sample(
     after = await client.post("/predict/failure", json={"host": "leaky", "sample": sample})
     assert after.status_code == 200, after.text
     moved = {h["horizon_minutes"]: h["probability"] for h in after.json()["horizons"]}
-    assert moved[60] != by_h[60]["probability"]
+    assert after.json()["timestamp"].startswith(stamp[:16])
+    assert moved != {h: v["probability"] for h, v in by_h.items()}
     bad = await client.post(
         "/predict/failure", json={"host": "leaky", "sample": {"cpu_usage_percent": -5}}
     )
