@@ -7,7 +7,7 @@ Usage: ``rows = await recent_rows(conn, host="web-1", limit=900)``;
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,6 +28,29 @@ async def recent_rows(
     query = sa.select(*SAMPLE_COLUMNS).where(mh.c.host == host)
     if until is not None:
         query = query.where(mh.c.timestamp <= until)
+    query = query.order_by(mh.c.timestamp.desc(), mh.c.id.desc()).limit(limit)
+    rows = [tuple(r) for r in await conn.execute(query)]
+    rows.reverse()
+    return rows
+
+
+async def window_rows(
+    conn: AsyncConnection, *, host: str, seconds: float, limit: int, until: datetime | None = None
+) -> list[SampleRow]:
+    """A host's samples of the ``seconds`` up to its newest (at or before ``until``), oldest
+    first, at most the latest ``limit``: the look-back of one prediction."""
+    if until is None:
+        newest = (
+            await conn.execute(sa.select(sa.func.max(mh.c.timestamp)).where(mh.c.host == host))
+        ).scalar_one_or_none()
+        if newest is None:
+            return []
+        until = utc(newest)
+    query = sa.select(*SAMPLE_COLUMNS).where(
+        mh.c.host == host,
+        mh.c.timestamp <= until,
+        mh.c.timestamp >= until - timedelta(seconds=seconds),
+    )
     query = query.order_by(mh.c.timestamp.desc(), mh.c.id.desc()).limit(limit)
     rows = [tuple(r) for r in await conn.execute(query)]
     rows.reverse()

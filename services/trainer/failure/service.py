@@ -51,6 +51,7 @@ from shared.workers import run_in
 log = logging.getLogger("autofix_ml.failure")
 
 MIN_HISTORY_SAMPLES = 7 * 1440  # a week at one a minute: enough failures to learn from
+LOOKBACK_S = 3600.0 + 120.0  # the features' hour, and a little more
 NO_MODEL = "No failure predictor trained yet: POST /api/ml/train/failure-predictor first."
 
 
@@ -211,7 +212,9 @@ class FailureService:
         if sample is not None:
             until = sample.timestamp or utcnow()
         async with self.engine.connect() as conn:
-            rows = await repo.recent_rows(conn, host=body.host, limit=LOOKBACK_ROWS, until=until)
+            rows = await repo.window_rows(
+                conn, host=body.host, seconds=LOOKBACK_S, limit=LOOKBACK_ROWS, until=until
+            )
         times, values = samples.sample_arrays(rows, metrics)
         if sample is not None:
             assert until is not None
@@ -229,7 +232,7 @@ class FailureService:
             raise Conflict(
                 f"host {body.host} has no stored samples: send a sample, or its samples first"
             )
-        window = times >= times[-1] - 3600.0
+        window = times >= times[-1] - 3600.0  # what the features read
         prediction = model.predict_window(times, values, explain=body.explain)
         stamp = until if sample is not None else datetime.fromtimestamp(float(times[-1]), tz=UTC)
         return PredictFailureResponse(
