@@ -261,6 +261,22 @@ class Settings(BaseSettings):
         "once it has 3 days of samples).",
     )
 
+    # Failure prediction.
+    failure_scoring_interval: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias=_env("ML_FAILURE_SCORING_INTERVAL"),
+        description="Seconds between passes of the failure-prediction loop (each host's new "
+        "samples, written to failure_predictions).",
+    )
+    failure_consecutive: int = Field(
+        default=3,
+        ge=1,
+        validation_alias=_env("ML_FAILURE_CONSECUTIVE"),
+        description="Predictions in a row over a threshold before a predicted_failure incident "
+        "opens, and under every threshold before it resolves.",
+    )
+
     scoring_lag_limit: float = Field(
         default=300.0,
         gt=0,

@@ -21,6 +21,7 @@ ORCHESTRATION = frozenset(
         "services/api/access/middleware.py",
         "services/api/metrics/middleware.py",
         "services/api/proxy/client.py",
+        "services/api/proxy/failure_routes.py",
         "services/api/proxy/table.py",
         "services/collector/samples/series.py",
         "services/forecaster/forecasting/forecast_store.py",
@@ -32,6 +33,8 @@ ORCHESTRATION = frozenset(
         "services/trainer/anomaly/predict.py",
         "services/trainer/anomaly/scoring.py",
         "services/trainer/anomaly/worker.py",
+        "services/trainer/failure/scoring.py",
+        "services/trainer/failure/worker.py",
     }
 )
 FORBIDDEN = ("fastapi", "starlette", "sqlalchemy")

@@ -1,4 +1,5 @@
-"""The trainer service: synthetic data, the model registry, anomaly detection and incidents."""
+"""The trainer service: synthetic data, the model registry, anomaly detection, failure
+prediction and incidents."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from services.trainer.analysis.service import AnalysisService
 from services.trainer.anomaly.endpoints import router as anomaly_router
 from services.trainer.anomaly.forest import ScoringThreads
 from services.trainer.anomaly.service import AnomalyService
+from services.trainer.failure.endpoints import router as failure_router
+from services.trainer.failure.service import FailureService
 from services.trainer.health.endpoints import router as health_router
 from services.trainer.health.service import scoring_gauges
 from services.trainer.incidents.endpoints import router as incidents_router
@@ -56,6 +59,11 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             )
             await app.state.anomaly.start()
             app.state.loops += app.state.anomaly.loops
+            app.state.failure = FailureService(
+                settings, db, app.state.notifier, training_pool=training_pool
+            )
+            await app.state.failure.start()
+            app.state.loops += app.state.failure.loops
             anomaly: AnomalyService = app.state.anomaly
 
             async def writer_queue() -> list[Sample]:
@@ -67,6 +75,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             try:
                 yield
             finally:
+                await app.state.failure.stop()
                 await app.state.anomaly.stop()
                 await app.state.analysis.stop()
                 shutdown(training_pool, wait=True)
@@ -85,4 +94,5 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.include_router(incidents_router)
     app.include_router(anomaly_router)
     app.include_router(analysis_router)
+    app.include_router(failure_router)
     return app

@@ -8,15 +8,28 @@ from fastapi import Depends, Request
 
 from services.trainer.analysis.service import AnalysisService
 from services.trainer.anomaly.service import AnomalyService
+from services.trainer.failure.service import FailureService
 from shared.incidents.notifier import Notifier
 from shared.web import ConnDep, EngineDep
 
-__all__ = ["AnalysisServiceDep", "AnomalyServiceDep", "ConnDep", "EngineDep", "NotifierDep"]
+__all__ = [
+    "AnalysisServiceDep",
+    "AnomalyServiceDep",
+    "ConnDep",
+    "EngineDep",
+    "FailureServiceDep",
+    "NotifierDep",
+]
 
 
 async def anomaly_service(request: Request) -> AnomalyService:
     # async: FastAPI would run a plain function in its thread pool, a hop on every predict.
     service: AnomalyService = request.app.state.anomaly
+    return service
+
+
+async def failure_service(request: Request) -> FailureService:
+    service: FailureService = request.app.state.failure
     return service
 
 
@@ -33,3 +46,4 @@ async def analysis_service(request: Request) -> AnalysisService:
 AnalysisServiceDep = Annotated[AnalysisService, Depends(analysis_service)]
 AnomalyServiceDep = Annotated[AnomalyService, Depends(anomaly_service)]
 NotifierDep = Annotated[Notifier, Depends(notifier)]
+FailureServiceDep = Annotated[FailureService, Depends(failure_service)]

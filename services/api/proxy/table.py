@@ -5,6 +5,7 @@ Use: a new public route is one `ProxyRoute(...)` in ROUTES plus its endpoint in 
 
 from __future__ import annotations
 
+from services.api.proxy.failure_routes import FAILURE_ROUTES
 from services.api.proxy.route import (
     API_PREFIX,
     GATEWAY_ADMIN_PATHS,
@@ -133,6 +134,8 @@ ROUTES: tuple[ProxyRoute, ...] = (
         ),
         summary="Train a new anomaly detector version; activated unless worse than the active one",
     ),
+    # Failure prediction: the trainer (services/api/proxy/failure_routes.py).
+    *FAILURE_ROUTES,
     # Samples: the collector (proxy/samples_table.py).
     *SAMPLE_ROUTES,
     # Incidents: the trainer.

@@ -1,0 +1,50 @@
+"""HTTP routes of failure prediction: train, predict, stored predictions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from services.trainer.deps import FailureServiceDep
+from shared.schemas.failure import (
+    FailurePredictionList,
+    FailurePredictionQuery,
+    PredictFailureRequest,
+    PredictFailureResponse,
+    TrainFailureRequest,
+    TrainFailureResponse,
+)
+
+router = APIRouter()
+
+
+@router.post(
+    "/train/failure-predictor",
+    response_model=TrainFailureResponse,
+    summary="Train a new failure predictor version (409 while another trains)",
+)
+async def train(service: FailureServiceDep, body: TrainFailureRequest) -> TrainFailureResponse:
+    return await service.train(body)
+
+
+@router.post(
+    "/predict/failure",
+    response_model=PredictFailureResponse,
+    summary="Probability of a failure per horizon for a sample or the host's latest state",
+)
+async def predict(
+    service: FailureServiceDep, body: PredictFailureRequest
+) -> PredictFailureResponse:
+    return await service.predict(body)
+
+
+@router.get(
+    "/failure-predictions",
+    response_model=FailurePredictionList,
+    summary="Stored failure predictions (scoring loop), newest first",
+)
+async def list_predictions(
+    service: FailureServiceDep, query: Annotated[FailurePredictionQuery, Query()]
+) -> FailurePredictionList:
+    return await service.list_predictions(query)

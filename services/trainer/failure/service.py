@@ -1,0 +1,260 @@
+"""Failure prediction in the trainer: training runs, activation, predictions, the scoring loop.
+
+Usage (lifespan): ``svc = FailureService(settings, engine, notifier, training_pool=pool)``;
+``await svc.start()``; ``app.state.loops += svc.loops``; ...; ``await svc.stop()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.trainer.anomaly import repository as samples
+from services.trainer.anomaly.scoring import SYNTHETIC_HOST
+from services.trainer.failure import artifact
+from services.trainer.failure import repository as repo
+from services.trainer.failure.model import FailureModel, TrainParams
+from services.trainer.failure.scoring import LOOKBACK_ROWS, FailureScorer, contribution_dicts
+from services.trainer.failure.training import (
+    MODEL_NAME,
+    MODEL_TYPE,
+    FailureOutcome,
+    activation_decision,
+)
+from services.trainer.failure.worker import FailureTrainingJob, train_in_worker
+from services.trainer.synthetic.generator import SyntheticDataGenerator
+from services.trainer.synthetic.service import HOST_LOCKS, store
+from shared import registry
+from shared.active_model import ActiveModel, ActiveModelHolder
+from shared.clock import utcnow
+from shared.db import write_transaction
+from shared.errors import Conflict
+from shared.incidents.notifier import Notifier
+from shared.loops import BackgroundLoop
+from shared.schemas.failure import (
+    FailurePredictionList,
+    FailurePredictionQuery,
+    PredictFailureRequest,
+    PredictFailureResponse,
+    TrainFailureRequest,
+    TrainFailureResponse,
+)
+from shared.settings import Settings
+from shared.workers import run_in
+
+log = logging.getLogger("autofix_ml.failure")
+
+MIN_HISTORY_SAMPLES = 7 * 1440  # a week at one a minute: enough failures to learn from
+LOOKBACK_S = 3600.0 + 120.0  # the features' hour, and a little more
+NO_MODEL = "No failure predictor trained yet: POST /api/ml/train/failure-predictor first."
+
+
+class FailureService:
+    """The active failure predictors of the trainer and everything done with them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        notifier: Notifier,
+        *,
+        training_pool: Executor,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.training_pool = training_pool
+        self.training = False
+        self.models: ActiveModelHolder[FailureModel] = ActiveModelHolder(MODEL_NAME, artifact.load)
+        self.scorer = FailureScorer(settings, engine, notifier, self.models)
+        self.loops: list[BackgroundLoop] = [self.scorer.loop]
+
+    async def start(self) -> None:
+        try:
+            async with self.engine.connect() as conn:
+                await self.models.refresh(conn)
+        except Exception as exc:  # noqa: BLE001 - the service runs without a model
+            log.error("could not load the active failure predictors: %s", exc)
+        for loop in self.loops:
+            loop.start()
+
+    async def stop(self) -> None:
+        for loop in self.loops:
+            await loop.stop()
+
+    # -- training and activation ---------------------------------------------------
+
+    async def train(self, body: TrainFailureRequest) -> TrainFailureResponse:
+        if self.training:
+            raise Conflict("a failure predictor is already training; try again when it is done")
+        self.training = True
+        try:
+            return await self._train(body)
+        finally:
+            self.training = False
+
+    async def _hosts(self, body: TrainFailureRequest) -> list[str]:
+        async with self.engine.connect() as conn:
+            if body.host is not None:
+                count = await samples.count_samples(
+                    conn, host=body.host, start=body.start, end=body.end
+                )
+                return [body.host] if count >= MIN_HISTORY_SAMPLES else []
+            found = await samples.hosts_with_history(conn, min_samples=MIN_HISTORY_SAMPLES)
+        # The fleet model is of real hosts: the synthetic host is trained on by itself.
+        return [host for host, _n in found if host != SYNTHETIC_HOST]
+
+    async def _train(self, body: TrainFailureRequest) -> TrainFailureResponse:
+        started = time.perf_counter()
+        if body.start and body.end and body.start > body.end:
+            raise Conflict("start is after end")
+        start, end = body.start, body.end
+        hosts = await self._hosts(body)
+        scope: str | None = body.host
+        generated = 0
+        if not hosts:
+            if not body.use_synthetic:
+                raise Conflict(
+                    "history too short: "
+                    + (f"host {body.host} has" if body.host else "no host has")
+                    + f" {MIN_HISTORY_SAMPLES} samples (7 days at one a minute)"
+                    + " in the range. Collect more, or pass use_synthetic=true to generate "
+                    "synthetic data first."
+                )
+            gen = SyntheticDataGenerator(seed=body.seed)
+            frame = await asyncio.to_thread(gen.generate_full_training_set, body.synthetic_days)
+            async with HOST_LOCKS.hold(SYNTHETIC_HOST):
+                generated = await store(self.engine, frame, host=SYNTHETIC_HOST)
+            hosts, scope = [SYNTHETIC_HOST], SYNTHETIC_HOST
+            start, end = frame["timestamp"].iloc[0].to_pydatetime(), None
+        active = self.models.get(host=scope)
+        active_artifact: tuple[bytes, str] | None = None
+        if active is not None:
+            async with self.engine.connect() as conn:
+                blob, _fmt, sha = await registry.load_artifact(conn, active.id)
+            active_artifact = (blob, sha)
+        params = TrainParams(
+            num_boost_round=body.num_boost_round,
+            precision_target=body.precision_target,
+            consecutive=self.settings.failure_consecutive,
+        )
+        job = FailureTrainingJob(
+            database_url=self.engine.url.render_as_string(hide_password=False),
+            hosts=tuple(hosts),
+            start=start,
+            end=end,
+            horizons=tuple(body.horizons),
+            params=params,
+            active_artifact=active_artifact,
+        )
+        try:
+            outcome: FailureOutcome = await run_in(self.training_pool, train_in_worker, job)
+        except ValueError as exc:
+            raise Conflict(f"cannot train a failure predictor: {exc}") from None
+        activate, reason = activation_decision(
+            outcome.quality, outcome.active_quality, force=body.force
+        )
+        outcome.metrics["activation"] = {"activated": activate, "reason": reason}
+        async with write_transaction(self.engine) as conn:
+            model = await registry.insert_model(
+                conn,
+                name=MODEL_NAME,
+                model_type=MODEL_TYPE,
+                artifact=outcome.artifact,
+                artifact_format=artifact.ARTIFACT_FORMAT,
+                parameters={**outcome.parameters, "host": scope},
+                metrics=outcome.metrics,
+                host=scope,
+                training_start=outcome.training_start,
+                training_end=outcome.training_end,
+                sample_count=outcome.sample_count,
+            )
+            if activate:
+                model = await registry.activate(conn, model.id)
+                loaded = await self.models.load(conn, model)
+        if activate:
+            self.models.put(loaded)
+        return TrainFailureResponse(
+            model=model,
+            activated=activate,
+            reason=reason,
+            previous_model_id=active.id if active else None,
+            hosts=list(outcome.parameters["hosts"]),
+            evaluation=outcome.evaluation,
+            synthetic_generated=generated,
+            seconds=time.perf_counter() - started,
+        )
+
+    # -- predictions ------------------------------------------------------------------
+
+    async def model_for(self, host: str) -> ActiveModel[FailureModel]:
+        """The host's own model, else the fleet model (one activated elsewhere is looked up)."""
+        active = self.models.get(host=host) or self.models.get(host=None)
+        if active is None:
+            async with self.engine.connect() as conn:
+                await self.models.refresh(conn)
+            active = self.models.get(host=host) or self.models.get(host=None)
+        if active is None:
+            raise Conflict(NO_MODEL)
+        return active
+
+    async def predict(self, body: PredictFailureRequest) -> PredictFailureResponse:
+        active = await self.model_for(body.host)
+        model = active.model
+        metrics = model.spec.metrics
+        sample = body.sample
+        until: datetime | None = None
+        if sample is not None:
+            until = sample.timestamp or utcnow()
+        async with self.engine.connect() as conn:
+            rows = await repo.window_rows(
+                conn, host=body.host, seconds=LOOKBACK_S, limit=LOOKBACK_ROWS, until=until
+            )
+        times, values = samples.sample_arrays(rows, metrics)
+        if sample is not None:
+            assert until is not None
+            keep = times < until.timestamp()
+            times, values = times[keep], values[keep]
+            given = sample.model_dump(exclude={"timestamp"})
+            newest = values[-1] if len(values) else np.full(len(metrics), np.nan)
+            row = [
+                float(given[m]) if given.get(m) is not None else float(newest[j])
+                for j, m in enumerate(metrics)
+            ]
+            times = np.append(times, until.timestamp())
+            values = np.vstack([values, np.array(row, dtype=np.float64)])
+        if len(times) == 0:
+            raise Conflict(
+                f"host {body.host} has no stored samples: send a sample, or its samples first"
+            )
+        window = times >= times[-1] - 3600.0  # what the features read
+        prediction = model.predict_window(times, values, explain=body.explain)
+        stamp = until if sample is not None else datetime.fromtimestamp(float(times[-1]), tz=UTC)
+        return PredictFailureResponse(
+            host=body.host,
+            timestamp=stamp,
+            model_id=active.id,
+            model_version=active.version,
+            warning=any(h.warning for h in prediction.horizons),
+            horizons=[
+                {
+                    "horizon_minutes": h.horizon_min,
+                    "probability": h.probability,
+                    "threshold": h.threshold,
+                    "warning": h.warning,
+                }
+                for h in prediction.horizons
+            ],
+            contributions=contribution_dicts(prediction.contributions),
+            samples_used=int(window.sum()),
+        )
+
+    async def list_predictions(self, query: FailurePredictionQuery) -> FailurePredictionList:
+        async with self.engine.connect() as conn:
+            found = await repo.list_predictions(conn, query)
+        return FailurePredictionList(predictions=found, count=len(found))
