@@ -215,10 +215,10 @@ class SeriesQuery(Input):
         max_length=2000,
         description="Comma-separated metric names; default: all 14.",
     )
-    start: datetime | None = Field(
+    start: IsoDatetime | None = Field(
         default=None, description="First moment (UTC unless an offset); default: end - 24 h."
     )
-    end: datetime | None = Field(default=None, description="Last moment; default: now.")
+    end: IsoDatetime | None = Field(default=None, description="Last moment; default: now.")
     points: int = Field(
         default=300,
         ge=10,

@@ -63,6 +63,7 @@ SEMANTIC_RULES = (
     "older than the retention window",
     "start_date is after end_date",
     "start is after end",
+    "start is not before end",
     "timestamp is before 1970-01-01",
 )
 
