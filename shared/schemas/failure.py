@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import ConfigDict, Field, create_model, field_validator
 
 from shared.clock import utc
-from shared.schemas.common import Input, Schema
+from shared.schemas.common import Input, IsoDatetime, Schema
 from shared.schemas.models import ModelSummary
 from shared.schemas.samples import _TimedSample, metric_fields
 
-HORIZON_CHOICES = (5, 10, 15, 30, 45, 60, 90, 120)
+Horizon = Literal[5, 10, 15, 30, 45, 60, 90, 120]
+HORIZON_CHOICES: tuple[int, ...] = get_args(Horizon)
 
 
 class TrainFailureRequest(Input):
@@ -25,13 +26,14 @@ class TrainFailureRequest(Input):
         description="Train on this host's history; default: on every host with enough history "
         "(one fleet model, used for hosts without their own).",
     )
-    start: datetime | None = Field(default=None, description="First training sample (UTC).")
-    end: datetime | None = Field(default=None, description="Last training sample (UTC).")
-    horizons: list[int] = Field(
+    start: IsoDatetime | None = Field(default=None, description="First training sample (UTC).")
+    end: IsoDatetime | None = Field(default=None, description="Last training sample (UTC).")
+    horizons: list[Horizon] = Field(
         default=[15, 30, 60],
         min_length=1,
         max_length=4,
-        description=f"Horizons in minutes, one booster each; each one of {HORIZON_CHOICES}.",
+        json_schema_extra={"uniqueItems": True},
+        description=f"Horizons in minutes, one booster each, distinct; each one of {HORIZON_CHOICES}.",
     )
     use_synthetic: bool = Field(
         default=False,
@@ -64,10 +66,7 @@ class TrainFailureRequest(Input):
 
     @field_validator("horizons")
     @classmethod
-    def _known_horizons(cls, value: list[int]) -> list[int]:
-        bad = [h for h in value if h not in HORIZON_CHOICES]
-        if bad:
-            raise ValueError(f"horizons {bad} are not among {list(HORIZON_CHOICES)}")
+    def _distinct_horizons(cls, value: list[int]) -> list[int]:
         if len(set(value)) != len(value):
             raise ValueError("horizons must be distinct")
         return sorted(value)
@@ -174,12 +173,14 @@ class FailurePredictionQuery(Input):
     """Query parameters of GET /failure-predictions."""
 
     host: str | None = Field(default=None, max_length=255, description="Only this host.")
-    start: datetime | None = Field(default=None, description="Predictions at or after (UTC).")
-    end: datetime | None = Field(default=None, description="Predictions at or before (UTC).")
+    start: IsoDatetime | None = Field(default=None, description="Predictions at or after (UTC).")
+    end: IsoDatetime | None = Field(default=None, description="Predictions at or before (UTC).")
     min_probability: float = Field(
         default=0.0, ge=0, le=1, description="Only predictions with at least this probability."
     )
-    horizon_minutes: int | None = Field(default=None, ge=1, description="Only this horizon.")
+    horizon_minutes: int | None = Field(
+        default=None, ge=1, le=1440, description="Only this horizon (minutes)."
+    )
     warnings_only: bool = Field(default=False, description="Only predictions over the threshold.")
     limit: int = Field(default=100, ge=1, le=10_000, description="At most this many.")
 

@@ -15,7 +15,7 @@ from pydantic import (
     field_validator,
 )
 
-from shared.catalogue import LABELS, METRICS, Metric
+from shared.catalogue import LABELS, METRIC_NAMES, METRICS, Metric
 from shared.clock import utc, utcnow
 from shared.schemas.common import Input, IsoDatetime, Schema
 
@@ -206,6 +206,11 @@ class ExportQuery(SampleQuery):
     format: Literal["json", "csv"] = Field(default="json", description="json (default) or csv")
 
 
+# A comma-separated list of catalogue metrics, as the schema can state it.
+_METRIC_ALTERNATIVES = "|".join(METRIC_NAMES)
+METRIC_LIST_PATTERN = rf"^({_METRIC_ALTERNATIVES})(,({_METRIC_ALTERNATIVES}))*$"
+
+
 class SeriesQuery(Input):
     """Query parameters of GET /metrics/series: one host's metrics, bucketed in the database."""
 
@@ -213,6 +218,7 @@ class SeriesQuery(Input):
     metrics: str | None = Field(
         default=None,
         max_length=2000,
+        pattern=METRIC_LIST_PATTERN,
         description="Comma-separated metric names; default: all 14.",
     )
     start: IsoDatetime | None = Field(
@@ -226,6 +232,18 @@ class SeriesQuery(Input):
         description="At most this many buckets over the window, 10 to 5000: each bucket "
         "holds the average, minimum and maximum of its samples.",
     )
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _known_metrics(cls, value: Any) -> Any:
+        # before the pattern, so that the answer names the unknown metric
+        if isinstance(value, str):
+            unknown = [m for m in value.split(",") if m not in METRIC_NAMES]
+            if unknown:
+                raise ValueError(
+                    f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRIC_NAMES)}"
+                )
+        return value
 
     @field_validator("start", "end")
     @classmethod
