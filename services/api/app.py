@@ -56,6 +56,10 @@ OPENAPI_TAGS = [
         "description": "Forecasts with bounds, predicted breaches, trends, "
         "training and refreshing the forecasters.",
     },
+    {
+        "name": "failure prediction",
+        "description": "The probability that a host fails within 15, 30 or 60 minutes, and why.",
+    },
     {"name": "incidents", "description": "Incidents opened by the detectors and forecasters."},
     {"name": "models", "description": "The model registry: versions, evaluations, activation."},
     {

@@ -12,9 +12,12 @@ from shared.schemas.failure import (
     TrainFailureResponse,
 )
 
+FAILURE = ("failure prediction",)
+
 FAILURE_ROUTES: tuple[ProxyRoute, ...] = (
     ProxyRoute(
         name="predict_failure",
+        tags=FAILURE,
         method="POST",
         path="/predict/failure",
         service="trainer",
@@ -30,6 +33,7 @@ FAILURE_ROUTES: tuple[ProxyRoute, ...] = (
     ),
     ProxyRoute(
         name="failure_predictions",
+        tags=FAILURE,
         method="GET",
         path="/failure-predictions",
         service="trainer",
@@ -40,6 +44,7 @@ FAILURE_ROUTES: tuple[ProxyRoute, ...] = (
     ),
     ProxyRoute(
         name="train_failure_predictor",
+        tags=FAILURE,
         method="POST",
         path="/train/failure-predictor",
         service="trainer",
