@@ -121,8 +121,9 @@ async def test_state_survives_a_restart_without_forgetting_or_relearning(
     fast_settings: Settings, engine: AsyncEngine
 ) -> None:
     frame = samples(minutes_ago(120), 110)
-    # a short CPU burst after the restart, so that the scores compared are not all 0
-    frame.loc[frame.index[90:93], "cpu_usage_percent"] += 20.0
+    # a short burst after the restart, so that the scores compared are not all 0
+    frame.loc[frame.index[90:93], "cpu_usage_percent"] = 99.0
+    frame.loc[frame.index[90:93], "error_rate"] = 5.0
     first, second = frame.iloc[:70], frame.iloc[70:]
     async with app_client(create_app(fast_settings, engine=engine)):
         await store(engine, first, "r")
