@@ -5,6 +5,7 @@ Usage: ``fx = FeatureExtractor().fit(train_frame); feats = fx.transform(frame)``
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -82,6 +83,18 @@ class FeatureSet:
 
     def __len__(self) -> int:
         return len(self.hour)
+
+    @staticmethod
+    def concat(sets: Sequence[FeatureSet]) -> FeatureSet:
+        """The rows of several feature sets, in order."""
+        return FeatureSet(
+            matrix=np.concatenate([s.matrix for s in sets]),
+            z=np.concatenate([s.z for s in sets]),
+            deviation=np.concatenate([s.deviation for s in sets]),
+            baseline=np.concatenate([s.baseline for s in sets]),
+            values=np.concatenate([s.values for s in sets]),
+            hour=np.concatenate([s.hour for s in sets]),
+        )
 
     def take(self, rows: IntArray | slice) -> FeatureSet:
         """The same views of some rows: ``feats.take(slice(-1, None))``."""
@@ -183,10 +196,33 @@ class FeatureExtractor:
 
     def compute(self, times: FloatArray, raw: FloatArray, *, tail: int | None = None) -> FeatureSet:
         """Features of the last ``tail`` rows (all rows by default) of a time-ordered run;
-        the earlier rows serve only as their look-back."""
+        the earlier rows serve only as their look-back.
+
+        A gap longer than the look-back starts afresh: the rows after it are not compared
+        with the rows before it (a host back after an outage is not judged against the last
+        values it sent before, which may date from another time of day).
+        """
+        cfg = self.config
+        n = raw.shape[0]
+        slots = np.floor(times / cfg.interval_s).astype(np.int64)
+        starts = np.flatnonzero(np.diff(slots) > cfg.lookback) + 1 if n > 1 else slots[:0]
+        if starts.size == 0:
+            return self._compute_run(times, raw, slots, tail=tail)
+        first = 0 if tail is None else max(n - tail, 0)
+        bounds = [0, *starts.tolist(), n]
+        runs = [
+            self._compute_run(times[a:b], raw[a:b], slots[a:b], tail=b - max(a, first))
+            for a, b in itertools.pairwise(bounds)
+            if b > first
+        ]
+        return runs[0] if len(runs) == 1 else FeatureSet.concat(runs)
+
+    def _compute_run(
+        self, times: FloatArray, raw: FloatArray, slots: IntArray, *, tail: int | None
+    ) -> FeatureSet:
+        """``compute`` over a run with no gap longer than the look-back."""
         cfg = self.config
         n, m = raw.shape
-        slots = np.floor(times / cfg.interval_s).astype(np.int64)
         finite = np.isfinite(raw)
         all_finite = bool(finite.all())
         values = _forward_fill(raw if all_finite else np.where(finite, raw, np.nan), self.medians)

@@ -97,6 +97,32 @@ def test_no_nan_with_gaps_missing_values_and_missing_columns() -> None:
     assert np.allclose(feats.values[:, 2], fx.training_medians["errors"])
 
 
+def test_a_gap_longer_than_the_look_back_starts_afresh() -> None:
+    # A host back after a day away is judged on what it sends now, not against the last
+    # values it sent a day ago (at another time of day): the rows after a long gap have the
+    # features of the same rows alone, in a batch and online; a short gap carries over.
+    df = _frame(700)
+    fx = FeatureExtractor(FeatureConfig(min_windows=(15,), max_windows=(60,))).fit(df)
+    before, after = df.iloc[:300].copy(), df.iloc[300:].copy()
+    after["timestamp"] = after["timestamp"] + pd.Timedelta(hours=22)
+    before[METRICS] = before[METRICS] * 3.0  # another level before the gap
+    joined = pd.concat([before, after], ignore_index=True)
+    alone = fx.transform(after.reset_index(drop=True)).matrix
+    batch = fx.transform(joined).matrix
+    np.testing.assert_array_equal(batch[300:], alone)
+    np.testing.assert_array_equal(batch[:300], fx.transform(before).matrix)
+    row = 310  # online: the buffered rows before the gap change nothing
+    sample = {m: float(v) for m, v in joined.loc[row, METRICS].items()}
+    online = _online(fx, joined.iloc[row - 100 : row], sample, joined.loc[row, "timestamp"])
+    np.testing.assert_allclose(online, alone[row - 300], rtol=0, atol=1e-9)
+    # A gap within the look-back: the rows after it still see the rows before it.
+    short = joined.copy()
+    short.loc[300:, "timestamp"] = (
+        after["timestamp"].to_numpy() - pd.Timedelta(hours=22) + (pd.Timedelta(minutes=30))
+    )
+    assert not np.array_equal(fx.transform(short).matrix[300:], alone)
+
+
 def test_single_series_and_arbitrary_names() -> None:
     df = _frame(200)[["timestamp", "cpu"]].rename(columns={"cpu": "m01"})
     fx = FeatureExtractor().fit(df)
