@@ -182,6 +182,32 @@ class Settings(BaseSettings):
         default=5.0, gt=0, validation_alias=_env("AUTOFIX_WEBHOOK_TIMEOUT")
     )
     webhook_retries: int = Field(default=5, ge=0, validation_alias=_env("AUTOFIX_WEBHOOK_RETRIES"))
+    alertmanager_url: str = Field(
+        default="",
+        validation_alias=_env("ML_ALERTMANAGER_URL"),
+        description="Alertmanager's base URL (http://alertmanager:9093): incidents are pushed "
+        "to its /api/v2/alerts as firing and resolved alerts; empty: not pushed.",
+    )
+    alertmanager_resend_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias=_env("ML_ALERTMANAGER_RESEND_SECONDS"),
+        description="How often the trainer re-sends every open incident as a firing alert; "
+        "keep it well below Alertmanager's resolve_timeout (5 min), which ends an alert not "
+        "re-sent.",
+    )
+    alertmanager_timeout: float = Field(
+        default=5.0, gt=0, validation_alias=_env("ML_ALERTMANAGER_TIMEOUT")
+    )
+    alertmanager_retries: int = Field(
+        default=3, ge=0, validation_alias=_env("ML_ALERTMANAGER_RETRIES")
+    )
+    public_url: str = Field(
+        default="",
+        validation_alias=_env("AUTOFIX_PUBLIC_URL"),
+        description="The gateway's address as people reach it (https://autofix.example.com), "
+        "for links in alerts; empty: http://AUTOFIX_BIND_HOST:AUTOFIX_API_PORT.",
+    )
     incident_cooldown_minutes: float = Field(
         default=15.0,
         ge=0,
@@ -389,6 +415,10 @@ class Settings(BaseSettings):
             "trainer": self.trainer_port,
             "forecaster": self.forecaster_port,
         }[service]
+
+    def public_base_url(self) -> str:
+        """The gateway as people reach it: AUTOFIX_PUBLIC_URL, else its bind address and port."""
+        return (self.public_url or f"http://{self.bind_host}:{self.api_port}").rstrip("/")
 
     def effective_scrape_url(self) -> str:
         return self.scrape_url or f"http://127.0.0.1:{self.api_port}/metrics"
