@@ -7,17 +7,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.incident_settings import IncidentSettings, _env
 
 DEFAULT_SQLITE_PATH = Path("var") / "autofix-ml.db"
 
 
-def _env(name: str) -> AliasChoices:
-    return AliasChoices(name, name.lower())
-
-
-class Settings(BaseSettings):
+class Settings(IncidentSettings):
     """Every setting, read once per process; `Settings(database_url=...)` in tests."""
 
     model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
@@ -167,52 +165,6 @@ class Settings(BaseSettings):
     )
     rate_ingest_burst: float = Field(
         default=20.0, ge=1, validation_alias=_env("AUTOFIX_RATE_INGEST_BURST")
-    )
-
-    # Incidents and their notification.
-    webhook_url: str = Field(
-        default="",
-        validation_alias=_env("AUTOFIX_WEBHOOK_URL"),
-        description="Where each incident is POSTed; empty: no webhook.",
-    )
-    webhook_format: Literal["json", "alertmanager"] = Field(
-        default="json", validation_alias=_env("AUTOFIX_WEBHOOK_FORMAT")
-    )
-    webhook_timeout: float = Field(
-        default=5.0, gt=0, validation_alias=_env("AUTOFIX_WEBHOOK_TIMEOUT")
-    )
-    webhook_retries: int = Field(default=5, ge=0, validation_alias=_env("AUTOFIX_WEBHOOK_RETRIES"))
-    alertmanager_url: str = Field(
-        default="",
-        validation_alias=_env("ML_ALERTMANAGER_URL"),
-        description="Alertmanager's base URL (http://alertmanager:9093): incidents are pushed "
-        "to its /api/v2/alerts as firing and resolved alerts; empty: not pushed.",
-    )
-    alertmanager_resend_seconds: float = Field(
-        default=60.0,
-        gt=0,
-        validation_alias=_env("ML_ALERTMANAGER_RESEND_SECONDS"),
-        description="How often the trainer re-sends every open incident as a firing alert; "
-        "keep it well below Alertmanager's resolve_timeout (5 min), which ends an alert not "
-        "re-sent.",
-    )
-    alertmanager_timeout: float = Field(
-        default=5.0, gt=0, validation_alias=_env("ML_ALERTMANAGER_TIMEOUT")
-    )
-    alertmanager_retries: int = Field(
-        default=3, ge=0, validation_alias=_env("ML_ALERTMANAGER_RETRIES")
-    )
-    public_url: str = Field(
-        default="",
-        validation_alias=_env("AUTOFIX_PUBLIC_URL"),
-        description="The gateway's address as people reach it (https://autofix.example.com), "
-        "for links in alerts; empty: http://AUTOFIX_BIND_HOST:AUTOFIX_API_PORT.",
-    )
-    incident_cooldown_minutes: float = Field(
-        default=15.0,
-        ge=0,
-        validation_alias=_env("ML_INCIDENT_COOLDOWN_MINUTES"),
-        description="A cause that recurs within this long after resolving reopens its incident.",
     )
 
     # Anomaly detection.
