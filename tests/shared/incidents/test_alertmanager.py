@@ -22,11 +22,12 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.trainer.app import create_app as create_trainer
 from shared.clock import utcnow
 from shared.incidents import repository as incidents
 from shared.incidents.notifier import Notifier
 from shared.settings import Settings
-from tests.conftest import IN_CI, free_port
+from tests.conftest import IN_CI, app_client, free_port
 from tests.shared.incidents.conftest import open_incident
 
 BINARY = "prometheus-alertmanager"
@@ -264,3 +265,45 @@ async def test_an_unreachable_alertmanager_is_counted_and_never_blocks(
     assert samples[("autofix_alertmanager_alerts_total", "sent", None)] == 0.0
     assert ("autofix_queue_depth", None, "alertmanager") in samples
     assert notifier.alertmanager.sent == 0
+
+
+async def test_the_trainer_re_sends_open_incidents_and_pushes_a_resolve_by_hand(
+    engine: AsyncEngine, settings: Settings, alertmanager: str
+) -> None:
+    """Wired in the trainer's app: an incident opened elsewhere (the forecaster's) fires on
+    the trainer's first re-send; resolving it through the API ends the alert."""
+    host = f"am-{uuid.uuid4().hex[:8]}"
+    incident, _ = await open_incident(
+        engine,
+        type="predicted_breach",
+        host=host,
+        dedup_key=f"predicted_breach:{host}:disk_usage_percent",
+        metric="disk_usage_percent",
+        severity="high",
+        title="disk full within 3 h",
+    )
+    app = create_trainer(pushing(settings, alertmanager, analysis_auto=False), engine=engine)
+    async with app_client(app) as client:
+
+        async def firing() -> dict[str, Any] | None:
+            found = await alerts_of(alertmanager, host)
+            return found[0] if found else None
+
+        alert = await until(firing, "the trainer's re-send")
+        resolved = await client.post(f"/incidents/{incident.id}/resolve")
+        assert resolved.status_code == 200, resolved.text
+
+        async def gone() -> bool | None:
+            return True if not await alerts_of(alertmanager, host) else None
+
+        await until(gone, "the alert to resolve")
+        health = await client.get("/health")
+    assert alert["labels"] == {
+        "alertname": "predicted_breach",
+        "host": host,
+        "severity": "high",
+        "service": "autofix-ml",
+        "metric": "disk_usage_percent",
+    }
+    assert "alertmanager" in {loop.name for loop in app.state.loops}
+    assert health.status_code == 200
