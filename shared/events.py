@@ -2,7 +2,8 @@
 /metrics (shared/observability.py) and logged as structured events (shared/logs.py).
 
 Usage: `events.incident_opened(incident_type=..., incident_id=..., host=..., severity=...)`,
-`events.model_trained(family=..., model_id=..., host=..., seconds=...)`.
+`events.model_trained(family=..., model_id=..., host=..., seconds=...)`,
+`events.analysis_stored(analysis, host=...)`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from shared.logs import event
+from shared.schemas.analysis import AnalysisOut
 from shared.schemas.models import ModelSummary
 
 TRAINING_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -91,6 +93,30 @@ def incident_resolved(*, incident_type: str, incident_id: int, host: str) -> Non
         incident_id=incident_id,
         type=incident_type,
         host=host,
+    )
+
+
+def analysis_stored(analysis: AnalysisOut, *, host: str) -> None:
+    """An incident's analysis stored: who wrote it, whether the rules stood in, how long."""
+    event(
+        log,
+        "analysis_stored",
+        "analysis %s stored for incident %s on %s by %s%s",
+        analysis.id,
+        analysis.incident_id,
+        host,
+        analysis.provider,
+        " (fallback)" if analysis.fallback else "",
+        analysis_id=analysis.id,
+        incident_id=analysis.incident_id,
+        host=host,
+        provider=analysis.provider,
+        requested_provider=analysis.requested_provider,
+        model=analysis.model,
+        fallback=analysis.fallback,
+        rejected_reason=analysis.rejected_reason,
+        category=analysis.category,
+        latency_ms=None if analysis.latency_ms is None else round(analysis.latency_ms, 1),
     )
 
 

@@ -189,19 +189,23 @@ def pool_samples(engine: Any) -> list[Sample]:
     return out
 
 
+WEBHOOK_HELP = "Webhook deliveries of incidents: sent, failed after retries, dropped (queue full)."
+
+
 def notifier_samples(
-    name: str, *, sent: int, failed: int, dropped: int, queued: int
+    name: str,
+    *,
+    sent: int,
+    failed: int,
+    dropped: int,
+    queued: int,
+    family: str = "autofix_webhook_deliveries_total",
+    help: str = WEBHOOK_HELP,
 ) -> list[Sample]:
-    """A webhook notifier's deliveries and queue (see shared.incidents.notifier)."""
+    """A notifier's deliveries and queue (see shared.incidents.notifier and .alertmanager)."""
     counts = {"sent": sent, "failed": failed, "dropped": dropped}
     out = [
-        Sample(
-            "autofix_webhook_deliveries_total",
-            float(counts[outcome]),
-            {"outcome": outcome},
-            kind="counter",
-            help="Webhook deliveries of incidents: sent, failed after retries, dropped (queue full).",
-        )
+        Sample(family, float(counts[outcome]), {"outcome": outcome}, kind="counter", help=help)
         for outcome in DELIVERY_OUTCOMES
     ]
     out.append(queue_sample(name, queued))

@@ -7,17 +7,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.incident_settings import IncidentSettings, _env
 
 DEFAULT_SQLITE_PATH = Path("var") / "autofix-ml.db"
 
 
-def _env(name: str) -> AliasChoices:
-    return AliasChoices(name, name.lower())
-
-
-class Settings(BaseSettings):
+class Settings(IncidentSettings):
     """Every setting, read once per process; `Settings(database_url=...)` in tests."""
 
     model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
@@ -167,26 +165,6 @@ class Settings(BaseSettings):
     )
     rate_ingest_burst: float = Field(
         default=20.0, ge=1, validation_alias=_env("AUTOFIX_RATE_INGEST_BURST")
-    )
-
-    # Incidents and their notification.
-    webhook_url: str = Field(
-        default="",
-        validation_alias=_env("AUTOFIX_WEBHOOK_URL"),
-        description="Where each incident is POSTed; empty: no webhook.",
-    )
-    webhook_format: Literal["json", "alertmanager"] = Field(
-        default="json", validation_alias=_env("AUTOFIX_WEBHOOK_FORMAT")
-    )
-    webhook_timeout: float = Field(
-        default=5.0, gt=0, validation_alias=_env("AUTOFIX_WEBHOOK_TIMEOUT")
-    )
-    webhook_retries: int = Field(default=5, ge=0, validation_alias=_env("AUTOFIX_WEBHOOK_RETRIES"))
-    incident_cooldown_minutes: float = Field(
-        default=15.0,
-        ge=0,
-        validation_alias=_env("ML_INCIDENT_COOLDOWN_MINUTES"),
-        description="A cause that recurs within this long after resolving reopens its incident.",
     )
 
     # Anomaly detection.
@@ -389,6 +367,10 @@ class Settings(BaseSettings):
             "trainer": self.trainer_port,
             "forecaster": self.forecaster_port,
         }[service]
+
+    def public_base_url(self) -> str:
+        """The gateway as people reach it: AUTOFIX_PUBLIC_URL, else its bind address and port."""
+        return (self.public_url or f"http://{self.bind_host}:{self.api_port}").rstrip("/")
 
     def effective_scrape_url(self) -> str:
         return self.scrape_url or f"http://127.0.0.1:{self.api_port}/metrics"

@@ -91,7 +91,7 @@ def create_app(
             app.state.notifier = notifier
             app.state.forecaster = service
             app.state.read_cache = ReadCache(service.thresholds)
-            app.state.loops = [notifier.loop, *loops]
+            app.state.loops = [*notifier.loops, *loops]
             app.state.observability.sources = [notifier.samples]
             notifier.start()
             for loop in loops:

@@ -41,9 +41,10 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         async with database(settings.database_url, engine) as db:
             app.state.engine = db
             app.state.settings = settings
-            app.state.notifier = Notifier(settings, db)
+            # The trainer re-sends open incidents to Alertmanager (all services' incidents).
+            app.state.notifier = Notifier(settings, db, resend_alerts=True)
             app.state.notifier.start()
-            app.state.loops = [app.state.notifier.loop]
+            app.state.loops = list(app.state.notifier.loops)
             # Before the scoring loop starts: it hears of every incident the scoring opens.
             app.state.analysis = AnalysisService(settings, db, app.state.notifier)
             app.state.analysis.start()

@@ -1,7 +1,9 @@
-"""Delivery of incidents to AUTOFIX_WEBHOOK_URL from a background loop, retried with backoff.
+"""Delivery of incidents to AUTOFIX_WEBHOOK_URL from a background loop, retried with backoff,
+and to Alertmanager (ML_ALERTMANAGER_URL, shared.incidents.alertmanager) beside it.
 
 Usage: `notifier = Notifier(settings, engine)`, `notifier.start()` in the lifespan,
-`notifier.notify(incident)` after the transaction commits, `await notifier.stop()` on the way out.
+`notifier.notify(incident)` after the transaction commits, `await notifier.stop()` on the way out;
+`notifier.loops` for health and /metrics.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.http import make_client
+from shared.incidents.alertmanager import AlertmanagerPusher
 from shared.incidents.payloads import alertmanager_payload, json_payload
 from shared.incidents.repository import record_notification
 from shared.loops import BackgroundLoop
@@ -41,7 +44,10 @@ class Notifier:
         *,
         backoff: float = 0.5,
         queue_size: int = 1000,
+        resend_alerts: bool = False,
     ) -> None:
+        """``resend_alerts``: this process re-sends every open incident to Alertmanager (one
+        process of a deployment does: the trainer)."""
         self.settings = settings
         self.engine = engine
         self.backoff = backoff
@@ -54,40 +60,61 @@ class Notifier:
         # Its step waits for the next incident: idle is not stalled.
         self.loop = BackgroundLoop("webhook", self._deliver_next, interval=0.0, watched=False)
         self._client: httpx.AsyncClient | None = None
+        self.alertmanager = AlertmanagerPusher(
+            settings, engine, resend=resend_alerts, backoff=backoff, queue_size=queue_size
+        )
 
     @property
     def enabled(self) -> bool:
+        """Whether the webhook is on."""
         return bool(self.settings.webhook_url)
 
+    @property
+    def delivers(self) -> bool:
+        """Whether incidents go anywhere (the webhook or Alertmanager)."""
+        return self.enabled or self.alertmanager.enabled
+
+    @property
+    def loops(self) -> list[BackgroundLoop]:
+        """The webhook's loop, and Alertmanager's when it is configured."""
+        return [self.loop, self.alertmanager.loop] if self.alertmanager.enabled else [self.loop]
+
     def start(self) -> None:
+        self.alertmanager.start()
         if self.enabled and self._client is None:
             self._client = make_client(timeout=self.settings.webhook_timeout)
             self.loop.start()
 
     async def stop(self) -> None:
+        await self.alertmanager.stop()
         await self.loop.stop()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
 
     async def samples(self) -> list[Sample]:
-        """Deliveries sent / failed / dropped and the queue, for /metrics."""
-        return notifier_samples(
-            "webhook",
-            sent=self.sent,
-            failed=self.failed,
-            dropped=self.dropped,
-            queued=self.queue.qsize(),
+        """Deliveries sent / failed / dropped and the queues, for /metrics."""
+        return (
+            notifier_samples(
+                "webhook",
+                sent=self.sent,
+                failed=self.failed,
+                dropped=self.dropped,
+                queued=self.queue.qsize(),
+            )
+            + await self.alertmanager.samples()
         )
 
     def notify(self, incident: IncidentOut, *, analysis: dict[str, Any] | None = None) -> None:
-        """Queue the incident for the webhook (with ``analysis``: its follow-up delivery)."""
+        """Queue the incident for the webhook and Alertmanager (with ``analysis``: its follow-up
+        delivery)."""
         if analysis is None:
             for listener in self.listeners:
                 try:
                     listener(incident)
                 except Exception:  # noqa: BLE001 - a listener never stops a delivery
                     log.exception("incident listener failed")
+        self.alertmanager.notify(incident, analysis=analysis)
         if not self.enabled:
             return
         if self.queue.full():

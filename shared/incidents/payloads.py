@@ -1,6 +1,8 @@
-"""Webhook bodies of an incident: Alertmanager's webhook format (version 4) or plain JSON.
+"""Bodies of an incident: Alertmanager's webhook format (version 4), plain JSON, or one alert of
+Alertmanager's own API (POST /api/v2/alerts).
 
-Usage: `alertmanager_payload(incident)` or `json_payload(incident)` for an `IncidentOut`.
+Usage: `alertmanager_payload(incident)` or `json_payload(incident)` for an `IncidentOut`;
+`alertmanager_alert(incident, base_url="https://autofix.example.com")`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from shared.schemas.incidents import IncidentOut
 
@@ -71,6 +74,46 @@ def alertmanager_payload(
         "externalURL": "",
         "alerts": [alert],
     }
+
+
+def alert_labels(incident: IncidentOut) -> dict[str, str]:
+    """What identifies the alert in Alertmanager: the same cause keeps the same labels (no
+    incident id, so a reopened incident is the same alert and routing rules stay short)."""
+    labels = {
+        "alertname": incident.type,
+        "host": incident.host,
+        "severity": incident.severity,
+        "service": "autofix-ml",
+    }
+    if incident.metric:
+        labels["metric"] = incident.metric
+    return labels
+
+
+def alertmanager_alert(
+    incident: IncidentOut, *, base_url: str, extra: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """One alert for POST /api/v2/alerts: firing (no endsAt: Alertmanager holds it for its
+    resolve_timeout, so it is re-sent) or resolved (endsAt = when the incident resolved)."""
+    base = base_url.rstrip("/")
+    dashboard = f"{base}/#/host/{quote(incident.host, safe='')}"
+    annotations = {
+        "summary": incident.title,
+        "description": incident.description or "",
+        "incident_id": str(incident.id),
+        "url": f"{base}/api/ml/incidents/{incident.id}",
+        "dashboard": dashboard,
+        **(extra or {}),
+    }
+    alert: dict[str, Any] = {
+        "labels": alert_labels(incident),
+        "annotations": annotations,
+        "startsAt": _iso(incident.started_at),
+        "generatorURL": dashboard,
+    }
+    if incident.status == "resolved":
+        alert["endsAt"] = _iso(incident.resolved_at or incident.updated_at)
+    return alert
 
 
 def json_payload(incident: IncidentOut, analysis: dict[str, Any] | None = None) -> dict[str, Any]:

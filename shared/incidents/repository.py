@@ -254,3 +254,24 @@ async def record_notification(
             notification_status="sent" if sent else "failed",
         )
     )
+
+
+async def alerting_incidents(
+    conn: AsyncConnection, *, resolved_since: datetime, limit: int = 5000
+) -> list[IncidentOut]:
+    """Every open incident and those resolved since ``resolved_since``, oldest first: what
+    the Alertmanager push re-sends (at most ``limit``)."""
+    query = (
+        sa.select(incidents)
+        .where(
+            sa.or_(
+                incidents.c.status == "open",
+                sa.and_(
+                    incidents.c.status == "resolved", incidents.c.resolved_at >= resolved_since
+                ),
+            )
+        )
+        .order_by(incidents.c.id)
+        .limit(limit)
+    )
+    return [_incident(r._mapping) for r in await conn.execute(query)]

@@ -24,6 +24,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.trainer.failure import repository as failure_repo
 from shared.apikeys import create_key
 from shared.db import create_engine
 from shared.settings import Settings
@@ -40,6 +41,8 @@ SPIKE = {"cpu_usage_percent": 99.0, "memory_usage_mb": 7800.0, "error_rate": 0.6
 QUIET = {"cpu_usage_percent": 20.0, "memory_usage_mb": 2000.0, "error_rate": 0.01}
 FORECAST_METRICS = ["cpu_usage_percent", "memory_usage_mb"]
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+HORIZONS = (15, 30, 60)
+PREDICTION_MINUTES = 120  # stored failure predictions: the last two hours, one a minute
 
 try:
     from playwright.async_api import Browser, ConsoleMessage, Page, Route, async_playwright
@@ -79,6 +82,35 @@ class Data:
     incidents: int = 0
     incident_list: list[dict[str, Any]] = field(default_factory=list)
     trained: dict[str, Any] = field(default_factory=dict)
+    # Per host, the highest failure probability stored (and its horizon).
+    failure_peak: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+
+def failure_predictions(now: datetime) -> list[dict[str, Any]]:
+    """Two hours of the scoring loop's rows: on HOST the probability climbs toward the end
+    (longer horizons higher), warning past 0.6; on OTHER it stays low."""
+    rows: list[dict[str, Any]] = []
+    for m in range(PREDICTION_MINUTES):
+        at = now - timedelta(minutes=PREDICTION_MINUTES - 1 - m)
+        ramp = m / (PREDICTION_MINUTES - 1)
+        for i, horizon in enumerate(HORIZONS):
+            for host, p in (
+                (HOST, 0.05 + 0.8 * ramp**3 * (0.8 + 0.1 * i)),
+                (OTHER, 0.02 + 0.01 * i),
+            ):
+                rows.append(
+                    {
+                        "model_id": None,
+                        "timestamp": at,
+                        "host": host,
+                        "horizon_minutes": horizon,
+                        "failure_probability": round(p, 4),
+                        "predicted_failure_type": "memory_exhaustion" if p >= 0.6 else None,
+                        "will_fail": p >= 0.6,
+                        "top_features": [],
+                    }
+                )
+    return rows
 
 
 async def _wait(check: Any, timeout: float, what: str) -> Any:
@@ -155,6 +187,16 @@ async def data(sqlite_url: str) -> AsyncIterator[Data]:
                 return listed if listed["count"] else None
 
             incidents = await _wait(opened, 60, "the spike's incident")
+            # Failure predictions as the failure-prediction loop stores them (training the
+            # LightGBM predictor here would cost a minute for the same rows).
+            predictions = failure_predictions(now)
+            async with engine.begin() as conn:
+                await failure_repo.insert_predictions(conn, predictions)
+            peak: dict[str, tuple[float, int]] = {}
+            for row in predictions:
+                best = peak.get(row["host"])
+                if best is None or row["failure_probability"] > best[0]:
+                    peak[row["host"]] = (row["failure_probability"], row["horizon_minutes"])
             yield Data(
                 url=str(api.base_url).rstrip("/"),
                 api=api,
@@ -163,6 +205,7 @@ async def data(sqlite_url: str) -> AsyncIterator[Data]:
                 incidents=incidents["count"],
                 incident_list=incidents["incidents"],
                 trained={"forest": forest.json(), "forecaster": forecaster.json()},
+                failure_peak=peak,
             )
     finally:
         await truncate_all(engine)
@@ -241,9 +284,20 @@ async def test_fleet_lists_the_host_and_opens_it(browser: Browser, data: Data) -
         # Sorted by status, worst first: the host with the open incident.
         assert HOST in await rows.first.inner_text()
         assert "incident" in await rows.first.inner_text()
+        # Each host's highest stored failure probability and its horizon, in its own column.
+        for host, (p, horizon) in data.failure_peak.items():
+            row = rows.filter(has_text=host)
+            assert f"{p * 100:.1f} % in {horizon} min" in await row.inner_text()
         await shot(page, "fleet")
         await page.locator("#fleet th", has_text="Host").click()
         assert OTHER in await rows.last.inner_text()
+        # Sortable like the others: highest failure probability first on a second click.
+        failure_header = page.locator("#fleet th", has_text="failure probability")
+        await failure_header.click()
+        assert OTHER in await rows.first.inner_text()
+        await failure_header.click()
+        assert HOST in await rows.first.inner_text()
+        assert await failure_header.get_attribute("aria-sort") == "descending"
         await rows.first.click()
         await rendered(page, "host")
         assert page.url.endswith(f"#/host/{HOST}")
@@ -258,7 +312,7 @@ async def test_host_charts_every_metric_with_bands_marks_and_forecast(
         info = await rendered(page, "host")
         # The expected bands are read after the first paint, then the charts are redrawn.
         await page.wait_for_function("window.dashboard.bands", timeout=20_000)
-        charts = page.locator(".chart[data-rendered=true]")
+        charts = page.locator(".chart[data-metric][data-rendered=true]")
         assert await charts.count() == 14
         series: dict[str, dict[str, int]] = {}
         for i in range(14):
@@ -271,7 +325,17 @@ async def test_host_charts_every_metric_with_bands_marks_and_forecast(
             assert series[metric]["forecast"] > 0 and series[metric]["forecast high"] > 0
         assert sum(s["expected low"] for s in series.values()) > 0
         assert sum(s["anomaly"] for s in series.values()) > 0
-        assert await page.locator(".chart canvas").count() == 14
+        # The failure probability per horizon: a chart over the range and a table.
+        failure = page.locator(".chart[data-chart=failure][data-rendered=true]")
+        assert await failure.count() == 1
+        per_horizon = json.loads(str(await failure.get_attribute("data-series")))
+        assert per_horizon == {f"{h} min": PREDICTION_MINUTES for h in HORIZONS}
+        table = page.locator(".failure-table tbody tr")
+        assert await table.count() == len(HORIZONS)
+        top, horizon = data.failure_peak[HOST]
+        assert f"{top * 100:.1f} %" in await table.nth(HORIZONS.index(horizon)).inner_text()
+        assert "memory exhaustion" in await table.last.inner_text()
+        assert await page.locator(".chart canvas").count() == 14 + 1
         # Each incident's latest analysis (the rules answer when no LLM is set) in the timeline.
         await page.locator(".incident .analysis strong").first.wait_for(timeout=20_000)
         await shot(page, "host")

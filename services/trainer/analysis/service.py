@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.trainer.analysis import grounding, llm, rules
 from services.trainer.analysis import repository as repo
 from services.trainer.analysis.evidence import EvidencePack
+from shared import events as observe
 from shared.clock import utcnow
 from shared.db import write_transaction
 from shared.errors import Conflict
@@ -137,9 +138,10 @@ class AnalysisService:
             latency_ms=(time.perf_counter() - started) * 1000.0,
         )
         stored = await self._store(served, pack, values)
+        observe.analysis_stored(stored, host=pack.host)
         self.done += 1
         self.fallbacks += int(reason is not None)
-        await self._tell_webhook(incident_id, stored)
+        await self._tell_receivers(incident_id, stored)
         return stored
 
     async def _ask(
@@ -177,8 +179,8 @@ class AnalysisService:
         async with write_transaction(self.engine) as conn:
             return await repo.insert_analysis(conn, row)
 
-    async def _tell_webhook(self, incident_id: int, stored: AnalysisOut) -> None:
-        if not self.notifier.enabled:
+    async def _tell_receivers(self, incident_id: int, stored: AnalysisOut) -> None:
+        if not self.notifier.delivers:
             return
         async with self.engine.connect() as conn:
             incident = await get_incident(conn, incident_id)

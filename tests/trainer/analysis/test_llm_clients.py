@@ -4,6 +4,7 @@ limit, 500s, unknown models; and the service serving the rules' answer instead, 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -89,9 +90,11 @@ async def test_the_service_serves_the_rules_answer_when_the_llm_fails(
     engine: AsyncEngine,
     settings: Settings,
     fake_llm: tuple[FakeLLM, str],
+    caplog: pytest.LogCaptureFixture,
     model: str,
     reason: str | None,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="autofix_ml.events")
     _server, url = fake_llm
     settings = settings.model_copy(
         update={"ollama_url": url, "analysis_model": model, "analysis_timeout": LIMIT}
@@ -114,6 +117,15 @@ async def test_the_service_serves_the_rules_answer_when_the_llm_fails(
         assert reason in (stored.rejected_reason or "")
         assert stored.category == "cpu_saturation"  # the rules' answer, served instead
     assert stored.evidence["host"] == "web-1" and stored.latency_ms is not None
+    # ...and logged as the structured "analysis stored" event.
+    [logged] = [r for r in caplog.records if getattr(r, "event", None) == "analysis_stored"]
+    fields = logged.fields  # type: ignore[attr-defined]
+    assert fields["analysis_id"] == stored.id and fields["incident_id"] == incident.id
+    assert fields["host"] == "web-1" and fields["provider"] == stored.provider
+    assert fields["model"] == stored.model and fields["fallback"] is (reason is not None)
+    assert fields["requested_provider"] == "ollama" and fields["latency_ms"] > 0
+    assert fields["rejected_reason"] == stored.rejected_reason
+    assert f"incident {incident.id} on web-1" in logged.getMessage()
 
 
 @pytest.mark.skipif(not os.environ.get("OLLAMA_URL"), reason="OLLAMA_URL not set")

@@ -1,5 +1,6 @@
 // One chart per metric with uPlot (vendored): observed avg with its min-max band, the detector's
-// expected band, anomaly marks, the forecast with its 80 % band, the threshold and breaches.
+// expected band, anomaly marks, the forecast with its 80 % band, the threshold and breaches;
+// and the failure probability per horizon.
 import uPlot from "./vendor/uplot/uPlot.esm.js";
 
 const COLORS = {
@@ -139,15 +140,69 @@ export function metricChart(target, spec) {
   });
   target.dataset.series = JSON.stringify(counts);
   target.dataset.rendered = "true";
-  if (!resizeBound) {
-    resizeBound = true;
-    window.addEventListener("resize", () => {
-      for (const c of charts) {
-        if (!document.body.contains(c._target)) { c.destroy(); charts.delete(c); continue; }
-        c.setSize({ width: Math.max(280, c._target.clientWidth), height: c.height });
-      }
-    });
+  bindResize();
+  return plot;
+}
+
+function bindResize() {
+  if (resizeBound) return;
+  resizeBound = true;
+  window.addEventListener("resize", () => {
+    for (const c of charts) {
+      if (!document.body.contains(c._target)) { c.destroy(); charts.delete(c); continue; }
+      c.setSize({ width: Math.max(280, c._target.clientWidth), height: c.height });
+    }
+  });
+}
+
+const HORIZON_COLORS = ["#dc2626", "#ea580c", "#ca8a04", "#2563eb"];
+
+/**
+ * failureChart(target, {horizons: {15: [[t, p]], 30: [...], 60: [...]}, xMin, xMax}):
+ * the failure probability per horizon over time, 0..1.
+ */
+export function failureChart(target, spec) {
+  const names = Object.keys(spec.horizons).sort((a, b) => Number(a) - Number(b));
+  const sets = {};
+  for (const h of names) sets[h] = spec.horizons[h];
+  const d = align(sets);
+  const data = [d.x, ...names.map((h) => d[h])];
+  const series = [{}, ...names.map((h, i) => ({
+    label: `${h} min`,
+    stroke: HORIZON_COLORS[i % HORIZON_COLORS.length],
+    width: 1.5,
+    spanGaps: true,
+    points: { show: false },
+    value: (u, v) => (v === null || v === undefined ? "–" : `${(v * 100).toFixed(1)} %`),
+  }))];
+  const opts = {
+    width: Math.max(280, target.clientWidth || 600),
+    height: spec.height || 170,
+    legend: { show: true },
+    cursor: { drag: { x: true, y: false } },
+    scales: { x: { time: true, range: () => [spec.xMin, spec.xMax] }, y: { range: [0, 1] } },
+    tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
+    axes: [
+      { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#eef0f3" } },
+      { stroke: "#6b7280", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#eef0f3" }, size: 58,
+        values: (u, ticks) => ticks.map((v) => `${Math.round(v * 100)} %`) },
+    ],
+    series,
+  };
+  for (const c of charts) {
+    if (c._target === target) { c.destroy(); charts.delete(c); }
   }
+  target.replaceChildren();
+  const plot = new uPlot(opts, data, target);
+  plot._target = target;
+  charts.add(plot);
+  const counts = {};
+  series.slice(1).forEach((s, i) => {
+    counts[s.label] = data[i + 1].filter((v) => v !== undefined && v !== null).length;
+  });
+  target.dataset.series = JSON.stringify(counts);
+  target.dataset.rendered = "true";
+  bindResize();
   return plot;
 }
 

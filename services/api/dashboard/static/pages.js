@@ -1,12 +1,12 @@
 // The four pages, one module (a cold load fetches few files): Fleet, Host, Models, Incidents.
 // Each is `async (ctx) => element`; ctx: {range, arg, quiet, stale()}.
 import { ago, badge, el, get, num, optional, pct, post, rangeSeconds, SEVERITY_RANK, table, when } from "./core.js";
-import { metricChart } from "./charts.js";
+import { failureChart, metricChart } from "./charts.js";
 
 // ---------------------------------------------------------------- fleet
 
-// Fleet: every host with samples, its status, the age of its newest sample, open incidents and
-// its highest anomaly score in the range; sortable; a row opens the host.
+// Fleet: every host with samples, its status, the age of its newest sample, open incidents, its
+// highest anomaly score and failure probability in the range; sortable; a row opens the host.
 
 // A host whose newest sample is older than this is shown as stale (10 collection intervals).
 const STALE_SECONDS = 600;
@@ -14,10 +14,11 @@ const STALE_SECONDS = 600;
 export async function fleetPage(ctx) {
   const now = Date.now();
   const since = new Date(now - rangeSeconds(ctx.range) * 1000).toISOString();
-  const [hosts, incidents, scores] = await Promise.all([
+  const [hosts, incidents, scores, failures] = await Promise.all([
     get("/metrics/hosts"),
     get("/incidents", { status: "open", limit: 1000 }),
     get("/anomaly-scores", { start: since, limit: 10000 }),
+    optional("/failure-predictions", { start: since, limit: 10000 }),
   ]);
   const open = new Map();
   for (const inc of incidents.incidents) {
@@ -32,6 +33,11 @@ export async function fleetPage(ctx) {
     const p = peak.get(s.host);
     if (!p || s.score > p.score) peak.set(s.host, s);
     if (!latest.has(s.host)) latest.set(s.host, s); // newest first
+  }
+  const failing = new Map(); // host -> its most probable prediction in the range
+  for (const f of failures?.predictions || []) {
+    const p = failing.get(f.host);
+    if (!p || f.failure_probability > p.failure_probability) failing.set(f.host, f);
   }
   const rows = hosts.hosts.map((h) => {
     const age = (now - Date.parse(h.newest)) / 1000;
@@ -48,6 +54,7 @@ export async function fleetPage(ctx) {
       incidents: inc ? inc.count : 0,
       worst: inc ? inc.worst : null,
       score: peak.get(h.host)?.score ?? null,
+      failure: failing.get(h.host) ?? null,
     };
   });
   const columns = [
@@ -56,11 +63,18 @@ export async function fleetPage(ctx) {
     { key: "age", label: "Newest sample", numeric: true, render: (r) => `${ago(r.newest, now)} ago` },
     { key: "incidents", label: "Open incidents", numeric: true, render: (r) => r.incidents ? el("span", {}, String(r.incidents), " ", badge(r.worst)) : "0" },
     { key: "score", label: "Highest anomaly score", numeric: true, render: (r) => num(r.score) },
+    { key: "failure", label: "Highest failure probability", numeric: true,
+      value: (r) => r.failure?.failure_probability ?? null,
+      render: (r) => r.failure
+        ? el("span", { class: "failure", title: r.failure.predicted_failure_type || "" },
+          `${pct(r.failure.failure_probability)} in ${r.failure.horizon_minutes} min`,
+          r.failure.will_fail ? [" ", badge("warning")] : null)
+        : "–" },
   ];
   const total = rows.reduce((n, r) => n + r.incidents, 0);
   return el("section", { class: "page", id: "fleet" },
     el("h1", {}, "Fleet"),
-    el("p", { class: "muted" }, `${rows.length} hosts, ${total} open incidents; highest score over the range (newest 10,000 scores).`),
+    el("p", { class: "muted" }, `${rows.length} hosts, ${total} open incidents; highest anomaly score and failure probability over the range (newest 10,000 scores and predictions).`),
     table(columns, rows, {
       sortKey: "status", desc: true,
       onRow: (r) => { location.hash = `#/host/${encodeURIComponent(r.host)}`; },
@@ -77,6 +91,7 @@ export async function fleetPage(ctx) {
 const POINTS = 400;
 const BAND_SCORES = 1500; // the newest scores' expected bands (a day of 1-minute samples)
 const MARKS = 2000;
+const FAILURE_POINTS = 10000; // three horizons: over two days of 1-minute predictions
 
 const sec = (iso) => Math.floor(Date.parse(iso) / 1000);
 
@@ -157,6 +172,47 @@ async function bands(win) {
   return expected;
 }
 
+/** The failure probability per horizon (newest first in ``predictions``): a chart over the range
+ *  and, per horizon, the latest and the highest probability. */
+function failureCard(predictions, { xMin, xMax }) {
+  const byHorizon = {};
+  for (const p of predictions) (byHorizon[p.horizon_minutes] ||= []).push(p);
+  const horizons = Object.keys(byHorizon).map(Number).sort((a, b) => a - b);
+  if (!horizons.length) {
+    return { node: el("div", { class: "card failure-card" }, el("h3", {}, "Failure probability"),
+      el("p", { class: "muted" }, "No failure predictions in the range (train the failure predictor).")) };
+  }
+  const target = el("div", { class: "chart", dataset: { chart: "failure" } });
+  const rows = horizons.map((h) => {
+    const list = byHorizon[h];
+    const latest = list[0];
+    const top = list.reduce((a, b) => (b.failure_probability > a.failure_probability ? b : a));
+    const kind = latest.predicted_failure_type;
+    return el("tr", { dataset: { horizon: h } },
+      el("td", {}, `${h} min`),
+      el("td", { class: "num" }, pct(latest.failure_probability)),
+      el("td", { class: "num" }, pct(top.failure_probability)),
+      el("td", { class: "num", title: when(top.timestamp) }, when(top.timestamp).slice(5, 16)),
+      el("td", { title: kind ? `pointing at ${kind}` : "" },
+        latest.will_fail ? badge(kind ? kind.replace(/_/g, " ") : "warning", "warning") : badge("none", "ok")));
+  });
+  const oldest = predictions[predictions.length - 1];
+  const node = el("div", { class: "card failure-card" },
+    el("div", { class: "card-head" },
+      el("h3", {}, "Failure probability"),
+      el("span", { class: "muted" }, `per horizon, ${predictions.length.toLocaleString("en-US")} predictions since ${when(oldest.timestamp)}`)),
+    el("div", { class: "failure-body" },
+      target,
+      el("div", { class: "table-wrap" }, el("table", { class: "failure-table" },
+        el("thead", {}, el("tr", {}, ["Horizon", "Latest", "Highest", "Highest at (UTC)", "Warning now"].map((t) => el("th", {}, t)))),
+        el("tbody", {}, rows)))));
+  const points = {};
+  for (const h of horizons) {
+    points[h] = byHorizon[h].map((p) => [sec(p.timestamp), p.failure_probability]).reverse();
+  }
+  return { node, draw: () => failureChart(target, { horizons: points, xMin, xMax }) };
+}
+
 export async function hostPage(ctx) {
   performance.mark("host:start");
   const host = ctx.arg;
@@ -167,12 +223,13 @@ export async function hostPage(ctx) {
   const win = { host, start: start.toISOString(), end: end.toISOString() };
   // The expected bands come from up to 1,500 stored scores (a megabyte of JSON): read after the
   // charts are drawn (afterMount), so they do not hold up the first paint.
-  const [series, marks, forecast, alerts, incidents] = await Promise.all([
+  const [series, marks, forecast, alerts, incidents, failures] = await Promise.all([
     get("/metrics/series", { ...win, points: POINTS }),
     get("/anomaly-scores", { ...win, anomalies_only: true, limit: MARKS }),
     optional("/forecast", { host, hours_ahead: hoursAhead }),
     optional("/forecast/alerts", { host, hours_ahead: hoursAhead }),
     get("/incidents", { host, limit: 50 }),
+    optional("/failure-predictions", { ...win, limit: FAILURE_POINTS }),
   ]);
   performance.mark("host:data"); // the reads are in (the benchmark's breakdown)
   const anomalies = {};
@@ -222,6 +279,9 @@ export async function hostPage(ctx) {
     }));
   }
 
+  const failure = failureCard(failures?.predictions || [], { xMin, xMax: sec(win.end) });
+  if (failure.draw) pending.push(failure.draw);
+
   const recent = marks.scores.slice(0, 10);
   const node = el("section", { class: "page", id: "host" },
     el("h1", {}, el("a", { href: "#/fleet" }, "Fleet"), " / ", host),
@@ -235,6 +295,7 @@ export async function hostPage(ctx) {
       el("span", { class: "key anomaly" }, "anomaly"),
       el("span", { class: "key forecast" }, "forecast, 80 % band"),
       el("span", { class: "key breach" }, "predicted breach")),
+    failure.node,
     el("div", { class: "grid" }, cards),
     el("div", { class: "columns" },
       el("div", {},
