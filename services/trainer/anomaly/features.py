@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import maximum_filter1d, minimum_filter1d
 
+from services.trainer.anomaly.featureset import FeatureSet as FeatureSet
 from shared.arrays import FloatArray, IntArray
 
 NON_METRIC_COLUMNS = frozenset({"timestamp", "label", "host", "id", "is_anomaly"})
@@ -68,44 +69,6 @@ class FeatureConfig:
                     raise ValueError(f"{name} entries must lie in 1..1440, got {w}")
         if not 1 <= self.baseline_window <= 1440:
             raise ValueError("baseline_window must lie in 1..1440")
-
-
-@dataclass(slots=True)
-class FeatureSet:
-    """Features of a run of rows: the model matrix plus per-metric views used for scoring."""
-
-    matrix: FloatArray  # (rows, features)
-    z: FloatArray  # (rows, metrics) standardised value
-    deviation: FloatArray  # (rows, metrics) current level minus recent baseline
-    baseline: FloatArray  # (rows, metrics) recent baseline, standardised
-    values: FloatArray  # (rows, metrics) observed values after filling
-    hour: IntArray  # (rows,) UTC hour of each row (epoch seconds // 3600)
-
-    def __len__(self) -> int:
-        return len(self.hour)
-
-    @staticmethod
-    def concat(sets: Sequence[FeatureSet]) -> FeatureSet:
-        """The rows of several feature sets, in order."""
-        return FeatureSet(
-            matrix=np.concatenate([s.matrix for s in sets]),
-            z=np.concatenate([s.z for s in sets]),
-            deviation=np.concatenate([s.deviation for s in sets]),
-            baseline=np.concatenate([s.baseline for s in sets]),
-            values=np.concatenate([s.values for s in sets]),
-            hour=np.concatenate([s.hour for s in sets]),
-        )
-
-    def take(self, rows: IntArray | slice) -> FeatureSet:
-        """The same views of some rows: ``feats.take(slice(-1, None))``."""
-        return FeatureSet(
-            matrix=self.matrix[rows],
-            z=self.z[rows],
-            deviation=self.deviation[rows],
-            baseline=self.baseline[rows],
-            values=self.values[rows],
-            hour=self.hour[rows],
-        )
 
 
 def epoch_seconds(timestamps: Any) -> FloatArray:

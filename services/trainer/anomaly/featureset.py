@@ -1,0 +1,51 @@
+"""The features of a run of rows, as the anomaly detector consumes them.
+
+Usage: ``feats = fx.transform(frame); feats.take(slice(-1, None)).matrix``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared.arrays import FloatArray, IntArray
+
+
+@dataclass(slots=True)
+class FeatureSet:
+    """Features of a run of rows: the model matrix plus per-metric views used for scoring."""
+
+    matrix: FloatArray  # (rows, features)
+    z: FloatArray  # (rows, metrics) standardised value
+    deviation: FloatArray  # (rows, metrics) current level minus recent baseline
+    baseline: FloatArray  # (rows, metrics) recent baseline, standardised
+    values: FloatArray  # (rows, metrics) observed values after filling
+    hour: IntArray  # (rows,) UTC hour of each row (epoch seconds // 3600)
+
+    def __len__(self) -> int:
+        return len(self.hour)
+
+    @staticmethod
+    def concat(sets: Sequence[FeatureSet]) -> FeatureSet:
+        """The rows of several feature sets, in order."""
+        return FeatureSet(
+            matrix=np.concatenate([s.matrix for s in sets]),
+            z=np.concatenate([s.z for s in sets]),
+            deviation=np.concatenate([s.deviation for s in sets]),
+            baseline=np.concatenate([s.baseline for s in sets]),
+            values=np.concatenate([s.values for s in sets]),
+            hour=np.concatenate([s.hour for s in sets]),
+        )
+
+    def take(self, rows: IntArray | slice) -> FeatureSet:
+        """The same views of some rows: ``feats.take(slice(-1, None))``."""
+        return FeatureSet(
+            matrix=self.matrix[rows],
+            z=self.z[rows],
+            deviation=self.deviation[rows],
+            baseline=self.baseline[rows],
+            values=self.values[rows],
+            hour=self.hour[rows],
+        )
