@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,71 @@ MAY_BE_EMPTY = {
     "replaced": "a first verdict replaces none",
 }
 WAIT_SECONDS = 90
+# What the README says some answers show, beyond not being empty: (method, a regex on the
+# path and query, the claim, a check of the JSON answer). Each must match a call.
+CLAIMS: list[tuple[str, str, str, Callable[[Any], bool]]] = [
+    (
+        "POST",
+        r"/train/anomaly-detector$",
+        "a trained version in the registry",
+        lambda a: a["model"]["name"] == "anomaly_detector" and a["model"]["id"] > 0,
+    ),
+    (
+        "GET",
+        r"/incidents\?status=open&type=ML_ANOMALY&host=web-1",
+        "the spike opened an ML_ANOMALY incident of web-1",
+        lambda a: (
+            {(i["type"], i["host"], i["status"]) for i in a["incidents"]}
+            == {("ML_ANOMALY", "web-1", "open")}
+        ),
+    ),
+    (
+        "POST",
+        r"/incidents/\d+/resolve$",
+        "resolved by hand",
+        lambda a: a["status"] == "resolved",
+    ),
+    (
+        "GET",
+        r"/incidents/\d+/analysis$",
+        "the incident's analysis",
+        lambda a: bool(a["summary"]) and a["provider"] == "rules",
+    ),
+    (
+        "POST",
+        r"/models/\d+/activate$",
+        "rolled back to an older version of synthetic's detector",
+        lambda a: (
+            a["model"]["status"] == "active"
+            and a["model"]["host"] == "synthetic"
+            and a["previous_model_id"] not in (None, a["model"]["id"])
+        ),
+    ),
+    (
+        "POST",
+        r"/predict/anomaly$",
+        "a score; flagged when synthetic's forest scores it (the example without a host)",
+        lambda a: 0 <= a["score"] <= 1 and (a["host"] != "synthetic" or a["is_anomaly"]),
+    ),
+    (
+        "POST",
+        r"/anomaly-scores/\d+/feedback$",
+        "feedback on a web-1 score",
+        lambda a: a["host"] == "web-1" and a["feedback"] == "false_positive",
+    ),
+    (
+        "GET",
+        r"/anomaly-thresholds\?host=web-1",
+        "the feedback gave web-1 its own threshold",
+        lambda a: [t["host"] for t in a["thresholds"]] == ["web-1"],
+    ),
+    (
+        "GET",
+        r"/failure-predictions\?host=synthetic",
+        "the loop's predictions of synthetic",
+        lambda a: {p["host"] for p in a["predictions"]} == {"synthetic"},
+    ),
+]
 
 
 @dataclass
@@ -121,7 +186,9 @@ curl() {
   echo "$n" > "$__DIR/n"
   echo "$__BLOCK" > "$__DIR/$n.block"
   printf '%s\0' "$@" > "$__DIR/$n.args"
+  local began=$EPOCHREALTIME
   command curl -D "$__DIR/$n.headers" "$@" | tee "$__DIR/$n.out"
+  echo "$began $EPOCHREALTIME" > "$__DIR/$n.time"
 }
 __wait() {
   local cond=$1; shift
@@ -170,6 +237,7 @@ class Call:
     status: int
     content_type: str
     out: str
+    seconds: float
 
     @property
     def method(self) -> str:
@@ -188,6 +256,10 @@ class Call:
         return urlsplit(url).path
 
     @property
+    def query(self) -> str:
+        return urlsplit(self.url if "://" in self.url else f"http://{self.url}").query
+
+    @property
     def output_file(self) -> str | None:
         for flag, value in zip(self.args, self.args[1:], strict=False):
             if flag in ("-o", "--output"):
@@ -204,6 +276,8 @@ def recorded(folder: Path) -> list[Call]:
         headers = (folder / f"{n}.headers").read_text(errors="replace")
         statuses = re.findall(r"^HTTP/\S+ (\d{3})", headers, re.M)
         content_type = re.findall(r"^content-type:\s*(\S+)", headers, re.M | re.I)
+        timed = folder / f"{n}.time"  # absent when the call ended the script
+        began, end = timed.read_text().split() if timed.exists() else ("0", "0")
         calls.append(
             Call(
                 number=n,
@@ -212,6 +286,7 @@ def recorded(folder: Path) -> list[Call]:
                 status=int(statuses[-1]) if statuses else 0,
                 content_type=content_type[-1] if content_type else "",
                 out=(folder / f"{n}.out").read_text(errors="replace"),
+                seconds=float(end) - float(began),
             )
         )
     return calls
@@ -223,11 +298,11 @@ def empty_parts(value: Any, where: str = "") -> list[str]:
         return [where or "the answer"]
     found: list[str] = []
     if isinstance(value, dict) and not where:
-        if isinstance(value.get("count"), int) and value["count"] == 0:
+        empty = {k for k, v in value.items() if isinstance(v, list) and not v}
+        found.extend(sorted(empty - MAY_BE_EMPTY.keys()))
+        # A zero count is empty unless it counts a list that may be (e.g. no breach ahead).
+        if value.get("count") == 0 and not empty & MAY_BE_EMPTY.keys():
             found.append("count")
-        for key, item in value.items():
-            if isinstance(item, list) and not item and key not in MAY_BE_EMPTY:
-                found.append(key)
     return found
 
 
@@ -248,7 +323,9 @@ def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     )
     proc = subprocess.Popen([*CLI, "up"], env=env, cwd=tmp_path, stderr=subprocess.PIPE)
     try:
+        started = time.monotonic()
         wait_for(f"http://127.0.0.1:{env['AUTOFIX_API_PORT']}/api/ml/health", timeout=120)
+        print(f"\nthe stack is up in {time.monotonic() - started:.1f} s")
         yield env
     finally:
         if proc.poll() is None:
@@ -318,6 +395,17 @@ def test_every_readme_example_answers_as_written(stack: dict[str, str], tmp_path
                 problems.append(f"{call}: empty {', '.join(empties)}: {body[:300]}")
     assert problems == [], "\n".join(problems)
 
+    # What the README says of some answers holds.
+    for method, where, claim, check in CLAIMS:
+        matching = [
+            c
+            for c in calls
+            if c.method == method and re.search(where, c.path + (f"?{c.query}" if c.query else ""))
+        ]
+        assert matching, f"no example calls {method} {where} ({claim})"
+        for call in matching:
+            assert check(json.loads(call.out)), f"{call}: not {claim}: {call.out[:500]}"
+
     # The examples call every public route of the gateway at least once.
     spec = create_app(Settings()).openapi()
     called = {(c.method.lower(), c.path) for c in calls}
@@ -328,4 +416,8 @@ def test_every_readme_example_answers_as_written(stack: dict[str, str], tmp_path
             if not any(m == method and pattern.match(p) for m, p in called):
                 missing.append(f"{method.upper()} {path}")
     assert missing == []
-    print(f"{len(calls)} calls in {len(run)} README blocks, {seconds:.1f} s")
+    slowest = ", ".join(
+        f"{c.method} {c.path} {c.seconds:.1f} s"
+        for c in sorted(calls, key=lambda c: -c.seconds)[:6]
+    )
+    print(f"\n{len(calls)} calls in {len(run)} README blocks, {seconds:.1f} s; slowest: {slowest}")
