@@ -4,20 +4,25 @@ Usage: `holder = ActiveModelHolder("anomaly_detector", AnomalyDetector.from_byte
 `await holder.refresh(conn)` at start-up and now and then (another process may have activated a
 version), `holder.put(await holder.load(conn, record))` after activating one here, and
 `holder.require(hint)` where a model is needed. Each version's artifact is read and its sha256
-checked once, when it is loaded; decoding runs in a thread.
+checked once, when it is loaded; decoding runs in a thread. A training run stores its version with
+`await store_version(engine, holder, outcome, model_type=..., artifact_format=..., host=h,
+activate=True, reason=r, started=t0, previous=active_record)`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared import registry
+from shared import events, registry
+from shared.db import write_transaction
 from shared.errors import AppError, Conflict
 from shared.schemas.models import ModelSummary
 
@@ -127,3 +132,64 @@ class ActiveModelHolder(Generic[M]):
                     self.drop(scope)
                     changed = True
         return changed
+
+
+class TrainedVersion(Protocol):
+    """What a training run hands back to be stored as a version (any family)."""
+
+    @property
+    def artifact(self) -> bytes: ...
+    @property
+    def parameters(self) -> dict[str, Any]: ...
+    @property
+    def metrics(self) -> dict[str, Any]: ...
+    @property
+    def training_start(self) -> datetime: ...
+    @property
+    def training_end(self) -> datetime: ...
+    @property
+    def sample_count(self) -> int: ...
+
+
+async def store_version(
+    engine: AsyncEngine,
+    holder: ActiveModelHolder[M],
+    trained: TrainedVersion,
+    *,
+    model_type: str,
+    artifact_format: str,
+    host: str | None,
+    activate: bool,
+    reason: str,
+    started: float,
+    previous: ModelSummary | None,
+) -> ModelSummary:
+    """Store a trained version of ``holder``'s family for ``host`` and, if ``activate``, make
+    it the active one in the same transaction and hold it; log and count both events.
+    ``started``: ``time.perf_counter()`` when the training began."""
+    loaded: ActiveModel[M] | None = None
+    async with write_transaction(engine) as conn:
+        model = await registry.insert_model(
+            conn,
+            name=holder.name,
+            model_type=model_type,
+            artifact=trained.artifact,
+            artifact_format=artifact_format,
+            parameters={**trained.parameters, "host": host},
+            metrics=trained.metrics,
+            host=host,
+            training_start=trained.training_start,
+            training_end=trained.training_end,
+            sample_count=trained.sample_count,
+        )
+        if activate:
+            model = await registry.activate(conn, model.id)
+            loaded = await holder.load(conn, model)
+    if loaded is not None:
+        holder.put(loaded)
+    events.model_trained(
+        family=holder.name, model_id=model.id, host=host, seconds=time.perf_counter() - started
+    )
+    if activate:
+        events.model_activated(model, reason=reason, previous=previous)
+    return model

@@ -40,7 +40,7 @@ from services.trainer.synthetic.generator import SyntheticDataGenerator
 from services.trainer.synthetic.service import HOST_LOCKS, store
 from shared import events as observe
 from shared import registry
-from shared.active_model import ActiveModel, ActiveModelHolder, Scope
+from shared.active_model import ActiveModel, ActiveModelHolder, Scope, store_version
 from shared.db import write_transaction
 from shared.errors import Conflict
 from shared.incidents.notifier import Notifier
@@ -204,31 +204,17 @@ class AnomalyService:
         )
         outcome.metrics["activation"] = {"activated": activate, "reason": reason}
         async with self._lock:
-            async with write_transaction(self.engine) as conn:
-                model = await registry.insert_model(
-                    conn,
-                    name=MODEL_NAME,
-                    model_type=MODEL_TYPE,
-                    artifact=outcome.artifact,
-                    artifact_format=artifact.ARTIFACT_FORMAT,
-                    parameters={**outcome.parameters, "host": host},
-                    metrics=outcome.metrics,
-                    host=host,
-                    training_start=outcome.training_start,
-                    training_end=outcome.training_end,
-                    sample_count=outcome.sample_count,
-                )
-                if activate:
-                    model = await registry.activate(conn, model.id)
-                    loaded = await self.models.load(conn, model)
-            if activate:
-                self.models.put(loaded)
-        observe.model_trained(
-            family=MODEL_NAME, model_id=model.id, host=host, seconds=time.perf_counter() - started
-        )
-        if activate:
-            observe.model_activated(
-                model, reason=reason, previous=active.record if active else None
+            model = await store_version(
+                self.engine,
+                self.models,
+                outcome,
+                model_type=MODEL_TYPE,
+                artifact_format=artifact.ARTIFACT_FORMAT,
+                host=host,
+                activate=activate,
+                reason=reason,
+                started=started,
+                previous=active.record if active else None,
             )
         return TrainAnomalyResponse(
             model=model,

@@ -31,9 +31,8 @@ from services.trainer.failure.worker import FailureTrainingJob, train_in_worker
 from services.trainer.synthetic.generator import SyntheticDataGenerator
 from services.trainer.synthetic.service import HOST_LOCKS, store
 from shared import registry
-from shared.active_model import ActiveModel, ActiveModelHolder
+from shared.active_model import ActiveModel, ActiveModelHolder, store_version
 from shared.clock import utcnow
-from shared.db import write_transaction
 from shared.errors import Conflict
 from shared.incidents.notifier import Notifier
 from shared.loops import BackgroundLoop
@@ -160,25 +159,18 @@ class FailureService:
             outcome.quality, outcome.active_quality, force=body.force
         )
         outcome.metrics["activation"] = {"activated": activate, "reason": reason}
-        async with write_transaction(self.engine) as conn:
-            model = await registry.insert_model(
-                conn,
-                name=MODEL_NAME,
-                model_type=MODEL_TYPE,
-                artifact=outcome.artifact,
-                artifact_format=artifact.ARTIFACT_FORMAT,
-                parameters={**outcome.parameters, "host": scope},
-                metrics=outcome.metrics,
-                host=scope,
-                training_start=outcome.training_start,
-                training_end=outcome.training_end,
-                sample_count=outcome.sample_count,
-            )
-            if activate:
-                model = await registry.activate(conn, model.id)
-                loaded = await self.models.load(conn, model)
-        if activate:
-            self.models.put(loaded)
+        model = await store_version(
+            self.engine,
+            self.models,
+            outcome,
+            model_type=MODEL_TYPE,
+            artifact_format=artifact.ARTIFACT_FORMAT,
+            host=scope,
+            activate=activate,
+            reason=reason,
+            started=started,
+            previous=active.record if active else None,
+        )
         return TrainFailureResponse(
             model=model,
             activated=activate,
