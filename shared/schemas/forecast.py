@@ -186,7 +186,9 @@ class NextHourItem(Schema):
     metric: str = Field(description="Metric.")
     current_value: float | None = Field(description="Value of the newest sample (null: none).")
     current_at: datetime | None = Field(description="Time of the newest sample.")
-    at: datetime = Field(description="The time one hour from now that is forecast.")
+    at: datetime = Field(
+        description="The time forecast: the request's minute (seconds dropped) plus an hour."
+    )
     yhat: float = Field(description="Forecast an hour ahead.")
     yhat_lower: float = Field(description="Lower bound an hour ahead.")
     yhat_upper: float = Field(description="Upper bound an hour ahead.")

@@ -6,12 +6,23 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.forecaster.forecasting import forecast_store as store
+from services.forecaster.forecasting import reads
+from services.forecaster.forecasting.breach import thresholds
 from services.forecaster.forecasting.next_hour import next_hour as next_hour_of
-from shared.schemas.forecast import ForecastResponse, NextHourResponse
+from services.forecaster.forecasting.read_cache import ReadCache
+from shared.clock import utc, utcnow
+from shared.schemas.forecast import (
+    AlertsQuery,
+    AlertsResponse,
+    ForecastResponse,
+    NextHourResponse,
+)
 from shared.settings import Settings
+from shared.tables import metrics_history, ml_models
 from tests.forecaster.test_fleet import CPU, MEMORY, store_host
 from tests.forecaster.test_service import forecaster, train
 
@@ -158,3 +169,125 @@ async def test_the_fingerprint_changes_with_every_generation_written_even_out_of
     assert seen[0][:2] == (2, seen[1][1]) and seen[1][0] == 2  # count and newest: the same
     assert seen[1] != seen[0]
     assert seen[2] == seen[1]  # nothing written: the same
+
+
+async def test_next_hour_is_kept_for_its_minute_and_remade_on_a_new_sample_or_generation(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """The next-hour answer is built once per minute and samples: a read in the same minute
+    with the same newest samples gets the same bytes; a new sample, a sample changed in place,
+    the next minute or a generation written by another process makes a new answer."""
+    await store_host(engine, "alpha", days=3)
+    cache = ReadCache(thresholds())
+    async with forecaster(settings, engine) as (writer, _app):
+        await train(writer, host="alpha", metrics=[CPU, MEMORY])
+        minute = utcnow().replace(second=0, microsecond=0)
+
+        async def read(at: datetime) -> bytes:
+            async with engine.connect() as conn:
+                return await reads.next_hour(conn, cache, host=None, step_minutes=15.0, now=at)
+
+        first = await read(minute + timedelta(seconds=5))
+        again = await read(minute + timedelta(seconds=50))
+        async with engine.begin() as conn:
+            newest = (
+                await conn.execute(
+                    sa.select(sa.func.max(metrics_history.c.timestamp)).where(
+                        metrics_history.c.host == "alpha"
+                    )
+                )
+            ).scalar_one()
+            stamp = utc(newest) + timedelta(minutes=1)
+            await conn.execute(
+                sa.insert(metrics_history).values(
+                    host="alpha", timestamp=stamp, **{CPU: 12.5, MEMORY: 40.0}
+                )
+            )
+        sampled = await read(minute + timedelta(seconds=55))
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.update(metrics_history)
+                .where(metrics_history.c.host == "alpha", metrics_history.c.timestamp == stamp)
+                .values(**{CPU: 13.5})
+            )
+        changed = await read(minute + timedelta(seconds=58))
+        later = await read(minute + timedelta(minutes=1, seconds=1))
+        refreshed = await writer.post("/forecast/refresh")
+        assert refreshed.status_code == 200, refreshed.text
+        regenerated = await read(minute + timedelta(minutes=1, seconds=2))
+
+    assert again is first  # kept: the same minute, the same samples
+    body = NextHourResponse.model_validate_json(first)
+    assert {i.at for i in body.metrics} == {minute + timedelta(hours=1)}
+    assert [i.metric for i in body.metrics] == [CPU, MEMORY]
+
+    def current(raw: bytes) -> dict[str, tuple[float | None, datetime | None]]:
+        items = NextHourResponse.model_validate_json(raw).metrics
+        return {i.metric: (i.current_value, i.current_at) for i in items}
+
+    assert current(sampled) == {CPU: (12.5, stamp), MEMORY: (40.0, stamp)}
+    assert current(changed)[CPU] == (13.5, stamp)
+    moved = NextHourResponse.model_validate_json(later)
+    assert {i.at for i in moved.metrics} == {minute + timedelta(hours=1, minutes=1)}
+    fresh = NextHourResponse.model_validate_json(regenerated)
+    assert fresh.generated_at is not None and moved.generated_at is not None
+    assert fresh.generated_at > moved.generated_at
+    # Every answer's values are those of the one-series computation at its `at`.
+    async with engine.connect() as conn:
+        stored = await store.read_forecasts(
+            conn, after=minute, until=minute + timedelta(hours=2), host="alpha"
+        )
+    for series, item in zip(stored, fresh.metrics, strict=True):
+        expected = next_hour_of(series.prediction(), at=item.at, current_value=item.current_value)
+        assert item.yhat == pytest.approx(expected.yhat, rel=1e-12)
+        assert item.yhat_lower == pytest.approx(expected.yhat_lower, rel=1e-12)
+        assert item.yhat_upper == pytest.approx(expected.yhat_upper, rel=1e-12)
+        assert item.change == pytest.approx(expected.change, rel=1e-9)
+        assert item.direction == expected.direction
+
+
+async def test_alerts_without_a_breachable_series_are_kept_until_a_generation_reaches_one(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """A fleet with no series at or above its threshold is answered from bytes kept per
+    settle; a generation reaching the threshold, written by another process, is listed by
+    the next read."""
+    await store_host(engine, "alpha", days=3)
+    cache = ReadCache(thresholds({CPU: 95.0}))
+    async with forecaster(settings, engine) as (writer, _app):
+        await train(writer, host="alpha", metrics=[CPU])
+    now = utcnow()
+
+    async def read() -> bytes:
+        async with engine.connect() as conn:
+            return await reads.alerts(conn, cache, AlertsQuery(hours_ahead=24), now=now)
+
+    quiet = await read()
+    assert await read() is quiet  # kept
+    assert AlertsResponse.model_validate_json(quiet).count == 0
+    async with engine.begin() as conn:
+        model_id = (
+            await conn.execute(
+                sa.select(ml_models.c.id).where(
+                    ml_models.c.host == "alpha", ml_models.c.status == "active"
+                )
+            )
+        ).scalar_one()
+        generated = now + timedelta(seconds=1)
+        await store.write_forecasts(
+            conn,
+            host="alpha",
+            metric=CPU,
+            model_id=model_id,
+            generated_at=generated,
+            timestamps=[now + timedelta(minutes=15 * k) for k in range(1, 9)],
+            yhat=[50.0, 60.0, 70.0, 80.0, 90.0, 96.0, 97.0, 90.0],
+            lower=[40.0, 50.0, 60.0, 70.0, 80.0, 86.0, 87.0, 80.0],
+            upper=[60.0, 70.0, 80.0, 90.0, 100.0, 100.0, 100.0, 100.0],
+        )
+    loud = AlertsResponse.model_validate_json(await read())
+    [alert] = loud.alerts
+    assert (alert.host, alert.metric, alert.threshold) == ("alpha", CPU, 95.0)
+    assert alert.yhat_crossing_at == now + timedelta(minutes=90)
+    assert alert.upper_crossing_at == now + timedelta(minutes=75)
+    assert alert.generated_at == generated and alert.severity == "high"

@@ -96,8 +96,9 @@ async def next_hour(
 )
 async def alerts(
     cache: ReadCacheDep, conn: ConnDep, query: Annotated[AlertsQuery, Query()]
-) -> AlertsResponse:
-    return await reads.alerts(conn, cache, query, now=utcnow())
+) -> Response:
+    body = await reads.alerts(conn, cache, query, now=utcnow())
+    return Response(body, media_type="application/json")
 
 
 @router.get(

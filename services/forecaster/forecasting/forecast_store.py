@@ -5,6 +5,7 @@ Usage: ``await forecast_store.write_forecasts(conn, ...)``; ``await forecast_sto
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from itertools import groupby
@@ -177,21 +178,35 @@ async def fingerprint(conn: AsyncConnection, model_name: str) -> tuple[Any, ...]
     write), so the sum changes even when a write made earlier commits after a newer one and
     the newest stays; removing a row changes the count. Activating or retiring a version
     changes the ids' count or sum. Equal fingerprints: the same index and active hosts.
+    Every read asks it: one pass over each table, the statement built once.
     """
+    return tuple((await conn.execute(_fingerprint_query(conn.dialect.name, model_name))).one())
+
+
+@functools.lru_cache(maxsize=8)
+def _fingerprint_query(dialect: str, model_name: str) -> sa.Select[Any]:
     g, m = forecast_generations.c, ml_models.c
-    if conn.dialect.name == "sqlite":
+    if dialect == "sqlite":
         total = sa.func.sum(sa.func.julianday(g.generated_at))
     else:
         total = sa.func.sum(sa.extract("epoch", g.generated_at))
-    active = (m.name == model_name, m.status == "active")
-    query = sa.select(
-        sa.select(sa.func.count()).select_from(forecast_generations).scalar_subquery(),
-        sa.select(sa.func.max(g.generated_at)).scalar_subquery(),
-        sa.select(total).scalar_subquery(),
-        sa.select(sa.func.count()).select_from(ml_models).where(*active).scalar_subquery(),
-        sa.select(sa.func.sum(m.id)).where(*active).scalar_subquery(),
+    generations = sa.select(
+        sa.func.count().label("count"),
+        sa.func.max(g.generated_at).label("newest"),
+        total.label("total"),
+    ).subquery()
+    active = (
+        sa.select(sa.func.count().label("count"), sa.func.sum(m.id).label("ids"))
+        .where(m.name == model_name, m.status == "active")
+        .subquery()
     )
-    return tuple((await conn.execute(query)).one())
+    return sa.select(
+        generations.c.count,
+        generations.c.newest,
+        generations.c.total,
+        active.c.count,
+        active.c.ids,
+    ).select_from(generations.join(active, sa.true()))
 
 
 async def generation_index(

@@ -30,7 +30,6 @@ import orjson
 from services.forecaster.forecasting.breach import interval_width
 from services.forecaster.forecasting.next_hour import NEXT_HOUR_FLAT_TOLERANCE
 from services.forecaster.forecasting.stored import StoredForecast
-from services.forecaster.forecasting.trend import direction
 from shared.catalogue import METRIC_NAMES
 
 Key = tuple[str, str]  # (host, metric)
@@ -158,6 +157,167 @@ def cached(
     )
 
 
+@dataclass(slots=True)
+class _Grid:
+    """The series of a plan that share one time grid, their values stacked (one row each)."""
+
+    seconds: list[float]
+    rows: np.ndarray  # their positions in the plan
+    yhat: np.ndarray  # rows x points
+    lower: np.ndarray
+    upper: np.ndarray
+    newest: datetime  # the newest generation among them
+
+
+Located = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, datetime | None]
+
+
+@dataclass(slots=True)
+class NextHourAnswer:
+    """A next-hour answer and what it was built from: the minute asked in, the series
+    located for it (NextHourPlan.located) and their hosts, and the samples."""
+
+    minute: datetime
+    located: Located
+    hosts: list[str]
+    samples: list[tuple[Any, ...]]  # the newest samples' rows (repository.latest_sample_rows)
+    body: bytes
+
+
+class NextHourPlan:
+    """One scope's series (a host's, or every host's) in the next-hour answer's order (host,
+    then catalogue), stacked per time grid, and the last answer built from them.
+
+    An answer interpolates every series of a grid at once (a few numpy operations per grid,
+    the same arithmetic as CachedSeries.at) and is one orjson call; it is kept with the
+    minute it was asked in and the newest samples it used, so a read in the same minute
+    against the same samples is answered by comparing them. A plan lives until the cache
+    settles a new store fingerprint (ReadCache.settle drops every plan).
+    """
+
+    def __init__(self, series: Sequence[CachedSeries]) -> None:
+        self.series = sorted(series, key=lambda e: (e.host, e.rank, e.metric))
+        by_grid: dict[int, list[int]] = {}
+        for position, entry in enumerate(self.series):
+            by_grid.setdefault(id(entry.seconds), []).append(position)
+        self.grids: list[_Grid] = []
+        for rows in by_grid.values():
+            members = [self.series[r] for r in rows]
+            self.grids.append(
+                _Grid(
+                    seconds=members[0].seconds,
+                    rows=np.asarray(rows, dtype=np.int64),
+                    yhat=np.vstack([m.yhat for m in members]),
+                    lower=np.vstack([m.lower for m in members]),
+                    upper=np.vstack([m.upper for m in members]),
+                    newest=max(m.generated_at for m in members),
+                )
+            )
+        self.scale = np.asarray([e.scale for e in self.series], dtype=float)
+        self.last: NextHourAnswer | None = None
+
+    def located(self, after: datetime, at: datetime, until: datetime) -> Located:
+        """The positions of the series with points in (after, until], in order, their yhat,
+        lower and upper interpolated at `at` (as np.interp, held at the window's ends), and
+        the newest generation among them (None: no series has points there)."""
+        lo, hi, when = after.timestamp(), until.timestamp(), at.timestamp()
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        newest: datetime | None = None
+        for grid in self.grids:
+            i, j = bisect_right(grid.seconds, lo), bisect_right(grid.seconds, hi)
+            if i >= j:
+                continue
+            k, share = interpolation(grid.seconds, i, j, when)
+
+            def at_share(v: np.ndarray, k: int = k, share: float = share) -> np.ndarray:
+                # CachedSeries.at's arithmetic, for every row at once
+                if share == 0.0:
+                    return np.asarray(v[:, k - 1])
+                return np.asarray(v[:, k - 1] + share * (v[:, k] - v[:, k - 1]))
+
+            parts.append(
+                (grid.rows, at_share(grid.yhat), at_share(grid.lower), at_share(grid.upper))
+            )
+            newest = grid.newest if newest is None else max(newest, grid.newest)
+        if not parts:
+            empty = np.zeros(0)
+            return np.zeros(0, dtype=np.int64), empty, empty, empty, None
+        rows, yhat, lower, upper = (np.concatenate(column) for column in zip(*parts, strict=True))
+        order = np.argsort(rows, kind="stable")
+        return rows[order], yhat[order], lower[order], upper[order], newest
+
+    def hosts(self, rows: np.ndarray) -> list[str]:
+        return list(dict.fromkeys(self.series[r].host for r in rows.tolist()))
+
+    def body(
+        self,
+        located: Located,
+        *,
+        at: datetime,
+        host: str | None,
+        samples: Mapping[str, Mapping[str, Any]],
+    ) -> bytes | None:
+        """A NextHourResponse's JSON from `located(...)`, each series against its host's newest
+        sample (as next_hour.next_hour does for one series); None when no series is there."""
+        rows, yhat, lower, upper, newest = located
+        if newest is None:
+            return None
+        series = [self.series[r] for r in rows.tolist()]
+        stamps: dict[str, str | None] = {}
+        current: list[float | None] = []
+        for entry in series:
+            sample = samples.get(entry.host)
+            if entry.host not in stamps:
+                stamp = None if sample is None else sample.get("timestamp")
+                stamps[entry.host] = None if stamp is None else dumps(stamp)[1:-1].decode()
+            raw = None if sample is None else sample.get(entry.metric)
+            current.append(None if raw is None else float(raw))
+        now_values = np.asarray([np.nan if c is None else c for c in current], dtype=float)
+        change = yhat - now_values
+        fallback = np.maximum(
+            np.maximum(np.abs(yhat), np.abs(np.nan_to_num(now_values, nan=0.0))), 1e-9
+        )
+        scale = self.scale[rows]
+        tolerance = NEXT_HOUR_FLAT_TOLERANCE * np.where(scale != 0.0, scale, fallback)
+        code = np.where(change > tolerance, 1, np.where(change < -tolerance, 2, 0))
+        at_text = dumps(at)[1:-1].decode()
+        hosts = list(dict.fromkeys(entry.host for entry in series))
+        return dumps(
+            {
+                "host": answered(host, hosts),
+                "hosts": hosts,
+                "generated_at": newest,
+                "metrics": [
+                    {
+                        "host": entry.host,
+                        "metric": entry.metric,
+                        "current_value": now,
+                        "current_at": stamps[entry.host],
+                        "at": at_text,
+                        "yhat": y,
+                        "yhat_lower": lo,
+                        "yhat_upper": hi,
+                        "change": None if now is None else delta,
+                        "direction": _DIRECTIONS[c],
+                    }
+                    for entry, now, y, lo, hi, delta, c in zip(
+                        series,
+                        current,
+                        yhat.tolist(),
+                        lower.tolist(),
+                        upper.tolist(),
+                        change.tolist(),
+                        code.tolist(),
+                        strict=True,
+                    )
+                ],
+            }
+        )
+
+
+_DIRECTIONS = ("flat", "rising", "falling")
+
+
 class ReadCache:
     """The newest generation of every (host, metric) a read has asked for, by key."""
 
@@ -169,6 +329,9 @@ class ReadCache:
         self.fingerprint: tuple[Any, ...] | None = None
         self.ordered: list[CachedSeries] = []
         self.hosts: list[str] = []  # hosts with an active model, sorted
+        self.plans: dict[str | None, NextHourPlan] = {}  # next hour's, by host (None: all)
+        self.breachable: list[CachedSeries] = []  # `ordered`'s series that reach a threshold
+        self.quiet: dict[tuple[str | None, int], bytes] = {}  # alerts with none breachable
 
     def stale(self, index: Mapping[Key, datetime]) -> dict[Key, datetime]:
         """The generations of `index` not held (to load and `put`)."""
@@ -200,6 +363,9 @@ class ReadCache:
         self.hosts = hosts
         self.forget(index)
         self.ordered = self.series(index)
+        self.plans = {}
+        self.breachable = [entry for entry in self.ordered if entry.reach]
+        self.quiet = {}
         complete = len(self.ordered) == len(index)
         self.fingerprint = fingerprint if complete else None
 
@@ -210,6 +376,13 @@ class ReadCache:
             for entry in self.ordered
             if (host is None or entry.host == host) and (metric is None or entry.metric == metric)
         ]
+
+    def plan(self, host: str | None) -> NextHourPlan:
+        """The next-hour plan of `host`'s series (None: every host's), made once per settle."""
+        found = self.plans.get(host)
+        if found is None:
+            found = self.plans[host] = NextHourPlan(self.scoped(host, None))
+        return found
 
     def series(self, index: Mapping[Key, datetime]) -> list[CachedSeries]:
         """The held entries of `index` that are its generation, by host then metric."""
@@ -244,73 +417,3 @@ def forecast_body(
         }
     )
     return head[:-1] + b',"forecasts":[' + b",".join(parts) + b"]}"
-
-
-def next_hour_body(
-    found: Sequence[Window],
-    *,
-    at: datetime,
-    host: str | None,
-    samples: Mapping[str, Mapping[str, Any]],
-) -> bytes | None:
-    """A NextHourResponse's JSON: each series of `windows(...)` interpolated at `at` against
-    its host's newest sample; None when there is none."""
-    if not found:
-        return None
-    when = at.timestamp()
-    at_text = dumps(at)[1:-1].decode()  # formatted once, not 1,400 times
-    located: dict[tuple[int, int, int], tuple[int, float]] = {}
-    items: list[tuple[str, int, dict[str, Any]]] = []
-    newest = found[0][0].generated_at
-    host_samples: dict[str, tuple[Mapping[str, Any], str | None]] = {}
-    for entry, i, j in found:
-        if entry.generated_at > newest:
-            newest = entry.generated_at
-        spot = located.get((id(entry.seconds), i, j))
-        if spot is None:
-            spot = located[(id(entry.seconds), i, j)] = interpolation(entry.seconds, i, j, when)
-        yhat, lower, upper = entry.at(*spot)
-        known = host_samples.get(entry.host)
-        if known is None:
-            sample = samples.get(entry.host) or {}
-            stamp = sample.get("timestamp")
-            known = host_samples[entry.host] = (
-                sample,
-                None if stamp is None else dumps(stamp)[1:-1].decode(),
-            )
-        raw = known[0].get(entry.metric)
-        current = None if raw is None else float(raw)
-        change = None if current is None else yhat - current
-        scale = entry.scale or max(abs(yhat), abs(current or 0.0), 1e-9)
-        items.append(
-            (
-                entry.host,
-                entry.rank,
-                {
-                    "host": entry.host,
-                    "metric": entry.metric,
-                    "current_value": current,
-                    "current_at": known[1],
-                    "at": at_text,
-                    "yhat": yhat,
-                    "yhat_lower": lower,
-                    "yhat_upper": upper,
-                    "change": change,
-                    "direction": (
-                        "flat"
-                        if change is None
-                        else direction(change, NEXT_HOUR_FLAT_TOLERANCE * scale)
-                    ),
-                },
-            )
-        )
-    items.sort(key=lambda item: (item[0], item[1]))
-    hosts = list(dict.fromkeys(entry.host for entry, _, _ in found))
-    return dumps(
-        {
-            "host": answered(host, hosts),
-            "hosts": hosts,
-            "generated_at": newest,
-            "metrics": [item[2] for item in items],
-        }
-    )

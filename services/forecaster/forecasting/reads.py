@@ -21,10 +21,10 @@ from services.forecaster.forecasting import repository as repo
 from services.forecaster.forecasting.breach import find_breach
 from services.forecaster.forecasting.read_cache import (
     CachedSeries,
+    NextHourAnswer,
     ReadCache,
     answered,
     forecast_body,
-    next_hour_body,
     windows,
 )
 from shared.catalogue import METRIC_NAMES
@@ -96,8 +96,14 @@ async def _models_by_host(
 async def _series(
     conn: AsyncConnection, cache: ReadCache, *, host: str | None, metric: str | None = None
 ) -> list[CachedSeries]:
-    """The newest generation of each (host, metric) in scope, from the cache; 404 for a host
-    without an active model (naming the hosts that have one), 409 when none has.
+    """The newest generation of each (host, metric) in scope, from the cache (see `_current`)."""
+    await _current(conn, cache, host=host)
+    return cache.scoped(host, metric)
+
+
+async def _current(conn: AsyncConnection, cache: ReadCache, *, host: str | None) -> None:
+    """The cache made the store's newest; 404 for a host without an active model (naming the
+    hosts that have one), 409 when none has.
 
     Every request reads the store's fingerprint (one row): when a generation was written or
     a version activated since, by this process or another, the index and the hosts are read
@@ -115,7 +121,6 @@ async def _series(
         raise NO_MODEL_YET
     if host is not None and host not in cache.hosts:
         raise _unknown_host(host, cache.hosts)
-    return cache.scoped(host, metric)
 
 
 def _searched(cache: ReadCache, host: str | None) -> list[str]:
@@ -156,29 +161,56 @@ async def next_hour(
     step_minutes: float,
     now: datetime,
 ) -> bytes:
-    """A NextHourResponse's JSON."""
-    series = await _series(conn, cache, host=host)
-    at = now + timedelta(hours=1)
-    found = windows(series, now, at + timedelta(minutes=2 * step_minutes))
-    if not found:
+    """A NextHourResponse's JSON, for the minute of `now`: `at` is that minute plus an hour.
+
+    Answers are kept per plan (the cache's series of `host`, or of every host) with the
+    minute and the newest samples they were built from: a read in the same minute whose
+    samples are the same gets the same bytes; a new sample or a new generation (the
+    fingerprint) makes a new answer.
+    """
+    await _current(conn, cache, host=host)
+    plan = cache.plan(host)
+    minute = now.replace(second=0, microsecond=0)
+    at = minute + timedelta(hours=1)
+    last = plan.last
+    if last is not None and last.minute == minute:
+        located, hosts = last.located, last.hosts
+    else:
+        located = plan.located(minute, at, at + timedelta(minutes=2 * step_minutes))
+        hosts = plan.hosts(located[0])
+    if located[-1] is None:
         raise _not_written(host)
-    samples = await repo.latest_samples(conn, {entry.host for entry, _, _ in found})
-    body = next_hour_body(found, at=at, host=host, samples=samples)
-    assert body is not None  # found is not empty
+    samples = await repo.latest_sample_rows(conn, hosts)
+    if last is not None and last.minute == minute and last.samples == samples:
+        return last.body
+    body = plan.body(located, at=at, host=host, samples=repo.samples_by_host(samples))
+    assert body is not None  # located is not empty
+    plan.last = NextHourAnswer(
+        minute=minute, located=located, hosts=hosts, samples=samples, body=body
+    )
     return body
 
 
 async def alerts(
     conn: AsyncConnection, cache: ReadCache, query: AlertsQuery, *, now: datetime
-) -> AlertsResponse:
-    """Predicted breaches of the cache's thresholds (the service's) in the horizon."""
-    series = await _series(conn, cache, host=query.host)
+) -> bytes:
+    """An AlertsResponse's JSON: predicted breaches of the cache's thresholds (the service's)
+    in the horizon.
+
+    Only a series with a point at or above its threshold can breach it; the cache lists
+    those once per settle, so a scope with none (the usual case) is answered by bytes
+    made once per settle, host and horizon.
+    """
+    await _current(conn, cache, host=query.host)
     hosts = _searched(cache, query.host)
+    candidates = [e for e in cache.breachable if query.host is None or e.host == query.host]
+    key = (query.host, query.hours_ahead)
+    if not candidates and key in cache.quiet:
+        return cache.quiet[key]
     until = now + timedelta(hours=query.hours_ahead)
     found: list[BreachAlert] = []
-    for entry, i, j in windows(series, now, until):
+    for entry, i, j in windows(candidates, now, until):
         limit = cache.thresholds.get(entry.metric)
-        # Only a series with a point at or above its threshold can breach it.
         if limit is None or not entry.reaches(i, j):
             continue
         breach = find_breach(
@@ -200,14 +232,18 @@ async def alerts(
                 )
             )
     found.sort(key=lambda alert: (alert.at, alert.host, alert.metric))
-    return AlertsResponse(
+    body = AlertsResponse(
         host=answered(query.host, hosts),
         hosts=hosts,
         hours_ahead=query.hours_ahead,
         thresholds=dict(cache.thresholds),
         alerts=found,
         count=len(found),
-    )
+    ).model_dump_json()
+    encoded = body.encode()
+    if not candidates:
+        cache.quiet[key] = encoded
+    return encoded
 
 
 async def trend(conn: AsyncConnection, *, host: str | None, metric: str) -> TrendResponse:

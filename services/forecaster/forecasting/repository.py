@@ -148,16 +148,33 @@ async def latest_samples(
     idx_metrics_host_timestamp), all in one round trip: a LATERAL join over the hosts on
     PostgreSQL, a UNION ALL per 200 hosts on SQLite.
     """
+    return samples_by_host(await latest_sample_rows(conn, hosts))
+
+
+async def latest_sample_rows(
+    conn: AsyncConnection, hosts: Collection[str]
+) -> list[tuple[Any, ...]]:
+    """`latest_samples`' rows as the driver gave them (cheap to compare), hosts sorted;
+    `samples_by_host` turns them into its answer."""
     names = sorted(set(hosts))
-    out: dict[str, dict[str, Any]] = {}
     if conn.dialect.name == "postgresql" and names:
-        result = await conn.execute(_LATEST_PG, {"hosts": names})
-        return {str(row.host): row_dict(row._mapping) for row in result}
+        return [tuple(row) for row in await conn.execute(_LATEST_PG, {"hosts": names})]
+    rows: list[tuple[Any, ...]] = []
     for i in range(0, len(names), _SAMPLES_PER_STATEMENT):
         query = _latest_query(tuple(names[i : i + _SAMPLES_PER_STATEMENT]))
-        for row in await conn.execute(query):
-            found = row_dict(row._mapping)
-            out[str(found["host"])] = found
+        rows.extend(tuple(row) for row in await conn.execute(query))
+    return rows
+
+
+_SAMPLE_KEYS = tuple(column.name for column in metrics_history.c)
+
+
+def samples_by_host(rows: Sequence[tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
+    """`latest_sample_rows`' rows as `latest_samples` answers them: by host, times aware UTC."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        found = row_dict(dict(zip(_SAMPLE_KEYS, row, strict=True)))
+        out[str(found["host"])] = found
     return out
 
 
