@@ -89,7 +89,7 @@ async def read_scores(
         sa.select(s.c.timestamp, s.c.score, s.c.threshold, s.c.is_anomaly)
         .add_columns(readings.label("contributions"))
         .where(s.c.host == host, s.c.timestamp >= start, s.c.timestamp <= end)
-        .order_by(s.c.timestamp)
+        .order_by(s.c.timestamp, s.c.id)
     )
     return [row_dict(r._mapping) for r in await conn.execute(query)]
 
@@ -159,7 +159,7 @@ async def past_incidents(conn: AsyncConnection, incident: dict[str, Any]) -> lis
             i.c.details["resolution"].label("resolution"),
         )
         .where(i.c.id != incident["id"], i.c.started_at <= incident["started_at"])
-        .order_by(i.c.started_at.desc())
+        .order_by(i.c.started_at.desc(), i.c.id.desc())
         .limit(SIMILAR_SCAN)
     )
     return [candidate(r) for r in await conn.execute(query)]

@@ -58,13 +58,8 @@ SELECT
     WHERE host = $1 AND timestamp >= $2 AND timestamp <= $5
     ORDER BY timestamp
   ) AS samples,
-  ARRAY(
-    SELECT ROW(timestamp, score, threshold, is_anomaly,
-               CASE WHEN timestamp >= $3 THEN contributions END)
-    FROM anomaly_scores
-    WHERE host = $1 AND timestamp >= $2 AND timestamp <= $4
-    ORDER BY timestamp
-  ) AS scores,
+  sc.scores,
+  sc.contributions,
   ARRAY(
     SELECT ROW(f.metric, max(f.yhat), max(f.yhat_upper), min(f.target_timestamp),
                max(f.target_timestamp), max(f.generated_at))
@@ -98,14 +93,27 @@ SELECT
     ORDER BY coalesce(activated_at, created_at) DESC
     LIMIT {MODELS}
   ) AS models,
-  ARRAY(
-    SELECT ROW(id, host, type, metric, started_at, resolved_at,
-               details -> 'top_metrics', details -> 'resolution')
-    FROM incidents
-    WHERE id != $9 AND started_at <= $10
-    ORDER BY started_at DESC
-    LIMIT {SIMILAR_SCAN}
+  (
+    SELECT json_agg(
+             json_build_array(id, host, type, metric, started_at, resolved_at,
+                              details -> 'top_metrics', details -> 'resolution')
+             ORDER BY started_at DESC, id DESC)
+    FROM (
+      SELECT * FROM incidents
+      WHERE id != $9 AND started_at <= $10
+      ORDER BY started_at DESC, id DESC
+      LIMIT {SIMILAR_SCAN}
+    ) AS recent
   ) AS candidates
+FROM (
+  -- the window's scores, and the per-metric readings of those during it as one JSON text
+  SELECT
+    array_agg(ROW(timestamp, score, threshold, is_anomaly) ORDER BY timestamp, id) AS scores,
+    json_agg(contributions ORDER BY timestamp, id) FILTER (WHERE timestamp >= $3)
+      AS contributions
+  FROM anomaly_scores
+  WHERE host = $1 AND timestamp >= $2 AND timestamp <= $4
+) AS sc
 """
 
 # $1 incident ids; $2 hosts, $3 from, $4 to (feedback on their scores)
@@ -141,6 +149,10 @@ def _samples(rows: list[tuple[Any, ...]]) -> Samples:
     )
 
 
+def _ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
 async def read_pack(driver: Any, incident_id: int, *, now: datetime) -> EvidencePack:
     """The pack of an incident on an asyncpg connection (``driver_connection``)."""
     found = await driver.fetchrow(INCIDENT, incident_id)
@@ -161,9 +173,16 @@ async def read_pack(driver: Any, incident_id: int, *, now: datetime) -> Evidence
         incident["id"],
         incident["started_at"],
     )
+    readings = iter(row["contributions"] or ())
     scores = [
-        {"timestamp": t, "score": s, "threshold": th, "is_anomaly": a, "contributions": c}
-        for t, s, th, a, c in row["scores"]
+        {
+            "timestamp": t,
+            "score": s,
+            "threshold": th,
+            "is_anomaly": a,
+            "contributions": next(readings) if t >= window.start else None,
+        }
+        for t, s, th, a in row["scores"] or ()
     ]
     forecasts = [forecast_item(r) for r in row["forecasts"]]
     forecasts += [breach_item(r) for r in row["breaches"]]
@@ -176,7 +195,10 @@ async def read_pack(driver: Any, incident_id: int, *, now: datetime) -> Evidence
         models=[model_item(r) for r in row["models"]],
         now=now,
     )
-    candidates = [candidate(r) for r in row["candidates"]]
+    candidates = [
+        candidate((cid, host, kind, metric, _ts(started), _ts(resolved), top, resolution))
+        for cid, host, kind, metric, started, resolved, top, resolution in row["candidates"] or ()
+    ]
     ranked = most_similar(candidates, signature(incident) | set(list(pack.metrics)[:3]))
     if not ranked:
         return pack
