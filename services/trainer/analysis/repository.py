@@ -6,23 +6,39 @@ Usage: ``pack = await read_pack(engine, incident_id, now=utcnow())``;
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.trainer.analysis import repository_pg
 from services.trainer.analysis.evidence import (
     EvidenceItem,
     EvidencePack,
     Samples,
     build_pack,
-    fig,
     incident_window,
-    iso,
-    overlap,
     signature,
+)
+from services.trainer.analysis.items import (
+    BREACH_LOOKBACK,
+    BREACHES,
+    FAILURES,
+    FEEDBACK_LEAD,
+    FEEDBACK_OPEN,
+    FORECAST_AHEAD,
+    MODEL_CHANGES,
+    MODELS,
+    SIMILAR_SCAN,
+    breach_item,
+    candidate,
+    failure_item,
+    forecast_item,
+    model_item,
+    most_similar,
+    similar_item,
 )
 from shared.catalogue import METRIC_NAMES
 from shared.clock import utc
@@ -40,12 +56,6 @@ from shared.tables import (
     metrics_history,
     ml_models,
 )
-
-SIMILAR_SCAN = 100  # latest incidents compared by signature
-SIMILAR_KEEP = 3
-MIN_SIMILARITY = 0.5
-MODEL_CHANGES = timedelta(days=7)
-FORECAST_AHEAD = timedelta(hours=24)
 
 
 async def read_incident(conn: AsyncConnection, incident_id: int) -> dict[str, Any]:
@@ -79,7 +89,7 @@ async def read_scores(
         sa.select(s.c.timestamp, s.c.score, s.c.threshold, s.c.is_anomaly)
         .add_columns(readings.label("contributions"))
         .where(s.c.host == host, s.c.timestamp >= start, s.c.timestamp <= end)
-        .order_by(s.c.timestamp)
+        .order_by(s.c.timestamp, s.c.id)
     )
     return [row_dict(r._mapping) for r in await conn.execute(query)]
 
@@ -111,72 +121,30 @@ async def forecast_items(
             f.c.target_timestamp <= at + FORECAST_AHEAD,
         )
         .group_by(f.c.metric)
+        .order_by(f.c.metric)
     )
-    items: list[EvidenceItem] = []
-    for metric, yhat, upper, first, last, generated in await conn.execute(query):
-        items.append(
-            EvidenceItem(
-                f"forecast:{metric}",
-                "forecast",
-                {
-                    "metric": metric,
-                    "peak_forecast": fig(float(yhat)),
-                    "peak_upper": fig(float(upper)),
-                    "from": iso(utc(first)),
-                    "to": iso(utc(last)),
-                    "generated_at": iso(utc(generated)),
-                },
-            )
-        )
+    items = [forecast_item(r) for r in await conn.execute(query)]
     i = incidents
     breaches = (
         sa.select(i.c.id, i.c.metric, i.c.details, i.c.status, i.c.started_at)
         .where(
             i.c.host == host,
             i.c.type == "predicted_breach",
-            sa.or_(i.c.status == "open", i.c.started_at >= window_start - timedelta(hours=24)),
+            sa.or_(i.c.status == "open", i.c.started_at >= window_start - BREACH_LOOKBACK),
         )
         .order_by(i.c.started_at.desc())
-        .limit(5)
+        .limit(BREACHES)
     )
-    for bid, metric, details, status, started in await conn.execute(breaches):
-        d = details or {}
-        items.append(
-            EvidenceItem(
-                f"breach:{bid}",
-                "predicted_breach",
-                {
-                    "metric": metric,
-                    "status": status,
-                    "threshold": fig(d.get("threshold")),
-                    "probability": fig(d.get("probability")),
-                    "at": d.get("at"),
-                    "predicted_value": fig(d.get("predicted_value")),
-                    "raised_at": iso(utc(started)),
-                },
-            )
-        )
+    items += [breach_item(r) for r in await conn.execute(breaches)]
     fp = failure_predictions
     failures = (
         sa.select(fp.c.id, fp.c.timestamp, fp.c.horizon_minutes, fp.c.failure_probability)
         .add_columns(fp.c.predicted_failure_type)
         .where(fp.c.host == host, fp.c.timestamp <= at)
         .order_by(fp.c.timestamp.desc())
-        .limit(3)
+        .limit(FAILURES)
     )
-    for fid, ts, horizon, prob, kind in await conn.execute(failures):
-        items.append(
-            EvidenceItem(
-                f"failure:{fid}",
-                "failure_prediction",
-                {
-                    "at": iso(utc(ts)),
-                    "horizon_minutes": horizon,
-                    "failure_probability": fig(prob),
-                    "type": kind,
-                },
-            )
-        )
+    items += [failure_item(r) for r in await conn.execute(failures)]
     return items
 
 
@@ -191,27 +159,10 @@ async def past_incidents(conn: AsyncConnection, incident: dict[str, Any]) -> lis
             i.c.details["resolution"].label("resolution"),
         )
         .where(i.c.id != incident["id"], i.c.started_at <= incident["started_at"])
-        .order_by(i.c.started_at.desc())
+        .order_by(i.c.started_at.desc(), i.c.id.desc())
         .limit(SIMILAR_SCAN)
     )
-    out = []
-    for r in await conn.execute(query):
-        row = row_dict(r._mapping)
-        row["details"] = {
-            "top_metrics": row.pop("top_metrics"),
-            "resolution": row.pop("resolution"),
-        }
-        out.append(row)
-    return out
-
-
-def most_similar(
-    candidates: list[dict[str, Any]], names: set[str]
-) -> list[tuple[float, dict[str, Any]]]:
-    ranked = [(overlap(names, signature(c)), c) for c in candidates]
-    ranked = [r for r in ranked if r[0] >= MIN_SIMILARITY]
-    ranked.sort(key=lambda x: -x[0])  # stable: the most recent first among equals
-    return ranked[:SIMILAR_KEEP]
+    return [candidate(r) for r in await conn.execute(query)]
 
 
 async def similar_items(
@@ -240,36 +191,22 @@ async def similar_items(
     per_incident = [
         sa.select(sa.literal(other["id"]).label("incident_id"), s.c.feedback).where(
             s.c.host == other["host"],
-            s.c.timestamp >= other["started_at"] - timedelta(minutes=10),
-            s.c.timestamp <= (other["resolved_at"] or other["started_at"] + timedelta(hours=1)),
+            s.c.timestamp >= other["started_at"] - FEEDBACK_LEAD,
+            s.c.timestamp <= (other["resolved_at"] or other["started_at"] + FEEDBACK_OPEN),
             s.c.feedback.is_not(None),
         )
         for _sim, other in ranked
     ]
     union = sa.union_all(*per_incident).subquery()
     verdicts: dict[int, dict[str, int]] = {}
-    counted = sa.select(union.c.incident_id, union.c.feedback, sa.func.count()).group_by(
-        union.c.incident_id, union.c.feedback
+    counted = (
+        sa.select(union.c.incident_id, union.c.feedback, sa.func.count())
+        .group_by(union.c.incident_id, union.c.feedback)
+        .order_by(union.c.incident_id, union.c.feedback)
     )
     for incident_id, feedback, n in await conn.execute(counted):
         verdicts.setdefault(int(incident_id), {})[str(feedback)] = int(n)
-    items: list[EvidenceItem] = []
-    for sim, other in ranked:
-        data: dict[str, Any] = {
-            "incident_id": other["id"],
-            "host": other["host"],
-            "type": other["type"],
-            "similarity": fig(sim),
-            "metrics": sorted(signature(other)),
-            "started_at": iso(other["started_at"]),
-            "resolved_at": iso(other["resolved_at"]),
-            "resolution": (other["details"] or {}).get("resolution"),
-            "feedback": verdicts.get(other["id"], {}),
-        }
-        if other["id"] in analyses:
-            data["analysis_category"], data["analysis_summary"] = analyses[other["id"]]
-        items.append(EvidenceItem(f"similar:{other['id']}", "similar_incident", data))
-    return items
+    return [similar_item(sim, other, analyses, verdicts) for sim, other in ranked]
 
 
 async def model_items(conn: AsyncConnection, host: str, end: datetime) -> list[EvidenceItem]:
@@ -285,31 +222,22 @@ async def model_items(conn: AsyncConnection, host: str, end: datetime) -> list[E
             changed <= end,
         )
         .order_by(changed.desc())
-        .limit(5)
+        .limit(MODELS)
     )
-    return [
-        EvidenceItem(
-            f"model:{r.id}",
-            "model_change",
-            {
-                "model_id": r.id,
-                "name": r.name,
-                "model_type": r.model_type,
-                "version": r.version,
-                "status": r.status,
-                "metric": r.metric,
-                "created_at": iso(utc(r.created_at)),
-                "activated_at": iso(utc(r.activated_at)) if r.activated_at else None,
-            },
-        )
-        for r in await conn.execute(query)
-    ]
+    return [model_item(r) for r in await conn.execute(query)]
 
 
-async def read_pack(engine: AsyncEngine, incident_id: int, *, now: datetime) -> EvidencePack:
-    """The evidence pack of an incident, read on one connection (ten short queries; three
-    connections at once measured no faster: bench/RESULTS.md, Issue 13)."""
+async def read_pack(
+    engine: AsyncEngine, incident_id: int, *, now: datetime, portable: bool = False
+) -> EvidencePack:
+    """The evidence pack of an incident, read on one connection: on PostgreSQL in three
+    statements on its asyncpg connection (``repository_pg``), elsewhere (or ``portable``) in
+    ten short SQLAlchemy queries; the same pack either way (tests/trainer/analysis/
+    test_pack_paths.py; figures in bench/RESULTS.md, Issue 13)."""
     async with engine.connect() as conn:
+        if conn.dialect.name == "postgresql" and not portable:
+            raw = await conn.get_raw_connection()
+            return await repository_pg.read_pack(raw.driver_connection, incident_id, now=now)
         incident = await read_incident(conn, incident_id)
         window = incident_window(incident, now=now)
         host = incident["host"]
