@@ -33,6 +33,7 @@ from shared.catalogue import METRIC_NAMES
 from shared.clock import utc
 
 LOOKBACK_S = 3600.0 + 120.0  # the features' hour, and a little more
+FORGET_EVERY = 1000  # passes after which a host's last delivery is forgotten
 MAX_HOSTS = 20_000  # windows kept (about 80 KB each at 5 s steps); the least recently used go
 
 
@@ -103,7 +104,10 @@ class LatestWindows:
         self.max_hosts = max_hosts
         self.windows: OrderedDict[str, HostWindow] = OrderedDict()
         self.caught_up_at: float | None = None  # monotonic time of the loop's last catch-up
-        self.passes = 0  # stored passes seen; a read that overlaps one is not kept
+        self.passes = 0  # stored passes seen
+        # The pass that last brought each host's rows: a read overlapping it is not kept.
+        self.delivered: dict[str, int] = {}
+        self.forgotten = 0  # passes before this one are no longer in ``delivered``
         self.hits = 0  # answers from a window (no database read)
         self.reads = 0  # answers that read the database
 
@@ -124,11 +128,13 @@ class LatestWindows:
         return self.passes
 
     def seed(self, host: str, rows: Sequence[SampleRow], *, ticket: int) -> HostWindow | None:
-        """Keep a database read of the host's window, unless a pass was stored meanwhile (its
-        rows could be newer than the read and would not be offered again)."""
+        """Keep a database read of the host's window, unless a pass brought rows of the host
+        meanwhile (they could be newer than the read and would not be offered again)."""
         # Before the loop's first pass its cursor is not known yet: rows between this read
         # and that cursor (scored by another process) would never be offered.
-        if ticket != self.passes or self.passes == 0 or not rows:
+        if ticket == 0 or ticket < self.forgotten or not rows:
+            return None
+        if self.delivered.get(host, -1) > ticket:
             return None
         window = HostWindow.from_rows(rows)
         self.windows[host] = window
@@ -140,7 +146,11 @@ class LatestWindows:
     def observe(self, rows_by_host: Mapping[str, Sequence[SampleRow]], caught_up: bool) -> None:
         """A pass of the loop stored: its rows extend the windows held (others stay cold)."""
         self.passes += 1
+        if self.passes % FORGET_EVERY == 0:
+            self.forgotten = self.passes - FORGET_EVERY
+            self.delivered = {h: p for h, p in self.delivered.items() if p >= self.forgotten}
         for host, rows in rows_by_host.items():
+            self.delivered[host] = self.passes
             window = self.windows.get(host)
             if window is not None and not window.extend(rows):
                 del self.windows[host]
