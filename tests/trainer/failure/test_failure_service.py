@@ -142,6 +142,9 @@ async def test_training_on_synthetic_data_stores_an_active_version_with_its_eval
     assert {"trend_breach", "anomaly", "persistence"} == set(evaluation["baselines"])
     assert evaluation["model"]["events"] > 0  # the held-out stretch holds failures
     assert {"precision", "false_per_host_day", "per_kind"} <= set(evaluation["model"])
+    # where the time went: the fit and the held-out evaluation (no active version yet)
+    assert set(evaluation["seconds"]) == {"train", "evaluate"}
+    assert all(v > 0 for v in evaluation["seconds"].values())
 
     # the scoring loop predicts the host of the new model (its newest sample, 3 horizons)
     async def predicted() -> bool:
@@ -153,6 +156,7 @@ async def test_training_on_synthetic_data_stores_an_active_version_with_its_eval
     again = (await client.post("/train/failure-predictor", json=FAST)).json()
     assert again["previous_model_id"] == model["id"]
     assert again["activated"] is True and "not worse" in again["reason"]
+    assert again["evaluation"]["seconds"]["evaluate_active"] > 0
 
 
 async def test_short_history_needs_use_synthetic_and_bad_fields_are_named(
