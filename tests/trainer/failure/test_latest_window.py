@@ -20,7 +20,10 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.trainer.app import create_app
+from services.trainer.failure import repository as repo
+from services.trainer.failure.scoring import LOOKBACK_ROWS
 from services.trainer.failure.service import FailureService
+from services.trainer.failure.window import LOOKBACK_S, HostWindow, LatestWindows
 from shared.settings import Settings
 from tests.conftest import app_client
 from tests.trainer.failure.test_failure_service import install, leak_replay, store
@@ -149,3 +152,35 @@ async def test_a_late_sample_drops_the_window_and_the_next_answer_has_it(
     assert windows.reads == 2
     assert answer.json()["samples_used"] == before["samples_used"] + 1
     assert answer.json() == await from_database(fast_settings, engine)
+
+
+async def test_a_read_is_kept_only_when_no_pass_brought_the_hosts_rows_during_it(
+    engine: AsyncEngine,
+) -> None:
+    frame, _leak, restart = leak_replay()
+    await store(engine, frame.iloc[: restart - 30], HOST)
+    await store(engine, frame.iloc[: restart - 30], "other")
+    await store(engine, frame.iloc[restart - 30 : restart - 29], HOST)
+    async with engine.connect() as conn:
+        rows = await repo.window_rows(conn, host=HOST, seconds=LOOKBACK_S, limit=LOOKBACK_ROWS)
+        other = await repo.window_rows(conn, host="other", seconds=LOOKBACK_S, limit=720)
+    head, last = rows[:-1], rows[-1:]
+    windows = LatestWindows(stale_after=60.0)
+    # before the loop's first pass its cursor is unknown: nothing is kept
+    assert windows.seed(HOST, head, ticket=windows.ticket()) is None
+    windows.observe({}, True)
+    ticket = windows.ticket()
+    windows.observe({HOST: last}, True)  # a pass brought the host's rows during the read
+    assert windows.seed(HOST, head, ticket=ticket) is None
+    assert windows.seed("other", other, ticket=ticket) is not None  # not that host's
+    window = windows.seed(HOST, head, ticket=windows.ticket())
+    assert window is not None and windows.get(HOST) is window
+    # the next pass appends the newer row; a row the read saw again changes nothing
+    windows.observe({HOST: [head[-1], *last]}, True)
+    assert window.ids.tolist() == [int(r[0]) for r in rows]
+    whole = HostWindow.from_rows(rows)  # as if read after that pass
+    assert window.times.tolist() == whole.times.tolist()
+    assert window.values.tobytes() == whole.values.tobytes()
+    # a row older than the newest held cannot be appended: the window goes
+    windows.observe({HOST: [(10**9, *rows[-2][1:])]}, True)
+    assert windows.get(HOST) is None and HOST not in windows.windows
