@@ -71,6 +71,7 @@ def run(kind: str, *, requests: int, wrk_seconds: int) -> None:
                     f"thresholds {thresholds}; held-out precision "
                     f"{body['evaluation']['model']['precision']}"
                 )
+                print(f"  in the training process: {body['evaluation'].get('seconds')}")
                 print(f"trainer /health idle:           {ms(idle)} (n={len(idle)})")
                 print(f"trainer /health while training: {ms(busy)} (n={len(busy)})")
                 for _ in range(200):

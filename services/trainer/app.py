@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             app.state.failure = FailureService(
                 settings, db, app.state.notifier, training_pool=training_pool
             )
+            # The failure predictor keeps each host's last hour from the anomaly loop's reads.
+            app.state.anomaly.scoring.observers.append(app.state.failure.windows.observe)
             await app.state.failure.start()
             app.state.loops += app.state.failure.loops
             anomaly: AnomalyService = app.state.anomaly

@@ -135,6 +135,9 @@ async def test_the_service_gets_the_query_string_path_and_body_bytes_as_sent(
     query = "host=h%C3%A9+x&extra=1&extra=a%2Bb"  # an unknown parameter may repeat
     async with gateway_before("forecaster", echo_service(), transport=transport) as gateway:
         trend = await gateway.get(f"/api/ml/forecast/trend/cpu%20%C3%A9?{query}")
+        # the service URL parsed once is the same on the next request
+        again = await gateway.get(f"/api/ml/forecast/trend/cpu%20%C3%A9?{query}")
+        assert again.json() == trend.json()
     async with gateway_before("trainer", echo_service(), transport=transport) as gateway:
         predict = await gateway.post(
             "/api/ml/predict/anomaly", content=raw, headers={"content-type": "application/json"}

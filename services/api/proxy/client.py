@@ -29,6 +29,8 @@ _DROP = frozenset(
 )
 # Connections per service: many concurrent requests without a queue in the pool.
 MAX_CONNECTIONS = 256
+# Service URLs kept parsed (path and query as sent); past this many the cache starts again.
+URL_CACHE = 4096
 
 
 def _query(request: Request) -> str:
@@ -48,6 +50,7 @@ class ServiceClients:
         self.settings = settings
         self.timeouts: dict[TimeoutClass, float] = timeouts(settings.http_timeout)
         self.clients: dict[str, httpx.AsyncClient] = {}
+        self._urls: dict[tuple[str, str], httpx.URL] = {}
 
     def open(self) -> None:
         """Make the pooled clients (in the lifespan, so each app run has its own)."""
@@ -63,6 +66,19 @@ class ServiceClients:
             )
             for name in SERVICES
         }
+
+    def url(self, service: Service, target: str) -> httpx.URL:
+        """The service's absolute URL of a path (and query), parsed once: httpx parses a
+        relative one and joins it to the base on every request (~110 us of the gateway's CPU
+        per request on the 2-core machine; an absolute ``httpx.URL`` is taken as it is)."""
+        key = (service, target)
+        found = self._urls.get(key)
+        if found is None:
+            if len(self._urls) >= URL_CACHE:
+                self._urls.clear()
+            # httpx's own join (pinned version), so the URL is the one it would have built
+            found = self._urls[key] = self.clients[service]._merge_url(target)
+        return found
 
     async def aclose(self) -> None:
         clients, self.clients = self.clients, {}
@@ -95,7 +111,7 @@ class ServiceClients:
             async with asyncio.timeout(limit + 0.5):
                 return await self.clients[service].request(
                     method,
-                    f"{path}?{query}" if query else path,
+                    self.url(service, f"{path}?{query}" if query else path),
                     content=content,
                     headers=headers,
                     timeout=httpx.Timeout(limit, connect=self.settings.http_connect_timeout),
@@ -128,7 +144,9 @@ class ServiceClients:
         """Forward a GET and stream the answer back chunk by chunk, never buffering it."""
         client = self.clients[service]
         query = _query(request)
-        outbound = client.build_request("GET", f"{path}?{query}" if query else path)
+        outbound = client.build_request(
+            "GET", self.url(service, f"{path}?{query}" if query else path)
+        )
         try:
             async with asyncio.timeout(self.settings.http_timeout + 0.5):
                 response = await client.send(outbound, stream=True)

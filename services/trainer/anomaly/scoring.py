@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -164,6 +165,9 @@ class ScoringLoop:
         self.late = 0  # late or duplicate samples skipped since start
         self.errors: dict[str, str] = {}  # hosts whose last batch failed, and why
         self.stale_after = STALE_AFTER
+        # Told of each stored pass: its rows by host, and whether it caught up with the
+        # stored samples (failure prediction keeps each host's last hour from them).
+        self.observers: list[Callable[[Mapping[str, Sequence[SampleRow]], bool], None]] = []
         self.loop = BackgroundLoop(
             "anomaly-scoring", self._step, interval=lambda: settings.scoring_interval
         )
@@ -209,6 +213,7 @@ class ScoringLoop:
                 self.cursor = await repo.load_cursor(conn)
             rows = await repo.samples_after(conn, self.cursor, SCORING_BATCH)
             if not rows:
+                self._observe({}, caught_up=True)
                 return 0
             by_host: dict[str, list[SampleRow]] = {}
             for r in rows:
@@ -262,9 +267,17 @@ class ScoringLoop:
             raise
         self.cursor = cursor
         self.scored += len(records)
+        self._observe(by_host, caught_up=len(rows) < SCORING_BATCH)
         for incident in notify:
             self.notifier.notify(incident)
         return len(rows)
+
+    def _observe(self, rows: Mapping[str, Sequence[SampleRow]], *, caught_up: bool) -> None:
+        for observer in self.observers:
+            try:
+                observer(rows, caught_up)
+            except Exception:  # an observer never stops the scoring
+                log.exception("scoring observer failed")
 
     def _failed(self, host: str, exc: BaseException) -> None:
         log.error("scoring host %s failed: %s", host, exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from starlette.responses import Response
 
 from services.trainer.deps import FailureServiceDep
 from shared.schemas.failure import (
@@ -33,10 +34,9 @@ async def train(service: FailureServiceDep, body: TrainFailureRequest) -> TrainF
     response_model=PredictFailureResponse,
     summary="Probability of a failure per horizon for a sample or the host's latest state",
 )
-async def predict(
-    service: FailureServiceDep, body: PredictFailureRequest
-) -> PredictFailureResponse:
-    return await service.predict(body)
+async def predict(service: FailureServiceDep, body: PredictFailureRequest) -> Response:
+    # Built by the service from typed values; skipping re-validation keeps this path short.
+    return Response(await service.predict(body), media_type="application/json")
 
 
 @router.get(

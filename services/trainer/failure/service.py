@@ -13,13 +13,14 @@ from concurrent.futures import Executor
 from datetime import UTC, datetime
 
 import numpy as np
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.trainer.anomaly import repository as samples
 from services.trainer.anomaly.scoring import SYNTHETIC_HOST
 from services.trainer.failure import artifact
 from services.trainer.failure import repository as repo
-from services.trainer.failure.model import FailureModel, TrainParams
+from services.trainer.failure.model import FailureModel, FailurePrediction, TrainParams
 from services.trainer.failure.scoring import LOOKBACK_ROWS, FailureScorer, contribution_dicts
 from services.trainer.failure.training import (
     MODEL_NAME,
@@ -27,11 +28,13 @@ from services.trainer.failure.training import (
     FailureOutcome,
     activation_decision,
 )
+from services.trainer.failure.window import LOOKBACK_S, LatestWindows
 from services.trainer.failure.worker import FailureTrainingJob, train_in_worker
 from services.trainer.synthetic.generator import SyntheticDataGenerator
 from services.trainer.synthetic.service import HOST_LOCKS, store
 from shared import registry
 from shared.active_model import ActiveModel, ActiveModelHolder, store_version
+from shared.catalogue import METRIC_NAMES
 from shared.clock import utcnow
 from shared.errors import Conflict
 from shared.incidents.notifier import Notifier
@@ -40,7 +43,6 @@ from shared.schemas.failure import (
     FailurePredictionList,
     FailurePredictionQuery,
     PredictFailureRequest,
-    PredictFailureResponse,
     TrainFailureRequest,
     TrainFailureResponse,
 )
@@ -50,7 +52,8 @@ from shared.workers import run_in
 log = logging.getLogger("autofix_ml.failure")
 
 MIN_HISTORY_SAMPLES = 7 * 1440  # a week at one a minute: enough failures to learn from
-LOOKBACK_S = 3600.0 + 120.0  # the features' hour, and a little more
+STALE_INTERVALS = 3  # a window is served while the anomaly loop caught up this recently
+_JSON = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY  # datetimes as pydantic writes them
 NO_MODEL = "No failure predictor trained yet: POST /api/ml/train/failure-predictor first."
 
 
@@ -71,6 +74,8 @@ class FailureService:
         self.training = False
         self.models: ActiveModelHolder[FailureModel] = ActiveModelHolder(MODEL_NAME, artifact.load)
         self.scorer = FailureScorer(settings, engine, notifier, self.models)
+        # Each host's last hour, fed by the anomaly scoring loop (``ScoringLoop.observers``).
+        self.windows = LatestWindows(stale_after=STALE_INTERVALS * settings.scoring_interval)
         self.loops: list[BackgroundLoop] = [self.scorer.loop]
 
     async def start(self) -> None:
@@ -195,58 +200,109 @@ class FailureService:
             raise Conflict(NO_MODEL)
         return active
 
-    async def predict(self, body: PredictFailureRequest) -> PredictFailureResponse:
+    async def predict(self, body: PredictFailureRequest) -> bytes:
+        """The answer (``PredictFailureResponse`` as JSON bytes) for a sample or the latest state."""
         active = await self.model_for(body.host)
+        if body.sample is None:
+            return await self._predict_latest(body, active)
         model = active.model
         metrics = model.spec.metrics
         sample = body.sample
-        until: datetime | None = None
-        if sample is not None:
-            until = sample.timestamp or utcnow()
+        until = sample.timestamp or utcnow()
         async with self.engine.connect() as conn:
             rows = await repo.window_rows(
                 conn, host=body.host, seconds=LOOKBACK_S, limit=LOOKBACK_ROWS, until=until
             )
         times, values = samples.sample_arrays(rows, metrics)
-        if sample is not None:
-            assert until is not None
-            keep = times < until.timestamp()
-            times, values = times[keep], values[keep]
-            given = sample.model_dump(exclude={"timestamp"})
-            newest = values[-1] if len(values) else np.full(len(metrics), np.nan)
-            row = [
-                float(given[m]) if given.get(m) is not None else float(newest[j])
-                for j, m in enumerate(metrics)
-            ]
-            times = np.append(times, until.timestamp())
-            values = np.vstack([values, np.array(row, dtype=np.float64)])
+        keep = times < until.timestamp()
+        times, values = times[keep], values[keep]
+        given = sample.model_dump(exclude={"timestamp"})
+        newest = values[-1] if len(values) else np.full(len(metrics), np.nan)
+        row = [
+            float(given[m]) if given.get(m) is not None else float(newest[j])
+            for j, m in enumerate(metrics)
+        ]
+        times = np.append(times, until.timestamp())
+        values = np.vstack([values, np.array(row, dtype=np.float64)])
+        prediction = model.predict_window(times, values, explain=body.explain)
+        return _answer(body.host, until, active, prediction, times)
+
+    async def _predict_latest(
+        self, body: PredictFailureRequest, active: ActiveModel[FailureModel]
+    ) -> bytes:
+        """From the host's window in memory when it is current (the answer itself when this
+        model already gave it), else from a database read that seeds the window."""
+        model = active.model
+        columns = _columns(model)
+        key = (active.id, body.explain)
+        window = self.windows.get(body.host) if columns is not None else None
+        if window is not None:
+            self.windows.hits += 1
+            cached = window.answers.get(key)
+            if cached is not None:
+                return cached
+            assert columns is not None
+            times, values = window.times, window.values[:, columns]
+        else:
+            self.windows.reads += 1
+            ticket = self.windows.ticket()
+            async with self.engine.connect() as conn:
+                rows = await repo.window_rows(
+                    conn, host=body.host, seconds=LOOKBACK_S, limit=LOOKBACK_ROWS
+                )
+            if columns is not None:
+                window = self.windows.seed(body.host, rows, ticket=ticket)
+            times, values = samples.sample_arrays(rows, model.spec.metrics)
         if len(times) == 0:
             raise Conflict(
                 f"host {body.host} has no stored samples: send a sample, or its samples first"
             )
-        window = times >= times[-1] - 3600.0  # what the features read
         prediction = model.predict_window(times, values, explain=body.explain)
-        stamp = until if sample is not None else datetime.fromtimestamp(float(times[-1]), tz=UTC)
-        return PredictFailureResponse(
-            host=body.host,
-            timestamp=stamp,
-            model_id=active.id,
-            model_version=active.version,
-            warning=any(h.warning for h in prediction.horizons),
-            horizons=[
-                {
-                    "horizon_minutes": h.horizon_min,
-                    "probability": h.probability,
-                    "threshold": h.threshold,
-                    "warning": h.warning,
-                }
-                for h in prediction.horizons
-            ],
-            contributions=contribution_dicts(prediction.contributions),
-            samples_used=int(window.sum()),
-        )
+        stamp = datetime.fromtimestamp(float(times[-1]), tz=UTC)
+        answer = _answer(body.host, stamp, active, prediction, times)
+        if window is not None:
+            window.answers[key] = answer
+        return answer
 
     async def list_predictions(self, query: FailurePredictionQuery) -> FailurePredictionList:
         async with self.engine.connect() as conn:
             found = await repo.list_predictions(conn, query)
         return FailurePredictionList(predictions=found, count=len(found))
+
+
+def _columns(model: FailureModel) -> list[int] | None:
+    """The model's metrics as columns of a window (None: one is not a catalogue metric)."""
+    index = {m: j for j, m in enumerate(METRIC_NAMES)}
+    if any(m not in index for m in model.spec.metrics):
+        return None
+    return [index[m] for m in model.spec.metrics]
+
+
+def _answer(
+    host: str,
+    stamp: datetime,
+    active: ActiveModel[FailureModel],
+    prediction: FailurePrediction,
+    times: np.ndarray,
+) -> bytes:
+    """``PredictFailureResponse`` as JSON, built from typed values (not validated again)."""
+    used = int(np.count_nonzero(times >= times[-1] - 3600.0))  # what the features read
+    doc = {
+        "host": host,
+        "timestamp": stamp,
+        "model_id": active.id,
+        "model_version": active.version,
+        "warning": any(h.warning for h in prediction.horizons),
+        "horizons": [
+            {
+                "horizon_minutes": h.horizon_min,
+                "probability": float(h.probability),
+                "threshold": float(h.threshold),
+                "warning": bool(h.warning),
+            }
+            for h in prediction.horizons
+        ],
+        "contributions": contribution_dicts(prediction.contributions),
+        "samples_used": used,
+    }
+    return orjson.dumps(doc, option=_JSON)

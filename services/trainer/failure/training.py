@@ -12,6 +12,7 @@ activated unless its quality is lower by more than ``WORSE_MARGIN`` (the anomaly
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -108,16 +109,24 @@ def train_predictor(
     if not histories:
         raise ValueError("the histories are too short to hold a stretch out")
     definition = FailureDefinition(horizons_min=tuple(horizons))
+    clock = time.perf_counter()
     model = train(histories, definition=definition, params=params)
+    seconds = {"train": time.perf_counter() - clock}
     consecutive = params.consecutive
+    clock = time.perf_counter()
     evaluation = evaluate(model, held_out, consecutive=consecutive, lead_targets=LEAD_TARGETS)
+    seconds["evaluate"] = time.perf_counter() - clock
     evaluation["held_out_share"] = HOLDOUT_SHARE
     evaluation["validation"] = {str(h.horizon_min): h.validation for h in model.horizons}
     new_quality = quality(evaluation)
     active_quality = None
     if active is not None and _comparable(active, model):
+        clock = time.perf_counter()
         active_eval = evaluate(active, held_out, consecutive=consecutive, with_anomaly=False)
         active_quality = quality(active_eval)
+        seconds["evaluate_active"] = time.perf_counter() - clock
+    # Where a run's time goes (features and fit; held-out evaluation with the baselines).
+    evaluation["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     blob = artifact.dump(model)
     evaluation["quality"] = new_quality
     evaluation["active_quality"] = active_quality

@@ -144,6 +144,9 @@ async def test_training_on_synthetic_data_stores_an_active_version_with_its_eval
     assert {"trend_breach", "anomaly", "persistence"} == set(evaluation["baselines"])
     assert evaluation["model"]["events"] > 0  # the held-out stretch holds failures
     assert {"precision", "false_per_host_day", "per_kind"} <= set(evaluation["model"])
+    # where the time went: the fit and the held-out evaluation (no active version yet)
+    assert set(evaluation["seconds"]) == {"train", "evaluate"}
+    assert all(v > 0 for v in evaluation["seconds"].values())
 
     # the scoring loop predicts the host of the new model (its newest sample, 3 horizons)
     async def predicted() -> bool:
@@ -162,6 +165,7 @@ async def test_training_on_synthetic_data_stores_an_active_version_with_its_eval
     trained = [f["model_id"] for e, f in events if e == "model_trained"]
     assert trained == [model["id"], again["model"]["id"]]
     assert ("model_activated", model["id"]) in [(e, f["model_id"]) for e, f in events]
+    assert again["evaluation"]["seconds"]["evaluate_active"] > 0
 
 
 async def test_short_history_needs_use_synthetic_and_bad_fields_are_named(
