@@ -1,6 +1,11 @@
 """Failure prediction: trained on one synthetic month, scored on another seed's month; SMD.
 
-Run: ``python -m bench.bench_failure [--skip-smd] [--smd-only] [--consecutive 3]``.
+Run: ``python -m bench.bench_failure [--skip-smd] [--smd-only] [--consecutive 3]
+[--features breach,previous]``.
+
+``--features``: the feature sets to train and score in the same run, in order: ``breach``
+(the default spec: look-back features and the breach features) and ``previous`` (the spec
+before the breach features: ``FeatureSpec.for_metrics(..., breach=())``).
 
 Synthetic: trained on ``SyntheticDataGenerator(seed=42)`` 30 days, scored on seed 7's 30 days
 (the month after). Warnings are counted as the service raises them (``evaluation``): open
@@ -66,22 +71,45 @@ def show(ev: dict) -> None:
         print(line(name, s))
 
 
-def synthetic(consecutive: int) -> None:
+def feature_spec(variant: str, metrics, conditions, **kw) -> FeatureSpec:
+    if variant == "previous":
+        return FeatureSpec.for_metrics(metrics, conditions, breach=(), **kw)
+    if variant == "breach":
+        return FeatureSpec.for_metrics(metrics, conditions, **kw)
+    raise SystemExit(f"unknown feature set {variant!r} (breach, previous)")
+
+
+def synthetic(consecutive: int, variants: list[str]) -> None:
     train_df = SyntheticDataGenerator(seed=42).generate_full_training_set(30, start=START)
     test_df = SyntheticDataGenerator(seed=7).generate_full_training_set(
         30, start=START + timedelta(days=30)
     )
     hist, test = history_from_frame(train_df, host="s42"), history_from_frame(test_df, host="s7")
     params = TrainParams(consecutive=consecutive)
-    train([hist], params=params)  # compiles and caches the feature kernel
+    # the anomaly baseline, warmed on the training month as a running service would be
+    t0 = time.perf_counter()
+    both_t = np.concatenate([hist.times, test.times])
+    both_x = np.vstack([hist.values, test.values])
+    flags = anomaly_over(both_t, both_x, hist.metrics)[len(hist.times) :]
+    anomaly_s = time.perf_counter() - t0
+    for variant in variants:
+        print(f"== features: {variant}")
+        spec = feature_spec(variant, hist.metrics, FailureDefinition().conditions)
+        synthetic_one(hist, test, test_df, spec, params, flags, anomaly_s, variant)
+
+
+def synthetic_one(hist, test, test_df, spec, params, flags, anomaly_s, variant) -> None:
+    consecutive = params.consecutive
+    train([hist], spec=spec, params=params)  # compiles and caches the feature kernel
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
-        model = train([hist], params=params)
+        model = train([hist], spec=spec, params=params)
         times.append(time.perf_counter() - t0)
     print(
-        f"training, 30 days of one host ({len(hist.times):,} samples, 3 horizons, features "
-        f"included): {min(times):.2f} s best / {np.median(times):.2f} s median of 3"
+        f"training, 30 days of one host ({len(hist.times):,} samples, 3 horizons, "
+        f"{len(spec.names)} features included): {min(times):.2f} s best / "
+        f"{np.median(times):.2f} s median of 3"
     )
     for h in model.horizons:
         v = h.validation
@@ -91,12 +119,6 @@ def synthetic(consecutive: int) -> None:
             f"{v['precision_lower_bound']:.3f}), events warned {v['event_recall']:.2f}"
         )
     speed(model, test)
-    # the anomaly baseline, warmed on the training month as a running service would be
-    t0 = time.perf_counter()
-    both_t = np.concatenate([hist.times, test.times])
-    both_x = np.vstack([hist.values, test.values])
-    flags = anomaly_over(both_t, both_x, hist.metrics)[len(hist.times) :]
-    anomaly_s = time.perf_counter() - t0
     ev = evaluate(
         model,
         [ScoredHistory(test, labels=test_df["label"].to_numpy(), anomaly_over=flags)],
@@ -110,7 +132,7 @@ def synthetic(consecutive: int) -> None:
         "  error_storm 2.5 min = before the storm's first sample over the line), any lead, median"
     )
     show(ev)
-    with open("/tmp/bench_failure_synthetic.json", "w") as f:
+    with open(f"/tmp/bench_failure_synthetic_{variant}.json", "w") as f:
         json.dump(ev, f, indent=1)
 
 
@@ -133,10 +155,13 @@ def speed(model, test: HostHistory) -> None:
         )
 
 
-def smd(consecutive: int, absolute: bool) -> None:
+def smd(consecutive: int, absolute: bool, variant: str) -> None:
     definition = FailureDefinition(conditions=())
-    spec = FeatureSpec.for_metrics(METRICS, absolute=METRICS if absolute else None)
-    print(f"SMD, levels {'absolute' if absolute else 'relative to the 60-min mean'}")
+    absolute_metrics = METRICS if absolute else None
+    print(
+        f"SMD, levels {'absolute' if absolute else 'relative to the 60-min mean'}, "
+        f"features: {variant} (breach: to the baselines' lines, each metric's train maximum)"
+    )
     for machine in MACHINES:
         try:
             data_dir(machine)
@@ -153,6 +178,12 @@ def smd(consecutive: int, absolute: bool) -> None:
             h.state = labels
             return h
 
+        maxima = train_half[METRICS].max()
+        minima = train_half[METRICS].min()
+        lines = {m: float(maxima[m]) for m in METRICS if maxima[m] > minima[m]}
+        # no failure conditions on SMD: the breach lines are the baselines' lines
+        breach = [] if variant == "previous" else list(lines.items())
+        spec = feature_spec("breach", METRICS, (), absolute=absolute_metrics, breach=breach)
         fit_frame = pd.concat([train_half, test_half.iloc[:cut]], ignore_index=True)
         fit_state = np.concatenate([np.zeros(len(train_half), dtype=bool), state[:cut]])
         fit = history(fit_frame, fit_state, machine)
@@ -168,9 +199,6 @@ def smd(consecutive: int, absolute: bool) -> None:
         both = pd.concat([train_half, test_half], ignore_index=True)
         whole = history_from_frame(both, METRICS)
         flags = anomaly_over(whole.times, whole.values, METRICS)[len(train_half) + cut :]
-        maxima = train_half[METRICS].max()
-        minima = train_half[METRICS].min()
-        lines = {m: float(maxima[m]) for m in METRICS if maxima[m] > minima[m]}
         ev = evaluate(
             model,
             [ScoredHistory(scored, anomaly_over=flags, lines=lines)],
@@ -178,7 +206,8 @@ def smd(consecutive: int, absolute: bool) -> None:
         )
         n_fit = int(np.sum(np.diff(fit_state.astype(int)) == 1))
         print(
-            f"{machine}: trained on {len(fit.times):,} rows ({n_fit} labelled events) in "
+            f"{machine}: {len(spec.names)} features, trained on {len(fit.times):,} rows "
+            f"({n_fit} labelled events) in "
             f"{fit_s:.1f} s; thresholds "
             + ", ".join(
                 f"{h.horizon_min} min {h.threshold:.3f}"
@@ -196,7 +225,9 @@ def main() -> None:
     ap.add_argument("--smd-only", action="store_true")
     ap.add_argument("--speed-only", action="store_true", help="train once, time predictions")
     ap.add_argument("--smd-absolute", action="store_true", help="SMD levels as they are")
+    ap.add_argument("--features", default="breach,previous", help="feature sets, in order")
     args = ap.parse_args()
+    variants = [v.strip() for v in args.features.split(",") if v.strip()]
     print(f"lightgbm {lgb.__version__}, numpy {np.__version__}")
     if args.speed_only:
         df = SyntheticDataGenerator(seed=42).generate_full_training_set(30, start=START)
@@ -204,9 +235,10 @@ def main() -> None:
         speed(train([hist], params=TrainParams(consecutive=args.consecutive)), hist)
         return
     if not args.smd_only:
-        synthetic(args.consecutive)
+        synthetic(args.consecutive, variants)
     if not args.skip_smd:
-        smd(args.consecutive, args.smd_absolute)
+        for variant in variants:
+            smd(args.consecutive, args.smd_absolute, variant)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 Usage: ``blob = dump(model)``; ``model = load(blob, sha256(blob))``. No pickle: the boosters
 are ``Booster.model_to_string()`` text, the rest plain JSON; the whole blob is checked
 against its sha256 before anything in it is read.
+
+Versions: 2 adds the breach features to the feature spec (``FeatureSpec.breach``); a version
+1 artifact has none and loads as it was trained (the same features, the same numbers).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from services.trainer.failure.features import FeatureSpec
 from services.trainer.failure.model import FailureModel, HorizonModel, lgb_names
 
 ARTIFACT_FORMAT = "lightgbm-text+json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS_VERSIONS = (1, 2)
 
 
 def sha256(data: bytes) -> str:
@@ -60,10 +64,11 @@ def load(data: bytes, checksum: str) -> FailureModel:
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise ValueError(f"artifact format {found!r} is not {ARTIFACT_FORMAT!r}")
     version = doc.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READS_VERSIONS:
+        readable = ", ".join(str(v) for v in READS_VERSIONS)
         raise ValueError(
             f"artifact format version {version!r} is not supported "
-            f"(this build reads {FORMAT_VERSION}); retrain"
+            f"(this build reads {readable}); retrain"
         )
     definition = FailureDefinition.from_dict(doc["definition"])
     spec = FeatureSpec.from_dict(doc["features"])

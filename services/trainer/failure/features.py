@@ -26,6 +26,7 @@ from shared.arrays import FloatArray, IntArray
 from shared.catalogue import METRICS_BY_NAME
 
 ETA_CAP_MIN = kernel.ETA_CAP_MIN
+BREACH_CAP_MIN = kernel.BREACH_CAP_MIN
 # Metric names in words, for explanations; a metric not listed is named as it is.
 WORDS: dict[str, str] = {
     "cpu_usage_percent": "CPU",
@@ -46,6 +47,7 @@ WORDS: dict[str, str] = {
 PER_METRIC = ("level", "mean_5m", "mean_15m", "mean_60m", "slope_15m", "slope_60m", "std_15m",
               "max_15m", "rising_for")  # fmt: skip
 PER_CONDITION = ("distance", "eta")
+BREACH_WINDOWS_MIN = (15, 60)
 TIME = ("hour_sin", "hour_cos")
 
 
@@ -60,12 +62,18 @@ class FeatureSpec:
     Levels are features only for ``absolute`` metrics (by default the ones a failure condition
     watches); the others are seen relative to their own 60-minute mean, so a slow drift (a
     disk filling 0.1 % a day) cannot serve the model as a calendar of past failures.
+
+    ``breach``: (metric, line) pairs; for each, the minutes the metric's 15- and 60-minute
+    linear trends take to reach the line (what the forecaster's breach alert and the trend
+    baseline ask). By default, for every metric a condition watches, its catalogue alert line
+    and the levels of its conditions. A spec stored before these existed has none.
     """
 
     metrics: tuple[str, ...]
     conditions: tuple[Condition, ...] = ()
     absolute: tuple[str, ...] = ()
     time_of_day: bool = True
+    breach: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def for_metrics(
@@ -75,27 +83,39 @@ class FeatureSpec:
         *,
         absolute: Sequence[str] | None = None,
         time_of_day: bool = True,
+        breach: Sequence[tuple[str, float]] | None = None,
     ) -> FeatureSpec:
         known = set(metrics)
         kept = tuple(c for c in conditions if c.metric in known)
         if absolute is None:
             absolute = [c.metric for c in kept]
         chosen = tuple(m for m in metrics if m in set(absolute))
-        return cls(tuple(metrics), kept, chosen, time_of_day)
+        if breach is None:
+            breach = default_breach_lines(kept)
+        lines = tuple((str(m), float(v)) for m, v in breach if m in known)
+        return cls(tuple(metrics), kept, chosen, time_of_day, lines)
 
     @property
     def lookback_s(self) -> float:
         return kernel.LOOKBACK_S
 
     @cached_property
-    def compiled(self) -> tuple[IntArray, IntArray, FloatArray, IntArray]:
-        """What the kernel reads: relative flags, condition metric and level; kept columns."""
+    def compiled(self) -> tuple[IntArray, IntArray, FloatArray, IntArray, FloatArray, IntArray]:
+        """What the kernel reads: relative flags, condition metric and level, breach metric
+        and line; kept columns."""
         index = {name: i for i, name in enumerate(self.metrics)}
         absolute = set(self.absolute)
         relative = np.array([m not in absolute for m in self.metrics], dtype=np.int64)
         metric = np.array([index[c.metric] for c in self.conditions], dtype=np.int64)
         level = np.array([c.watch_level for c in self.conditions], dtype=np.float64)
-        n_all = len(self.metrics) * len(PER_METRIC) + 2 * len(self.conditions) + len(TIME)
+        b_metric = np.array([index[m] for m, _ in self.breach], dtype=np.int64)
+        b_level = np.array([v for _, v in self.breach], dtype=np.float64)
+        n_all = (
+            len(self.metrics) * len(PER_METRIC)
+            + 2 * len(self.conditions)
+            + len(BREACH_WINDOWS_MIN) * len(self.breach)
+            + len(TIME)
+        )
         dropped = {
             j * len(PER_METRIC) + PER_METRIC.index("mean_60m")
             for j in np.flatnonzero(relative).tolist()
@@ -103,7 +123,7 @@ class FeatureSpec:
         if not self.time_of_day:
             dropped |= {n_all - 2, n_all - 1}
         columns = np.array([c for c in range(n_all) if c not in dropped], dtype=np.int64)
-        return relative, metric, level, columns
+        return relative, metric, level, b_metric, b_level, columns
 
     @cached_property
     def names(self) -> list[str]:
@@ -117,6 +137,7 @@ class FeatureSpec:
         return [
             *per_metric,
             *(f"{c.name}:{k}" for c in self.conditions for k in PER_CONDITION),
+            *(f"{m}:{breach_kind(w, v)}" for m, v in self.breach for w in BREACH_WINDOWS_MIN),
             *(f"time:{k}" for k in TIME if self.time_of_day),
         ]
 
@@ -126,6 +147,7 @@ class FeatureSpec:
             "conditions": [asdict(c) for c in self.conditions],
             "absolute": list(self.absolute),
             "time_of_day": self.time_of_day,
+            "breach": [[m, v] for m, v in self.breach],
         }
 
     @classmethod
@@ -133,7 +155,24 @@ class FeatureSpec:
         conditions = tuple(Condition(**c) for c in data["conditions"])
         absolute = tuple(str(m) for m in data["absolute"])
         metrics = tuple(str(m) for m in data["metrics"])
-        return cls(metrics, conditions, absolute, bool(data["time_of_day"]))
+        breach = tuple((str(m), float(v)) for m, v in data.get("breach", ()))
+        return cls(metrics, conditions, absolute, bool(data["time_of_day"]), breach)
+
+
+def default_breach_lines(conditions: Sequence[Condition]) -> tuple[tuple[str, float], ...]:
+    """Per metric a condition watches: its catalogue alert line and its conditions' levels."""
+    lines: dict[str, set[float]] = {}
+    for c in conditions:
+        known = METRICS_BY_NAME.get(c.metric)
+        chosen = lines.setdefault(c.metric, set())
+        if known is not None and known.threshold is not None:
+            chosen.add(float(known.threshold))
+        chosen.add(float(c.watch_level))
+    return tuple((m, v) for m, levels in lines.items() for v in sorted(levels))
+
+
+def breach_kind(window_min: int, line: float) -> str:
+    return f"eta_{window_min}m_to_{line:g}"
 
 
 def window_features(spec: FeatureSpec, times: FloatArray, values: FloatArray) -> FloatArray:
@@ -144,10 +183,13 @@ def window_features(spec: FeatureSpec, times: FloatArray, values: FloatArray) ->
     """
     t = np.ascontiguousarray(times, dtype=np.float64)
     x = np.ascontiguousarray(values, dtype=np.float64)
-    relative, cond_metric, cond_level, columns = spec.compiled
-    out = np.empty(len(relative) * len(PER_METRIC) + 2 * len(cond_metric) + len(TIME))
+    relative, cond_metric, cond_level, b_metric, b_level, columns = spec.compiled
+    width = len(relative) * len(PER_METRIC) + 2 * len(cond_metric) + 2 * len(b_metric)
+    out = np.empty(width + len(TIME))
     first = int(np.searchsorted(t, t[-1] - kernel.LOOKBACK_S, side="right"))
-    kernel.row_features(t, x, first, len(t) - 1, relative, cond_metric, cond_level, out)
+    kernel.row_features(
+        t, x, first, len(t) - 1, relative, cond_metric, cond_level, b_metric, b_level, out
+    )
     row: FloatArray = out[columns]
     return row
 
@@ -158,9 +200,9 @@ def batch_features(spec: FeatureSpec, times: FloatArray, values: FloatArray) -> 
     x = np.ascontiguousarray(values, dtype=np.float64)
     if x.ndim != 2 or x.shape != (len(t), len(spec.metrics)):
         raise ValueError(f"values must be (len(times), {len(spec.metrics)}), got {x.shape}")
-    relative, cond_metric, cond_level, columns = spec.compiled
+    relative, cond_metric, cond_level, b_metric, b_level, columns = spec.compiled
     out = np.empty((len(t), len(columns)))
-    kernel.all_rows(t, x, relative, cond_metric, cond_level, columns, out)
+    kernel.all_rows(t, x, relative, cond_metric, cond_level, b_metric, b_level, columns, out)
     return out
 
 
@@ -173,6 +215,18 @@ def describe(spec: FeatureSpec, j: int, row: FloatArray) -> str:
         hour = (np.degrees(np.arctan2(row[spec.names.index("time:hour_sin")],
                                       row[spec.names.index("time:hour_cos")])) % 360) / 15.0  # fmt: skip
         return f"time of day {int(hour):02d}:{int(round((hour % 1) * 60)) % 60:02d} UTC"
+    if kind.startswith("eta_") and "_to_" in kind:
+        span, line = kind[4:].split("_to_", 1)  # "eta_15m_to_90": "15m", "90"
+        window = span.removesuffix("m")
+        words, unit = _words(subject)
+        target = f"{line}{unit}"
+        if not np.isfinite(v):
+            return f"{words}: no {window}-min trend towards {target}"
+        if v <= 0:
+            return f"{words} at or past {target} by its {window}-min trend"
+        if v >= BREACH_CAP_MIN:
+            return f"{words} not heading for {target} within {BREACH_CAP_MIN:.0f} min ({window}-min trend)"
+        return f"{words} reaching {target} in {v:.0f} min at its {window}-min trend"
     if kind in PER_CONDITION:
         c = next(c for c in spec.conditions if c.name == subject)
         words, unit = _words(c.metric)

@@ -3,7 +3,8 @@
 One function computes a row; the batch path calls it for every row of a history and the
 prediction path for the last row of a short window, so both give the same numbers. Layout
 of a row: per metric ``PER_METRIC`` (9 values), then per condition (distance, eta), then
-the time of day (sin, cos). Windows are (t - w, t] in seconds; NaN samples are skipped.
+per breach line (minutes to reach it at the 15- and the 60-minute trend), then the time of
+day (sin, cos). Windows are (t - w, t] in seconds; NaN samples are skipped.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from shared.arrays import FloatArray, IntArray
 N_PER_METRIC = 9
 LOOKBACK_S = 3600.0
 ETA_CAP_MIN = 240.0
+BREACH_CAP_MIN = 120.0  # "never" (not heading for the line, or further than this)
 DAY = 86400.0
 
 
@@ -30,16 +32,22 @@ def row_features(
     relative: IntArray,
     cond_metric: IntArray,
     cond_level: FloatArray,
+    breach_metric: IntArray,
+    breach_level: FloatArray,
     out: FloatArray,
 ) -> None:
     """Write row i's features (from rows first..i) into ``out``.
 
     A ``relative`` metric's level, 5- and 15-minute means and 15-minute max are written as
-    differences from its 60-minute mean (its 60-minute mean itself as NaN).
+    differences from its 60-minute mean (its 60-minute mean itself as NaN). A breach line's
+    minutes are those of the least-squares line of the window (its value now, its slope)
+    to reach the level: 0 at or past it, ``BREACH_CAP_MIN`` if never or later than that.
     """
     m = x.shape[1]
     now = t[i]
     slope15 = np.empty(m)
+    fitted = np.empty((m, 2))  # the 15- and 60-minute lines' value now
+    slopes = np.empty((m, 2))
     for j in range(m):
         level = x[i, j]
         base = j * N_PER_METRIC
@@ -80,6 +88,8 @@ def row_features(
                     if v > top:
                         top = v
             slope = sdx / sdd if sdd > 0 else math.nan
+            slopes[j, w_i - 1] = slope
+            fitted[j, w_i - 1] = mean - slope * tbar
             if w_i == 1:
                 slope15[j] = slope
                 out[base + 4] = slope
@@ -127,8 +137,23 @@ def row_features(
             eta = ETA_CAP_MIN
         out[at + 2 * c] = gap
         out[at + 2 * c + 1] = eta
-    angle = 2.0 * math.pi * ((now % DAY) / DAY)
     at += 2 * len(cond_metric)
+    for b in range(len(breach_metric)):
+        j = breach_metric[b]
+        for w in range(2):
+            gap = breach_level[b] - fitted[j, w]
+            slope = slopes[j, w]
+            if gap != gap:
+                eta = math.nan
+            elif gap <= 0:
+                eta = 0.0
+            elif slope > 0 and gap / slope < BREACH_CAP_MIN:
+                eta = gap / slope
+            else:
+                eta = BREACH_CAP_MIN
+            out[at + 2 * b + w] = eta
+    at += 2 * len(breach_metric)
+    angle = 2.0 * math.pi * ((now % DAY) / DAY)
     out[at] = math.sin(angle)
     out[at + 1] = math.cos(angle)
 
@@ -140,15 +165,20 @@ def all_rows(
     relative: IntArray,
     cond_metric: IntArray,
     cond_level: FloatArray,
+    breach_metric: IntArray,
+    breach_level: FloatArray,
     columns: IntArray,
     out: FloatArray,
 ) -> None:
     """Every row's features (the ``columns`` kept), each from the hour up to it (causal)."""
-    scratch = np.empty(x.shape[1] * N_PER_METRIC + 2 * len(cond_metric) + 2)
+    width = x.shape[1] * N_PER_METRIC + 2 * len(cond_metric) + 2 * len(breach_metric) + 2
+    scratch = np.empty(width)
     first = 0
     for i in range(len(t)):
         while t[first] <= t[i] - LOOKBACK_S:
             first += 1
-        row_features(t, x, first, i, relative, cond_metric, cond_level, scratch)
+        row_features(
+            t, x, first, i, relative, cond_metric, cond_level, breach_metric, breach_level, scratch
+        )
         for c in range(len(columns)):
             out[i, c] = scratch[columns[c]]

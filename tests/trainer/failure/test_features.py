@@ -9,6 +9,7 @@ import pytest
 
 from services.trainer.failure.definition import FailureDefinition
 from services.trainer.failure.features import (
+    BREACH_CAP_MIN,
     FeatureSpec,
     batch_features,
     describe,
@@ -16,6 +17,7 @@ from services.trainer.failure.features import (
 )
 from services.trainer.failure.model import history_from_frame
 from services.trainer.synthetic.generator import SyntheticDataGenerator
+from shared.catalogue import METRIC_NAMES as METRICS
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +96,53 @@ def test_descriptions_read_in_the_metrics_words(irregular) -> None:
     assert describe(spec, eta, row).startswith("memory reaching the memory_exhausted line in")
     texts = [describe(spec, k, row) for k in range(len(spec.names))]
     assert not any("_usage_" in text for text in texts)
+
+
+def test_breach_features_give_the_minutes_each_trend_takes_to_reach_the_line() -> None:
+    conditions = FailureDefinition().conditions
+    spec = FeatureSpec.for_metrics(["cpu_usage_percent", "memory_usage_percent"], conditions)
+    # memory: the catalogue alert line (90) and its conditions' levels (80 to drop from, 95)
+    assert spec.breach == (
+        ("cpu_usage_percent", 85.0),
+        ("memory_usage_percent", 80.0),
+        ("memory_usage_percent", 90.0),
+        ("memory_usage_percent", 95.0),
+    )
+    t = 1_767_225_600.0 + 60.0 * np.arange(121)
+    # CPU flat at 40 for an hour, then 2 %/min for the last 15 minutes; memory at 91
+    cpu = np.where(np.arange(121) < 106, 40.0, 40.0 + 2.0 * (np.arange(121) - 105.0))
+    x = np.column_stack([cpu, np.full(121, 91.0)])
+    row = window_features(spec, t, x)
+    names = spec.names
+    # the 15-minute window (t - 15 min, t] holds the ramp's 15 samples: 42..70, 2 %/min
+    assert row[names.index("cpu_usage_percent:eta_15m_to_85")] == pytest.approx(7.5)
+    # the hour's least-squares line: its value now, and its slope
+    slope_60 = row[names.index("cpu_usage_percent:slope_60m")]
+    hour = t > t[-1] - 3600.0
+    fitted = cpu[hour].mean() - slope_60 * ((t[hour] - t[-1]) / 60.0).mean()
+    eta_60 = row[names.index("cpu_usage_percent:eta_60m_to_85")]
+    assert eta_60 == pytest.approx((85.0 - fitted) / slope_60)
+    assert 7.5 < eta_60 < BREACH_CAP_MIN
+    assert row[names.index("memory_usage_percent:eta_15m_to_90")] == 0.0  # past the line
+    flat = row[names.index("memory_usage_percent:eta_60m_to_95")]
+    assert flat == BREACH_CAP_MIN  # not heading for it: "never"
+    j = names.index("cpu_usage_percent:eta_15m_to_85")
+    assert describe(spec, j, row) == "CPU reaching 85% in 8 min at its 15-min trend"
+    j = names.index("memory_usage_percent:eta_60m_to_95")
+    assert describe(spec, j, row) == "memory not heading for 95% within 120 min (60-min trend)"
+    # a slow trend is capped: at 0.1 %/min, 52 to 85 takes 330 min
+    slow = np.column_stack([40.0 + 0.1 * np.arange(121), np.full(121, 50.0)])
+    row = window_features(spec, t, slow)
+    assert row[names.index("cpu_usage_percent:eta_60m_to_85")] == BREACH_CAP_MIN
+
+
+def test_a_spec_stored_before_the_breach_features_reads_as_it_was() -> None:
+    spec = FeatureSpec.for_metrics(METRICS, FailureDefinition().conditions, breach=())
+    stored = spec.to_dict()
+    del stored["breach"]  # what a spec stored before the breach features holds
+    old = FeatureSpec.from_dict(stored)
+    assert old == spec and not any("eta_15m_to" in n for n in old.names)
+    assert len(old.names) == 128
+    new = FeatureSpec.for_metrics(METRICS, FailureDefinition().conditions)
+    assert FeatureSpec.from_dict(new.to_dict()) == new
+    assert len(new.names) == 128 + 2 * len(new.breach)

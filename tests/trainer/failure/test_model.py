@@ -12,7 +12,7 @@ import pytest
 from services.trainer.failure import artifact
 from services.trainer.failure.definition import Condition, FailureDefinition
 from services.trainer.failure.evaluation import SignalReport, score_signal, warning_signal
-from services.trainer.failure.features import WORDS, batch_features
+from services.trainer.failure.features import WORDS, FeatureSpec, batch_features
 from services.trainer.failure.model import (
     NEVER,
     FailureModel,
@@ -145,5 +145,28 @@ def test_one_row_reads_what_booster_predict_reads(month, model) -> None:
             assert h.probability == batch[h.horizon_min][i]
     loaded = artifact.load(artifact.dump(model), artifact.sha256(artifact.dump(model)))
     assert loaded.predict_row(x[1500]) == model.predict_row(x[1500])
-    with pytest.raises(ValueError, match="a row of 128 features"):
+    with pytest.raises(ValueError, match=f"a row of {len(model.spec.names)} features"):
         model.horizons[0].row(x[0, :10])
+
+
+def test_a_version_1_artifact_loads_with_the_features_it_was_trained_on(month) -> None:
+    hist = month[1]
+    definition = FailureDefinition()
+    spec = FeatureSpec.for_metrics(hist.metrics, definition.conditions, breach=())
+    before = train([hist], spec=spec, params=PARAMS)
+    doc = orjson.loads(artifact.dump(before))
+    # what the build before the breach features stored: version 1, no "breach" in the spec
+    doc["format_version"] = 1
+    del doc["features"]["breach"]
+    v1 = orjson.dumps(doc)
+    loaded = artifact.load(v1, artifact.sha256(v1))
+    assert loaded.spec == spec and len(loaded.spec.names) == 128
+    window = slice(3000, 3200)
+    assert loaded.predict_window(hist.times[window], hist.values[window]) == (
+        before.predict_window(hist.times[window], hist.values[window])
+    )
+    # a version 1 document claiming features this build would compute differently is refused
+    doc["feature_names"] = [*doc["feature_names"], "cpu_usage_percent:eta_15m_to_85"]
+    odd = orjson.dumps(doc)
+    with pytest.raises(ValueError, match="feature names differ"):
+        artifact.load(odd, artifact.sha256(odd))
