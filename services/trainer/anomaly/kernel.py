@@ -16,7 +16,14 @@ import math
 
 import numpy as np
 
-from services.trainer.anomaly.tails import DEV_CAP, bin_of, compiled, refresh, tail_surprise
+from services.trainer.anomaly.tails import (
+    DEV_CAP,
+    bin_of,
+    compiled,
+    counted_surprise,
+    refresh,
+    tail_surprise,
+)
 from shared.arrays import FloatArray
 
 DAY = 86400.0
@@ -41,7 +48,8 @@ N_VIEWS = 3  # level, short-term level, time of day (the range view needs no his
     C_PROBATION_S,
     C_PROBATION_N,
     C_RANGE_WARMUP,
-) = range(16)
+    C_COUNTS_CAP,
+) = range(17)
 CONFIG_FIELDS = (
     "level_tau",
     "scale_tau",
@@ -59,6 +67,7 @@ CONFIG_FIELDS = (
     "probation_s",
     "probation_n",
     "range_warmup",
+    "counts_cap",
 )
 
 # the per-metric output columns of ``step``
@@ -95,6 +104,7 @@ def step(
     n_bins = int(cfg[C_PROFILE_BINS])
     col_bin = int((ts % DAY) / DAY * n_bins)
     probation_n = cfg[C_PROBATION_N]
+    counts_cap = cfg[C_COUNTS_CAP] > 0.0
     host = -1.0
     n_active = 0
     devs = np.zeros((m, N_VIEWS))
@@ -122,12 +132,23 @@ def step(
         surprise = 0.0
         if scored:
             lo = cfg[C_MIN_TAIL]
-            surprise = max(
-                tail_surprise(quantiles[i, 0], dev, lo, probation_n),
-                tail_surprise(quantiles[i, 1], sh, lo, probation_n),
-            )
-            if ok and season_n[i] > probation_n:
-                surprise = max(surprise, tail_surprise(quantiles[i, 2], sdev, lo, probation_n))
+            if counts_cap:
+                surprise = max(
+                    counted_surprise(quantiles[i, 0], calib[i, 0], dev, lo, probation_n),
+                    counted_surprise(quantiles[i, 1], calib[i, 1], sh, lo, probation_n),
+                )
+                if ok and season_n[i] > probation_n:
+                    surprise = max(
+                        surprise,
+                        counted_surprise(quantiles[i, 2], calib[i, 2], sdev, lo, probation_n),
+                    )
+            else:
+                surprise = max(
+                    tail_surprise(quantiles[i, 0], dev, lo, probation_n),
+                    tail_surprise(quantiles[i, 1], sh, lo, probation_n),
+                )
+                if ok and season_n[i] > probation_n:
+                    surprise = max(surprise, tail_surprise(quantiles[i, 2], sdev, lo, probation_n))
             width = high[i] - low[i]
             margin = cfg[C_RANGE_TOL] * width
             seasoned = ts - first_seen[i] >= cfg[C_RANGE_WARMUP]

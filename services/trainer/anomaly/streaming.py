@@ -49,6 +49,9 @@ class StreamConfig:
     # the range view speaks once a metric has been seen for a day (a new host's first hours
     # hold no daily peak yet: its morning ramp would look "never seen")
     range_warmup: float = DAY
+    # a view's surprise is never past what its own counts say for deviations seen at least
+    # probation_n times (``tails.counted_surprise``); 0: the power-law tail alone
+    counts_cap: float = 1.0
     clip: float = 8.0  # a sample moves level and spread by at most this many spreads
     refresh_every: int = 16  # samples between refreshes of the percentiles
     min_tail_octaves: float = 0.5  # the 90th to 99th percentile span is at least this (log2)

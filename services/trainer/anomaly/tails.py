@@ -60,6 +60,26 @@ def tail_surprise(q: FloatArray, dev: float, min_tail_octaves: float, min_weight
 
 
 @compiled
+def counted_surprise(
+    q: FloatArray, h: FloatArray, dev: float, min_tail_octaves: float, min_weight: float
+) -> float:
+    """``tail_surprise``, but never more sure than the histogram ``h`` itself: where the
+    weight of past deviations at least as large (this one's bin and above) is at least
+    ``min_weight``, p is at least that weight's share. The power-law tail extrapolates past
+    what was seen; a deviation seen that often before (a daily job's burst, 1 % of a day) is
+    not new."""
+    s = tail_surprise(q, dev, min_tail_octaves, min_weight)
+    if s <= 2.0 or q[3] <= 0.0:  # up to the 99th percentile the tail is the counts
+        return s
+    w = 0.0
+    for k in range(bin_of(dev), N_BINS):
+        w += h[k]
+    if w < min_weight:
+        return s
+    return min(s, -math.log10(min(w / float(q[3]), 1.0)))
+
+
+@compiled
 def _quantile(tails: FloatArray, share: float) -> float:
     """log2 of the deviation exceeded by ``share`` of the weight (interpolated in its bin);
     ``tails[b]`` is the weight at or above bin b."""

@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from services.trainer.anomaly.evaluation import incident_rows, runs
 from services.trainer.anomaly.streaming import HostStream, StreamConfig, likelihood_of, surprise_of
+from services.trainer.anomaly.tails import N_BINS, bin_of, counted_surprise, refresh, tail_surprise
 
 METRICS = ("cpu", "latency")
 START = 1_700_000_000.0
@@ -140,3 +142,55 @@ def test_an_unknown_state_format_is_refused_by_name() -> None:
 def test_likelihood_and_surprise_are_inverse() -> None:
     for s in (0.5, 3.0, 7.5):
         assert surprise_of(likelihood_of(s)) == pytest.approx(s, rel=1e-6)
+
+
+def daily_burst_incidents(
+    config: StreamConfig, days: int, seed: int = 0
+) -> tuple[list[int], float]:
+    """Incidents per day (threshold 0.999, 3 in a row) of a host whose `backup` metric bursts
+    from 10 to 80 for 15 minutes at 02:00 every day (a daily job), and the surprise of a
+    burst to 300 (never seen) after the last day."""
+    rng = np.random.default_rng(seed)
+    stream = HostStream(("backup", "cpu"), config)
+    day0 = START - START % 86400
+    scores = []
+    ts = day0
+    for day in range(days):
+        for minute in range(1440):
+            ts = day0 + day * 86400 + minute * 60
+            burst = 120 <= minute < 135
+            backup = 80.0 + rng.normal(0, 1) if burst else 10.0 + rng.normal(0, 0.2)
+            reading = stream.update(ts, {"backup": backup, "cpu": 40.0 + rng.normal(0, 2)})
+            scores.append(reading.score)
+    above = np.array(scores) >= 0.999
+    per_day = [len(runs(incident_rows(above[d * 1440 : (d + 1) * 1440], 3))) for d in range(days)]
+    new = stream.score(ts + 60, {"backup": 300.0, "cpu": 40.0})
+    return per_day, new.surprise
+
+
+def test_a_daily_jobs_burst_stops_raising_incidents_once_its_counts_say_it_is_common() -> None:
+    """The power-law tail alone calls a burst seen every day for a week 'p < 1e-8' (it is 1 %
+    of the samples, at the edge of the tail's fit); the counts cap says what the histogram
+    saw. A burst far past anything seen is still flagged."""
+    capped, capped_new = daily_burst_incidents(StreamConfig(), days=10)
+    tail_only, tail_new = daily_burst_incidents(StreamConfig(counts_cap=0.0), days=10)
+    assert tail_only[5:] == [1, 1, 1, 1, 1]
+    assert sum(capped[5:]) <= 2
+    assert capped_new > 8.0 and tail_new > 8.0
+
+
+def test_counted_surprise_never_exceeds_the_tail_and_needs_enough_counts() -> None:
+    calib = np.zeros((1, 1, N_BINS))
+    quantiles = np.zeros((1, 1, 4))
+    calib[0, 0, bin_of(1.0)] = 990.0
+    calib[0, 0, bin_of(100.0)] = 10.0  # 1 % of the weight at 100
+    refresh(calib, quantiles, 1.0)
+    q, h = quantiles[0, 0], calib[0, 0]
+    for dev in (0.5, 1.0, 5.0, 100.0, 500.0):
+        assert counted_surprise(q, h, dev, 0.5, 5.0) <= tail_surprise(q, dev, 0.5, 5.0) + 1e-12
+    # 10 samples at or above 100 of 1,000: p is at least 0.01
+    assert counted_surprise(q, h, 100.0, 0.5, 5.0) == pytest.approx(2.0, abs=1e-9)
+    assert tail_surprise(q, 100.0, 0.5, 5.0) > 2.0
+    # fewer than min_weight at or above: the tail alone
+    assert counted_surprise(q, h, 100.0, 0.5, 20.0) == tail_surprise(q, 100.0, 0.5, 20.0)
+    assert counted_surprise(q, h, 500.0, 0.5, 5.0) == tail_surprise(q, 500.0, 0.5, 5.0)
