@@ -70,6 +70,7 @@ def test_the_alerts_cover_what_the_issue_asks() -> None:
     exprs = {rule["alert"]: rule["expr"] for rule in rules}
     assert "autofix_loop_stalled" in exprs["AutofixScoringLoopStalled"]
     assert "autofix_webhook_deliveries_total" in exprs["AutofixWebhookFailing"]
+    assert "autofix_alertmanager_alerts_total" in exprs["AutofixAlertmanagerPushFailing"]
     assert "autofix_samples_dropped_total" in exprs["AutofixCollectorDroppingSamples"]
     assert "up{" in exprs["AutofixServiceDown"]
 
