@@ -1,6 +1,7 @@
 """How a host's score combines its per-metric streaming detectors with its own forest.
 
-Run: ``python -m bench.bench_host_score [--threshold 0.9999] [--contamination 0.001]``.
+Run: ``python -m bench.bench_host_score [--threshold 0.9999] [--contamination 0.003]``
+(default: the service's ``forests.AUTO_CONTAMINATION``).
 
 Three ways, each as the scoring loop would count incidents (``incident_rows``, 3 in a row):
 ``stream`` (the per-metric layer alone), ``max`` (the larger of the per-metric likelihood and
@@ -39,6 +40,7 @@ from services.trainer.anomaly.evaluation import (
     runs,
 )
 from services.trainer.anomaly.features import epoch_seconds
+from services.trainer.anomaly.forests import AUTO_CONTAMINATION
 from services.trainer.anomaly.hostscore import forest_on_stream_scale
 from services.trainer.anomaly.streaming import HostStream, StreamConfig
 from services.trainer.anomaly.training import train_detector
@@ -134,7 +136,7 @@ def synthetic(thr: float, cfg: StreamConfig) -> dict[str, dict[str, Any]]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threshold", type=float, default=0.9999)
-    ap.add_argument("--contamination", type=float, default=0.001)
+    ap.add_argument("--contamination", type=float, default=AUTO_CONTAMINATION)
     ap.add_argument("--config", nargs="*", default=[], help="StreamConfig key=value overrides")
     ap.add_argument("--skip-test", action="store_true", help="design runs: not the test halves")
     args = ap.parse_args()
