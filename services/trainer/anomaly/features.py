@@ -257,7 +257,13 @@ class FeatureExtractor:
         baseline = np.where((prev_end >= 0)[:, None], base, zq)
         deviation = short_mean - baseline
         return self._finish(
-            parts, zq=zq, deviation=deviation, baseline=baseline, times=times, values=values
+            parts,
+            zq=zq,
+            deviation=deviation,
+            baseline=baseline,
+            times=times,
+            values=values,
+            run_start=first,
         )
 
     def _last_row(self, time: FloatArray, value: FloatArray, q: IntArray) -> FeatureSet:
@@ -302,7 +308,13 @@ class FeatureExtractor:
             baseline = zq
         deviation = (zq if short_mean is None else short_mean) - baseline
         return self._finish(
-            parts, zq=zq, deviation=deviation, baseline=baseline, times=time, values=value
+            parts,
+            zq=zq,
+            deviation=deviation,
+            baseline=baseline,
+            times=time,
+            values=value,
+            run_start=p,
         )
 
     def _finish(
@@ -314,8 +326,10 @@ class FeatureExtractor:
         baseline: FloatArray,
         times: FloatArray,
         values: FloatArray,
+        run_start: int,
     ) -> FeatureSet:
-        """The feature set from the per-metric blocks: the deviation and time features last."""
+        """The feature set from the per-metric blocks: the deviation and time features last.
+        ``run_start``: how many rows of the same run come before the first one."""
         parts.append(deviation)
         if self.config.time_features:
             day_frac = np.mod(times, _SECONDS_PER_DAY) / _SECONDS_PER_DAY
@@ -333,6 +347,7 @@ class FeatureExtractor:
             baseline=baseline,
             values=values,
             hour=np.floor(times / 3600.0).astype(np.int64),
+            run_index=run_start + np.arange(len(times), dtype=np.int64),
         )
 
 

@@ -23,6 +23,9 @@ class FeatureSet:
     baseline: FloatArray  # (rows, metrics) recent baseline, standardised
     values: FloatArray  # (rows, metrics) observed values after filling
     hour: IntArray  # (rows,) UTC hour of each row (epoch seconds // 3600)
+    # (rows,) rows before each one in its run: since the start of the rows computed, or
+    # since the last gap longer than the look-back (0: the first row after such a gap)
+    run_index: IntArray
 
     def __len__(self) -> int:
         return len(self.hour)
@@ -37,6 +40,7 @@ class FeatureSet:
             baseline=np.concatenate([s.baseline for s in sets]),
             values=np.concatenate([s.values for s in sets]),
             hour=np.concatenate([s.hour for s in sets]),
+            run_index=np.concatenate([s.run_index for s in sets]),
         )
 
     def take(self, rows: IntArray | slice) -> FeatureSet:
@@ -48,4 +52,5 @@ class FeatureSet:
             baseline=self.baseline[rows],
             values=self.values[rows],
             hour=self.hour[rows],
+            run_index=self.run_index[rows],
         )

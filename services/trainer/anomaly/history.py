@@ -138,6 +138,15 @@ class RecentHistory:
         sl = slice(self._start, self._start + self._len)
         return self._times[sl], self._values[sl]
 
+    def run_length(self, limit: int) -> int:
+        """How many of the newest samples, at most ``limit``, follow the last gap longer than
+        the features' look-back (as ``FeatureSet.run_index`` counts them)."""
+        times, _ = self.arrays()
+        cfg = self.extractor.config
+        slots = np.floor(times[-limit - 1 :] / cfg.interval_s).astype(np.int64)
+        gaps = np.flatnonzero(np.diff(slots) > cfg.lookback)
+        return min(limit, len(slots) - 1 - int(gaps[-1])) if len(gaps) else min(limit, len(times))
+
     def features(self, rows: int = 1) -> FeatureSet:
         """Features of the last ``rows`` samples, computed from the buffered history."""
         if self._len == 0:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.collector.sampling.sampler import MetricsCollector
 from services.trainer.anomaly.features import epoch_seconds
+from services.trainer.anomaly.forests import AUTO_CONTAMINATION
 from services.trainer.anomaly.service import AnomalyService
 from services.trainer.anomaly.streaming import HostStream
 from services.trainer.app import create_app
@@ -261,7 +262,7 @@ async def test_a_forest_is_trained_for_a_host_with_enough_history_and_only_score
     assert await svc.forests.check() == "auto"
     active = svc.models.get(host="auto")
     assert active is not None and active.record.host == "auto"
-    assert active.record.parameters["contamination"] == 0.001
+    assert active.record.parameters["contamination"] == AUTO_CONTAMINATION == 0.003
     assert svc.models.get(host="small") is None
     assert await svc.forests.check() is None  # not due again before ML_ANOMALY_RETRAIN_HOURS
     later = minutes_ago(60)
