@@ -33,7 +33,9 @@ ORCHESTRATION = frozenset(
         "services/trainer/anomaly/predict.py",
         "services/trainer/anomaly/scoring.py",
         "services/trainer/anomaly/worker.py",
+        "services/trainer/analysis/repository_pg.py",
         "services/trainer/failure/scoring.py",
+        "services/trainer/failure/window.py",
         "services/trainer/failure/worker.py",
     }
 )

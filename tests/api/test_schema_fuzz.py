@@ -65,6 +65,7 @@ SEMANTIC_RULES = (
     "start is after end",
     "start is not before end",
     "timestamp is before 1970-01-01",
+    "end is before 1970-01-01",
 )
 
 

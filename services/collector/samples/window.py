@@ -92,6 +92,9 @@ def _metric_names(text: str | None, known: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def series_window(
     *,
     host: str,
@@ -111,6 +114,11 @@ def series_window(
     start = start if start is not None else end - DEFAULT_SERIES_SPAN
     if start >= end:
         raise BadRequest("start is not before end")
+    # No sample is older than the epoch the buckets are counted from: a window reaching
+    # further back starts there (year 5 made a bucket start before year 1, a 500).
+    start = max(start, _EPOCH)
+    if start >= end:
+        raise BadRequest("end is before 1970-01-01: no sample is that old")
     # Aligned buckets: a window of n steps touches at most n + 1 of them.
     step = max(1, math.ceil((end - start).total_seconds() / (points - 1)))
     return SeriesWindow(

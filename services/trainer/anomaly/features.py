@@ -8,13 +8,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.ndimage import maximum_filter1d, minimum_filter1d
 
+from services.trainer.anomaly.epochs import epoch_seconds as epoch_seconds
+from services.trainer.anomaly.epochs import frame_times as frame_times
+from services.trainer.anomaly.epochs import to_epoch as to_epoch
 from services.trainer.anomaly.featureset import FeatureSet as FeatureSet
 from shared.arrays import FloatArray, IntArray
 
@@ -22,9 +24,6 @@ NON_METRIC_COLUMNS = frozenset({"timestamp", "label", "host", "id", "is_anomaly"
 _QUANT = 1024.0  # fixed-point resolution of standardised values
 _Z_CLIP = 1000.0  # keeps squared window sums inside int64
 _SECONDS_PER_DAY = 86400.0
-_EPOCH = pd.Timestamp(0, tz="UTC")
-_EPOCH_DT = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +68,6 @@ class FeatureConfig:
                     raise ValueError(f"{name} entries must lie in 1..1440, got {w}")
         if not 1 <= self.baseline_window <= 1440:
             raise ValueError("baseline_window must lie in 1..1440")
-
-
-def epoch_seconds(timestamps: Any) -> FloatArray:
-    """UTC epoch seconds of timestamps (naive values are taken as UTC)."""
-    idx = pd.DatetimeIndex(pd.to_datetime(timestamps, utc=True))
-    return np.asarray(idx.as_unit("us").asi8, dtype=np.float64) / 1e6
 
 
 @dataclass
@@ -358,29 +351,6 @@ def metric_columns(frame: pd.DataFrame) -> tuple[str, ...]:
         for c in frame.columns
         if str(c) not in NON_METRIC_COLUMNS and pd.api.types.is_numeric_dtype(frame[c])
     )
-
-
-def frame_times(frame: pd.DataFrame) -> FloatArray:
-    """Epoch seconds of a frame's rows, from its 'timestamp' column or DatetimeIndex."""
-    if "timestamp" in frame.columns:
-        return epoch_seconds(frame["timestamp"])
-    if isinstance(frame.index, pd.DatetimeIndex):
-        return epoch_seconds(frame.index)
-    raise ValueError("frame needs a 'timestamp' column or a DatetimeIndex")
-
-
-def to_epoch(ts: datetime | pd.Timestamp | str | float) -> float:
-    """UTC epoch seconds of one timestamp (naive: UTC), exact to the microsecond."""
-    if isinstance(ts, int | float):
-        return float(ts)
-    if type(ts) is datetime:  # plain datetime (not pandas'): microseconds, exact and fast
-        aware = ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
-        return float((aware - _EPOCH_DT) // _MICROSECOND) / 1e6
-    stamp = pd.Timestamp(ts)
-    if stamp.tzinfo is None:
-        stamp = stamp.tz_localize("UTC")
-    micros = (stamp - _EPOCH) // pd.Timedelta(microseconds=1)
-    return float(micros) / 1e6
 
 
 def _forward_fill(values: FloatArray, fallback: FloatArray) -> FloatArray:

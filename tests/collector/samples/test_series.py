@@ -85,3 +85,19 @@ async def test_unknown_metric_and_backwards_window_are_named(stored) -> None:  #
     assert few.status_code == 422 and few.json()["detail"][0]["field"] == "query.points"
     no_host = await client.get("/metrics/series")
     assert no_host.status_code == 422 and no_host.json()["detail"][0]["field"] == "query.host"
+
+
+async def test_a_window_from_before_1970_starts_at_the_epoch(stored) -> None:  # noqa: F811
+    # Found by the schema fuzz test: start in year 5 made a bucket start before year 1 (500).
+    client, frame = stored
+    body = await series(client, host="host-a", start="0005-09-29T01:00:48Z", end=END.isoformat())
+    assert body.status_code == 200, body.text
+    found = body.json()
+    assert datetime.fromisoformat(found["start"]).year == 1970
+    assert sum(found["counts"]) == int(
+        ((frame["host"] == "host-a") & (frame["timestamp"] <= END)).sum()
+    )
+    ancient = await series(
+        client, host="host-a", start="0005-01-01T00:00:00Z", end="1969-01-01T00:00:00Z"
+    )
+    assert ancient.status_code == 400 and "1970" in ancient.json()["detail"]
