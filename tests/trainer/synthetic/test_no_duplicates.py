@@ -52,21 +52,22 @@ async def test_concurrent_generations_of_one_host_store_each_minute_once(
     assert 1440 <= total <= 1445  # a minute boundary between calls may leave a few older rows
 
 
-def sample(minute: int, value: float) -> dict[str, object]:
-    ts = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=minute)
+def sample(minute: int, value: float, now: datetime) -> dict[str, object]:
+    ts = now - timedelta(minutes=minute)
     return {"timestamp": ts.isoformat(), "host": "retry", "cpu_usage_percent": value}
 
 
 async def test_a_retried_push_stores_each_sample_once_with_the_newest_values(
     settings: Settings, engine: AsyncEngine
 ) -> None:
-    batch = [sample(m, 10.0 + m) for m in range(5)]
+    now = datetime.now(UTC).replace(second=0, microsecond=0)  # once: a minute may turn
+    batch = [sample(m, 10.0 + m, now) for m in range(5)]
     async with app_client(collector_app(settings, engine=engine)) as client:
         for _ in range(3):
             answer = await client.post("/metrics/ingest", json={"samples": batch})
             assert answer.status_code == 201, answer.text
         # Twice in one batch: the later one wins.
-        again = [sample(0, 50.0), sample(0, 60.0)]
+        again = [sample(0, 50.0, now), sample(0, 60.0, now)]
         assert (await client.post("/metrics/ingest", json={"samples": again})).status_code == 201
     assert await counts(engine, "retry") == (5, 5)
     query = sa.select(mh.c.cpu_usage_percent).where(mh.c.host == "retry").order_by(mh.c.timestamp)
