@@ -239,6 +239,14 @@ class Settings(IncidentSettings):
         "once it has 3 days of samples).",
     )
 
+    training_prewarm: bool = Field(
+        default=True,
+        validation_alias=_env("ML_TRAINING_PREWARM"),
+        description="Start the trainer's training process (and import the model libraries in "
+        "it) when the trainer starts, so that the first training does not pay for it (about "
+        "2.5 s); false: on the first training.",
+    )
+
     # Failure prediction.
     failure_scoring_interval: float = Field(
         default=60.0,

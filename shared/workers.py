@@ -9,6 +9,8 @@ it (Linux: PR_SET_PDEATHSIG), so a killed service leaves no training run behind.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import logging
 import multiprocessing
 import os
 import signal
@@ -18,6 +20,8 @@ from functools import partial
 from typing import Any, ParamSpec, TypeVar
 
 from shared.supervisor import die_with_parent
+
+log = logging.getLogger("autofix_ml.workers")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -64,3 +68,22 @@ def shutdown(executor: Executor | None, *, wait: bool = False) -> None:
     """Stop a pool, dropping queued work: `shutdown(pool)` in the lifespan's `finally`."""
     if executor is not None:
         executor.shutdown(wait=wait, cancel_futures=True)
+
+
+def _import(modules: tuple[str, ...]) -> int:
+    for name in modules:
+        importlib.import_module(name)
+    return os.getpid()
+
+
+def prewarm(executor: ProcessPoolExecutor, modules: tuple[str, ...]) -> asyncio.Future[int]:
+    """Start a pool's process now and import `modules` in it, without waiting for it:
+    `prewarm(pool, ("lightgbm",))` in a lifespan, so the first job pays for neither."""
+    future = asyncio.get_running_loop().run_in_executor(executor, _import, modules)
+
+    def done(f: asyncio.Future[int]) -> None:
+        if not f.cancelled() and f.exception() is not None:
+            log.warning("warming the worker process failed: %r", f.exception())
+
+    future.add_done_callback(done)
+    return future

@@ -193,6 +193,8 @@ def settings(database_url: str) -> Settings:
         scrape_url="http://127.0.0.1:9/metrics",
         http_timeout=3.0,
         health_cache_seconds=0.0,
+        # Each test's trainer would start and import a training process it mostly never uses.
+        training_prewarm=False,
     )
 
 

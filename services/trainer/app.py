@@ -27,7 +27,10 @@ from shared.incidents.notifier import Notifier
 from shared.observability import Sample, queue_sample
 from shared.settings import Settings, get_settings
 from shared.web import new_app
-from shared.workers import process_pool, shutdown, thread_pool
+from shared.workers import prewarm, process_pool, shutdown, thread_pool
+
+# What the training process runs: imported there at start (ML_TRAINING_PREWARM).
+TRAINING_MODULES = ("services.trainer.anomaly.worker", "services.trainer.failure.worker")
 
 # Threads that share a large scoring batch in the service (the training process uses one).
 SCORING_THREADS = min(2, os.cpu_count() or 1)
@@ -50,6 +53,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             app.state.analysis.start()
             app.state.loops += app.state.analysis.loops
             training_pool = process_pool(1)  # a fit holds the GIL: a process keeps health fast
+            if settings.training_prewarm:
+                app.state.prewarm = prewarm(training_pool, TRAINING_MODULES)
             scoring_pool = thread_pool(SCORING_THREADS, name="anomaly-scoring")
             app.state.anomaly = AnomalyService(
                 settings,

@@ -6,7 +6,7 @@ import asyncio
 import os
 import threading
 
-from shared.workers import process_pool, run_in, shutdown, thread_pool
+from shared.workers import prewarm, process_pool, run_in, shutdown, thread_pool
 
 
 def _pid_and_scaled(value: int, *, factor: int) -> tuple[int, int]:
@@ -22,6 +22,12 @@ def _remember(value: int) -> None:
 
 def _initialised_values() -> list[int]:
     return list(_initialised)
+
+
+def _loaded(name: str) -> tuple[int, bool]:
+    import sys
+
+    return os.getpid(), name in sys.modules
 
 
 async def test_process_pool_runs_in_another_process_with_its_initializer() -> None:
@@ -53,3 +59,30 @@ async def test_thread_pool_names_its_threads_and_leaves_the_loop_free() -> None:
 
 async def test_run_in_none_uses_the_default_executor() -> None:
     assert await run_in(None, sum, [1, 2, 3]) == 6
+
+
+async def test_prewarm_starts_the_process_and_imports_before_the_first_job() -> None:
+    pool = process_pool(1)
+    try:
+        warmed = await asyncio.wait_for(prewarm(pool, ("lightgbm",)), 60)
+        pid, loaded = await run_in(pool, _loaded, "lightgbm")
+        assert (pid, loaded) == (warmed, True)  # the job ran in the warmed process
+        assert pid != os.getpid()
+    finally:
+        shutdown(pool, wait=True)
+
+
+async def test_a_failed_prewarm_leaves_the_pool_working() -> None:
+    pool = process_pool(1)
+    try:
+        warming = prewarm(pool, ("no_such_module_anywhere",))
+        try:
+            await asyncio.wait_for(warming, 60)
+        except ModuleNotFoundError:
+            pass
+        else:
+            raise AssertionError("the missing module was imported")
+        pid, value = await run_in(pool, _pid_and_scaled, 2, factor=3)
+        assert value == 6 and pid != os.getpid()
+    finally:
+        shutdown(pool, wait=True)
