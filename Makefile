@@ -26,9 +26,11 @@ install-test: $(VENV)/.installed-test
 up: install
 	$(BIN)/autofix-ml up
 
-## test: install the test extras and run the whole suite (real SQLite and PostgreSQL)
+## test: install the test extras and run the whole suite (real SQLite and PostgreSQL), a test
+## file per worker process (TEST_WORKERS, default 2; 0 runs it in this process)
+TEST_WORKERS ?= 2
 test: install-test
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## lint: ruff (lint + format check), mypy --strict on the packages, alembic check
 lint: install-test
