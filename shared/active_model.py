@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from shared import events, registry
 from shared.db import write_transaction
 from shared.errors import AppError, Conflict
+from shared.loops import BackgroundLoop
 from shared.schemas.models import ModelSummary
 
 log = logging.getLogger("autofix_ml.models")
@@ -193,3 +194,23 @@ async def store_version(
     if activate:
         events.model_activated(model, reason=reason, previous=previous)
     return model
+
+
+async def load_then_start(
+    engine: AsyncEngine, holder: ActiveModelHolder[Any], loops: Sequence[BackgroundLoop]
+) -> None:
+    """A service's start: load the active versions of ``holder``'s family (a database that
+    does not answer is logged: the service runs without them until a loop reloads), then
+    start ``loops``."""
+    try:
+        async with engine.connect() as conn:
+            await holder.refresh(conn)
+    except Exception as exc:  # noqa: BLE001 - the service runs without a model
+        log.error("could not load the active %s versions: %s", holder.name, exc)
+    for loop in loops:
+        loop.start()
+
+
+async def stop_loops(loops: Sequence[BackgroundLoop]) -> None:
+    for loop in loops:
+        await loop.stop()

@@ -40,7 +40,14 @@ from services.trainer.synthetic.generator import SyntheticDataGenerator
 from services.trainer.synthetic.service import HOST_LOCKS, store
 from shared import events as observe
 from shared import registry
-from shared.active_model import ActiveModel, ActiveModelHolder, Scope, store_version
+from shared.active_model import (
+    ActiveModel,
+    ActiveModelHolder,
+    Scope,
+    load_then_start,
+    stop_loops,
+    store_version,
+)
 from shared.db import write_transaction
 from shared.errors import Conflict
 from shared.incidents.notifier import Notifier
@@ -110,17 +117,10 @@ class AnomalyService:
 
     async def start(self) -> None:
         """Load the active version (if any) and start the scoring and writer loops."""
-        try:
-            async with self.engine.connect() as conn:
-                await self.models.refresh(conn)
-        except Exception as exc:  # noqa: BLE001 - the service runs without a model
-            log.error("could not load the active anomaly model: %s", exc)
-        for loop in self.loops:
-            loop.start()
+        await load_then_start(self.engine, self.models, self.loops)
 
     async def stop(self) -> None:
-        for loop in self.loops:
-            await loop.stop()
+        await stop_loops(self.loops)
         with contextlib.suppress(Exception):
             await self.writer.flush()
         try:

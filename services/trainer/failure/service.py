@@ -33,7 +33,13 @@ from services.trainer.failure.worker import FailureTrainingJob, train_in_worker
 from services.trainer.synthetic.generator import SyntheticDataGenerator
 from services.trainer.synthetic.service import HOST_LOCKS, store
 from shared import registry
-from shared.active_model import ActiveModel, ActiveModelHolder, store_version
+from shared.active_model import (
+    ActiveModel,
+    ActiveModelHolder,
+    load_then_start,
+    stop_loops,
+    store_version,
+)
 from shared.catalogue import METRIC_NAMES
 from shared.clock import utcnow
 from shared.errors import Conflict
@@ -79,17 +85,10 @@ class FailureService:
         self.loops: list[BackgroundLoop] = [self.scorer.loop]
 
     async def start(self) -> None:
-        try:
-            async with self.engine.connect() as conn:
-                await self.models.refresh(conn)
-        except Exception as exc:  # noqa: BLE001 - the service runs without a model
-            log.error("could not load the active failure predictors: %s", exc)
-        for loop in self.loops:
-            loop.start()
+        await load_then_start(self.engine, self.models, self.loops)
 
     async def stop(self) -> None:
-        for loop in self.loops:
-            await loop.stop()
+        await stop_loops(self.loops)
 
     # -- training and activation ---------------------------------------------------
 
