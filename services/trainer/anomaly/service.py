@@ -14,7 +14,7 @@ from concurrent.futures import Executor
 from datetime import datetime
 from functools import partial
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.trainer.anomaly import artifact
 from services.trainer.anomaly import repository as repo
@@ -257,9 +257,12 @@ class AnomalyService:
             scores = await repo.list_scores(conn, query)
         return AnomalyScoreList(scores=scores, count=len(scores))
 
-    async def scoring_health(self) -> ScoringHealth:
-        """How far the scoring loop trails the stored samples."""
-        async with self.engine.connect() as conn:
+    async def scoring_health(self, conn: AsyncConnection | None = None) -> ScoringHealth:
+        """How far the scoring loop trails the stored samples (on ``conn``, else a new one)."""
+        if conn is None:
+            async with self.engine.connect() as own:
+                sample, scored = await repo.scoring_progress(own)
+        else:
             sample, scored = await repo.scoring_progress(conn)
         lag = None
         if sample is not None and scored is not None:

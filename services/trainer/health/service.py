@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.trainer.anomaly.service import AnomalyService
 from shared import registry
-from shared.db import ping
 from shared.loops import BackgroundLoop
 from shared.schemas.health import LoopHealth, ScoringHealth, TrainerHealth
 from shared.settings import Settings
@@ -54,16 +54,24 @@ async def trainer_health(
     ]
     scoring: ScoringHealth | None = None
     active = 0
-    database = await ping(engine)
+    database = False
+    query_failed: Exception | None = None
+    # One connection for the ping and the figures: each checkout costs round trips.
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+            database = True
+            try:
+                active = await registry.count_active(conn)
+                scoring = await anomaly.scoring_health(conn)
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                query_failed = exc
+    except Exception:  # noqa: BLE001 - reported, not raised
+        pass
     if not database:
         problems.insert(0, "database unreachable")
-    else:
-        try:
-            async with engine.connect() as conn:
-                active = await registry.count_active(conn)
-            scoring = await anomaly.scoring_health()
-        except Exception as exc:  # noqa: BLE001 - reported, not raised
-            problems.insert(0, f"database query failed: {type(exc).__name__}")
+    elif query_failed is not None:
+        problems.insert(0, f"database query failed: {type(query_failed).__name__}")
     if scoring is not None and (scoring.lag_seconds or 0.0) > settings.scoring_lag_limit:
         problems.append(
             f"scoring lags {scoring.lag_seconds:.0f} s behind the newest sample "
