@@ -243,7 +243,7 @@ class Settings(IncidentSettings):
         default=True,
         validation_alias=_env("ML_TRAINING_PREWARM"),
         description="Start the trainer's training process (and import the model libraries in "
-        "it) when the trainer starts, so that the first training does not pay for it (about "
+        "it) 5 s after the trainer starts, so that a training does not pay for it (about "
         "2.5 s); false: on the first training.",
     )
 

@@ -76,14 +76,22 @@ def _import(modules: tuple[str, ...]) -> int:
     return os.getpid()
 
 
-def prewarm(executor: ProcessPoolExecutor, modules: tuple[str, ...]) -> asyncio.Future[int]:
-    """Start a pool's process now and import `modules` in it, without waiting for it:
-    `prewarm(pool, ("lightgbm",))` in a lifespan, so the first job pays for neither."""
-    future = asyncio.get_running_loop().run_in_executor(executor, _import, modules)
+def prewarm(
+    executor: ProcessPoolExecutor, modules: tuple[str, ...], *, delay: float = 0.0
+) -> asyncio.Task[int]:
+    """Start a pool's process and import `modules` in it, `delay` seconds from now (once the
+    service is up, not competing with its start), without waiting for it:
+    `prewarm(pool, ("lightgbm",), delay=5)` in a lifespan; cancel the task on the way out."""
 
-    def done(f: asyncio.Future[int]) -> None:
-        if not f.cancelled() and f.exception() is not None:
-            log.warning("warming the worker process failed: %r", f.exception())
+    async def warm() -> int:
+        await asyncio.sleep(delay)
+        return await asyncio.get_running_loop().run_in_executor(executor, _import, modules)
 
-    future.add_done_callback(done)
-    return future
+    task = asyncio.create_task(warm(), name="prewarm")
+
+    def done(t: asyncio.Task[int]) -> None:
+        if not t.cancelled() and t.exception() is not None:
+            log.warning("warming the worker process failed: %r", t.exception())
+
+    task.add_done_callback(done)
+    return task

@@ -31,6 +31,7 @@ from shared.workers import prewarm, process_pool, shutdown, thread_pool
 
 # What the training process runs: imported there at start (ML_TRAINING_PREWARM).
 TRAINING_MODULES = ("services.trainer.anomaly.worker", "services.trainer.failure.worker")
+PREWARM_DELAY = 5.0  # seconds after the start: a restarted trainer serves first
 
 # Threads that share a large scoring batch in the service (the training process uses one).
 SCORING_THREADS = min(2, os.cpu_count() or 1)
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             app.state.loops += app.state.analysis.loops
             training_pool = process_pool(1)  # a fit holds the GIL: a process keeps health fast
             if settings.training_prewarm:
-                app.state.prewarm = prewarm(training_pool, TRAINING_MODULES)
+                app.state.prewarm = prewarm(training_pool, TRAINING_MODULES, delay=PREWARM_DELAY)
             scoring_pool = thread_pool(SCORING_THREADS, name="anomaly-scoring")
             app.state.anomaly = AnomalyService(
                 settings,
@@ -86,6 +87,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
                 await app.state.failure.stop()
                 await app.state.anomaly.stop()
                 await app.state.analysis.stop()
+                if settings.training_prewarm:
+                    app.state.prewarm.cancel()
                 shutdown(training_pool, wait=True)
                 shutdown(scoring_pool)
                 await app.state.notifier.stop()
