@@ -312,6 +312,7 @@ def main() -> None:
         print(f"| mean | | {means} |")
         return
     summary: dict[str, list[str]] = {n: [] for n in CALIBRATIONS}
+    every: dict[str, list[float]] = {n: [] for n in CALIBRATIONS}
     for seed in (int(s) for s in args.seeds.split(",")):
         for back in range(args.days):
             make = functools.partial(synthetic_cases, seed, back)
@@ -337,9 +338,17 @@ def main() -> None:
             )
             for n in CALIBRATIONS:
                 summary[n].append(f"{seed}/{day}: {inside[n]}")
+                every[n].extend(table[n])
     print("\nmetrics inside 0.75-0.85 per held-out day:")
     for n, cells in summary.items():
-        print(f"- {n}: " + ", ".join(cells))
+        values = np.asarray(every[n])
+        print(
+            f"- {n}: "
+            + ", ".join(cells)
+            + f"; in all {int(np.sum((values >= 0.75) & (values <= 0.85)))}"
+            f" of {values.size}, mean |coverage - 0.8| {np.mean(np.abs(values - 0.8)):.4f}, "
+            f"below 0.75 {int(np.sum(values < 0.75))}, above 0.85 {int(np.sum(values > 0.85))}"
+        )
 
 
 if __name__ == "__main__":
