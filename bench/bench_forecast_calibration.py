@@ -313,6 +313,9 @@ def main() -> None:
         return
     summary: dict[str, list[str]] = {n: [] for n in CALIBRATIONS}
     every: dict[str, list[float]] = {n: [] for n in CALIBRATIONS}
+    by_kind: dict[tuple[str, str], list[float]] = {
+        (n, k): [] for n in CALIBRATIONS for k in ("weekday", "weekend")
+    }
     for seed in (int(s) for s in args.seeds.split(",")):
         for back in range(args.days):
             make = functools.partial(synthetic_cases, seed, back)
@@ -339,6 +342,8 @@ def main() -> None:
             for n in CALIBRATIONS:
                 summary[n].append(f"{seed}/{day}: {inside[n]}")
                 every[n].extend(table[n])
+                kind = "weekend" if pd.Timestamp(cases[0].when[-1]).day_of_week >= 5 else "weekday"
+                by_kind[(n, kind)].extend(table[n])
     print("\nmetrics inside 0.75-0.85 per held-out day:")
     for n, cells in summary.items():
         values = np.asarray(every[n])
@@ -347,7 +352,12 @@ def main() -> None:
             + ", ".join(cells)
             + f"; in all {int(np.sum((values >= 0.75) & (values <= 0.85)))}"
             f" of {values.size}, mean |coverage - 0.8| {np.mean(np.abs(values - 0.8)):.4f}, "
-            f"below 0.75 {int(np.sum(values < 0.75))}, above 0.85 {int(np.sum(values > 0.85))}"
+            f"below 0.75 {int(np.sum(values < 0.75))}, above 0.85 {int(np.sum(values > 0.85))}; "
+            + "; ".join(
+                f"{k} days mean {statistics.mean(by_kind[(n, k)]):.3f}"
+                for k in ("weekday", "weekend")
+                if by_kind[(n, k)]
+            )
         )
 
 
