@@ -313,14 +313,20 @@ def synthetic() -> pd.DataFrame:
 
 
 def test_quality_target_on_synthetic_data(synthetic: pd.DataFrame) -> None:
-    """Last day held out, every held-out point scored (anomalous ones included)."""
+    """Last day held out, every held-out point scored (anomalous ones included).
+
+    The band is calibrated for samples (each bucket's spread widens it), so the share of
+    held-out samples inside it is held near 80 %; bucket means, which scatter less than
+    the samples they average, fall inside more often."""
     histories = history_from_samples(synthetic, QUALITY_METRICS, resolution="15min")
     for name in QUALITY_METRICS:
-        e = evaluate(histories[name], name, config=DEFAULT_CONFIG)
+        raw = pd.DataFrame({"timestamp": synthetic["timestamp"], "value": synthetic[name]})
+        e = evaluate(histories[name], name, config=DEFAULT_CONFIG, samples=raw)
         assert e.n_points == 96
         assert e.best_naive_mae is not None
         assert e.mae < e.best_naive_mae, (name, e.mae, e.naive_day_mae, e.naive_week_mae)
-        assert 0.70 <= e.coverage <= 0.90, (name, e.coverage)
+        assert e.sample_coverage is not None and 0.70 <= e.sample_coverage <= 0.90, (name, e)
+        assert 0.70 <= e.coverage <= 0.95, (name, e.coverage)
 
 
 def test_fitting_at_an_hour_is_supported(synthetic: pd.DataFrame) -> None:

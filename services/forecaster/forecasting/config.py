@@ -35,6 +35,9 @@ class ForecastConfig:
     backtest_select_origins: int = 12
     backtest_spacing_hours: float = 6.0
     backtest_horizon_hours: float = 24.0
+    # Separate interval quantiles for forecast times on weekdays and at weekends (UTC), each
+    # from the backtest residuals of its own day type, where each has enough origins.
+    calibrate_by_day_type: bool = True
     # Prophet is refitted once per this many hours of origins (its forecast does not
     # depend on values after its fit, so the origins in between reuse the fit).
     prophet_refit_hours: float = 96.0

@@ -31,6 +31,7 @@ from services.forecaster.forecasting.conformal import (
     ConformalBands,
     calibrate,
     held_out_coverage,
+    is_weekend,
     with_spread,
 )
 from services.forecaster.forecasting.errors import (
@@ -189,11 +190,15 @@ def fit(
             )
             spread = np.vstack([spread_values[o : o + horizon] for o in result.origins])
         residuals = with_spread(result.residuals[result.chosen], spread)
-        bands = calibrate(residuals, interval_width=config.interval_width, edges=edges)
+        index = np.asarray(result.origins)[:, None] + np.arange(horizon)[None, :]
+        times = fitted.start.to_datetime64() + index * step.to_timedelta64()
+        weekend = is_weekend(times) if config.calibrate_by_day_type else None
+        width = config.interval_width
+        bands = calibrate(residuals, interval_width=width, edges=edges, weekend=weekend)
         evaluation = summary(
             result,
             coverage=held_out_coverage(
-                residuals, interval_width=config.interval_width, edges=edges
+                residuals, interval_width=width, edges=edges, weekend=weekend
             ),
             interval_width=config.interval_width,
             scale=_naive_scale(observed, periods.day),
@@ -275,6 +280,7 @@ def predict_frame(model: MetricModel, ds: pd.DatetimeIndex) -> pd.DataFrame:
     point, lower, upper = model.bands.interval(
         yhat,
         np.ceil(steps_ahead - 1e-9).astype(np.int64),
+        weekend=is_weekend(ds),
         lower_bound=config.lower_bound,
         upper_bound=config.upper_bound,
     )
