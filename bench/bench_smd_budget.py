@@ -3,6 +3,7 @@
 Run: ``python -m bench.smd_recall_cache`` (and a variant cache, e.g. ``--config
 counts_cap=1``), then ``python -m bench.bench_smd_budget --cache DIR [--budget 1.0]``.
 
+The rule is the service's (``budget.choose_contamination``, the scheduled training's).
 Instead of one contamination for every host (``forests.AUTO_CONTAMINATION``), each host's
 forest threshold is the lowest (the largest contamination on a grid) at which the host's two
 layers joined (``max``) would have opened at most ``--budget`` incidents per day on the last
@@ -25,25 +26,15 @@ import pandas as pd
 from bench.bench_smd import MACHINES, METRICS
 from bench.bench_smd import load as load_smd
 from bench.bench_smd_recall import flags_of, load
-from services.trainer.anomaly.detector import AnomalyDetector
+from services.trainer.anomaly.budget import choose_contamination
 from services.trainer.anomaly.evaluation import DetectionCounts, Event, detection_counts, runs
-
-GRID = (0.001, 0.002, 0.003, 0.005, 0.007, 0.01)
 
 
 def choose(history: pd.DataFrame, stream: np.ndarray, thr: float, budget: float, k: int) -> float:
-    """The largest contamination on the grid whose held-out false incidents fit the budget."""
-    cut = 2 * len(history) // 3
-    det = AnomalyDetector(contamination=0.001).fit(history.iloc[:cut], METRICS)
-    f = det.score_frame(history).score
-    days = (len(history) - cut) / 1440.0
-    best = GRID[0]
-    for c in GRID:
-        f_thr = float(np.quantile(f[:cut], 1.0 - c))
-        n = len(runs(flags_of("max", stream[cut:], f[cut:], f_thr, thr, k)))
-        if n / days <= budget:
-            best = c
-    return best
+    """The service's rule (``budget.choose_contamination``) on a cached stream."""
+    return choose_contamination(
+        history, METRICS, stream, threshold=thr, consecutive=k, budget=budget
+    ).contamination
 
 
 def main() -> None:

@@ -18,8 +18,9 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.collector.sampling.sampler import MetricsCollector
+from services.trainer.anomaly.budget import GRID
 from services.trainer.anomaly.features import epoch_seconds
-from services.trainer.anomaly.forests import AUTO_CONTAMINATION
+from services.trainer.anomaly.forests import AUTO_CONTAMINATION, INCIDENT_BUDGET
 from services.trainer.anomaly.service import AnomalyService
 from services.trainer.anomaly.streaming import HostStream
 from services.trainer.app import create_app
@@ -263,6 +264,10 @@ async def test_a_forest_is_trained_for_a_host_with_enough_history_and_only_score
     active = svc.models.get(host="auto")
     assert active is not None and active.record.host == "auto"
     assert active.record.parameters["contamination"] == AUTO_CONTAMINATION == 0.003
+    # its threshold is the host's own: chosen from its false-incident rate on its history
+    spent = active.record.parameters["incident_budget"]
+    assert spent["per_day"] == INCIDENT_BUDGET == 1.0 and spent["contamination"] in GRID
+    assert active.record.parameters["effective_contamination"] == spent["contamination"]
     assert svc.models.get(host="small") is None
     assert await svc.forests.check() is None  # not due again before ML_ANOMALY_RETRAIN_HOURS
     later = minutes_ago(60)
