@@ -34,6 +34,9 @@ from services.trainer.anomaly.features import FeatureConfig
 GRID = (0.001, 0.002, 0.003, 0.005, 0.007, 0.01, 0.02)
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
+    "nocorr": {"correlation": 0.0},  # before the correlation view
+    "corr95": {"correlation": 0.95},
+    "corr999": {"correlation": 0.999},
     "s10": {"smoothing": 10},
     "s5": {"smoothing": 5},
     "s1": {"smoothing": 1},

@@ -5,7 +5,7 @@ Run: ``python -m bench.smd_recall_cache --out /tmp/smdq_cache`` once, then
 ``python -m bench.smd_forest_variant --base /tmp/smdq_cache --out /tmp/v_s5 --smoothing 5``
 and ``python -m bench.bench_smd_recall --cache /tmp/v_s5 ...`` (or ``bench_smd_budget``).
 
-Options change the detector's ``smoothing`` or its ``FeatureConfig`` (``--lags``,
+Options change the detector's ``smoothing``, its ``correlation`` view or its ``FeatureConfig`` (``--lags``,
 ``--baseline-window``, ``--std-windows``, ``--mean-windows``). The synthetic forest is
 fitted as ``training.train_detector`` fits it (labelled: on the clean normal rows, at the
 contamination left once the labelled anomalies are removed).
@@ -81,6 +81,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--only", nargs="*", default=[*MACHINES, "synthetic"])
     ap.add_argument("--smoothing", type=int, default=None)
+    ap.add_argument("--correlation", type=float, default=None, help="0: no correlation view")
     ap.add_argument("--lags", type=ints, default=None)
     ap.add_argument("--baseline-window", type=int, default=None)
     ap.add_argument("--std-windows", type=ints, default=None)
@@ -89,6 +90,8 @@ def main() -> None:
     kw: dict[str, Any] = {}
     if args.smoothing is not None:
         kw["smoothing"] = args.smoothing
+    if args.correlation is not None:
+        kw["correlation"] = args.correlation
     changes: dict[str, Any] = {}
     for name in ("lags", "baseline_window", "std_windows", "mean_windows"):
         value = getattr(args, name)
