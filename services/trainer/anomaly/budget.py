@@ -95,8 +95,12 @@ def choose_contamination(
         raise ValueError("the history is too short to hold a third out")
     times = frame_times(frame)
     days = max(float(times[-1] - times[cut - 1]) / _DAY, 1.0 / 1440.0)
+    # a metric the host began to send in the last third is left to the final forest
+    seen = [m for m in metrics if bool(frame[m].iloc[:cut].notna().any())]
+    if not seen:
+        return BudgetChoice(contamination=min(grid), held_out_days=days, incidents_per_day={})
     det = AnomalyDetector(contamination=min(grid), n_estimators=n_estimators)
-    det.fit(frame.iloc[:cut], metrics)
+    det.fit(frame.iloc[:cut], seen)
     forest = det.score_frame(frame).score
     fitted = forest[:cut]
     per_day: dict[float, float] = {}

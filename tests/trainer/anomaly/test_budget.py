@@ -107,6 +107,23 @@ def test_held_out_incidents_count_either_layer_confirmed_three_in_a_row() -> Non
     assert held_out_incidents(stream, forest, 0.995, threshold=0.999, k=3) == 1
 
 
+def test_a_metric_first_sent_in_the_last_third_does_not_stop_the_choice() -> None:
+    frame = _calm()
+    late = np.full(len(frame), np.nan)
+    late[-300:] = 5.0
+    frame["disk_usage_percent"] = late
+    choice = choose_contamination(
+        frame,
+        [*METRICS, "disk_usage_percent"],
+        _stream("calm"),
+        threshold=0.999,
+        consecutive=3,
+        budget=1.0,
+        n_estimators=30,
+    )
+    assert choice.contamination == _choose("calm", 1.0).contamination
+
+
 def test_a_history_too_short_to_hold_a_third_out_is_refused() -> None:
     frame = _calm().iloc[:2]
     with pytest.raises(ValueError, match="too short"):
