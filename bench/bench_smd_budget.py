@@ -27,7 +27,13 @@ from bench.bench_smd import MACHINES, METRICS
 from bench.bench_smd import load as load_smd
 from bench.bench_smd_recall import flags_of, load
 from services.trainer.anomaly.budget import choose_contamination
-from services.trainer.anomaly.evaluation import DetectionCounts, Event, detection_counts, runs
+from services.trainer.anomaly.evaluation import (
+    DetectionCounts,
+    Event,
+    attribution_hits,
+    detection_counts,
+    runs,
+)
 
 
 def choose(history: pd.DataFrame, stream: np.ndarray, thr: float, budget: float, k: int) -> float:
@@ -48,9 +54,11 @@ def main() -> None:
     thr, k = args.threshold, args.consecutive
     incidents, days = 0, 0.0
     total = DetectionCounts()
+    tops: list[list[str]] = []
+    truths: list[list[str]] = []
     for machine in MACHINES:
         d = load(args.cache, machine)
-        train, _test, _raw = load_smd(machine)
+        train, _test, raw = load_smd(machine)
         n, half = int(d["n_train"]), int(d["half"])
         c = choose(train.iloc[:half], d["stream"][:half], thr, args.budget, k)
         f_thr = float(np.quantile(d["design_forest"][:half], 1.0 - c))
@@ -68,6 +76,15 @@ def main() -> None:
             ]
             counts = detection_counts(events, flags)
             total = total + counts
+            # attribution as the service stores it: the per-metric layer's 3 most surprising
+            # metrics at the event's first flagged row
+            surprise = d["metric_surprise"][n:]
+            for e in raw:
+                idx = np.flatnonzero(flags[e["start"] : e["end"] + 1])
+                if len(idx):
+                    row = surprise[e["start"] + int(idx[0])]
+                    tops.append([METRICS[j] for j in np.argsort(-row, kind="stable")[:3]])
+                    truths.append(e["metrics"])
             line += f"; test contamination {ct} ({counts.events_detected}/{counts.events})"
         print(line, flush=True)
     print(f"train halves: {incidents / days:.3f} false incidents per host-day")
@@ -77,6 +94,8 @@ def main() -> None:
             f"R {total.event_recall:.3f} ({total.events_detected}/{total.events}, "
             f"{total.flagged_runs} runs)"
         )
+        attr = attribution_hits(tops, truths, n_metrics=len(METRICS), k=3)
+        print(f"hit@3 {attr.hit_rate:.3f} (chance {attr.chance:.3f}, n={attr.events})")
 
 
 if __name__ == "__main__":
