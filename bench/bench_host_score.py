@@ -1,7 +1,9 @@
 """How a host's score combines its per-metric streaming detectors with its own forest.
 
-Run: ``python -m bench.bench_host_score [--threshold 0.9999] [--contamination 0.003]``
-(default: the service's ``forests.AUTO_CONTAMINATION``).
+Run: ``python -m bench.bench_host_score [--threshold 0.999] [--contamination 0.003]``.
+Default: the scheduled training's rule, each host's forest contamination chosen from its own
+false-incident rate (``budget.choose_contamination`` at ``forests.INCIDENT_BUDGET`` a day,
+on the history the forest is fitted on); ``--contamination C``: one constant for every host.
 
 Three ways, each as the scoring loop would count incidents (``incident_rows``, 3 in a row):
 ``stream`` (the per-metric layer alone), ``max`` (the larger of the per-metric likelihood and
@@ -30,6 +32,7 @@ import pandas as pd
 from bench.bench_smd import MACHINES, METRICS, load
 from bench.bench_stream_smd import config_from
 from services.trainer.anomaly import artifact
+from services.trainer.anomaly.budget import choose_contamination
 from services.trainer.anomaly.detector import AnomalyDetector
 from services.trainer.anomaly.evaluation import (
     DetectionCounts,
@@ -40,7 +43,7 @@ from services.trainer.anomaly.evaluation import (
     runs,
 )
 from services.trainer.anomaly.features import epoch_seconds
-from services.trainer.anomaly.forests import AUTO_CONTAMINATION
+from services.trainer.anomaly.forests import INCIDENT_BUDGET
 from services.trainer.anomaly.hostscore import forest_on_stream_scale
 from services.trainer.anomaly.streaming import HostStream, StreamConfig
 from services.trainer.anomaly.training import train_detector
@@ -77,32 +80,51 @@ def false_incidents(flags: np.ndarray) -> int:
     return len(runs(incident_rows(flags, CONSECUTIVE)))
 
 
-def smd_train_halves(thr: float, contamination: float, cfg: StreamConfig) -> dict[str, float]:
+def host_contamination(
+    history: pd.DataFrame, stream: np.ndarray, thr: float, contamination: float | None
+) -> float:
+    """The constant, or the service's per-host choice on the forest's own history."""
+    if contamination is not None:
+        return contamination
+    choice = choose_contamination(
+        history, METRICS, stream, threshold=thr, consecutive=CONSECUTIVE, budget=INCIDENT_BUDGET
+    )
+    return choice.contamination
+
+
+def smd_train_halves(
+    thr: float, contamination: float | None, cfg: StreamConfig
+) -> dict[str, float]:
     incidents = dict.fromkeys(MODES, 0)
     days = 0.0
     for machine in MACHINES:
         train, _test, _raw = load(machine)
         half = len(train) // 2
-        det = AnomalyDetector(contamination=contamination).fit(train.iloc[:half], METRICS)
-        s = stream_scores(train, METRICS, cfg)[half:]
+        s = stream_scores(train, METRICS, cfg)
+        c = host_contamination(train.iloc[:half], s[:half], thr, contamination)
+        det = AnomalyDetector(contamination=c).fit(train.iloc[:half], METRICS)
+        s = s[half:]
         f = det.score_frame(train).score[half:]
         for mode, flags in combined(s, f, det.fitted_threshold, thr).items():
             incidents[mode] += false_incidents(flags)
         days += (len(train) - half) / 1440.0
-        print(f"  {machine}: {(len(train) - half) / 1440.0:.1f} days", flush=True)
+        print(f"  {machine}: {(len(train) - half) / 1440.0:.1f} days, forest at {c}", flush=True)
     return {m: incidents[m] / days for m in MODES}
 
 
 def smd_test_halves(
-    thr: float, contamination: float, cfg: StreamConfig
+    thr: float, contamination: float | None, cfg: StreamConfig
 ) -> dict[str, DetectionCounts]:
     totals = {m: DetectionCounts() for m in MODES}
     for machine in MACHINES:
         train, test, raw = load(machine)
         events = [Event(e["start"], e["end"], "anomaly") for e in raw]
-        det = AnomalyDetector(contamination=contamination).fit(train, METRICS)
         both = pd.concat([train, test], ignore_index=True)
-        s = stream_scores(both, METRICS, cfg)[len(train) :]
+        s = stream_scores(both, METRICS, cfg)
+        c = host_contamination(train, s[: len(train)], thr, contamination)
+        print(f"  {machine}: forest at {c}", flush=True)
+        det = AnomalyDetector(contamination=c).fit(train, METRICS)
+        s = s[len(train) :]
         history = det.history_samples
         f = det.score_frame(pd.concat([train.iloc[-history:], test], ignore_index=True))
         for mode, flags in combined(s, f.score[history:], det.fitted_threshold, thr).items():
@@ -136,13 +158,16 @@ def synthetic(thr: float, cfg: StreamConfig) -> dict[str, dict[str, Any]]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threshold", type=float, default=0.9999)
-    ap.add_argument("--contamination", type=float, default=AUTO_CONTAMINATION)
+    ap.add_argument(
+        "--contamination", type=float, default=None, help="one for every host (default: per host)"
+    )
     ap.add_argument("--config", nargs="*", default=[], help="StreamConfig key=value overrides")
     ap.add_argument("--skip-test", action="store_true", help="design runs: not the test halves")
     args = ap.parse_args()
     cfg = config_from(args.config)
     t0 = time.perf_counter()
-    print(f"threshold {args.threshold}, SMD forest contamination {args.contamination}")
+    rule = args.contamination or f"per host, budget {INCIDENT_BUDGET} incidents a day"
+    print(f"threshold {args.threshold}, SMD forest contamination {rule}")
     print("SMD train halves, false incidents per host-day (second half of each train half):")
     for mode, rate in smd_train_halves(args.threshold, args.contamination, cfg).items():
         print(f"  {mode:8s} {rate:.3f}")

@@ -3,6 +3,7 @@
 Run: ``python -m bench.smd_recall_cache`` (and a variant cache, e.g. ``--config
 counts_cap=1``), then ``python -m bench.bench_smd_budget --cache DIR [--budget 1.0]``.
 
+The rule is the service's (``budget.choose_contamination``, the scheduled training's).
 Instead of one contamination for every host (``forests.AUTO_CONTAMINATION``), each host's
 forest threshold is the lowest (the largest contamination on a grid) at which the host's two
 layers joined (``max``) would have opened at most ``--budget`` incidents per day on the last
@@ -25,25 +26,21 @@ import pandas as pd
 from bench.bench_smd import MACHINES, METRICS
 from bench.bench_smd import load as load_smd
 from bench.bench_smd_recall import flags_of, load
-from services.trainer.anomaly.detector import AnomalyDetector
-from services.trainer.anomaly.evaluation import DetectionCounts, Event, detection_counts, runs
-
-GRID = (0.001, 0.002, 0.003, 0.005, 0.007, 0.01)
+from services.trainer.anomaly.budget import choose_contamination
+from services.trainer.anomaly.evaluation import (
+    DetectionCounts,
+    Event,
+    attribution_hits,
+    detection_counts,
+    runs,
+)
 
 
 def choose(history: pd.DataFrame, stream: np.ndarray, thr: float, budget: float, k: int) -> float:
-    """The largest contamination on the grid whose held-out false incidents fit the budget."""
-    cut = 2 * len(history) // 3
-    det = AnomalyDetector(contamination=0.001).fit(history.iloc[:cut], METRICS)
-    f = det.score_frame(history).score
-    days = (len(history) - cut) / 1440.0
-    best = GRID[0]
-    for c in GRID:
-        f_thr = float(np.quantile(f[:cut], 1.0 - c))
-        n = len(runs(flags_of("max", stream[cut:], f[cut:], f_thr, thr, k)))
-        if n / days <= budget:
-            best = c
-    return best
+    """The service's rule (``budget.choose_contamination``) on a cached stream."""
+    return choose_contamination(
+        history, METRICS, stream, threshold=thr, consecutive=k, budget=budget
+    ).contamination
 
 
 def main() -> None:
@@ -57,9 +54,11 @@ def main() -> None:
     thr, k = args.threshold, args.consecutive
     incidents, days = 0, 0.0
     total = DetectionCounts()
+    tops: list[list[str]] = []
+    truths: list[list[str]] = []
     for machine in MACHINES:
         d = load(args.cache, machine)
-        train, _test, _raw = load_smd(machine)
+        train, _test, raw = load_smd(machine)
         n, half = int(d["n_train"]), int(d["half"])
         c = choose(train.iloc[:half], d["stream"][:half], thr, args.budget, k)
         f_thr = float(np.quantile(d["design_forest"][:half], 1.0 - c))
@@ -77,6 +76,15 @@ def main() -> None:
             ]
             counts = detection_counts(events, flags)
             total = total + counts
+            # attribution as the service stores it: the per-metric layer's 3 most surprising
+            # metrics at the event's first flagged row
+            surprise = d["metric_surprise"][n:]
+            for e in raw:
+                idx = np.flatnonzero(flags[e["start"] : e["end"] + 1])
+                if len(idx):
+                    row = surprise[e["start"] + int(idx[0])]
+                    tops.append([METRICS[j] for j in np.argsort(-row, kind="stable")[:3]])
+                    truths.append(e["metrics"])
             line += f"; test contamination {ct} ({counts.events_detected}/{counts.events})"
         print(line, flush=True)
     print(f"train halves: {incidents / days:.3f} false incidents per host-day")
@@ -86,6 +94,8 @@ def main() -> None:
             f"R {total.event_recall:.3f} ({total.events_detected}/{total.events}, "
             f"{total.flagged_runs} runs)"
         )
+        attr = attribution_hits(tops, truths, n_metrics=len(METRICS), k=3)
+        print(f"hit@3 {attr.hit_rate:.3f} (chance {attr.chance:.3f}, n={attr.events})")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import skops.io as sio
 from sklearn.ensemble import IsolationForest
 
 from services.trainer.anomaly.calibration import Calibrator
+from services.trainer.anomaly.correlation import CorrelationView
 from services.trainer.anomaly.detector import AnomalyDetector
 from services.trainer.anomaly.features import FeatureConfig
 from services.trainer.anomaly.forest import FlatForest, ScoringThreads, check_forest
@@ -70,6 +71,8 @@ def dump(det: AnomalyDetector) -> bytes:
         "depth": fitted.flat.depth,
         "normaliser": fitted.flat.normaliser,
         "tails": [getattr(fitted, name).tail for name in _CALIBRATORS],
+        "correlation": det.correlation,
+        "corr_tail": det.cal_corr.tail if det.cal_corr is not None else None,
     }
     arrays: dict[str, npt.NDArray[Any]] = {
         "config": np.frombuffer(json.dumps(config).encode(), dtype=np.uint8),
@@ -86,6 +89,12 @@ def dump(det: AnomalyDetector) -> bytes:
         cal: Calibrator = getattr(fitted, name)
         arrays[f"{name}_knots"] = cal.knots
         arrays[f"{name}_probs"] = cal.probs
+    if det.corr is not None and det.cal_corr is not None:
+        arrays["corr_mean"] = det.corr.mean
+        arrays["corr_basis"] = det.corr.basis
+        arrays["corr_residual_var"] = det.corr.residual_var
+        arrays["cal_corr_knots"] = det.cal_corr.knots
+        arrays["cal_corr_probs"] = det.cal_corr.probs
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
     return buf.getvalue()
@@ -106,6 +115,8 @@ def load(data: bytes, checksum: str, *, threads: ScoringThreads | None = None) -
         max_samples=int(config["max_samples"]),
         smoothing=int(config["smoothing"]),
         random_state=int(config["random_state"]),
+        # versions stored before the correlation view have none and score as they did
+        correlation=float(config.get("correlation", 0.0)),
         feature_config=_feature_config(config["feature_config"]),
         threads=threads,
     )
@@ -117,6 +128,11 @@ def load(data: bytes, checksum: str, *, threads: ScoringThreads | None = None) -
     tails = [float(t) for t in config["tails"]]
     for name, tail in zip(_CALIBRATORS, tails, strict=True):
         setattr(det, name, Calibrator(arr[f"{name}_knots"], arr[f"{name}_probs"], tail))
+    if "corr_basis" in arr:
+        det.corr = _correlation_view(arr, n_metrics=len(fx.metrics))
+        det.cal_corr = Calibrator(
+            arr["cal_corr_knots"], arr["cal_corr_probs"], float(config["corr_tail"])
+        )
     forest = sio.loads(arr["forest"].tobytes(), trusted=_TRUSTED_SKOPS_TYPES)
     if not isinstance(forest, IsolationForest):
         raise ValueError("stored forest is not an IsolationForest")
@@ -154,6 +170,18 @@ def _check_layout(config: dict[str, Any], arrays: dict[str, Any]) -> None:
             f"artifact format {FORMAT_VERSION} of a detector variant this build does not score "
             f"({', '.join(problems)}) is not supported; retrain"
         )
+
+
+def _correlation_view(arr: dict[str, Any], *, n_metrics: int) -> CorrelationView:
+    mean, basis, var = arr["corr_mean"], arr["corr_basis"], arr["corr_residual_var"]
+    if (
+        mean.shape != (n_metrics,)
+        or var.shape != (n_metrics,)
+        or basis.ndim != 2
+        or basis.shape[0] != n_metrics
+    ):
+        raise ValueError("stored correlation view does not match the detector's metrics")
+    return CorrelationView(mean=mean, basis=basis, residual_var=var)
 
 
 def _feature_config(data: dict[str, Any]) -> FeatureConfig:

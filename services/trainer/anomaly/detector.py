@@ -1,4 +1,4 @@
-"""The anomaly detector: Isolation Forest, level-shift and jump views, calibrated 0..1 scores.
+"""The anomaly detector: Isolation Forest, level-shift, jump and correlation views, calibrated.
 
 Usage: ``det = AnomalyDetector().fit(frame); det.score_frame(frame)``; one sample of a host:
 ``det.score_sample(values, timestamp=ts, history=det.seeded_history(times, rows), threshold=t)``.
@@ -17,6 +17,7 @@ import pandas as pd
 from sklearn.ensemble import IsolationForest
 
 from services.trainer.anomaly.calibration import Calibrator
+from services.trainer.anomaly.correlation import DEFAULT_KEEP, CorrelationView
 from services.trainer.anomaly.explain import MetricContribution, contributions
 from services.trainer.anomaly.features import FeatureConfig, FeatureExtractor, FeatureSet
 from services.trainer.anomaly.forest import FlatForest, ScoringThreads, forest_scores
@@ -72,6 +73,8 @@ class AnomalyDetector:
     max_samples: int = 256
     smoothing: int = 20
     random_state: int = 0
+    # share of the training variance the correlation view's usual relations hold; 0: no view
+    correlation: float = DEFAULT_KEEP
     feature_config: FeatureConfig = field(default_factory=FeatureConfig)
     threads: ScoringThreads | None = field(default=None, repr=False, compare=False)
     extractor: FeatureExtractor = field(init=False)
@@ -86,12 +89,16 @@ class AnomalyDetector:
     cal_dev: Calibrator | None = field(init=False, default=None)
     cal_jump: Calibrator | None = field(init=False, default=None)
     cal_final: Calibrator | None = field(init=False, default=None)
+    corr: CorrelationView | None = field(init=False, default=None)
+    cal_corr: Calibrator | None = field(init=False, default=None)
     fitted_threshold: float = field(init=False, default=0.95)
     n_train: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.contamination <= 0.5:
             raise ValueError("contamination must lie in (0, 0.5]")
+        if not 0.0 <= self.correlation < 1.0:
+            raise ValueError("correlation must lie in [0, 1)")
         if self.n_estimators < 1 or self.smoothing < 1:
             raise ValueError("n_estimators and smoothing must be at least 1")
         self.extractor = FeatureExtractor(self.feature_config)
@@ -150,6 +157,13 @@ class AnomalyDetector:
         self.cal_jump = Calibrator.fit(jump_anom)
         combined = np.maximum(self.cal_forest(forest_anom), self.cal_dev(dev_score))
         combined = np.maximum(combined, self.cal_jump(jump_anom))
+        self.corr, self.cal_corr = None, None
+        if self.correlation > 0.0:
+            self.corr = CorrelationView.fit(feats.z[mask], keep=self.correlation)
+        if self.corr is not None:
+            corr_raw = self.corr.raw(feats.z[mask])
+            self.cal_corr = Calibrator.fit(corr_raw)
+            combined = np.maximum(combined, self.cal_corr(corr_raw))
         self.cal_final = Calibrator.fit(combined)
         final = self.cal_final(combined)
         self.fitted_threshold = float(np.quantile(final, 1.0 - self.contamination))
@@ -209,6 +223,8 @@ class AnomalyDetector:
         dev_score = self._shift_score(feats, memory_ref)
         combined = np.maximum(fitted.cal_forest(forest_anom), fitted.cal_dev(dev_score))
         combined = np.maximum(combined, fitted.cal_jump(self._jump_score(feats)))
+        if self.corr is not None and self.cal_corr is not None:
+            combined = np.maximum(combined, self.cal_corr(self.corr.raw(feats.z)))
         return fitted.cal_final(combined)
 
     def score_features(

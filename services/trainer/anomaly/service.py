@@ -20,7 +20,12 @@ from services.trainer.anomaly import artifact
 from services.trainer.anomaly import repository as repo
 from services.trainer.anomaly.feedback import give_feedback, list_thresholds
 from services.trainer.anomaly.forest import ScoringThreads
-from services.trainer.anomaly.forests import AUTO_CONTAMINATION, AUTO_ESTIMATORS, ForestScheduler
+from services.trainer.anomaly.forests import (
+    AUTO_CONTAMINATION,
+    AUTO_ESTIMATORS,
+    INCIDENT_BUDGET,
+    ForestScheduler,
+)
 from services.trainer.anomaly.history import RecentHistory
 from services.trainer.anomaly.predict import Prediction, Predictor
 from services.trainer.anomaly.scoring import (
@@ -138,22 +143,27 @@ class AnomalyService:
     # -- training and activation ---------------------------------------------------
 
     async def train_host(self, host: str) -> TrainAnomalyResponse:
-        """Train a host's forest on its own history (the automatic schedule)."""
+        """Train a host's forest on its own history (the automatic schedule): its threshold
+        from its own false-incident rate (``budget.choose_contamination``)."""
         body = TrainAnomalyRequest(
             host=host, contamination=AUTO_CONTAMINATION, n_estimators=AUTO_ESTIMATORS
         )
-        return await self.train(body)
+        return await self.train(body, incident_budget=INCIDENT_BUDGET)
 
-    async def train(self, body: TrainAnomalyRequest) -> TrainAnomalyResponse:
+    async def train(
+        self, body: TrainAnomalyRequest, *, incident_budget: float | None = None
+    ) -> TrainAnomalyResponse:
         if self.training:
             raise Conflict("an anomaly detector is already training; try again when it is done")
         self.training = True
         try:
-            return await self._train(body)
+            return await self._train(body, incident_budget)
         finally:
             self.training = False
 
-    async def _train(self, body: TrainAnomalyRequest) -> TrainAnomalyResponse:
+    async def _train(
+        self, body: TrainAnomalyRequest, incident_budget: float | None
+    ) -> TrainAnomalyResponse:
         started = time.perf_counter()
         if body.start and body.end and body.start > body.end:
             raise Conflict("start is after end")
@@ -181,6 +191,10 @@ class AnomalyService:
             host, start, end = SYNTHETIC_HOST, None, None
             synthetic_seed = body.seed
         assert host is not None
+        threshold = self.settings.anomaly_threshold
+        if incident_budget is not None:
+            async with self.engine.connect() as conn:
+                threshold = (await repo.host_thresholds(conn)).get(host, threshold)
         active = self.models.get(host=host)  # versions compete within their host only
         active_artifact: tuple[bytes, str] | None = None
         if active is not None:
@@ -197,6 +211,8 @@ class AnomalyService:
             active_artifact=active_artifact,
             synthetic_seed=synthetic_seed,
             consecutive=self.settings.anomaly_consecutive,
+            incident_budget=incident_budget,
+            threshold=threshold,
         )
         outcome: TrainingOutcome = await run_in(self.training_pool, train_in_worker, job)
         activate, reason = activation_decision(

@@ -16,9 +16,10 @@ import numpy.typing as npt
 import pandas as pd
 
 from services.trainer.anomaly import artifact
+from services.trainer.anomaly.budget import BudgetChoice, choose_contamination, replay_stream
 from services.trainer.anomaly.detector import AnomalyDetector
 from services.trainer.anomaly.evaluation import NORMAL, evaluate_labels, incident_rows
-from services.trainer.anomaly.features import FeatureConfig
+from services.trainer.anomaly.features import FeatureConfig, frame_times
 from services.trainer.anomaly.forest import ScoringThreads
 from services.trainer.synthetic.generator import SyntheticDataGenerator
 from shared.catalogue import METRIC_NAMES
@@ -26,6 +27,8 @@ from shared.catalogue import METRIC_NAMES
 EVAL_SEED = 7
 EVAL_DAYS = 30
 DEFAULT_CONSECUTIVE = 3  # the default of ML_ANOMALY_CONSECUTIVE
+DEFAULT_THRESHOLD = 0.999  # the default of ML_ANOMALY_THRESHOLD
+STREAM_METRICS = list(METRIC_NAMES)  # the per-metric layer's metrics (the scoring loop's)
 HOLDOUT_SHARE = 0.2
 WORSE_MARGIN = 0.02
 # Threshold quantile floor once labelled anomalies are removed from a history: the remaining
@@ -91,6 +94,8 @@ def train_detector(
     synthetic_seed: int | None = None,
     consecutive: int = DEFAULT_CONSECUTIVE,
     threads: ScoringThreads | None = None,
+    incident_budget: float | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> TrainingOutcome:
     """Fit a detector on a host's samples, evaluate it and (if given) the active one.
 
@@ -98,6 +103,10 @@ def train_detector(
     training and the evaluation month gets another seed. ``consecutive``: the service's
     ``ML_ANOMALY_CONSECUTIVE``, the confirmation rule detections are counted with.
     ``threads``: for the evaluations' batch scoring (the training process passes none).
+    ``incident_budget``: on an unlabelled history, ``contamination`` is replaced by the
+    largest of ``budget.GRID`` at which the host's two layers (the per-metric layer at the
+    host's ``threshold`` and the forest) opened at most this many incidents a day on the
+    history's last third (``budget.choose_contamination``; the scheduled training's rule).
     """
     started = time.perf_counter()
     frame = history.sort_values("timestamp", kind="stable").reset_index(drop=True)
@@ -109,6 +118,23 @@ def train_detector(
     split = int(len(frame) * (1.0 - HOLDOUT_SHARE)) if held_out else len(frame)
     train = frame.iloc[:split]
     normal, effective = None, contamination
+    choice: BudgetChoice | None = None
+    if incident_budget is not None and not labelled and synthetic_seed is None:
+        stream = replay_stream(
+            frame_times(frame),
+            frame.reindex(columns=STREAM_METRICS).to_numpy(float),
+            STREAM_METRICS,
+        )
+        choice = choose_contamination(
+            frame,
+            metrics,
+            stream,
+            threshold=threshold,
+            consecutive=consecutive,
+            budget=incident_budget,
+            n_estimators=n_estimators,
+        )
+        effective = choice.contamination
     if labelled:
         # Known anomalies are not "normal" to learn from: fit on the normal rows, and set the
         # threshold for what remains of the expected contamination once they are removed.
@@ -142,6 +168,9 @@ def train_detector(
         "contamination": contamination,
         "effective_contamination": effective,
         "trained_on": "normal-labelled rows" if labelled else "all rows",
+        "incident_budget": None
+        if choice is None
+        else {"per_day": incident_budget, "threshold": threshold, **choice.summary()},
         "n_estimators": n_estimators,
         "max_samples": det.max_samples,
         "smoothing": det.smoothing,

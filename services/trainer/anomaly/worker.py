@@ -26,6 +26,8 @@ class TrainingJob:
     active_artifact: tuple[bytes, str] | None  # the active version's bytes and sha256
     synthetic_seed: int | None
     consecutive: int
+    incident_budget: float | None = None  # the scheduled training's rule (``train_detector``)
+    threshold: float = 0.999  # the host's threshold in force, for that rule
 
 
 def train_in_worker(job: TrainingJob) -> TrainingOutcome:
@@ -43,4 +45,6 @@ def train_in_worker(job: TrainingJob) -> TrainingOutcome:
         active=active,
         synthetic_seed=job.synthetic_seed,
         consecutive=job.consecutive,
+        incident_budget=job.incident_budget,
+        threshold=job.threshold,
     )

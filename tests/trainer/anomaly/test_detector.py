@@ -204,11 +204,16 @@ def _rewritten(blob: bytes, edit: Any) -> bytes:
 
 
 def test_the_stored_layout_is_format_1_as_before() -> None:
-    """Models stored before this build load: the layout, keys and fixed values are unchanged."""
+    """Models stored before this build load: the layout, keys and fixed values are unchanged;
+    the correlation view's keys come after them, and its arrays (test_correlation.py) only
+    when it has one (these three independent metrics leave no relation to break)."""
     det, _ = _trained()
     with np.load(io.BytesIO(artifact.dump(det)), allow_pickle=False) as npz:
         names = list(npz.files)
         config = json.loads(npz["config"].tobytes().decode())
+    assert det.corr is None
+    assert list(config)[-2:] == ["correlation", "corr_tail"] and config["corr_tail"] is None
+    config = {k: v for k, v in config.items() if k not in ("correlation", "corr_tail")}
     assert list(config) == [
         "format_version", "contamination", "n_estimators", "max_samples", "smoothing",
         "random_state", "threshold", "threshold_method", "pot_level", "pot_risk",

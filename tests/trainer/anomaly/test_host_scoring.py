@@ -18,8 +18,9 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.collector.sampling.sampler import MetricsCollector
+from services.trainer.anomaly.budget import GRID
 from services.trainer.anomaly.features import epoch_seconds
-from services.trainer.anomaly.forests import AUTO_CONTAMINATION
+from services.trainer.anomaly.forests import AUTO_CONTAMINATION, INCIDENT_BUDGET
 from services.trainer.anomaly.service import AnomalyService
 from services.trainer.anomaly.streaming import HostStream
 from services.trainer.app import create_app
@@ -34,6 +35,7 @@ from tests.trainer.anomaly.test_anomaly_service import (
     store,
     store_history,
     train,
+    training_frame,
     wait_for,
 )
 
@@ -263,6 +265,8 @@ async def test_a_forest_is_trained_for_a_host_with_enough_history_and_only_score
     active = svc.models.get(host="auto")
     assert active is not None and active.record.host == "auto"
     assert active.record.parameters["contamination"] == AUTO_CONTAMINATION == 0.003
+    # a labelled history trains on its normal rows, at the contamination they leave
+    assert active.record.parameters["incident_budget"] is None
     assert svc.models.get(host="small") is None
     assert await svc.forests.check() is None  # not due again before ML_ANOMALY_RETRAIN_HOURS
     later = minutes_ago(60)
@@ -282,6 +286,27 @@ async def test_a_forest_is_trained_for_a_host_with_enough_history_and_only_score
     assert auto["model_id"] == active.id and auto["forest_score"] is not None
     assert auto["is_anomaly"] is True
     assert math.isfinite(auto["score"])
+
+
+async def test_an_unlabelled_host_gets_its_forest_threshold_from_its_own_incident_rate(
+    running: tuple[FastAPI, httpx.AsyncClient], engine: AsyncEngine
+) -> None:
+    app, _client = running
+    svc: AnomalyService = app.state.anomaly
+    frame = training_frame().assign(label="normal")  # a real host's history: no labels
+    await store(engine, frame, "plain")
+    assert await svc.forests.check() == "plain"
+    active = svc.models.get(host="plain")
+    assert active is not None
+    spent = active.record.parameters["incident_budget"]
+    assert spent["per_day"] == INCIDENT_BUDGET == 1.0
+    assert spent["threshold"] == svc.settings.anomaly_threshold
+    assert spent["contamination"] in GRID
+    assert set(spent["incidents_per_day"]) == {str(c) for c in GRID}
+    within = [float(c) for c, v in spent["incidents_per_day"].items() if v <= INCIDENT_BUDGET]
+    assert spent["contamination"] == (max(within) if within else min(GRID))
+    assert active.record.parameters["effective_contamination"] == spent["contamination"]
+    assert active.record.metrics["threshold"] == active.model.fitted_threshold
 
 
 async def test_training_a_host_leaves_the_other_hosts_forests_active(
