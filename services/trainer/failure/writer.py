@@ -187,6 +187,10 @@ class PredictionWriter:
                     changes.append(_Change(action, item, row, top))
         notify: list[IncidentOut] = []
         async with write_transaction(self.engine) as conn:
+            # The predictions first: on SQLite the driver begins the transaction at the first
+            # write, and an incident's insert (a savepoint) as the first write would commit
+            # by itself, whatever came after.
+            await repo.insert_predictions(conn, records)
             may_be_open = await self._open_keys(conn, changes)
             for change in changes:
                 key = dedup_key(change.item.host)
@@ -206,7 +210,6 @@ class PredictionWriter:
                     )
                     if resolved is not None:
                         notify.append(resolved)
-            await repo.insert_predictions(conn, records)
         self.trackers.update(trackers)
         return notify
 
