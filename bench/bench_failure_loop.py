@@ -76,6 +76,7 @@ async def worker(url: str, hosts: int, passes: int) -> dict[str, Any]:
             "hosts": first.hosts,
             "predictions": first.predictions,
             "opened": len(first.opened),
+            "parts": getattr(first, "seconds", {}),
         }
         steady = []
         for _ in range(passes):
@@ -111,6 +112,7 @@ async def worker(url: str, hosts: int, passes: int) -> dict[str, Any]:
                     "hosts": done.hosts,
                     "predictions": done.predictions,
                     "opened": len(done.opened),
+                    "parts": getattr(done, "seconds", {}),
                 }
             )
         out["steady"] = steady
@@ -223,17 +225,23 @@ def run_worker(code: Path, url: str, hosts: int, passes: int) -> dict[str, Any]:
     return result
 
 
+def parts(p: dict[str, float]) -> str:
+    return "; " + ", ".join(f"{k} {v:.2f}" for k, v in p.items()) if p else ""
+
+
 def report(label: str, r: dict[str, Any], hosts: int) -> None:
     f = r["first"]
     print(
         f"  {label}: first pass {f['wall']:.2f} s wall, {f['cpu']:.2f} s CPU "
-        f"({f['hosts']} hosts, {f['predictions']} rows, {f['opened']} incidents opened)"
+        f"({f['hosts']} hosts, {f['predictions']} rows, {f['opened']} incidents opened"
+        f"{parts(f.get('parts', {}))})"
     )
     walls = [s["wall"] for s in r["steady"]]
     for s in r["steady"]:
         print(
             f"    steady pass {s['wall']:.2f} s wall, {s['cpu']:.2f} s CPU "
-            f"({s['hosts']} hosts, {s['predictions']} rows, {s['opened']} opened)"
+            f"({s['hosts']} hosts, {s['predictions']} rows, {s['opened']} opened"
+            f"{parts(s.get('parts', {}))})"
         )
     median = statistics.median(walls)
     rate = hosts / median

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -103,6 +104,7 @@ class PassOutcome:
     opened: list[IncidentOut] = field(default_factory=list)
     read_alone: int = 0  # hosts read by themselves (no window, or it could not be used)
     failed: int = 0  # hosts whose scoring or writing failed (tried again next pass)
+    seconds: dict[str, float] = field(default_factory=dict)  # hosts, read, score, write
 
 
 _Fresh = tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, Any], np.ndarray[Any, Any]]
@@ -198,8 +200,17 @@ class FailureScorer:
 
     async def _run_pass(self) -> PassOutcome:
         outcome = PassOutcome()
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            outcome.seconds[name] = outcome.seconds.get(name, 0.0) + now - clock
+            clock = now
+
         hosts = await self._hosts()
         assert self.last is not None
+        lap("hosts")
         fresh, top = await self._read_new()
         inputs: list[HostInput] = []
         kept: dict[str, HostWindow] = {}  # each host's window once its samples are scored
@@ -231,7 +242,9 @@ class FailureScorer:
                 kept[host] = HostWindow.from_rows(rows)
             times, values = sample_arrays(rows, model.spec.metrics)
             inputs.append(HostInput(host, model, times, values, self._after(host)))
+        lap("read")
         results = await asyncio.to_thread(score_hosts, inputs, limit=MAX_ROWS_PER_PASS)
+        lap("score")
         batch: list[HostScores] = []
         for host in sorted(results):
             result = results[host]
@@ -241,6 +254,7 @@ class FailureScorer:
             elif result:
                 batch.append(HostScores(host, hosts[host], result))
         written, notified, failed = await self.writer.write(batch)
+        lap("write")
         for host, exc in failed.items():
             self._failed(host, exc)
             kept.pop(host, None)
