@@ -19,13 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.collector.samples.repository import insert_samples
 from services.trainer.anomaly.repository import sample_arrays
-from services.trainer.failure import artifact
+from services.trainer.failure import artifact, scoring
 from services.trainer.failure import repository as repo
 from services.trainer.failure import writer as writer_module
 from services.trainer.failure.features import batch_features
 from services.trainer.failure.fleet import ScoredRow
 from services.trainer.failure.model import Contribution, FailureModel
 from services.trainer.failure.scoring import (
+    MAX_READ,
+    READ_BATCH,
     SCORE_ROWS,
     FailureScorer,
     WarningTracker,
@@ -183,14 +185,19 @@ async def test_many_hosts_in_one_pass_store_what_scoring_them_one_by_one_stores(
         elif n > 2:
             await ingest(engine, fleet.next(dict.fromkeys(range(HOSTS), 1)))
         before = await max_id(engine)
+        if n == 6:  # more new samples than a pass holds (a bulk import): every host read
+            monkeypatch.setattr(scoring, "READ_BATCH", 2)
+            monkeypatch.setattr(scoring, "MAX_READ", 3)
         outcome = await scorer.run_pass()
+        monkeypatch.setattr(scoring, "READ_BATCH", READ_BATCH)
+        monkeypatch.setattr(scoring, "MAX_READ", MAX_READ)
         stored = await stored_since(engine, before)
         expected = await expected_pass(
             engine, model, fleet.hosts, after, trackers, settings.failure_consecutive
         )
         assert stored == expected, f"pass {n}"
         # the first pass reads every host; then only the host whose sample came late
-        assert outcome.read_alone == {0: HOSTS, 2: 1}.get(n, 0), f"pass {n}"
+        assert outcome.read_alone == {0: HOSTS, 2: 1, 6: HOSTS}.get(n, 0), f"pass {n}"
         assert outcome.failed == 0
     async with engine.connect() as conn:
         query = sa.select(incidents.c.host, incidents.c.status).where(
