@@ -36,6 +36,7 @@ ORCHESTRATION = frozenset(
         "services/trainer/analysis/repository_pg.py",
         "services/trainer/failure/scoring.py",
         "services/trainer/failure/window.py",
+        "services/trainer/failure/writer.py",
         "services/trainer/failure/worker.py",
     }
 )

@@ -206,6 +206,21 @@ def batch_features(spec: FeatureSpec, times: FloatArray, values: FloatArray) -> 
     return out
 
 
+def features_at(
+    spec: FeatureSpec, times: FloatArray, values: FloatArray, rows: IntArray
+) -> FloatArray:
+    """``batch_features(spec, times, values)[rows]`` without the other rows (``rows`` ascending)."""
+    t = np.ascontiguousarray(times, dtype=np.float64)
+    x = np.ascontiguousarray(values, dtype=np.float64)
+    if x.ndim != 2 or x.shape != (len(t), len(spec.metrics)):
+        raise ValueError(f"values must be (len(times), {len(spec.metrics)}), got {x.shape}")
+    relative, cond_metric, cond_level, b_metric, b_level, columns = spec.compiled
+    idx = np.ascontiguousarray(rows, dtype=np.int64)
+    out = np.empty((len(idx), len(columns)))
+    kernel.some_rows(t, x, idx, relative, cond_metric, cond_level, b_metric, b_level, columns, out)
+    return out
+
+
 def describe(spec: FeatureSpec, j: int, row: FloatArray) -> str:
     """Feature j of a row in the metric's words."""
     name = spec.names[j]

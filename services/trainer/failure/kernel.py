@@ -182,3 +182,31 @@ def all_rows(
         )
         for c in range(len(columns)):
             out[i, c] = scratch[columns[c]]
+
+
+@compiled
+def some_rows(
+    t: FloatArray,
+    x: FloatArray,
+    rows: IntArray,
+    relative: IntArray,
+    cond_metric: IntArray,
+    cond_level: FloatArray,
+    breach_metric: IntArray,
+    breach_level: FloatArray,
+    columns: IntArray,
+    out: FloatArray,
+) -> None:
+    """The features of ``rows`` (ascending) only, as ``all_rows`` computes them."""
+    width = x.shape[1] * N_PER_METRIC + 2 * len(cond_metric) + 2 * len(breach_metric) + 2
+    scratch = np.empty(width)
+    first = 0
+    for r in range(len(rows)):
+        i = rows[r]
+        while t[first] <= t[i] - LOOKBACK_S:
+            first += 1
+        row_features(
+            t, x, first, i, relative, cond_metric, cond_level, breach_metric, breach_level, scratch
+        )
+        for c in range(len(columns)):
+            out[r, c] = scratch[columns[c]]

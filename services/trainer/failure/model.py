@@ -142,15 +142,21 @@ class FailureModel:
 
     def explain(self, row: FloatArray, horizon_min: int, *, top: int = 3) -> list[Contribution]:
         """The features that pushed this row's probability up most (LightGBM's pred_contrib)."""
+        return self.explain_rows(row.reshape(1, -1), horizon_min, top=top)[0]
+
+    def explain_rows(
+        self, rows: FloatArray, horizon_min: int, *, top: int = 3
+    ) -> list[list[Contribution]]:
+        """``explain`` of each row of a matrix, in one pred_contrib call (the same numbers)."""
         h = next(h for h in self.horizons if h.horizon_min == horizon_min)
-        one = row.reshape(1, -1)
-        contrib = np.asarray(h.booster.predict(one, pred_contrib=True, num_threads=1))[0, :-1]
-        order = np.argsort(-contrib)[:top]
+        contribs = np.asarray(h.booster.predict(rows, pred_contrib=True, num_threads=1))[:, :-1]
+        return [self._top(row, c, top) for row, c in zip(rows, contribs, strict=True)]
+
+    def _top(self, row: FloatArray, contrib: FloatArray, top: int) -> list[Contribution]:
+        spec, order = self.spec, np.argsort(-contrib)[:top].tolist()
         return [
-            Contribution(
-                self.spec.names[j], float(row[j]), float(contrib[j]), describe(self.spec, j, row)
-            )
-            for j in order.tolist()
+            Contribution(spec.names[j], float(row[j]), float(contrib[j]), describe(spec, j, row))
+            for j in order
             if contrib[j] > 0
         ]
 

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 
 from services.trainer.anomaly.repository import ID, TIMESTAMP, SampleRow, sample_arrays
-from services.trainer.failure.scoring import LOOKBACK_ROWS
 from shared.arrays import FloatArray
 from shared.catalogue import METRIC_NAMES
 from shared.clock import utc
 
 LOOKBACK_S = 3600.0 + 120.0  # the features' hour, and a little more
+LOOKBACK_ROWS = 720  # samples before the first new one: the features' hour at 5 s steps
 FORGET_EVERY = 1000  # passes after which a host's last delivery is forgotten
 MAX_HOSTS = 20_000  # windows kept (about 80 KB each at 5 s steps); the least recently used go
 
@@ -156,3 +156,45 @@ class LatestWindows:
                 del self.windows[host]
         if caught_up:
             self.caught_up_at = time.monotonic()
+
+
+def appended(
+    window: HostWindow,
+    ids: np.ndarray[Any, np.dtype[np.int64]],
+    times: FloatArray,
+    values: FloatArray,
+) -> tuple[HostWindow, int] | None:
+    """The window followed by the rows read after it was made (id order; values in
+    METRIC_NAMES order) that it lacks, and how many those are; None if one belongs inside it
+    (a late sample, a rewrite): the host is read again. Rows read twice are taken once."""
+    newest = float(window.times[-1]) if len(window.times) else -np.inf
+    known = np.isin(ids, window.ids)
+    take: list[int] = []
+    for k in range(len(ids)):
+        ts = float(times[k])
+        if known[k] or ts < newest - LOOKBACK_S:
+            continue  # read already, or older than anything the features will read
+        if ts <= newest:
+            return None
+        take.append(k)
+        newest = ts
+    if not take:
+        return window, 0
+    merged = HostWindow(
+        np.concatenate([window.times, times[take]]),
+        np.vstack([window.values, values[take]]),
+        np.concatenate([window.ids, ids[take]]),
+    )
+    return merged, len(take)
+
+
+def trimmed(window: HostWindow, *, max_rows: int) -> HostWindow:
+    """The rows a later sample's features may read: the ``LOOKBACK_S`` up to the newest, at
+    most ``max_rows``."""
+    if len(window.times) == 0:
+        return window
+    keep = int(np.searchsorted(window.times, window.times[-1] - LOOKBACK_S, side="left"))
+    keep = max(keep, len(window.times) - max_rows)
+    if keep == 0:
+        return window
+    return HostWindow(window.times[keep:], window.values[keep:], window.ids[keep:])
