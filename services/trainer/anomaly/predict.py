@@ -21,6 +21,7 @@ from services.trainer.anomaly.detector import AnomalyDetector
 from services.trainer.anomaly.history import RecentHistory
 from services.trainer.anomaly.hostscore import combine, reading_dicts
 from services.trainer.anomaly.repository import SAMPLE_COLUMNS, TIMESTAMP
+from services.trainer.anomaly.repository_predict import predict_reads
 from services.trainer.anomaly.scoring import ScoreWriter, ScoringLoop, threshold_in_force
 from services.trainer.anomaly.threshold import host_severity
 from shared.active_model import ActiveModel, ActiveModelHolder
@@ -93,9 +94,7 @@ class Predictor:
         epoch = ts.timestamp()
         window = timedelta(seconds=FILL_INTERVALS * self.settings.collection_interval)
         async with self.engine.connect() as conn:
-            fresh, own = await repo.predict_reads(
-                conn, host=host, not_before=ts - window, not_after=ts
-            )
+            fresh, own = await predict_reads(conn, host=host, not_before=ts - window, not_after=ts)
             stream = await self.scoring.stream_for(conn, host)
             history = await self._history_for(conn, host, active) if active else None
         sample: dict[str, float] = dict(values)

@@ -186,36 +186,6 @@ async def save_stream_states(conn: AsyncConnection, records: Sequence[dict[str, 
         await _upsert(conn, states, list(records), key="host")
 
 
-# A host's newest sample between two times and its own threshold, in one round trip (predict).
-_LATEST = (
-    sa.select(*SAMPLE_COLUMNS)
-    .where(
-        mh.c.host == sa.bindparam("host"),
-        mh.c.timestamp >= sa.bindparam("not_before"),
-        mh.c.timestamp <= sa.bindparam("not_after"),
-    )
-    .order_by(mh.c.timestamp.desc(), mh.c.id.desc())
-    .limit(1)
-    .subquery("latest")
-)
-_OWN = sa.select(thresholds.c.threshold).where(thresholds.c.host == sa.bindparam("host"))
-_ONE = sa.select(sa.literal(1).label("one")).subquery("one")  # the row the sample joins
-_PREDICT_READ = sa.select(_OWN.scalar_subquery().label("own"), *_LATEST.c).select_from(
-    _ONE.outerjoin(_LATEST, sa.true())
-)
-
-
-async def predict_reads(
-    conn: AsyncConnection, *, host: str, not_before: datetime, not_after: datetime
-) -> tuple[SampleRow | None, float | None]:
-    """A host's newest sample stored between the two times (if any) and its own threshold
-    (if feedback set one), in one prebuilt statement: one round trip on the request path."""
-    params = {"host": host, "not_before": not_before, "not_after": not_after}
-    row = (await conn.execute(_PREDICT_READ, params)).one()
-    own = None if row[0] is None else float(row[0])
-    return (None if row[1] is None else tuple(row[1:])), own
-
-
 async def hosts_with_history(conn: AsyncConnection, *, min_samples: int) -> list[tuple[str, int]]:
     """Hosts with at least ``min_samples`` samples, and their counts, most first."""
     n = sa.func.count().label("n")
