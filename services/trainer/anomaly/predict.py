@@ -8,6 +8,7 @@ it. Missing metrics are filled from that host's newest sample if it is at most
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -80,6 +81,11 @@ class Predictor:
         self.scoring = scoring
         self.writer = writer
         self.histories = histories
+        # Reads at once: within the pool's kept connections, leaving two for the loops. Past
+        # them the pool opens and closes an overflow connection per request (on SQLite a
+        # thread and four PRAGMAs each: a third of the trainer's time at 50 connections).
+        kept = getattr(engine.pool, "size", None)
+        self._reads = asyncio.Semaphore(max(1, kept() - 2) if callable(kept) else 8)
 
     async def predict(
         self, values: dict[str, float], *, host: str | None, timestamp: datetime | None
@@ -93,7 +99,7 @@ class Predictor:
         ts = utc(timestamp) if timestamp else utcnow()
         epoch = ts.timestamp()
         window = timedelta(seconds=FILL_INTERVALS * self.settings.collection_interval)
-        async with self.engine.connect() as conn:
+        async with self._reads, self.engine.connect() as conn:
             fresh, own = await predict_reads(conn, host=host, not_before=ts - window, not_after=ts)
             stream = await self.scoring.stream_for(conn, host)
             history = await self._history_for(conn, host, active) if active else None
