@@ -31,6 +31,7 @@ ORCHESTRATION = frozenset(
         "services/trainer/anomaly/feedback.py",
         "services/trainer/anomaly/forests.py",
         "services/trainer/anomaly/predict.py",
+        "services/trainer/anomaly/repository_predict.py",
         "services/trainer/anomaly/scoring.py",
         "services/trainer/anomaly/worker.py",
         "services/trainer/analysis/repository_pg.py",

@@ -333,6 +333,28 @@ class AnomalyDetector:
             contributions=self.contributions(last, 0, top_k=top_k),
         )
 
+    def settle(self, history: RecentHistory, *, at: float | None = None) -> None:
+        """Do once, on a host's own history, the work ``score_sample`` would otherwise redo on
+        every copy of it: fold its unfolded rows into its shift memory, cache their raw
+        forest scores and, given the time ``at`` of the next sample, that hour's shift
+        reference. Changes no later answer (the same rows, features and sums)."""
+        if len(history) == 0:
+            return
+        cached = history.scores()[-self.smoothing :]
+        unknown = np.flatnonzero(np.isnan(cached))
+        need = len(cached) - int(unknown[0]) if len(unknown) else 0
+        if need or history.unfolded:
+            feats = history.features(rows=min(max(need, history.unfolded), len(history)))
+            if need:
+                cached[len(cached) - need :] = -self.forest_scores(feats.matrix[-need:])
+            new = feats.take(slice(len(feats) - history.unfolded, None))
+            history.memory.fold(new.hour, np.abs(new.deviation))
+            history.unfolded = 0
+        if at is not None:
+            hour = np.array([int(np.floor(at / 3600.0))], dtype=np.int64)
+            if not len(history.memory.hours) or hour[0] >= history.memory.hours[-1]:
+                history.memory.reference(hour, np.zeros((1, len(self.metrics))), SHIFT_MEMORY_RANK)
+
     def score_new(
         self, history: RecentHistory, times: FloatArray, values: FloatArray, *, threshold: float
     ) -> BatchScores:

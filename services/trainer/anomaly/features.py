@@ -187,8 +187,8 @@ class FeatureExtractor:
         z = (values - self.medians) / self.scales
         np.clip(z, -_Z_CLIP, _Z_CLIP, out=z)
         q = np.rint(z * _QUANT).astype(np.int64)
-        if tail == 1 and all_finite and bool(np.all(np.diff(slots) == 1)):
-            return self._last_row(times[-1:], values[-1:], q)
+        if tail == 1 and bool(np.all(np.diff(slots) == 1)):
+            return self._last_row(times[-1:], values[-1:], q, run_start=n - 1)
 
         # Dense grid of slots with long gaps shortened to the look-back.
         lookback = cfg.lookback
@@ -197,6 +197,8 @@ class FeatureExtractor:
         grid = int(pos[-1]) + 1
         owner = np.searchsorted(pos, np.arange(grid, dtype=np.int64), side="right") - 1
         qd = q[owner]  # (grid, m): value in force at each slot (last sample wins)
+        if tail == 1:  # one row (the real-time path) on an irregular grid: the same sums
+            return self._last_row(times[-1:], values[-1:], qd, run_start=n - 1)
 
         c1 = np.zeros((grid + 1, m), dtype=np.int64)
         np.cumsum(qd, axis=0, out=c1[1:])
@@ -259,12 +261,15 @@ class FeatureExtractor:
             run_start=first,
         )
 
-    def _last_row(self, time: FloatArray, value: FloatArray, q: IntArray) -> FeatureSet:
-        """``compute`` for the last row of a run of samples one slot apart, none missing
-        (the real-time path): the same integer window sums and the same float operations,
-        taken over slices instead of prefix sums, so the result is identical."""
+    def _last_row(
+        self, time: FloatArray, value: FloatArray, q: IntArray, *, run_start: int
+    ) -> FeatureSet:
+        """``compute`` for the last row of a run (the real-time path), from ``q``: the
+        quantised values in force at each slot of the run's grid (the rows themselves when
+        they are one slot apart). The same integer window sums and the same float
+        operations, taken over slices instead of prefix sums, so the result is identical."""
         cfg = self.config
-        p = len(q) - 1  # grid position of the last row (the grid is the rows themselves)
+        p = len(q) - 1  # grid position of the last row
         zq = q[-1:].astype(np.float64) / _QUANT
         parts: list[FloatArray] = [zq]
 
@@ -307,7 +312,7 @@ class FeatureExtractor:
             baseline=baseline,
             times=time,
             values=value,
-            run_start=p,
+            run_start=run_start,
         )
 
     def _finish(

@@ -8,6 +8,8 @@ it. Missing metrics are filled from that host's newest sample if it is at most
 
 from __future__ import annotations
 
+import asyncio
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +21,8 @@ from services.trainer.anomaly import repository as repo
 from services.trainer.anomaly.detector import AnomalyDetector
 from services.trainer.anomaly.history import RecentHistory
 from services.trainer.anomaly.hostscore import combine, reading_dicts
-from services.trainer.anomaly.repository import TIMESTAMP
+from services.trainer.anomaly.repository import SAMPLE_COLUMNS, TIMESTAMP
+from services.trainer.anomaly.repository_predict import predict_reads
 from services.trainer.anomaly.scoring import ScoreWriter, ScoringLoop, threshold_in_force
 from services.trainer.anomaly.threshold import host_severity
 from shared.active_model import ActiveModel, ActiveModelHolder
@@ -29,6 +32,7 @@ from shared.errors import Conflict
 from shared.settings import Settings
 from shared.severity import Severity
 
+_METRIC_COLUMNS = [[c.name for c in SAMPLE_COLUMNS].index(m) for m in METRIC_NAMES]
 FILL_INTERVALS = 3  # missing metrics are filled from a sample at most this many intervals old
 NO_MODEL_HINT = (
     "no anomaly detector is trained yet: POST /api/ml/train/anomaly-detector "
@@ -77,6 +81,11 @@ class Predictor:
         self.scoring = scoring
         self.writer = writer
         self.histories = histories
+        # Reads at once: within the pool's kept connections, leaving two for the loops. Past
+        # them the pool opens and closes an overflow connection per request (on SQLite a
+        # thread and four PRAGMAs each: a third of the trainer's time at 50 connections).
+        kept = getattr(engine.pool, "size", None)
+        self._reads = asyncio.Semaphore(max(1, kept() - 2) if callable(kept) else 8)
 
     async def predict(
         self, values: dict[str, float], *, host: str | None, timestamp: datetime | None
@@ -90,18 +99,17 @@ class Predictor:
         ts = utc(timestamp) if timestamp else utcnow()
         epoch = ts.timestamp()
         window = timedelta(seconds=FILL_INTERVALS * self.settings.collection_interval)
-        async with self.engine.connect() as conn:
-            fresh = await repo.latest_sample(conn, host=host, not_before=ts - window, not_after=ts)
+        async with self._reads, self.engine.connect() as conn:
+            fresh, own = await predict_reads(conn, host=host, not_before=ts - window, not_after=ts)
             stream = await self.scoring.stream_for(conn, host)
             history = await self._history_for(conn, host, active) if active else None
-            own = (await repo.host_thresholds(conn)).get(host)
         sample: dict[str, float] = dict(values)
         filled_from = None
         if fresh is not None:
-            _times, row = repo.sample_arrays([fresh], METRIC_NAMES)
-            for name, value in zip(METRIC_NAMES, row[0].tolist(), strict=True):
-                if name not in sample and np.isfinite(value):
-                    sample[name] = value
+            for name, column in zip(METRIC_NAMES, _METRIC_COLUMNS, strict=True):
+                stored = fresh[column]
+                if name not in sample and stored is not None and math.isfinite(stored):
+                    sample[name] = float(stored)
                     filled_from = utc(fresh[TIMESTAMP])
         reading = None
         if stream is not None:
@@ -112,13 +120,15 @@ class Predictor:
         if active is not None and history is not None:
             det = active.model
             forest_threshold = threshold_in_force(active)
-            # A copy: predicting never changes the history.
+            # A copy: predicting never changes the history's samples. Settling the history
+            # first (folds, cached forest scores, the hour's shift reference) is done once,
+            # not on every copy, and changes no answer.
             times = history.arrays()[0]
-            h = (
-                history.copy()
-                if not len(times) or epoch >= times[-1]
-                else history.copy_until(epoch)
-            )
+            if not len(times) or epoch >= times[-1]:
+                det.settle(history, at=epoch)
+                h = history.copy()
+            else:
+                h = history.copy_until(epoch)
             if not len(h):
                 h.seed_with_medians(epoch)
             medians = det.training_medians

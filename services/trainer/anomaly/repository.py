@@ -186,20 +186,6 @@ async def save_stream_states(conn: AsyncConnection, records: Sequence[dict[str, 
         await _upsert(conn, states, list(records), key="host")
 
 
-async def latest_sample(
-    conn: AsyncConnection, *, host: str, not_before: datetime, not_after: datetime
-) -> SampleRow | None:
-    """A host's newest sample stored between the two times, if any."""
-    query = (
-        sa.select(*SAMPLE_COLUMNS)
-        .where(mh.c.host == host, mh.c.timestamp >= not_before, mh.c.timestamp <= not_after)
-        .order_by(mh.c.timestamp.desc(), mh.c.id.desc())
-        .limit(1)
-    )
-    row = (await conn.execute(query)).first()
-    return tuple(row) if row is not None else None
-
-
 async def hosts_with_history(conn: AsyncConnection, *, min_samples: int) -> list[tuple[str, int]]:
     """Hosts with at least ``min_samples`` samples, and their counts, most first."""
     n = sa.func.count().label("n")
