@@ -171,17 +171,10 @@ def all_rows(
     out: FloatArray,
 ) -> None:
     """Every row's features (the ``columns`` kept), each from the hour up to it (causal)."""
-    width = x.shape[1] * N_PER_METRIC + 2 * len(cond_metric) + 2 * len(breach_metric) + 2
-    scratch = np.empty(width)
-    first = 0
-    for i in range(len(t)):
-        while t[first] <= t[i] - LOOKBACK_S:
-            first += 1
-        row_features(
-            t, x, first, i, relative, cond_metric, cond_level, breach_metric, breach_level, scratch
-        )
-        for c in range(len(columns)):
-            out[i, c] = scratch[columns[c]]
+    rows = np.arange(len(t))
+    some_rows(
+        t, x, rows, relative, cond_metric, cond_level, breach_metric, breach_level, columns, out
+    )
 
 
 @compiled
