@@ -21,13 +21,14 @@ import numpy as np
 
 from bench.bench_smd import MACHINES, METRICS, load
 from bench.bench_smd_proxy import FIT_SHARE, inject
-from services.trainer.anomaly.detector import AnomalyDetector, _causal_mean
+from services.trainer.anomaly.detector import AnomalyDetector
 from services.trainer.anomaly.evaluation import (
     DetectionCounts,
     detection_counts,
     incident_rows,
     runs,
 )
+from services.trainer.anomaly.history import causal_mean
 
 GRID = (0.001, 0.002, 0.003, 0.005, 0.007, 0.01)
 
@@ -60,7 +61,7 @@ class CorrView:
     def raw(self, values: np.ndarray) -> np.ndarray:
         r = self._residual(self.z(values))
         q = (r**2 / self.rvar).sum(axis=1) / r.shape[1]
-        return _causal_mean(q, self.window)
+        return causal_mean(q, self.window)
 
 
 def main() -> None:

@@ -27,10 +27,11 @@ from services.trainer.anomaly.history import (
     SHIFT_MEMORY_RANK,
     RecentHistory,
     ShiftMemory,
+    causal_mean,
     trailing_peak,
 )
 from services.trainer.anomaly.threshold import severity
-from shared.arrays import BoolArray, FloatArray, IntArray
+from shared.arrays import BoolArray, FloatArray
 from shared.severity import Severity
 
 
@@ -142,7 +143,7 @@ class AnomalyDetector:
             random_state=self.random_state,
         ).fit(xs[mask])
         self.flat = FlatForest.from_forest(self.forest)
-        forest_anom = _causal_mean(-self.forest.score_samples(xs), self.smoothing, feats.run_index)[
+        forest_anom = causal_mean(-self.forest.score_samples(xs), self.smoothing, feats.run_index)[
             mask
         ]
         self.dev_ref = np.maximum(np.quantile(np.abs(feats.deviation)[mask], 0.999, axis=0), 1.0)
@@ -250,7 +251,7 @@ class AnomalyDetector:
             memory.fold(feats.hour[start:], shift)
         else:
             ref = self._batch_memory_ref(feats)
-        score = self._combine(feats, _causal_mean(-forest, self.smoothing, feats.run_index), ref)
+        score = self._combine(feats, causal_mean(-forest, self.smoothing, feats.run_index), ref)
         return BatchScores(
             score=score, is_anomaly=score >= threshold, forest_score=forest, features=feats
         )
@@ -313,7 +314,7 @@ class AnomalyDetector:
         feats = history.features(rows=rows)
         fresh = self.forest_scores(feats.matrix[-need:])
         cached[len(cached) - need :] = -fresh
-        # The last row of ``_causal_mean``: the same left-to-right sum, then the mean, over
+        # The last row of ``causal_mean``: the same left-to-right sum, then the mean, over
         # the rows since the last gap longer than the look-back.
         in_run = cached[-history.run_length(len(cached)) :]
         forest_anom = np.array([sum(in_run.tolist()) / len(in_run)])
@@ -391,22 +392,3 @@ class AnomalyDetector:
         return contributions(
             self.extractor, feats, row, dev_ref=self.dev_ref, z_ref=self.z_ref, top_k=top_k
         )
-
-
-def _causal_mean(x: FloatArray, k: int, run_index: IntArray | None = None) -> FloatArray:
-    """Mean of each value and up to ``k - 1`` values before it in its run (``run_index``:
-    rows before it since a gap longer than the look-back), summed left to right as
-    ``score_sample`` sums them, so any tail gives the same figures."""
-    if k <= 1:
-        return x
-    n = len(x)
-    counts = np.minimum(np.arange(1, n + 1), k)
-    if run_index is not None:
-        counts = np.minimum(counts, run_index + 1)
-    padded = np.concatenate([np.zeros(k - 1), x])
-    # The oldest of the k slots first; slots outside a row's window add an exact 0.0.
-    sums = np.where(counts >= k, padded[0:n], 0.0)
-    for j in range(1, k):
-        sums = sums + np.where(counts >= k - j, padded[j : j + n], 0.0)
-    out: FloatArray = sums / counts.astype(np.float64)
-    return out

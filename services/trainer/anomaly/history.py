@@ -245,3 +245,22 @@ def trailing_peak(hours: IntArray, shift: FloatArray, *, window: int, rank: int)
     kth = np.partition(gathered, window - rank, axis=1)[:, window - rank]
     out: FloatArray = kth[np.searchsorted(uniq, hours)]
     return out
+
+
+def causal_mean(x: FloatArray, k: int, run_index: IntArray | None = None) -> FloatArray:
+    """Mean of each value and up to ``k - 1`` values before it in its run (``run_index``:
+    rows before it since a gap longer than the look-back), summed left to right as
+    ``score_sample`` sums them, so any tail gives the same figures."""
+    if k <= 1:
+        return x
+    n = len(x)
+    counts = np.minimum(np.arange(1, n + 1), k)
+    if run_index is not None:
+        counts = np.minimum(counts, run_index + 1)
+    padded = np.concatenate([np.zeros(k - 1), x])
+    # The oldest of the k slots first; slots outside a row's window add an exact 0.0.
+    sums = np.where(counts >= k, padded[0:n], 0.0)
+    for j in range(1, k):
+        sums = sums + np.where(counts >= k - j, padded[j : j + n], 0.0)
+    out: FloatArray = sums / counts.astype(np.float64)
+    return out
