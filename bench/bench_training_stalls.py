@@ -13,6 +13,7 @@ import time
 
 import httpx
 
+from bench.bench_anomaly_service import caught_up
 from bench.harness import database, services
 from services.trainer.synthetic.generator import SyntheticDataGenerator
 from services.trainer.synthetic.service import save_frame
@@ -32,7 +33,9 @@ def main() -> None:
         frame = SyntheticDataGenerator(seed=42).generate_full_training_set(30)
         asyncio.run(save_frame(url, frame, host="bench"))
         with services(url) as svc, httpx.Client(base_url=svc.gateway, timeout=600) as client:
-            time.sleep(2)
+            # The first scoring pass over the stored month scores in threads and would share
+            # the loop with the training: waited for, as bench_anomaly_service does.
+            print(f"first scoring pass: {caught_up(svc.urls['trainer']):.1f} s")
             answers: list[tuple[float, float]] = []
             stop = threading.Event()
             thread = threading.Thread(target=probe, args=(svc.urls["trainer"], stop, answers))
