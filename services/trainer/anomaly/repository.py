@@ -194,6 +194,15 @@ async def hosts_with_history(conn: AsyncConnection, *, min_samples: int) -> list
     return [(str(r[0]), int(r[1])) for r in rows]
 
 
+async def live_samples(conn: AsyncConnection, ids: set[int]) -> set[int]:
+    """Which of ``ids`` are still stored; on PostgreSQL held (FOR KEY SHARE) until the
+    transaction ends, so a concurrent delete waits for it (SQLite's writers take turns)."""
+    if not ids:
+        return set()
+    query = sa.select(mh.c.id).where(mh.c.id.in_(ids)).with_for_update(read=True, key_share=True)
+    return set((await conn.execute(query)).scalars())
+
+
 async def insert_scores(conn: AsyncConnection, records: Sequence[dict[str, Any]]) -> None:
     """Store a batch of ``score_record`` rows (one executemany).
 
@@ -203,13 +212,9 @@ async def insert_scores(conn: AsyncConnection, records: Sequence[dict[str, Any]]
     if not records:
         return
     ids = {r["metrics_id"] for r in records if r.get("metrics_id") is not None}
-    if ids:
-        query = sa.select(mh.c.id).where(mh.c.id.in_(ids))
-        gone = ids - set((await conn.execute(query)).scalars())
-        if gone:
-            records = [
-                {**r, "metrics_id": None} if r.get("metrics_id") in gone else r for r in records
-            ]
+    gone = ids - await live_samples(conn, ids)
+    if gone:
+        records = [{**r, "metrics_id": None} if r.get("metrics_id") in gone else r for r in records]
     await conn.execute(sa.insert(scores), list(records))
 
 
