@@ -21,8 +21,9 @@ from services.trainer.anomaly import repository as repo
 from services.trainer.anomaly.detector import AnomalyDetector
 from services.trainer.anomaly.history import RecentHistory
 from services.trainer.anomaly.hostscore import combine, reading_dicts
+from services.trainer.anomaly.peek import score_next
 from services.trainer.anomaly.repository import SAMPLE_COLUMNS, TIMESTAMP
-from services.trainer.anomaly.repository_predict import predict_reads
+from services.trainer.anomaly.repository_predict import PredictReader
 from services.trainer.anomaly.scoring import ScoreWriter, ScoringLoop, threshold_in_force
 from services.trainer.anomaly.threshold import host_severity
 from shared.active_model import ActiveModel, ActiveModelHolder
@@ -81,11 +82,17 @@ class Predictor:
         self.scoring = scoring
         self.writer = writer
         self.histories = histories
-        # Reads at once: within the pool's kept connections, leaving two for the loops. Past
-        # them the pool opens and closes an overflow connection per request (on SQLite a
-        # thread and four PRAGMAs each: a third of the trainer's time at 50 connections).
+        # The hot read goes to one connection kept for it (``PredictReader``). Loading a host's
+        # state from the database (evicted, or not built yet) takes a pooled connection: at
+        # most this many at once, leaving two for the loops; past them the pool would open and
+        # close an overflow connection per request (on SQLite a thread and four PRAGMAs each).
         kept = getattr(engine.pool, "size", None)
         self._reads = asyncio.Semaphore(max(1, kept() - 2) if callable(kept) else 8)
+        self.reader = PredictReader(engine)
+
+    async def close(self) -> None:
+        """Give back the connection kept for the reads (at the service's stop)."""
+        await self.reader.close()
 
     async def predict(
         self, values: dict[str, float], *, host: str | None, timestamp: datetime | None
@@ -99,10 +106,15 @@ class Predictor:
         ts = utc(timestamp) if timestamp else utcnow()
         epoch = ts.timestamp()
         window = timedelta(seconds=FILL_INTERVALS * self.settings.collection_interval)
-        async with self._reads, self.engine.connect() as conn:
-            fresh, own = await predict_reads(conn, host=host, not_before=ts - window, not_after=ts)
-            stream = await self.scoring.stream_for(conn, host)
-            history = await self._history_for(conn, host, active) if active else None
+        fresh, own = await self.reader.read(host=host, not_before=ts - window, not_after=ts)
+        stream = self.scoring.streams.get(host)
+        history = self.histories.get(host) if active else None
+        if stream is None or (active is not None and history is None):
+            # Not in memory (a host evicted, a history not built yet): from the database.
+            async with self._reads, self.engine.connect() as conn:
+                stream = stream or await self.scoring.stream_for(conn, host)
+                if active is not None and history is None:
+                    history = await self._history_for(conn, host, active)
         sample: dict[str, float] = dict(values)
         filled_from = None
         if fresh is not None:
@@ -120,25 +132,28 @@ class Predictor:
         if active is not None and history is not None:
             det = active.model
             forest_threshold = threshold_in_force(active)
-            # A copy: predicting never changes the history's samples. Settling the history
-            # first (folds, cached forest scores, the hour's shift reference) is done once,
-            # not on every copy, and changes no answer.
-            times = history.arrays()[0]
-            if not len(times) or epoch >= times[-1]:
-                det.settle(history, at=epoch)
-                h = history.copy()
-            else:
-                h = history.copy_until(epoch)
-            if not len(h):
-                h.seed_with_medians(epoch)
+            # Predicting never changes the history's samples. Settling the history (folds,
+            # cached forest scores, the hour's shift reference) is done once, not on every
+            # request, and changes no answer.
             medians = det.training_medians
-            result = det.score_sample(
-                {m: sample.get(m, medians[m]) for m in det.metrics},
-                timestamp=max(epoch, float(h.arrays()[0][-1])),
-                history=h,
-                threshold=forest_threshold,
-            )
-            forest_score = result.score
+            row_of = {m: sample.get(m, medians[m]) for m in det.metrics}
+            times = history.arrays()[0]
+            if len(times) and epoch >= times[-1]:
+                # The usual case, a sample after the newest one: scored on the history
+                # itself, which stays as it is (``peek.score_next``).
+                det.settle(history, at=epoch)
+                row = np.fromiter(row_of.values(), dtype=np.float64, count=len(row_of))
+                forest_score = score_next(det, history, row, epoch)
+            else:
+                h = history.copy_until(epoch) if len(times) else history.copy()
+                if not len(h):
+                    h.seed_with_medians(epoch)
+                forest_score = det.score_sample(
+                    row_of,
+                    timestamp=max(epoch, float(h.arrays()[0][-1])),
+                    history=h,
+                    threshold=forest_threshold,
+                ).score
         stream_score = reading.score if reading is not None else 0.0
         score = combine(stream_score, forest_score, forest_threshold, threshold)
         top = reading_dicts(reading.metrics) if reading is not None else []

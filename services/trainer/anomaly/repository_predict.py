@@ -1,22 +1,29 @@
 """The one read of ``POST /predict/anomaly``: a host's newest fresh sample and its own threshold.
 
-Usage: ``sample, own = await predict_reads(conn, host="web-1", not_before=t0, not_after=t1)``.
+Usage: ``sample, own = await predict_reads(conn, host="web-1", not_before=t0, not_after=t1)``,
+or in the service ``reader = PredictReader(engine)``, ``await reader.read(host=..., ...)`` and
+``await reader.close()`` on the way out.
 
-One prebuilt statement, one round trip. On SQLite it goes to the driver directly, compiled
-once by SQLAlchemy with its own parameter and timestamp conversions: through the adapted
+One prebuilt statement, one round trip. It goes to the driver directly, compiled once by
+SQLAlchemy with its own parameter and timestamp conversions: on SQLite through the adapted
 cursor a read costs five hops to aiosqlite's thread, here one (about 0.25 ms against 0.12 ms
-on the 2-core machine, bench/RESULTS.md, issue 9).
+on the 2-core machine, bench/RESULTS.md, issue 9). ``PredictReader`` keeps one connection
+for these reads: taking one from the pool per request added a checkout, the reset's
+rollback at the return and, on PostgreSQL, the pre-ping, each a round trip (two to three
+times the read itself). No transaction is ever open on it, so every read sees the latest
+committed samples.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.trainer.anomaly.repository import SAMPLE_COLUMNS, SampleRow
 from shared.tables import anomaly_thresholds as thresholds
@@ -48,13 +55,50 @@ async def predict_reads(
     """A host's newest sample stored between the two times, if any (``SAMPLE_COLUMNS``
     order), and its own threshold, if feedback set one."""
     params = {"host": host, "not_before": not_before, "not_after": not_after}
-    row: Any
-    if conn.dialect.name == "sqlite":
-        row = await _sqlite_read(conn, params)
-    else:
-        row = (await conn.execute(PREDICT_READ, params)).one()
+    return _answer(await _raw_read(conn, params))
+
+
+def _answer(row: list[Any]) -> tuple[SampleRow | None, float | None]:
     own = None if row[0] is None else float(row[0])
     return (None if row[1] is None else tuple(row[1:])), own
+
+
+class PredictReader:
+    """``predict_reads`` on one connection kept for them, taken from the engine's pool at the
+    first read and given back by ``close``; reads take turns on it. A read that fails drops
+    the connection (the next read takes a new one), so a database restart costs one failed
+    read, which the caller answers as the database being unavailable."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._conn: AsyncConnection | None = None
+        self._turn = asyncio.Lock()
+
+    async def read(
+        self, *, host: str, not_before: datetime, not_after: datetime
+    ) -> tuple[SampleRow | None, float | None]:
+        params = {"host": host, "not_before": not_before, "not_after": not_after}
+        async with self._turn:
+            if self._conn is None:
+                self._conn = await self.engine.connect()
+            try:
+                row = await _raw_read(self._conn, params)
+            except BaseException:
+                await self._drop()
+                raise
+        return _answer(row)
+
+    async def close(self) -> None:
+        async with self._turn:
+            await self._drop()
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.invalidate()
+            finally:
+                await conn.close()
 
 
 _Compiled = tuple[
@@ -85,7 +129,8 @@ def _compiled(dialect: Dialect) -> _Compiled:
     return found
 
 
-async def _sqlite_read(conn: AsyncConnection, params: dict[str, Any]) -> list[Any]:
+async def _raw_read(conn: AsyncConnection, params: dict[str, Any]) -> list[Any]:
+    """The statement on the driver's own connection (aiosqlite or asyncpg): one round trip."""
     sql, order, fixed, bind, result = _compiled(conn.dialect)
     values = {**fixed, **params}
     if bind is not None:
@@ -93,7 +138,11 @@ async def _sqlite_read(conn: AsyncConnection, params: dict[str, Any]) -> list[An
             values[name] = bind(values[name])
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
-    row = list((await driver.execute_fetchall(sql, [values[n] for n in order]))[0])
+    args = [values[n] for n in order]
+    if conn.dialect.name == "sqlite":
+        row = list((await driver.execute_fetchall(sql, args))[0])
+    else:
+        row = list(await driver.fetchrow(sql, *args))
     if result is not None and row[_TIMESTAMP_AT] is not None:
         row[_TIMESTAMP_AT] = result(row[_TIMESTAMP_AT])
     return row

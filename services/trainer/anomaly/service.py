@@ -127,6 +127,8 @@ class AnomalyService:
     async def stop(self) -> None:
         await stop_loops(self.loops)
         with contextlib.suppress(Exception):
+            await self.predictor.close()
+        with contextlib.suppress(Exception):
             await self.writer.flush()
         try:
             await self.scoring.flush_states()

@@ -20,7 +20,8 @@ from services.trainer.anomaly.detector import AnomalyDetector
 from services.trainer.anomaly.features import FeatureConfig, FeatureExtractor, frame_times
 from services.trainer.anomaly.forest import FlatForest
 from services.trainer.anomaly.history import RecentHistory
-from services.trainer.anomaly.repository_predict import PREDICT_READ, predict_reads
+from services.trainer.anomaly.peek import score_next
+from services.trainer.anomaly.repository_predict import PREDICT_READ, PredictReader, predict_reads
 from shared.catalogue import METRIC_NAMES
 from shared.clock import utc, utcnow
 from tests.trainer.anomaly.test_anomaly_service import samples, store
@@ -136,6 +137,62 @@ def test_a_settled_history_scores_the_next_sample_exactly_as_an_unsettled_one(mo
         assert settled.contributions == plain.contributions
 
 
+@pytest.mark.parametrize("more", [0, 1, 45, 150])
+def test_the_next_samples_score_without_a_copy_equals_score_sample_on_a_copy(more: int) -> None:
+    det, df = _trained()
+    metrics = list(det.metrics)
+    until = 2700
+    times = frame_times(df)
+    rng = np.random.default_rng(more)
+    cases = [(0.0, 1.0), (30.0, 1.0), (60.0, 1.5), (300.0, 1.0), (3600.0, 1.5), (7 * 60.0, 4.0)]
+    gaps, factors = rng.uniform(0, 9000, 6), rng.uniform(0, 3, 6)
+    cases += [(float(g), float(f)) for g, f in zip(gaps, factors, strict=True)]
+    i = until + more - 1
+    for gap, factor in cases:
+        sample = {m: float(df.at[i + 1, m]) * factor for m in metrics}
+        at = float(times[i]) + gap  # the same second, a later minute or hour, past a gap
+        hist = _extended(det, df, until, more)
+        det.settle(hist, at=at)
+        kept = (hist.arrays()[0].copy(), hist.arrays()[1].copy(), hist.scores().copy())
+        expected = det.score_sample(sample, timestamp=at, history=hist.copy(), threshold=0.9)
+        row = np.array([sample[m] for m in metrics])
+        assert score_next(det, hist, row, at) == expected.score, (gap, factor)
+        # The history is as it was.
+        np.testing.assert_array_equal(hist.arrays()[0], kept[0])
+        np.testing.assert_array_equal(hist.arrays()[1], kept[1])
+        np.testing.assert_array_equal(hist.scores(), kept[2])
+    # A full history (the append drops its oldest sample) and a one-sample history.
+    for frame in (df.iloc[:-1], df.iloc[:1]):
+        hist = _history(det, frame)
+        at = float(frame_times(frame)[-1]) + 60.0
+        det.settle(hist, at=at)
+        sample = {m: float(df[m].iloc[-1]) for m in metrics}
+        expected = det.score_sample(sample, timestamp=at, history=hist.copy(), threshold=0.9)
+        assert score_next(det, hist, np.array([sample[m] for m in metrics]), at) == expected.score
+    # Samples 20 s apart: the whole buffer lies inside the look-back, so the sample the
+    # append drops would have counted.
+    _times, values = _arrays(det, df.iloc[:400])
+    hist = det.new_history()
+    start = 1.7e9 + 20.0  # 40 s into a minute: the oldest sample is alone in its minute
+    hist.extend(start + 20.0 * np.arange(400), values * rng.uniform(0.5, 1.5, values.shape))
+    at = start + 20.0 * 400
+    det.settle(hist, at=at)
+    expected = det.score_sample(sample, timestamp=at, history=hist.copy(), threshold=0.9)
+    assert score_next(det, hist, np.array([sample[m] for m in metrics]), at) == expected.score
+
+
+def test_the_next_sample_needs_a_settled_history_and_a_time_not_before_it() -> None:
+    det, df = _trained()
+    hist = _extended(det, df, 2700, 5)
+    row = df.loc[2705, list(det.metrics)].to_numpy(dtype=float)
+    newest = float(hist.arrays()[0][-1])
+    with pytest.raises(ValueError, match="settle"):
+        score_next(det, hist, row, newest + 60.0)
+    det.settle(hist, at=newest + 60.0)
+    with pytest.raises(ValueError, match="precede"):
+        score_next(det, hist, row, newest - 1.0)
+
+
 def test_settling_keeps_the_samples_and_the_online_scores() -> None:
     det, df = _trained()
     hist = _extended(det, df, 2800, 60)
@@ -215,7 +272,7 @@ async def test_the_predict_read_gives_the_newest_sample_in_the_window_and_the_ow
 async def test_the_predict_read_returns_what_sqlalchemy_returns_for_the_statement(
     engine: AsyncEngine,
 ) -> None:
-    # On SQLite the read goes to the driver directly: the same row, converted the same way.
+    # The read goes to the driver directly: the same row, converted the same way.
     start = utcnow().replace(second=0, microsecond=123456) - timedelta(minutes=30)
     frame = samples(start, 5)
     frame.loc[frame.index[-1], "active_requests"] = np.nan
@@ -234,6 +291,42 @@ async def test_the_predict_read_returns_what_sqlalchemy_returns_for_the_statemen
             sample, own = await predict_reads(conn, host=host, not_before=lo, not_after=hi)
         assert own == expected[0]
         assert (sample if sample is not None else (None,) * (len(expected) - 1)) == expected[1:]
+
+
+async def test_the_kept_connection_sees_every_commit_and_survives_losing_its_connection(
+    engine: AsyncEngine,
+) -> None:
+    start = utcnow().replace(second=0, microsecond=0) - timedelta(minutes=30)
+    frame = samples(start, 6)
+    await store(engine, frame.iloc[:5], "k")
+    times = [t.to_pydatetime() for t in frame["timestamp"]]
+    reader = PredictReader(engine)
+    try:
+        window = {"host": "k", "not_before": start, "not_after": utcnow()}
+        row, own = await reader.read(**window)
+        assert row is not None and utc(row[repo.TIMESTAMP]) == times[4] and own is None
+        # Written on other connections after the first read: the next read sees both.
+        await store(engine, frame.iloc[5:], "k")
+        async with engine.begin() as conn:
+            await repo.save_threshold(conn, _threshold_row("k", 0.9993))
+        row, own = await reader.read(**window)
+        assert row is not None and utc(row[repo.TIMESTAMP]) == times[5] and own == 0.9993
+        if engine.dialect.name == "postgresql":
+            # The server drops every other connection (a restart, a failover): the read on the
+            # kept one fails, and the next one reads on a new connection.
+            async with engine.connect() as conn:
+                killed = await conn.exec_driver_sql(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                assert killed.scalar_one() >= 1
+            with pytest.raises(Exception):  # noqa: B017, PT011 - the driver's own error
+                await reader.read(**window)
+            row, own = await reader.read(**window)
+            assert row is not None and utc(row[repo.TIMESTAMP]) == times[5] and own == 0.9993
+    finally:
+        await reader.close()
+    await reader.close()  # closing twice is harmless
 
 
 async def test_predict_answers_with_the_hosts_own_threshold_and_fills_from_the_read(
