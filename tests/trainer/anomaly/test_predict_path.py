@@ -5,7 +5,9 @@ PostgreSQL)."""
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -327,6 +329,28 @@ async def test_the_kept_connection_sees_every_commit_and_survives_losing_its_con
     finally:
         await reader.close()
     await reader.close()  # closing twice is harmless
+
+
+async def test_when_the_loops_own_sqlite_read_cannot_open_the_file_the_pooled_way_reads(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the read on the event loop is SQLite's")
+    start = utcnow().replace(second=0, microsecond=0) - timedelta(minutes=30)
+    frame = samples(start, 3)
+    await store(engine, frame, "b")  # leaves a pooled connection open on the file
+    newest = frame["timestamp"].iloc[-1].to_pydatetime()
+    reader = PredictReader(engine)
+    path = str(engine.url.database)
+    moved = str(tmp_path / "moved.db")
+    os.replace(path, moved)  # open connections keep reading it; a new one cannot open it
+    try:
+        row, _own = await reader.read(host="b", not_before=start, not_after=utcnow())
+        assert row is not None and utc(row[repo.TIMESTAMP]) == newest
+        assert path not in {str(p) for p in Path(path).parent.iterdir()}  # none created
+    finally:
+        os.replace(moved, path)
+        await reader.close()
 
 
 async def test_predict_answers_with_the_hosts_own_threshold_and_fills_from_the_read(
