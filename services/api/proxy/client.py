@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
+import aiohttp
 import httpx
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -17,7 +18,7 @@ from starlette.responses import Response, StreamingResponse
 
 from services.api.proxy.table import SERVICES, Service, TimeoutClass, timeouts
 from shared.errors import ServiceUnavailable
-from shared.http import failure_reason, make_client
+from shared.http import failure_reason, make_client, make_session
 from shared.settings import Settings
 from shared.web import INTERNAL_TOKEN_HEADER
 
@@ -50,11 +51,19 @@ class ServiceClients:
         self.settings = settings
         self.timeouts: dict[TimeoutClass, float] = timeouts(settings.http_timeout)
         self.clients: dict[str, httpx.AsyncClient] = {}
+        # The aiohttp pools under the clients (transport "aiohttp"): ``forward`` uses them
+        # directly, without httpx's request and response objects, header merging and cookie
+        # jar (a fifth of the gateway's CPU per forwarded request, bench/RESULTS.md issue 9).
+        self.sessions: dict[str, aiohttp.ClientSession] = {}
+        self._sent: dict[str, str] = {}
         self._urls: dict[tuple[str, str], httpx.URL] = {}
 
     def open(self) -> None:
         """Make the pooled clients (in the lifespan, so each app run has its own)."""
         token = self.settings.internal_token
+        self._sent = {INTERNAL_TOKEN_HEADER: token} if token else {}
+        aiohttp_pools = self.settings.gateway_transport == "aiohttp"
+        self.sessions = {name: make_session(MAX_CONNECTIONS) for name in SERVICES if aiohttp_pools}
         self.clients = {
             name: make_client(
                 base_url=self.settings.service_url(name),
@@ -62,7 +71,8 @@ class ServiceClients:
                 connect_timeout=self.settings.http_connect_timeout,
                 transport=self.settings.gateway_transport,
                 max_connections=MAX_CONNECTIONS,
-                headers={INTERNAL_TOKEN_HEADER: token} if token else None,
+                headers=self._sent or None,
+                session=self.sessions.get(name),
             )
             for name in SERVICES
         }
@@ -81,7 +91,7 @@ class ServiceClients:
         return found
 
     async def aclose(self) -> None:
-        clients, self.clients = self.clients, {}
+        clients, self.clients, self.sessions = self.clients, {}, {}
         await asyncio.gather(*(c.aclose() for c in clients.values()))
 
     def _unavailable(self, service: str, exc: Exception) -> ServiceUnavailable:
@@ -125,6 +135,9 @@ class ServiceClients:
         """Send the request's own query string and body bytes on; pass the answer back as is."""
         # FastAPI has read (and validated) the body already: this returns the same bytes.
         body = await request.body()
+        session = self.sessions.get(service)
+        if session is not None:
+            return await self._forward_on(session, service, path, request, body, timeout)
         response = await self.request(
             service,
             request.method,
@@ -138,6 +151,49 @@ class ServiceClients:
             content=response.content,
             status_code=response.status_code,
             headers=_headers(response),
+        )
+
+    async def _forward_on(
+        self,
+        session: aiohttp.ClientSession,
+        service: Service,
+        path: str,
+        request: Request,
+        body: bytes,
+        timeout: float | None,
+    ) -> Response:
+        """``forward`` on the service's aiohttp pool: the same request, timeouts and errors."""
+        limit = timeout or self.settings.http_timeout
+        query = _query(request)
+        url = str(self.url(service, f"{path}?{query}" if query else path))
+        headers = {
+            "content-type": request.headers.get("content-type", "application/json"),
+            **self._sent,
+        }
+        try:
+            async with (
+                asyncio.timeout(limit + 0.5),
+                session.request(
+                    request.method,
+                    url,
+                    data=body or None,
+                    headers=headers,
+                    allow_redirects=False,
+                    auto_decompress=False,
+                    timeout=aiohttp.ClientTimeout(
+                        sock_connect=self.settings.http_connect_timeout,
+                        sock_read=limit,
+                        connect=limit,
+                    ),
+                ) as response,
+            ):
+                content = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._unavailable(service, exc) from exc
+        return Response(
+            content=content,
+            status_code=response.status,
+            headers={k: v for k, v in response.headers.items() if k.lower() not in _DROP},
         )
 
     async def stream(self, service: Service, path: str, request: Request) -> Response:
