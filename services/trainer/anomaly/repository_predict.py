@@ -7,10 +7,10 @@ or in the service ``reader = PredictReader(engine)``, ``await reader.read(host=.
 One prebuilt statement, one round trip. It goes to the driver directly, compiled once by
 SQLAlchemy with its own parameter and timestamp conversions: on SQLite through the adapted
 cursor a read costs five hops to aiosqlite's thread, here one (about 0.25 ms against 0.12 ms
-on the 2-core machine, bench/RESULTS.md, issue 9). ``PredictReader`` keeps one connection
+on the 2-core machine, bench/RESULTS.md, issue 9). ``PredictReader`` keeps a few connections
 for these reads: taking one from the pool per request added a checkout, the reset's
 rollback at the return and, on PostgreSQL, the pre-ping, each a round trip (two to three
-times the read itself). No transaction is ever open on it, so every read sees the latest
+times the read itself). No transaction is ever open on them, so every read sees the latest
 committed samples.
 """
 
@@ -66,10 +66,10 @@ def _answer(row: list[Any]) -> tuple[SampleRow | None, float | None]:
 
 
 class PredictReader:
-    """``predict_reads`` on one connection kept for them, taken from the engine's pool at the
-    first read and given back by ``close``; reads take turns on it. A read that fails drops
-    the connection (the next read takes a new one), so a database restart costs one failed
-    read, which the caller answers as the database being unavailable.
+    """``predict_reads`` on a few connections kept for them (``connections``), taken from the
+    engine's pool as the reads need them and given back by ``close``. A read that fails drops
+    its connection (a later read takes a new one), so a database restart costs the reads in
+    flight, which the caller answers as the database being unavailable.
 
     On a SQLite file the read runs on the event loop, on a connection of its own that never
     waits for a lock (``timeout=0``, no transaction): a WAL read of one indexed row takes
@@ -77,10 +77,10 @@ class PredictReader:
     the service's threads take turns on the GIL on every request (a fifth of the trainer's
     time at 50 connections). Should the file be busy, the read goes the aiosqlite way."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, connections: int = 4) -> None:
         self.engine = engine
-        self._conn: AsyncConnection | None = None
-        self._turn = asyncio.Lock()
+        self._idle: list[AsyncConnection] = []
+        self._slots = asyncio.Semaphore(connections)
         database = engine.url.database if engine.dialect.name == "sqlite" else None
         self._path = database if database and database != ":memory:" else None
         self._direct: sqlite3.Connection | None = None
@@ -93,14 +93,14 @@ class PredictReader:
             row = self._direct_read(params)
             if row is not None:
                 return _answer(row)
-        async with self._turn:
-            if self._conn is None:
-                self._conn = await self.engine.connect()
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else await self.engine.connect()
             try:
-                row = await _raw_read(self._conn, params)
+                row = await _raw_read(conn, params)
             except BaseException:
-                await self._drop()
+                await _drop(conn)
                 raise
+            self._idle.append(conn)
         return _answer(row)
 
     def _direct_read(self, params: dict[str, Any]) -> list[Any] | None:
@@ -120,19 +120,19 @@ class PredictReader:
         return _converted(dialect, row)
 
     async def close(self) -> None:
-        async with self._turn:
-            await self._drop()
-            direct, self._direct = self._direct, None
-            if direct is not None:
-                direct.close()
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await _drop(conn)
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            direct.close()
 
-    async def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                await conn.invalidate()
-            finally:
-                await conn.close()
+
+async def _drop(conn: AsyncConnection) -> None:
+    try:
+        await conn.invalidate()
+    finally:
+        await conn.close()
 
 
 _Compiled = tuple[
