@@ -118,9 +118,9 @@ def score_host(
     readings: list[tuple[int, HostReading]] = []
     for i in order.tolist():
         # NaN (missing) is skipped by the detectors like None
-        reading = stream.update(
-            float(times[i]), dict(zip(stream.metrics, values[i].tolist(), strict=True))
-        )
+        sample = dict(zip(stream.metrics, values[i].tolist(), strict=True))
+        with stream.lock:  # predict reads the state on the event loop meanwhile
+            reading = stream.update(float(times[i]), sample)
         if reading.accepted:
             readings.append((i, reading))
         else:

@@ -125,8 +125,9 @@ class Predictor:
                     filled_from = utc(fresh[TIMESTAMP])
         reading = None
         if stream is not None:
-            at = epoch if np.isnan(stream.last_ts) else max(epoch, stream.last_ts + 1.0)
-            reading = stream.score(at, sample)
+            with stream.lock:  # the scoring loop's thread may be updating it
+                at = epoch if np.isnan(stream.last_ts) else max(epoch, stream.last_ts + 1.0)
+                reading = stream.score(at, sample)
         threshold = own if own is not None else self.settings.anomaly_threshold
         forest_score, forest_threshold = None, 1.0
         if active is not None and history is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import ClassVar
@@ -141,6 +142,9 @@ class HostStream:
         self.samples: int = 0
         self.refreshed_ts: float = math.nan
         self._cfg = config_vector(self.config)
+        # Held by whoever reads or changes the state while another thread may (the scoring
+        # loop updates in a worker thread, predict reads on the event loop): one sample each.
+        self.lock = threading.Lock()
 
     # -- scoring -------------------------------------------------------------------
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import threading
 
 import numpy as np
 import pytest
 
 from services.trainer.anomaly.evaluation import incident_rows, runs
+from services.trainer.anomaly.hostscore import score_host
 from services.trainer.anomaly.streaming import HostStream, StreamConfig, likelihood_of, surprise_of
 from services.trainer.anomaly.tails import N_BINS, bin_of, counted_surprise, refresh, tail_surprise
 
@@ -194,3 +197,32 @@ def test_counted_surprise_never_exceeds_the_tail_and_needs_enough_counts() -> No
     # fewer than min_weight at or above: the tail alone
     assert counted_surprise(q, h, 100.0, 0.5, 20.0) == tail_surprise(q, 100.0, 0.5, 20.0)
     assert counted_surprise(q, h, 500.0, 0.5, 5.0) == tail_surprise(q, 500.0, 0.5, 5.0)
+
+
+def test_a_reader_holding_the_lock_sees_no_update_half_done() -> None:
+    # The scoring loop updates a host's state in a worker thread (``score_host``) while
+    # predict reads it on the event loop: under the stream's lock a read sees the state
+    # between two samples, so it scores exactly as a copy taken under the same lock does.
+    metrics = tuple(f"m{i}" for i in range(14))
+    stream = HostStream(metrics)
+    rng = np.random.default_rng(5)
+    n = 6000
+    times = 1.7e9 + 60.0 * np.arange(n)
+    values = rng.normal(50, 5, (n, len(metrics))) * (1 + (np.arange(n) % 97 == 0)[:, None])
+    writer = threading.Thread(
+        target=score_host, args=(stream, times, values), kwargs={"forest": None, "threshold": 0.99}
+    )
+    sample = dict(zip(metrics, (values[0] * 3).tolist(), strict=True))
+    checked = 0
+    writer.start()
+    while writer.is_alive() or checked == 0:
+        with stream.lock:
+            at = stream.last_ts + 1.0 if not math.isnan(stream.last_ts) else times[0]
+            seen = stream.score(at, sample)
+            snapshot = copy.deepcopy({k: v for k, v in vars(stream).items() if k != "lock"})
+        frozen = HostStream(metrics)
+        vars(frozen).update(snapshot)
+        assert frozen.score(at, sample) == seen
+        checked += 1
+    writer.join()
+    assert checked > 1 and stream.samples == n
