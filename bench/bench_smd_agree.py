@@ -16,7 +16,14 @@ when its own extra condition holds; incidents are ``--consecutive`` in a row. Ex
 - ``count:k=..:s=..``: at least k metrics at surprise >= s;
 - ``topsum:k=..:S=..``: the k largest surprises sum to at least S;
 - ``persist:L=..:j=..:n=..``: the per-metric layer's host surprise >= L in at least j of the
-  last n rows.
+  last n rows;
+- ``fpersist:c=..:j=..:n=..``: the forest's calibrated score >= 1 - c in j of the last n rows;
+- ``both:L=..:c=..``: the host surprise >= L and the forest >= 1 - c on the same row;
+- ``fisher:a=..[:cap=..]``: the two layers' p (1 - likelihood, 1 - forest score) multiply to at
+  most a (Fisher's method at the host's threshold 0.999 is a = 1.03e-4);
+- ``instant:H=..``: a row whose host surprise is >= H opens an incident by itself;
+- ``:T=..`` on the first part: the per-metric layer's own threshold in the base rule;
+  parts joined by ``+`` all apply.
 
 Figures: false incidents per host-day on the clean second half of each train half; injected
 event recall on each inject cache (same rows, events injected); synthetic event precision
@@ -102,7 +109,14 @@ def extra_one(
 def flags(rule, stream, per, forest, f_thr, thr, k):
     t = params(rule.split("+")[0]).get("T", thr)  # the per-metric layer's own threshold
     base = (stream >= t) | (forest >= f_thr)
-    return incident_rows(base | extra(rule, stream, per, forest, thr), k)
+    parts = rule.split("+")
+    instant = [params(x)["H"] for x in parts if x.startswith("instant")]
+    rest = "+".join(x for x in parts if not x.startswith("instant"))
+    out = incident_rows(base | extra(rest, stream, per, forest, thr), k)
+    if instant:  # a row this surprising opens an incident at once
+        host = -np.log10(np.maximum(1.0 - stream, 1e-30))
+        out = out | (host >= instant[0])
+    return out
 
 
 def main() -> None:

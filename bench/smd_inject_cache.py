@@ -30,6 +30,8 @@ import pandas as pd
 
 from bench.bench_smd import MACHINES, METRICS, load
 from bench.bench_smd_proxy import DURATIONS, inject
+from bench import smd_recall_cache
+from bench.bench_stream_smd import config_from
 from bench.smd_recall_cache import stream_pass
 from services.trainer.anomaly.detector import AnomalyDetector
 from services.trainer.anomaly.evaluation import Event
@@ -64,7 +66,9 @@ def main() -> None:
     ap.add_argument("--profile", choices=("shift", "broad"), default="shift")
     ap.add_argument("--events", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config", nargs="*", default=[], help="StreamConfig overrides (key=value)")
     args = ap.parse_args()
+    smd_recall_cache.CONFIG = config_from(args.config)
     args.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     for machine in MACHINES:
