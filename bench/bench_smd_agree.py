@@ -21,6 +21,8 @@ when its own extra condition holds; incidents are ``--consecutive`` in a row. Ex
 - ``both:L=..:c=..``: the host surprise >= L and the forest >= 1 - c on the same row;
 - ``fisher:a=..[:cap=..]``: the two layers' p (1 - likelihood, 1 - forest score) multiply to at
   most a (Fisher's method at the host's threshold 0.999 is a = 1.03e-4);
+- ``fisherm:a=..``: as ``fisher``, the forest's p taken after its mapping onto the host's scale
+  (its own threshold at the host's);
 - ``instant:H=..``: a row whose host surprise is >= H opens an incident by itself;
 - ``:T=..`` on the first part: the per-metric layer's own threshold in the base rule;
   parts joined by ``+`` all apply.
@@ -41,7 +43,9 @@ import numpy as np
 from bench.bench_smd import MACHINES, METRICS
 from bench.bench_smd import load as load_smd
 from bench.bench_smd_recall import load
-from services.trainer.anomaly.budget import choose_contamination
+from services.trainer.anomaly.budget import GRID, choose_contamination
+from services.trainer.anomaly.detector import AnomalyDetector
+from services.trainer.anomaly.hostscore import forest_on_stream_scale
 from services.trainer.anomaly.evaluation import (
     DetectionCounts,
     Event,
@@ -109,6 +113,10 @@ def extra_one(
 def flags(rule, stream, per, forest, f_thr, thr, k):
     t = params(rule.split("+")[0]).get("T", thr)  # the per-metric layer's own threshold
     base = (stream >= t) | (forest >= f_thr)
+    if rule.startswith("fisherm"):  # the forest's p as mapped onto the host's scale
+        m = np.array([forest_on_stream_scale(float(f), f_thr, thr) for f in forest])
+        rule = rule[len("fisherm") :]
+        return incident_rows(base | extra("fisher" + rule, stream, per, m, thr), k)
     parts = rule.split("+")
     instant = [params(x)["H"] for x in parts if x.startswith("instant")]
     rest = "+".join(x for x in parts if not x.startswith("instant"))
@@ -117,6 +125,26 @@ def flags(rule, stream, per, forest, f_thr, thr, k):
         host = -np.log10(np.maximum(1.0 - stream, 1e-30))
         out = out | (host >= instant[0])
     return out
+
+
+def held_out_forest(history, stream: np.ndarray):
+    """As ``budget.choose_contamination``: a forest on the first two thirds scores the rest."""
+    cut = 2 * len(history) // 3
+    det = AnomalyDetector(contamination=min(GRID)).fit(history.iloc[:cut], METRICS)
+    return cut, det.score_frame(history).score
+
+
+def rechoose(rule, history, stream, per, thr, k, budget=1.0) -> float:
+    """``budget.choose_contamination``'s rule with ``rule``'s flags instead of the service's."""
+    cut, forest = held_out_forest(history, stream)
+    days = (len(history) - cut) / 1440.0
+    best = min(GRID)
+    for c in sorted(GRID):
+        f_thr = float(np.quantile(forest[:cut], 1.0 - c))
+        fl = flags(rule, stream[cut:], per[cut:], forest[cut:], f_thr, thr, k)
+        if len(runs(fl)) / days <= budget:
+            best = c
+    return best
 
 
 def main() -> None:
@@ -128,6 +156,9 @@ def main() -> None:
     ap.add_argument("--contamination", type=float, default=0.0, help="one for all (0: budget)")
     ap.add_argument("--rules", nargs="*", default=["max"])
     ap.add_argument("--test", action="store_true")
+    ap.add_argument(
+        "--rechoose", action="store_true", help="each rule spends the budget itself (per host)"
+    )
     args = ap.parse_args()
     thr, k = args.threshold, args.consecutive
     data = {m: load(args.cache, m) for m in MACHINES}
@@ -153,6 +184,19 @@ def main() -> None:
     print(f"threshold {thr}, {k} in a row, contamination per machine {choice}")
     syn = load(args.cache, "synthetic")
     for rule in args.rules:
+        if args.rechoose:
+            for m in MACHINES:
+                d = data[m]
+                train, _t, _r = load_smd(m)
+                n, half = int(d["n_train"]), int(d["half"])
+                design = rechoose(
+                    rule, train.iloc[:half], d["stream"][:half], d["metric_surprise"][:half], thr, k
+                )
+                test = None
+                if args.test:
+                    test = rechoose(rule, train, d["stream"][:n], d["metric_surprise"][:n], thr, k)
+                choice[m] = (design, test)
+            print(f"  {rule}: contamination per machine {choice}")
         fi, days = 0, 0.0
         per_machine = []
         found = dict.fromkeys(args.inject, 0)
