@@ -45,7 +45,6 @@ from bench.bench_smd import load as load_smd
 from bench.bench_smd_recall import load
 from services.trainer.anomaly.budget import GRID, choose_contamination
 from services.trainer.anomaly.detector import AnomalyDetector
-from services.trainer.anomaly.hostscore import forest_on_stream_scale
 from services.trainer.anomaly.evaluation import (
     DetectionCounts,
     Event,
@@ -54,6 +53,7 @@ from services.trainer.anomaly.evaluation import (
     incident_rows,
     runs,
 )
+from services.trainer.anomaly.hostscore import forest_on_stream_scale
 
 
 def params(rule: str) -> dict[str, float]:

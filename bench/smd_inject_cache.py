@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import smd_recall_cache
 from bench.bench_smd import MACHINES, METRICS, load
 from bench.bench_smd_proxy import DURATIONS, inject
-from bench import smd_recall_cache
 from bench.bench_stream_smd import config_from
 from bench.smd_recall_cache import stream_pass
 from services.trainer.anomaly.detector import AnomalyDetector
