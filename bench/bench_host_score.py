@@ -6,8 +6,9 @@ false-incident rate (``budget.choose_contamination`` at ``forests.INCIDENT_BUDGE
 on the history the forest is fitted on); ``--contamination C``: one constant for every host.
 
 Three ways, each as the scoring loop would count incidents (``incident_rows``, 3 in a row):
-``stream`` (the per-metric layer alone), ``max`` (the larger of the per-metric likelihood and
-the forest's score mapped onto the same scale: ``hostscore.combine``, what the service runs)
+``stream`` (the per-metric layer alone), ``max`` (the largest of the per-metric likelihood,
+the forest's score mapped onto the same scale and the two joined by Fisher's method:
+``hostscore.combine``, what the service runs)
 and ``confirm`` (the smaller: the forest must agree with the per-metric layer).
 
 Chosen on (1) the SMD train halves: the forest fitted on the first half of each train half,
@@ -44,7 +45,7 @@ from services.trainer.anomaly.evaluation import (
 )
 from services.trainer.anomaly.features import epoch_seconds
 from services.trainer.anomaly.forests import INCIDENT_BUDGET
-from services.trainer.anomaly.hostscore import forest_on_stream_scale
+from services.trainer.anomaly.hostscore import combine_all, forest_on_stream_scale
 from services.trainer.anomaly.streaming import HostStream, StreamConfig
 from services.trainer.anomaly.training import train_detector
 from services.trainer.synthetic.generator import SyntheticDataGenerator
@@ -71,7 +72,7 @@ def combined(stream: np.ndarray, forest: np.ndarray, f_thr: float, thr: float) -
     mapped = np.array([forest_on_stream_scale(float(f), f_thr, thr) for f in forest])
     return {
         "stream": stream >= thr,
-        "max": np.maximum(stream, mapped) >= thr,
+        "max": combine_all(stream, forest, f_thr, thr) >= thr,
         "confirm": np.minimum(stream, mapped) >= thr,
     }
 

@@ -9,6 +9,7 @@ as the service counts them (``incident_rows``, ``--consecutive`` in a row). Rule
 - ``stream``: the per-metric layer alone (score >= threshold);
 - ``forest:c=C``: the forest alone, its threshold the 1 - C quantile of its training scores;
 - ``max:c=C``: what the service runs (``hostscore.combine``), the forest's threshold at C;
+  ``max2:c=C``: before the two layers' joint p (the larger of the two scores);
 - ``fisher:c=C``: the two p-values joined by Fisher's method (p = q (1 - ln q), q = p1 p2),
   the stream's p = 1 - score, the forest's p = 1 - its calibrated score rescaled so that its
   C threshold has p = 1 - threshold; flagged when the joint p <= 1 - threshold or as ``max`` would;
@@ -40,7 +41,7 @@ from services.trainer.anomaly.evaluation import (
     incident_rows,
     runs,
 )
-from services.trainer.anomaly.hostscore import forest_on_stream_scale
+from services.trainer.anomaly.hostscore import combine_all, forest_on_stream_scale
 
 
 def mapped(f: np.ndarray, f_thr: float, thr: float) -> np.ndarray:
@@ -60,7 +61,9 @@ def flags_of(rule: str, s: np.ndarray, f: np.ndarray, f_thr: float, thr: float, 
     if name == "forest":
         return incident_rows(f >= f_thr, k)
     m = mapped(f, f_thr, thr)
-    if name == "max":
+    if name == "max":  # what the service runs
+        return incident_rows(combine_all(s, f, f_thr, thr) >= thr, k)
+    if name == "max2":  # before the two layers' joint p: the larger of the two
         return incident_rows(np.maximum(s, m) >= thr, k)
     if name == "either":
         return incident_rows(s >= thr, k) | incident_rows(f >= f_thr, k)

@@ -179,8 +179,9 @@ class Settings(IncidentSettings):
         gt=0.5,
         lt=1.0,
         validation_alias=_env("ML_ANOMALY_THRESHOLD"),
-        description="Default threshold of a host's score (its per-metric likelihood, or its "
-        "forest's on the same scale), until feedback moves the host's own.",
+        description="Default threshold of a host's score (its per-metric likelihood, its "
+        "forest's on the same scale, or the two layers' joint p), until feedback moves the "
+        "host's own.",
     )
     anomaly_threshold_min: float = Field(
         default=0.99,

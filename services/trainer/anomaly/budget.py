@@ -9,9 +9,9 @@ Usage (in the training process)::
 
 A forest fitted on the first two thirds of the host's (unlabelled) history scores the last
 third; on that third, the host's two layers joined as the scoring loop joins them (the
-per-metric likelihood or the forest's score on the same scale, ``hostscore.combine``, then
-``consecutive`` in a row) open some number of incidents per day at each contamination of
-``GRID``. The largest contamination whose count fits the budget is the host's: a host whose
+per-metric likelihood, the forest's score on the same scale or the two joined,
+``hostscore.combine``, then ``consecutive`` in a row) open some number of incidents per day
+at each contamination of ``GRID``. The largest contamination whose count fits the budget is the host's: a host whose
 normal life is calm gets a lower forest threshold (more recall), a busy one a higher
 (docs/anomaly-detection.md). Nothing here reads a label.
 """
@@ -27,6 +27,7 @@ import pandas as pd
 from services.trainer.anomaly.detector import AnomalyDetector
 from services.trainer.anomaly.evaluation import incident_rows, runs
 from services.trainer.anomaly.features import frame_times
+from services.trainer.anomaly.hostscore import combine_all
 from services.trainer.anomaly.streaming import HostStream, StreamConfig
 from shared.arrays import FloatArray
 
@@ -69,9 +70,9 @@ def replay_stream(
 def held_out_incidents(
     stream: FloatArray, forest: FloatArray, forest_threshold: float, *, threshold: float, k: int
 ) -> int:
-    """Incidents the joined layers open: ``hostscore.combine``'s score is at or above
-    ``threshold`` exactly when the stream's is or the forest's is at or above its own."""
-    flags = (stream >= threshold) | (forest >= forest_threshold)
+    """Incidents the joined layers open, scored as the scoring loop scores them
+    (``hostscore.combine``)."""
+    flags = combine_all(stream, forest, forest_threshold, threshold) >= threshold
     return len(runs(incident_rows(flags, k)))
 
 

@@ -7,10 +7,11 @@ Usage (the scoring loop, in a thread)::
     batch = score_host(stream, times, values, forest=HostForest(det, history), threshold=0.9999)
     batch.scored[0].score, batch.scored[0].contributions, batch.late
 
-The combined score is the larger of the per-metric likelihood and the forest's calibrated
-score mapped onto the same scale (``forest_on_stream_scale``: the forest's own threshold lands
-on the host's threshold), so one threshold flags both; attribution always comes from the
-per-metric likelihoods (docs/anomaly-detection.md).
+The combined score is the largest of the per-metric likelihood, the forest's calibrated score
+mapped onto the same scale (``forest_on_stream_scale``: the forest's own threshold lands on the
+host's threshold) and the two layers' p-values joined by Fisher's method (``joint_likelihood``:
+both layers unusual at once, neither past the threshold alone), so one threshold flags all
+three; attribution always comes from the per-metric likelihoods (docs/anomaly-detection.md).
 """
 
 from __future__ import annotations
@@ -45,13 +46,36 @@ def forest_on_stream_scale(forest: float, forest_threshold: float, threshold: fl
     return threshold + (forest - forest_threshold) * (1.0 - threshold) / (1.0 - forest_threshold)
 
 
+def joint_likelihood(stream: float, forest: float) -> float:
+    """1 - Fisher's combined p of the two layers (p = 1 - likelihood, 1 - calibrated score):
+    q (1 - ln q) with q the product; its threshold is the host's, as the layers' own are."""
+    q = max(1.0 - stream, 0.0) * max(1.0 - min(max(forest, 0.0), 1.0), 0.0)
+    if q <= 0.0:
+        return 1.0
+    return max(1.0 - q * (1.0 - math.log(q)), 0.0)
+
+
 def combine(
     stream_score: float, forest: float | None, forest_threshold: float, threshold: float
 ) -> float:
-    """The host's score: the per-metric likelihood, or the forest's if higher (same scale)."""
+    """The host's score: the per-metric likelihood, the forest's on the same scale, or the two
+    joined (``joint_likelihood``), whichever is highest."""
     if forest is None:
         return stream_score
-    return max(stream_score, forest_on_stream_scale(forest, forest_threshold, threshold))
+    mapped = forest_on_stream_scale(forest, forest_threshold, threshold)
+    return max(stream_score, mapped, joint_likelihood(stream_score, forest))
+
+
+def combine_all(
+    stream: FloatArray, forest: FloatArray, forest_threshold: float, threshold: float
+) -> FloatArray:
+    """``combine`` over rows (replays: the forest's budget, the benches)."""
+    return np.array(
+        [
+            combine(s, f, forest_threshold, threshold)
+            for s, f in zip(stream.tolist(), forest.tolist(), strict=True)
+        ]
+    )
 
 
 def reading_dicts(metrics: Sequence[MetricReading], k: int = TOP_METRICS) -> list[dict[str, Any]]:

@@ -162,3 +162,15 @@ def test_labelled_and_synthetic_histories_keep_their_requested_contamination() -
     )
     assert outcome.parameters["incident_budget"] is None
     assert outcome.parameters["contamination"] == 0.05
+
+
+def test_held_out_incidents_count_both_layers_unusual_at_once_as_the_loop_does() -> None:
+    # Three rows where each layer alone is under its threshold (p 0.004 each) but the two
+    # together are past it (Fisher's p 1.9e-4): one incident, as the scoring loop opens it.
+    stream = np.zeros(20)
+    forest = np.zeros(20)
+    stream[5:8] = 0.996
+    forest[5:8] = 0.996
+    assert held_out_incidents(stream, forest, 0.999, threshold=0.999, k=3) == 1
+    forest[5:8] = 0.9  # the forest not unusual enough: nothing
+    assert held_out_incidents(stream, forest, 0.999, threshold=0.999, k=3) == 0
