@@ -14,13 +14,14 @@ with `PoolUnavailable` (503) at once, the pool replaced; no job waits forever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
@@ -35,6 +36,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 CHECK_EVERY = 1.0  # seconds between the checks that a job's pool is still alive
+TRAINING_SLACK = 600.0  # seconds a training may spend outside its process (data, storing)
 
 
 class PoolUnavailable(ServiceUnavailable):
@@ -188,3 +190,19 @@ def prewarm(
 
     task.add_done_callback(done)
     return task
+
+
+@contextlib.asynccontextmanager
+async def give_up_after(seconds: float, what: str) -> AsyncIterator[None]:
+    """Cancel the block after `seconds` and raise ServiceUnavailable (503) naming `what`:
+    `async with give_up_after(3600, "the training"): ...`, so that a step that never returns
+    (a lock, a thread, a pool) cannot keep a service busy forever."""
+    scope = asyncio.timeout(seconds)
+    try:
+        async with scope:
+            yield
+    except TimeoutError:
+        if not scope.expired():
+            raise  # a timeout of the block's own
+        log.error("%s took longer than %g s: given up", what, seconds)
+        raise ServiceUnavailable(f"{what} took longer than {seconds:g} s; try again") from None

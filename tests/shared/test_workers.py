@@ -10,7 +10,16 @@ import time
 
 import pytest
 
-from shared.workers import PoolUnavailable, prewarm, process_pool, run_in, shutdown, thread_pool
+from shared.errors import ServiceUnavailable
+from shared.workers import (
+    PoolUnavailable,
+    give_up_after,
+    prewarm,
+    process_pool,
+    run_in,
+    shutdown,
+    thread_pool,
+)
 
 
 def _pid_and_scaled(value: int, *, factor: int) -> tuple[int, int]:
@@ -146,3 +155,15 @@ async def test_a_job_past_the_pools_timeout_is_a_503_and_its_process_stopped() -
         assert second != first
     finally:
         shutdown(pool, wait=True)
+
+
+async def test_give_up_after_answers_503_for_a_step_that_never_returns() -> None:
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable) as caught:
+        async with give_up_after(0.2, "the training"):
+            await asyncio.Event().wait()  # never set
+    assert caught.value.status_code == 503 and "the training" in str(caught.value.detail)
+    assert time.monotonic() - started < 5
+    with pytest.raises(TimeoutError):  # a timeout of the block's own is left as it is
+        async with give_up_after(60, "the training"):
+            await asyncio.wait_for(asyncio.Event().wait(), 0.05)
