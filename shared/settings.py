@@ -247,6 +247,13 @@ class Settings(IncidentSettings):
         "it) 5 s after the trainer starts, so that a training does not pay for it (about "
         "2.5 s); false: on the first training.",
     )
+    training_timeout: float = Field(
+        default=3600.0,
+        gt=0,
+        validation_alias=_env("ML_TRAINING_TIMEOUT"),
+        description="Seconds a training may run in the training process; past them it is "
+        "stopped, the process replaced and the request answered 503.",
+    )
 
     # Failure prediction.
     failure_scoring_interval: float = Field(

@@ -53,7 +53,9 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             app.state.analysis = AnalysisService(settings, db, app.state.notifier)
             app.state.analysis.start()
             app.state.loops += app.state.analysis.loops
-            training_pool = process_pool(1)  # a fit holds the GIL: a process keeps health fast
+            # A fit holds the GIL: a process keeps health fast. The pool replaces itself if its
+            # process dies or hangs, answering that training 503 (never one waiting forever).
+            training_pool = process_pool(1, job_timeout=settings.training_timeout)
             if settings.training_prewarm:
                 app.state.prewarm = prewarm(training_pool, TRAINING_MODULES, delay=PREWARM_DELAY)
             scoring_pool = thread_pool(SCORING_THREADS, name="anomaly-scoring")

@@ -68,7 +68,7 @@ from shared.schemas.anomaly import (
 )
 from shared.schemas.health import ScoringHealth
 from shared.settings import Settings
-from shared.workers import run_in
+from shared.workers import TRAINING_SLACK, give_up_after, run_in
 
 log = logging.getLogger("autofix_ml.anomaly")
 
@@ -159,7 +159,12 @@ class AnomalyService:
             raise Conflict("an anomaly detector is already training; try again when it is done")
         self.training = True
         try:
-            return await self._train(body, incident_budget)
+            # Bounded as a whole (the training process has its own timeout), so that a step
+            # that never returns cannot leave "already training" for good.
+            async with give_up_after(
+                self.settings.training_timeout + TRAINING_SLACK, "the anomaly detector training"
+            ):
+                return await self._train(body, incident_budget)
         finally:
             self.training = False
 

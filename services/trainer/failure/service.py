@@ -53,7 +53,7 @@ from shared.schemas.failure import (
     TrainFailureResponse,
 )
 from shared.settings import Settings
-from shared.workers import run_in
+from shared.workers import TRAINING_SLACK, give_up_after, run_in
 
 log = logging.getLogger("autofix_ml.failure")
 
@@ -97,7 +97,12 @@ class FailureService:
             raise Conflict("a failure predictor is already training; try again when it is done")
         self.training = True
         try:
-            return await self._train(body)
+            # Bounded as a whole (the training process has its own timeout), so that a step
+            # that never returns cannot leave "already training" for good.
+            async with give_up_after(
+                self.settings.training_timeout + TRAINING_SLACK, "the failure predictor training"
+            ):
+                return await self._train(body)
         finally:
             self.training = False
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -32,6 +34,7 @@ from shared import registry
 from shared.clock import utcnow
 from shared.settings import Settings
 from shared.tables import failure_predictions, ml_models
+from shared.workers import run_in
 from tests.conftest import app_client, served
 from tests.shared.incidents.conftest import Receiver
 
@@ -205,6 +208,38 @@ async def test_concurrent_training_is_refused(fast_settings: Settings, engine: A
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_the_training_process_is_ready_before_the_first_training(
+    fast_settings: Settings, engine: AsyncEngine
+) -> None:
+    app = create_app(fast_settings.model_copy(update={"training_prewarm": True}), engine=engine)
+    async with app_client(app) as client:
+        warmed = await asyncio.wait_for(app.state.prewarm, 60)
+        assert warmed != os.getpid()
+        assert (await client.post("/train/failure-predictor", json=FAST)).status_code == 200
+        svc: FailureService = app.state.failure
+        # The training ran in the process started with the trainer, not in a new one.
+        assert await run_in(svc.training_pool, os.getpid) == warmed
+
+
+async def test_a_training_after_the_training_process_was_killed_runs_in_a_new_one(
+    fast_settings: Settings, engine: AsyncEngine
+) -> None:
+    app = create_app(fast_settings.model_copy(update={"training_prewarm": True}), engine=engine)
+    async with app_client(app) as client:
+        warmed = await asyncio.wait_for(app.state.prewarm, 60)
+        os.kill(warmed, signal.SIGKILL)  # killed while idle (out of memory, an operator)
+        while True:  # until reaped: the pool then knows its process is gone
+            try:
+                os.kill(warmed, 0)
+            except ProcessLookupError:
+                break
+            await asyncio.sleep(0.05)
+        answer = await asyncio.wait_for(client.post("/train/failure-predictor", json=FAST), 120)
+        assert answer.status_code == 200, answer.text
+        svc: FailureService = app.state.failure
+        assert await run_in(svc.training_pool, os.getpid) not in (warmed, os.getpid())
 
 
 # -- prediction ----------------------------------------------------------------------
