@@ -9,6 +9,7 @@ A step returns the seconds until it should run again, or None for the loop's int
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -20,6 +21,7 @@ from shared.clock import utcnow
 log = logging.getLogger("autofix_ml.loops")
 
 Step = Callable[[], Awaitable[float | None]]
+STOP_GRACE = 5.0  # seconds a step under way may take to finish when its loop is stopped
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,9 @@ class BackgroundLoop:
         self.watched = watched
         self.started_monotonic: float | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stepping = False  # the task is inside a step (not sleeping)
+        self._stopping = False
+        self._step_ended: asyncio.Event | None = None
 
     @property
     def interval(self) -> float:
@@ -79,11 +84,21 @@ class BackgroundLoop:
             self.started_monotonic = time.monotonic()
             self._task = asyncio.create_task(self._run(), name=self.name)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop the loop: a step under way may finish first (up to ``grace`` seconds), then
+        the task is cancelled. Cancelling a step in the middle of a database write can leave
+        the connection hung for good (asyncpg's pipelined ``executemany``: the server waits
+        for the rest of the batch, the client for the server), and the shutdown with it. A
+        loop that is not watched (its step waits for work) is cancelled at once."""
         if self._task is not None:
+            self._stopping = True
+            if self.watched and self._stepping and self._step_ended is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._step_ended.wait()), grace)
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+            self._stopping = False
 
     async def run_once(self) -> float | None:
         """One step now, recorded like a scheduled one; errors propagate to the caller."""
@@ -140,7 +155,10 @@ class BackgroundLoop:
     async def _run(self) -> None:
         if self.first_delay > 0:
             await asyncio.sleep(self.first_delay)
-        while True:
+        self._step_ended = asyncio.Event()
+        while not self._stopping:
+            self._stepping = True
+            self._step_ended.clear()
             try:
                 delay = await self.run_once()
             except asyncio.CancelledError:
@@ -155,6 +173,11 @@ class BackgroundLoop:
                     },
                 )
                 delay = min(self.retry_after, self.interval)
+            finally:
+                self._stepping = False
+                self._step_ended.set()
+            if self._stopping:
+                break
             await asyncio.sleep(self.interval if delay is None else max(0.0, delay))
 
 

@@ -65,7 +65,7 @@ async def test_run_once_records_and_propagates() -> None:
     assert loop.failures == 1 and loop.runs == 0 and not loop.running
 
 
-async def test_stop_cancels_a_step_in_progress() -> None:
+async def test_stop_cancels_a_step_that_outlasts_the_grace() -> None:
     started = asyncio.Event()
 
     async def slow() -> float | None:
@@ -76,8 +76,61 @@ async def test_stop_cancels_a_step_in_progress() -> None:
     loop = BackgroundLoop("slow", slow, interval=1.0)
     loop.start()
     await asyncio.wait_for(started.wait(), 5)
-    await asyncio.wait_for(loop.stop(), 5)
+    await asyncio.wait_for(loop.stop(grace=0.2), 5)
     assert not loop.running and loop.runs == 0
+
+
+async def test_stop_lets_a_step_under_way_finish_and_runs_no_other() -> None:
+    # Cancelling a step in the middle of a database write can hang its connection (asyncpg's
+    # executemany) and the shutdown with it: a step under way finishes first.
+    started, release = asyncio.Event(), asyncio.Event()
+    finished: list[bool] = []
+
+    async def write() -> float | None:
+        started.set()
+        await release.wait()
+        await asyncio.sleep(0.05)
+        finished.append(True)
+        return 0.0  # would run again at once
+
+    loop = BackgroundLoop("writer", write, interval=1.0)
+    loop.start()
+    await asyncio.wait_for(started.wait(), 5)
+    stopping = asyncio.create_task(loop.stop(grace=10))
+    await asyncio.sleep(0.1)
+    assert not stopping.done()  # waits for the step
+    release.set()
+    await asyncio.wait_for(stopping, 5)
+    assert finished == [True] and loop.runs == 1 and not loop.running
+
+
+async def test_a_loop_whose_step_waits_for_work_stops_at_once() -> None:
+    started = asyncio.Event()
+
+    async def wait_for_work() -> float | None:
+        started.set()
+        await asyncio.sleep(3600)
+        return None
+
+    loop = BackgroundLoop("queue", wait_for_work, interval=0.0, watched=False)
+    loop.start()
+    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.wait_for(loop.stop(grace=60), 1)
+    assert not loop.running
+
+
+async def test_a_sleeping_loop_stops_at_once() -> None:
+    async def quick() -> float | None:
+        return None
+
+    loop = BackgroundLoop("idle", quick, interval=3600)
+    loop.start()
+    for _ in range(100):
+        if loop.runs:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(loop.stop(grace=60), 1)
+    assert loop.runs == 1 and not loop.running
 
 
 async def test_a_loop_that_keeps_failing_is_stalled_until_a_pass_succeeds() -> None:
