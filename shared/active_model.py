@@ -212,5 +212,5 @@ async def load_then_start(
 
 
 async def stop_loops(loops: Sequence[BackgroundLoop]) -> None:
-    for loop in loops:
-        await loop.stop()
+    """Stop the loops together: each may let a step under way finish (``loop.stop``)."""
+    await asyncio.gather(*(loop.stop() for loop in loops))
