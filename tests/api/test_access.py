@@ -131,6 +131,22 @@ async def test_loopback_without_keys_is_open_until_a_key_exists(
         assert (await s.gateway.get("/api/ml/models")).status_code == 401
 
 
+async def test_a_key_made_just_after_the_keys_were_read_works_at_once(
+    secured: Settings, engine: AsyncEngine
+) -> None:
+    # No periodic reload in the test's time: only an unknown key makes the gateway read them.
+    patient = secured.model_copy(update={"auth_cache_seconds": 3600.0})
+    async with engine.begin() as conn:
+        await create_key(conn, role="admin")
+    async with stack(patient, engine) as s:
+        wrong = await s.gateway.get("/api/ml/models", headers=bearer("afx_not_a_key"))
+        assert wrong.status_code == 401  # and the keys were read just now
+        async with engine.begin() as conn:
+            key, _ = await create_key(conn, role="reader")
+        answer = await s.gateway.get("/api/ml/models", headers={"X-API-Key": key})
+        assert answer.status_code == 200, answer.text
+
+
 async def test_auth_on_requires_keys_even_on_loopback(
     secured: Settings, engine: AsyncEngine
 ) -> None:

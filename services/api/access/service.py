@@ -21,9 +21,10 @@ from shared.settings import Settings
 from shared.web import ConfigurationError
 
 log = logging.getLogger("autofix_ml.gateway.access")
-# An unknown key reloads the keys at most this often (a key made a moment ago works at once;
-# a flood of wrong keys costs one query a second).
-MISS_RELOAD_SECONDS = 1.0
+# An unknown key reloads the keys at most this often: a key made a moment ago works at once
+# (a miss waits for the rest of this window, then reads), a flood of wrong keys costs ten
+# small queries a second and each wrong key waits at most this long.
+MISS_RELOAD_SECONDS = 0.1
 NO_KEY_HELP = "create one with `autofix-ml keys create --role admin` (README, Access control)"
 
 
@@ -141,12 +142,15 @@ class KeyStore:
         return None
 
     async def find(self, key: str) -> ApiKey | None:
-        """The active key; an unknown one reloads the keys first (at most once a second)."""
+        """The active key; an unknown one reloads the keys first (at most every
+        ``MISS_RELOAD_SECONDS``: a miss sooner after the last read waits for the rest of that
+        window, so a key made just after a read works at once, not after the next read)."""
         found = self.lookup(key)
         if found is not None or self._engine is None:
             return found
-        if time.monotonic() - self._loaded_at >= MISS_RELOAD_SECONDS:
-            with contextlib.suppress(Exception):
-                await self.reload(older_than=MISS_RELOAD_SECONDS)
-            return self.lookup(key)
-        return None
+        wait = MISS_RELOAD_SECONDS - (time.monotonic() - self._loaded_at)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        with contextlib.suppress(Exception):
+            await self.reload(older_than=MISS_RELOAD_SECONDS)
+        return self.lookup(key)
