@@ -5,7 +5,8 @@ Run: ``python -m bench.smd_recall_cache --out /tmp/smdq_cache`` once, then
 ``python -m bench.smd_forest_variant --base /tmp/smdq_cache --out /tmp/v_s5 --smoothing 5``
 and ``python -m bench.bench_smd_recall --cache /tmp/v_s5 ...`` (or ``bench_smd_budget``).
 
-Options change the detector's ``smoothing``, its ``correlation`` view or its ``FeatureConfig`` (``--lags``,
+Options change the detector's ``smoothing``, its ``correlation`` view, its forest's size
+(``--n-estimators``, ``--max-samples``) or its ``FeatureConfig`` (``--lags``,
 ``--baseline-window``, ``--std-windows``, ``--mean-windows``). The synthetic forest is
 fitted as ``training.train_detector`` fits it (labelled: on the clean normal rows, at the
 contamination left once the labelled anomalies are removed).
@@ -86,8 +87,13 @@ def main() -> None:
     ap.add_argument("--baseline-window", type=int, default=None)
     ap.add_argument("--std-windows", type=ints, default=None)
     ap.add_argument("--mean-windows", type=ints, default=None)
+    ap.add_argument("--n-estimators", type=int, default=None)
+    ap.add_argument("--max-samples", type=int, default=None)
     args = ap.parse_args()
     kw: dict[str, Any] = {}
+    for name in ("n_estimators", "max_samples"):
+        if getattr(args, name) is not None:
+            kw[name] = getattr(args, name)
     if args.smoothing is not None:
         kw["smoothing"] = args.smoothing
     if args.correlation is not None:

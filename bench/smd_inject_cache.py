@@ -67,6 +67,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--config", nargs="*", default=[], help="StreamConfig overrides (key=value)")
+    ap.add_argument("--n-estimators", type=int, default=100, help="the forest's trees")
+    ap.add_argument("--max-samples", type=int, default=256, help="the forest's samples a tree")
     args = ap.parse_args()
     smd_recall_cache.CONFIG = config_from(args.config)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +79,9 @@ def main() -> None:
         half = len(train) // 2
         injector = inject if args.profile == "shift" else inject_broad
         injected, events = injector(train, half, rng, args.events)
-        design = AnomalyDetector(contamination=0.001).fit(train.iloc[:half], METRICS)
+        design = AnomalyDetector(
+            contamination=0.001, n_estimators=args.n_estimators, max_samples=args.max_samples
+        ).fit(train.iloc[:half], METRICS)
         forest = design.score_frame(injected).score[half:]
         stream, per = stream_pass(injected, METRICS)
         np.savez_compressed(
