@@ -88,11 +88,12 @@ def choose(
     stream: Array,
     per: Array,
     kw: dict[str, int],
+    grid: tuple[float, ...] = GRID,
 ) -> tuple[float, float]:
     """The host's (joint cut-off, contamination) from its held-out third, as the service's
     budget rule does for the contamination alone."""
     cut = 2 * len(history) // 3
-    det = AnomalyDetector(contamination=min(GRID), **kw).fit(history.iloc[:cut], METRICS)
+    det = AnomalyDetector(contamination=min(grid), **kw).fit(history.iloc[:cut], METRICS)
     forest = det.score_frame(history).score
     days = (len(history) - cut) / 1440.0
 
@@ -109,9 +110,9 @@ def choose(
         return best
 
     if order == "a":
-        a = loosest(joints, lambda x: fits(x, GRID[0]))
-        return a, loosest(list(GRID), lambda c: fits(a, c))
-    c = loosest(list(GRID), lambda y: fits(joints[0], y))
+        a = loosest(joints, lambda x: fits(x, grid[0]))
+        return a, loosest(list(grid), lambda c: fits(a, c))
+    c = loosest(list(grid), lambda y: fits(joints[0], y))
     return loosest(joints, lambda x: fits(x, c)), c
 
 
@@ -125,8 +126,10 @@ def main() -> None:
     ap.add_argument("--order", choices=("a", "c"), default="a")
     ap.add_argument("--n-estimators", type=int, default=100)
     ap.add_argument("--max-samples", type=int, default=256)
+    ap.add_argument("--grid", default=",".join(str(c) for c in GRID), help="contaminations")
     ap.add_argument("--test", action="store_true")
     args = ap.parse_args()
+    grid = tuple(float(x) for x in args.grid.split(","))
     k, n = (int(x) for x in args.open.split("/"))
     rule = Rule(open_k=k, open_n=n, resolve_after=args.resolve_after)
     joints = [float(x) for x in args.joints.split(",")]
@@ -140,7 +143,7 @@ def main() -> None:
         train, _test, _raw = load_smd(m)
         n_train, half = int(d["n_train"]), int(d["half"])
         s, per = d["stream"], d["metric_surprise"]
-        a, c = choose(rule, joints, args.order, train.iloc[:half], s[:half], per[:half], kw)
+        a, c = choose(rule, joints, args.order, train.iloc[:half], s[:half], per[:half], kw, grid)
         f_thr = float(np.quantile(d["design_forest"][:half], 1.0 - c))
         fl = flags(rule, a, s[half:n_train], per[half:n_train], d["design_forest"][half:], f_thr)
         fi += len(runs(fl))
@@ -157,7 +160,7 @@ def main() -> None:
             n_events[i] += len(events)
         chosen = [(a, c)]
         if args.test:
-            at, ct = choose(rule, joints, args.order, train, s[:n_train], per[:n_train], kw)
+            at, ct = choose(rule, joints, args.order, train, s[:n_train], per[:n_train], kw, grid)
             chosen.append((at, ct))
             f_thr = float(np.quantile(d["test_forest_train"], 1.0 - ct))
             fl = flags(rule, at, s[n_train:], per[n_train:], d["test_forest"], f_thr)
