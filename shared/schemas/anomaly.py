@@ -79,7 +79,8 @@ class TrainAnomalyResponse(Schema):
     evaluation: dict[str, Any] = Field(
         description="`synthetic`: per-scenario event recall and overall event precision on a "
         "synthetic month of another seed (always); `held_out`: the same on the last 20 % of a "
-        "labelled history (when it has labels). Detections count after "
+        "labelled history (when it has labels), scored by the same settings fitted on the "
+        "rest; the version put in service is fitted on every row. Detections count after "
         "ML_ANOMALY_CONSECUTIVE samples in a row above the threshold."
     )
     synthetic_generated: int = Field(description="Synthetic samples generated and stored first.")
