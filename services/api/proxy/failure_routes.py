@@ -26,8 +26,8 @@ FAILURE_ROUTES: tuple[ProxyRoute, ...] = (
         body=PredictFailureRequest,
         response=PredictFailureResponse,
         errors=errors(
-            conflict="No failure predictor trained yet, or the host has no samples and none "
-            "was sent."
+            conflict="No failure predictor for the host (its own or a fleet model), or the host "
+            "has no samples and none was sent."
         ),
         summary="Probability of a host failure within each horizon, warning, reasons in words",
     ),

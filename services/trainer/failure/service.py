@@ -61,6 +61,11 @@ MIN_HISTORY_SAMPLES = 7 * 1440  # a week at one a minute: enough failures to lea
 STALE_INTERVALS = 3  # a window is served while the anomaly loop caught up this recently
 _JSON = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY  # datetimes as pydantic writes them
 NO_MODEL = "No failure predictor trained yet: POST /api/ml/train/failure-predictor first."
+NO_MODEL_FOR = (
+    "No failure predictor for host {host}: neither its own nor a fleet model is trained; "
+    'POST /api/ml/train/failure-predictor with {{"host": "{host}"}} (a week of its samples) '
+    "or with {{}} (a fleet model for every host)"
+)
 
 
 class FailureService:
@@ -201,7 +206,7 @@ class FailureService:
                 await self.models.refresh(conn)
             active = self.models.get(host=host) or self.models.get(host=None)
         if active is None:
-            raise Conflict(NO_MODEL)
+            raise Conflict(NO_MODEL_FOR.format(host=host) if self.models.all() else NO_MODEL)
         return active
 
     async def predict(self, body: PredictFailureRequest) -> bytes:

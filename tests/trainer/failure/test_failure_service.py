@@ -163,6 +163,10 @@ async def test_training_on_synthetic_data_stores_an_active_version_with_its_eval
         return bool(found["count"] == 3)
 
     await wait_for(predicted)
+    # a host with neither its own model nor a fleet one is told so, by name, and how to train
+    other = await client.post("/predict/failure", json={"host": "web-9"})
+    assert other.status_code == 409
+    assert "web-9" in other.json()["detail"] and "fleet" in other.json()["detail"]
     # a second version is compared with the active one on the same held-out stretch and
     # replaces it unless worse (its synthetic month starts at another minute: either can be)
     again = (await client.post("/train/failure-predictor", json=FAST)).json()
