@@ -161,7 +161,13 @@ def get_engine(request: Request) -> AsyncEngine:
 
 
 async def db_connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    """One connection and transaction per request: commits on success, rolls back on error."""
+    """One connection and transaction per request: commits on success, rolls back on error.
+
+    Used with ``scope="function"`` (``ConnDep``): the commit runs before the answer is sent,
+    so a 2xx means the write is stored (and a failed commit is an error answer, not a 2xx
+    followed by a lost write). FastAPI's default for a dependency with ``yield`` ends it after
+    the response is sent: a client could read before the commit.
+    """
     async with get_engine(request).begin() as conn:
         yield conn
 
@@ -180,7 +186,7 @@ def get_storage(request: Request) -> StorageState:
     return storage
 
 
-ConnDep = Annotated[AsyncConnection, Depends(db_connection)]
+ConnDep = Annotated[AsyncConnection, Depends(db_connection, scope="function")]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 StorageDep = Annotated[StorageState, Depends(get_storage)]
 
