@@ -24,9 +24,10 @@ from shared.apikeys import create_key, revoke_key
 from shared.settings import Settings
 from shared.web import ConfigurationError
 from tests.api.test_gateway import Stack, stack
-from tests.conftest import app_client, served
+from tests.conftest import app_client, free_port, served
 
 TOKEN = "internal-test-token"
+SERVICES = ("collector", "trainer", "forecaster")  # their URLs in the settings
 
 
 @pytest.fixture
@@ -163,7 +164,9 @@ async def test_auth_on_requires_keys_even_on_loopback(
 async def test_a_gateway_beyond_loopback_refuses_to_start_without_a_key(
     secured: Settings, engine: AsyncEngine
 ) -> None:
-    wide = secured.model_copy(update={"bind_host": "0.0.0.0"})
+    # no service behind it: free ports, not the defaults (a stack left running there answers)
+    away = {f"{name}_url": f"http://127.0.0.1:{free_port()}" for name in SERVICES}
+    wide = secured.model_copy(update={"bind_host": "0.0.0.0", **away})
     with pytest.raises(ConfigurationError, match="beyond loopback"):
         async with app_client(create_gateway(wide)):
             pass
