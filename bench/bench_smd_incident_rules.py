@@ -39,6 +39,7 @@ from services.trainer.anomaly.evaluation import (
     Event,
     confirm,
     detection_counts,
+    open_until_closed,
     runs,
 )
 
@@ -58,20 +59,7 @@ class Rule:
         ``resolve_after``-th in a row below."""
         a = np.asarray(above, dtype=bool)
         count = np.convolve(a.astype(int), np.ones(self.open_n, dtype=int))[: len(a)]
-        opening = np.flatnonzero((count >= self.open_k) & a)
-        closing = np.flatnonzero(confirm(~a, self.resolve_after))
-        out = np.zeros(len(a), dtype=bool)
-        i = 0
-        while i < len(a):
-            j = np.searchsorted(opening, i)
-            if j == len(opening):
-                break
-            start = int(opening[j])
-            c = np.searchsorted(closing, start + 1)
-            end = int(closing[c]) if c < len(closing) else len(a)
-            out[start:end] = True
-            i = end + 1
-        return out
+        return open_until_closed((count >= self.open_k) & a, confirm(~a, self.resolve_after))
 
 
 def flags(rule: Rule, a: float, stream: Array, per: Array, forest: Array, f_thr: float) -> Array:

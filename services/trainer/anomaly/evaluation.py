@@ -135,13 +135,18 @@ def incident_rows(above: Sequence[bool] | BoolArray, k: int) -> BoolArray:
     below, which is the first row no longer flagged. With k = 1 this is ``above`` itself.
     """
     a = np.asarray(above, dtype=bool)
-    out = np.zeros(len(a), dtype=bool)
     if k <= 1:
         return a.copy()
-    opening = confirm(a, k)
-    closing = confirm(~a, k)
+    return open_until_closed(confirm(a, k), confirm(~a, k))
+
+
+def open_until_closed(opening: BoolArray, closing: BoolArray) -> BoolArray:
+    """Rows with an incident open: each opens at an ``opening`` row while none is open and
+    stays open until the next ``closing`` row after it (that row excluded)."""
+    n = len(opening)
+    out = np.zeros(n, dtype=bool)
     # Walk the change points only: open at the first opening row, close at the next closing.
-    i, n = 0, len(a)
+    i = 0
     open_rows = np.flatnonzero(opening)
     close_rows = np.flatnonzero(closing)
     while i < n:
