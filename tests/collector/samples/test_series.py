@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -63,14 +63,31 @@ async def test_buckets_match_pandas(stored) -> None:  # noqa: F811
 
 async def test_defaults_are_every_metric_over_the_last_day(stored) -> None:  # noqa: F811
     client, frame = stored
-    body = (await series(client, host="host-a")).json()
+    # Samples placed by the clock of this test, not of the module's import (which may lie
+    # on the other side of a midnight): two inside the default day, one just before it.
+    now = datetime.now(UTC).replace(microsecond=0)
+    fresh = [
+        {"host": "host-now", "timestamp": (now - ago).isoformat(), "memory_usage_mb": mb}
+        for ago, mb in (
+            (timedelta(hours=25), 900.0),
+            (timedelta(hours=3), 100.0),
+            (timedelta(hours=1), 300.0),
+        )
+    ]
+    pushed = await client.post("/metrics/ingest", json={"samples": fresh})
+    assert pushed.status_code == 201, pushed.text
+    body = (await series(client, host="host-now")).json()
     assert len(body["series"]) == 14
     assert body["step_seconds"] == -(-24 * 3600 // 299)
     assert len(body["timestamps"]) <= 300
+    assert sum(body["counts"]) == 2
+    assert len(body["series"]["memory_usage_mb"]["max"]) == len(body["timestamps"])
+    assert max(v for v in body["series"]["memory_usage_mb"]["max"] if v is not None) == 300.0
+    # host-a's stored days, through the same defaults, counted against pandas.
+    body = (await series(client, host="host-a")).json()
     since = datetime.fromisoformat(body["end"]) - timedelta(hours=24)
     recent = frame[(frame["host"] == "host-a") & (frame["timestamp"] >= since)]
-    assert 0 < sum(body["counts"]) == len(recent)
-    assert len(body["series"]["memory_usage_mb"]["max"]) == len(body["timestamps"])
+    assert sum(body["counts"]) == len(recent)
 
 
 async def test_unknown_metric_and_backwards_window_are_named(stored) -> None:  # noqa: F811
