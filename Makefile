@@ -26,9 +26,9 @@ install-test: $(VENV)/.installed-test
 up: install
 	$(BIN)/autofix-ml up
 
-## test: install the test extras and run the whole suite (real SQLite and PostgreSQL), in one
-## process by default; TEST_WORKERS=2 runs a test file per worker process (pytest-xdist)
-TEST_WORKERS ?= 0
+## test: install the test extras and run the whole suite (real SQLite and PostgreSQL) on two
+## worker processes, a test file per worker (pytest-xdist); TEST_WORKERS=0 runs it in one process
+TEST_WORKERS ?= 2
 test: install-test
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
