@@ -17,7 +17,9 @@ with one of:
 - ``--window W:L[:cap[:fisher]]``: the last W rows' mean evidence (each capped, 4 unless
   given) >= L opens and counts as above; ``fisher``: -log10 of Fisher's p of the W rows;
 - ``--cusum k:h[:cap]``: S = max(0, S + min(evidence, cap) - k) >= h opens and counts as
-  above (cap 4 unless given); ``--evidence forest|stream``: one layer's evidence instead;
+  above (cap 4 unless given); ``--evidence forest|stream``: one layer's evidence instead,
+  ``joint``: min(the stream's p, Fisher's p of the two layers), without the forest's mapping
+  (which moves with the host's contamination);
 - ``--pin``: each host's contamination chosen with the service's rule, not the variant's.
 
 Figures: false incidents per host-day on the clean second halves; per inject cache, event
@@ -147,6 +149,10 @@ def flags(rule: Rule, a: float, stream: Array, per: Array, forest: Array, f_thr:
         evidence = combined(stream, forest, f_thr, a)
         if rule.evidence_of == "forest":
             evidence = -np.log10(np.maximum(1.0 - np.clip(forest, 0.0, 1.0), 1e-12))
+        elif rule.evidence_of == "joint":  # calibrated p's only: no mapping, no contamination
+            ps = np.maximum(1.0 - stream, 0.0)
+            q = np.maximum(ps * np.maximum(1.0 - np.clip(forest, 0.0, 1.0), 0.0), 1e-300)
+            evidence = -np.log10(np.clip(np.minimum(ps, q * (1.0 - np.log(q))), 1e-12, 1.0))
         elif rule.evidence_of == "stream":
             evidence = -np.log10(np.maximum(1.0 - stream, 1e-12))
     return rule.incidents(base | joint, evidence)
@@ -205,7 +211,9 @@ def main() -> None:
     ap.add_argument(
         "--pin", action="store_true", help="contamination chosen with the service's rule"
     )
-    ap.add_argument("--evidence", choices=("combined", "forest", "stream"), default="combined")
+    ap.add_argument(
+        "--evidence", choices=("combined", "joint", "forest", "stream"), default="combined"
+    )
     ap.add_argument("--test", action="store_true")
     args = ap.parse_args()
     grid = tuple(float(x) for x in args.grid.split(","))
