@@ -11,6 +11,8 @@ from the first row. Profiles (``--profile``):
 
 - ``shift``: ``bench_smd_proxy.inject``, 2-4 varying metrics raised by 0.1-0.3 (of the [0, 1]
   scaled range) for 3-60 minutes;
+- ``--tail T``: after each event, half its step fades linearly to nothing over T unlabelled
+  rows (a gradual recovery; its flagged runs outside the events count against precision);
 - ``broad``: 4-10 varying metrics moved together, each by 3-8 times its own spread on the
   history (median absolute deviation, at least 0.01), up or down, for 3-60 minutes: a fault
   that moves several metrics at once at moderate strength.
@@ -60,12 +62,34 @@ def inject_broad(
     return out, events
 
 
+def add_tails(
+    frame: pd.DataFrame, injected: pd.DataFrame, start: int, events: list[Event], tail: int
+) -> pd.DataFrame:
+    """A gradual recovery after each event: half of its last row's step, fading linearly to
+    nothing over ``tail`` unlabelled rows (real faults seldom end at once)."""
+    if tail <= 0:
+        return injected
+    out = injected.copy()
+    before = frame[METRICS].to_numpy()
+    values = out[METRICS].to_numpy(copy=True)
+    for e in events:
+        end = start + e.end
+        step = values[end] - before[end]
+        for i in range(1, tail + 1):
+            if end + i >= len(values):
+                break
+            values[end + i] = np.clip(before[end + i] + 0.5 * step * (1 - i / (tail + 1)), 0, 1)
+    out[METRICS] = values
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("/tmp/smd_inject"))
     ap.add_argument("--profile", choices=("shift", "broad"), default="shift")
     ap.add_argument("--events", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tail", type=int, default=0, help="rows of unlabelled fading recovery")
     ap.add_argument("--config", nargs="*", default=[], help="StreamConfig overrides (key=value)")
     ap.add_argument("--n-estimators", type=int, default=100, help="the forest's trees")
     ap.add_argument("--max-samples", type=int, default=256, help="the forest's samples a tree")
@@ -79,6 +103,7 @@ def main() -> None:
         half = len(train) // 2
         injector = inject if args.profile == "shift" else inject_broad
         injected, events = injector(train, half, rng, args.events)
+        injected = add_tails(train, injected, half, events, args.tail)
         design = AnomalyDetector(
             contamination=0.001, n_estimators=args.n_estimators, max_samples=args.max_samples
         ).fit(train.iloc[:half], METRICS)
