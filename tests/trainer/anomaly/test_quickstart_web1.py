@@ -47,7 +47,9 @@ def test_web1_of_the_quick_start_is_quiet_outside_its_scenarios(start: datetime)
     labelled = (history["label"] != "normal").to_numpy().astype(int)
     # A scenario's rows, a short lead before it, and the rows whose features reach back into it.
     tail = FeatureConfig().lookback + det.smoothing + RESOLVE
-    reach = np.convolve(labelled, np.ones(LEAD + tail + 1, dtype=int))[LEAD : LEAD + len(history)] > 0
+    reach = (
+        np.convolve(labelled, np.ones(LEAD + tail + 1, dtype=int))[LEAD : LEAD + len(history)] > 0
+    )
     found = runs(incidents)
     scenarios = runs(labelled.astype(bool))
     detected = [(a, b) for a, b in scenarios if incidents[a : b + 1].any()]
