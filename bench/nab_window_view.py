@@ -55,6 +55,8 @@ _DEFAULTS = {
     "refresh_every": 16,
     "probation_n": 30,
     "min_tail": 0.5,
+    # novelty below this (spreads) is not measured: 1/16 is the stored windows' resolution
+    "dfloor": 0.0,
 }
 CACHE = "/tmp/nabwin_cache"
 
@@ -165,7 +167,7 @@ class WindowView:
             past = self.ring[: self.ring_n][usable].astype(np.float64) / 16.0
             d = np.sqrt(((past - cur) ** 2).mean(axis=1))
         k = self.k
-        nov = float(np.partition(d, k - 1)[:k].mean())
+        nov = max(float(np.partition(d, k - 1)[:k].mean()), float(s["dfloor"]))
         pn = float(s["probation_n"])
         sur = counted_surprise(
             self.quantiles[0, 0], self.calib[0, 0], nov, float(s["min_tail"]), pn
