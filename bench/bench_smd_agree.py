@@ -20,7 +20,7 @@ when its own extra condition holds; incidents are ``--consecutive`` in a row. Ex
 - ``fpersist:c=..:j=..:n=..``: the forest's calibrated score >= 1 - c in j of the last n rows;
 - ``both:L=..:c=..``: the host surprise >= L and the forest >= 1 - c on the same row;
 - ``fisher:a=..[:cap=..]``: the two layers' p (1 - likelihood, 1 - forest score) multiply to at
-  most a (Fisher's method at the host's threshold 0.999 is a = 1.03e-4);
+  most a (Fisher's method at the host's threshold 0.999 is a = 9.77e-5);
 - ``fisherm:a=..``: as ``fisher``, the forest's p taken after its mapping onto the host's scale
   (its own threshold at the host's);
 - ``instant:H=..``: a row whose host surprise is >= H opens an incident by itself;

@@ -9,7 +9,7 @@ with one of:
 - ``--open K/N``: an incident opens at the K-th of the last N samples above the threshold
   (the service: 3/3), and resolves after ``--resolve-after`` samples in a row below (3);
 - ``--joints a1,a2,...``: each host's joint cut-off (the two layers' p multiplied, at most
-  a; the host's threshold 0.999 is a = 1.03e-4) chosen by the budget beside its forest's
+  a; the host's threshold 0.999 is a = 9.77e-5) chosen by the budget beside its forest's
   contamination: first the loosest a that fits at the smallest contamination, then the
   largest contamination that fits with it (``--order c`` the other way round);
 - ``--fast E[/K]``: K rows in a row at evidence >= E also open (evidence = -log10(1 - the
@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import brentq
 
 from bench import bench_smd_agree as agree
 from bench.bench_smd import MACHINES, METRICS
@@ -60,8 +61,12 @@ from services.trainer.anomaly.evaluation import (
 )
 
 Array = np.ndarray
-FISHER_AT_THRESHOLD = 1.03e-4  # Fisher's method at the host's threshold 0.999
 THRESHOLD = 0.999
+# The product q of the two layers' p at which Fisher's combined p, q (1 - ln q), is 1 - 0.999:
+# hostscore.joint_likelihood's cut-off (9.77e-5; 1.03e-4, used before, counted one run more).
+FISHER_AT_THRESHOLD = float(
+    brentq(lambda q: q * (1.0 - np.log(q)) - (1.0 - THRESHOLD), 1e-12, 1e-3)
+)
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,7 @@ def windowed(evidence: Array, w: int, cap: float, how: str) -> Array:
 
 def combined(stream: Array, forest: Array, f_thr: float, a: float) -> Array:
     """``hostscore.combine`` over rows, vectorised (the joint's own cut-off ``a`` kept as the
-    bench's: at 1.03e-4 a row's combined score is above the threshold exactly when the
+    bench's: at 9.77e-5 a row's combined score is above the threshold exactly when the
     service's is, whatever ``a``); returned as evidence, -log10(1 - score), at most 12."""
     f = np.clip(forest, 0.0, 1.0)
     if f_thr >= 1.0:
