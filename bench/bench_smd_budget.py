@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,24 @@ def choose(history: pd.DataFrame, stream: np.ndarray, thr: float, budget: float,
     return choose_contamination(
         history, METRICS, stream, threshold=thr, consecutive=k, budget=budget
     ).contamination
+
+
+def attribute(
+    raw: list[dict[str, Any]],
+    flags: np.ndarray,
+    surprise: np.ndarray,
+    tops: list[list[str]],
+    truths: list[Any],
+) -> None:
+    """Attribution as the service stores it: for each event flagged, the per-metric layer's
+    3 most surprising metrics at its first flagged row (``tops``), beside its labelled
+    metrics (``truths``)."""
+    for e in raw:
+        idx = np.flatnonzero(flags[e["start"] : e["end"] + 1])
+        if len(idx):
+            row = surprise[e["start"] + int(idx[0])]
+            tops.append([METRICS[j] for j in np.argsort(-row, kind="stable")[:3]])
+            truths.append(e["metrics"])
 
 
 def main() -> None:
@@ -76,15 +95,7 @@ def main() -> None:
             ]
             counts = detection_counts(events, flags)
             total = total + counts
-            # attribution as the service stores it: the per-metric layer's 3 most surprising
-            # metrics at the event's first flagged row
-            surprise = d["metric_surprise"][n:]
-            for e in raw:
-                idx = np.flatnonzero(flags[e["start"] : e["end"] + 1])
-                if len(idx):
-                    row = surprise[e["start"] + int(idx[0])]
-                    tops.append([METRICS[j] for j in np.argsort(-row, kind="stable")[:3]])
-                    truths.append(e["metrics"])
+            attribute(raw, flags, d["metric_surprise"][n:], tops, truths)
             line += f"; test contamination {ct} ({counts.events_detected}/{counts.events})"
         print(line, flush=True)
     print(f"train halves: {incidents / days:.3f} false incidents per host-day")

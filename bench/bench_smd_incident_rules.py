@@ -46,6 +46,7 @@ from scipy.optimize import brentq
 from bench import bench_smd_agree as agree
 from bench.bench_smd import MACHINES, METRICS
 from bench.bench_smd import load as load_smd
+from bench.bench_smd_budget import attribute
 from bench.bench_smd_recall import load
 from services.trainer.anomaly.budget import GRID
 from services.trainer.anomaly.detector import AnomalyDetector
@@ -295,13 +296,7 @@ def main() -> None:
                 for x, y in zip(d["event_start"], d["event_end"], strict=True)
             ]
             total = total + detection_counts(events, fl)
-            surprise = per[n_train:]  # attribution as stored: top 3 at the first flagged row
-            for ev in raw:
-                idx = np.flatnonzero(fl[ev["start"] : ev["end"] + 1])
-                if len(idx):
-                    row = surprise[ev["start"] + int(idx[0])]
-                    tops.append([METRICS[j] for j in np.argsort(-row, kind="stable")[:3]])
-                    truths.append(ev["metrics"])
+            attribute(raw, fl, per[n_train:], tops, truths)
         choices.append((m, chosen))
     inj = " ".join(f"{found[i] / n_events[i]:.2f}" for i in args.inject)
     inj += " P " + " ".join(f"{on_event[i][0] / on_event[i][1]:.2f}" for i in args.inject)
