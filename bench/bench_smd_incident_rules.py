@@ -84,11 +84,29 @@ class Rule:
     cusum_k: float = 0.0  # CUSUM of the evidence (each capped at window_cap) less k a row
     cusum_h: float = 0.0  # opens (and counts as above) while the CUSUM is >= h
     evidence_of: str = "combined"  # whose evidence: combined, forest (its p) or stream
+    echo_hold: float = 0.0  # a flagged row's own metrics at surprise >= this keep its run going
+    echo_watch: float = 4.0  # the metrics of a flagged row watched: those at surprise >= this
+    echo_top: int = 3  # at most this many of them, the most surprising
+    echo_resolve: bool = False  # the held rows also keep an open incident open
+    multi_k: int = 0  # a row with at least multi_k metrics at surprise >= multi_s opens
+    multi_s: float = 0.0
 
-    def incidents(self, above: np.ndarray, evidence: np.ndarray | None = None) -> np.ndarray:
+    def incidents(
+        self, above: np.ndarray, evidence: np.ndarray | None = None, per: Array | None = None
+    ) -> np.ndarray:
         """Rows with an incident open: opened at the K-th of N above (or by the fast or
         windowed evidence), resolved by the ``resolve_after``-th in a row below."""
         a = np.asarray(above, dtype=bool)
+        if self.multi_k > 0 and per is not None:
+            wide = (per >= self.multi_s).sum(axis=1) >= self.multi_k
+            count = np.convolve(a.astype(int), np.ones(self.open_n, dtype=int))[: len(a)]
+            opening = ((count >= self.open_k) & a) | wide
+            return open_until_closed(opening, confirm(~(a | wide), self.resolve_after))
+        if self.echo_hold > 0 and per is not None:
+            held = echo(a, per, self.echo_watch, self.echo_hold, self.echo_top)
+            if not self.echo_resolve:
+                return self._echo_incidents(a, held)
+            a = held
         count = np.convolve(a.astype(int), np.ones(self.open_n, dtype=int))[: len(a)]
         opening = (count >= self.open_k) & a
         if evidence is not None and self.fast > 0:
@@ -103,6 +121,30 @@ class Rule:
             opening |= hot
             a = a | hot
         return open_until_closed(opening, confirm(~a, self.resolve_after))
+
+    def _echo_incidents(self, a: Array, held: Array) -> Array:
+        count = np.convolve(held.astype(int), np.ones(self.open_n, dtype=int))[: len(a)]
+        opening = (count >= self.open_k) & held
+        return open_until_closed(opening, confirm(~a, self.resolve_after))
+
+
+def echo(a: Array, per: Array, watch: float, hold: float, top: int) -> Array:
+    """Rows that count as above: flagged ones, and unflagged ones right after them while one of
+    the metrics watched (at most ``top`` of the flagged row's metrics at surprise >= ``watch``,
+    the most surprising) stays at surprise >= ``hold``. A flagged row renews the watch list."""
+    out = a.copy()
+    watched: np.ndarray | None = None
+    for i in range(len(a)):
+        if a[i]:
+            row = per[i]
+            order = np.argsort(-row, kind="stable")[:top]
+            w = order[row[order] >= watch]
+            watched = w if len(w) else None
+        elif watched is not None and bool((per[i, watched] >= hold).any()):
+            out[i] = True
+        else:
+            watched = None
+    return out
 
 
 def cusum(e: Array, k: float) -> Array:
@@ -161,7 +203,7 @@ def flags(rule: Rule, a: float, stream: Array, per: Array, forest: Array, f_thr:
             evidence = -np.log10(np.clip(np.minimum(ps, q * (1.0 - np.log(q))), 1e-12, 1.0))
         elif rule.evidence_of == "stream":
             evidence = -np.log10(np.maximum(1.0 - stream, 1e-12))
-    return rule.incidents(base | joint, evidence)
+    return rule.incidents(base | joint, evidence, per)
 
 
 def choose(
@@ -220,6 +262,10 @@ def main() -> None:
     ap.add_argument(
         "--evidence", choices=("combined", "joint", "forest", "stream"), default="combined"
     )
+    ap.add_argument(
+        "--echo", default="", help="hold[:watch[:top[:resolve]]]: a flagged row's metrics hold"
+    )
+    ap.add_argument("--multi", default="", help="k:s: k metrics at surprise >= s open")
     ap.add_argument("--test", action="store_true")
     args = ap.parse_args()
     grid = tuple(float(x) for x in args.grid.split(","))
@@ -241,6 +287,18 @@ def main() -> None:
         if len(parts) > 2:
             extra["window_cap"] = float(parts[2])
     extra["evidence_of"] = args.evidence
+    if args.multi:
+        mk, ms = args.multi.split(":")
+        extra.update(multi_k=int(mk), multi_s=float(ms))
+    if args.echo:
+        parts = args.echo.split(":")
+        extra["echo_hold"] = float(parts[0])
+        if len(parts) > 1:
+            extra["echo_watch"] = float(parts[1])
+        if len(parts) > 2:
+            extra["echo_top"] = int(parts[2])
+        if len(parts) > 3:
+            extra["echo_resolve"] = parts[3] == "resolve"
     rule = Rule(open_k=k, open_n=n, resolve_after=args.resolve_after, **extra)  # type: ignore[arg-type]
     joints = [float(x) for x in args.joints.split(",")]
     kw = {"n_estimators": args.n_estimators, "max_samples": args.max_samples}
