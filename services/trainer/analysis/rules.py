@@ -122,6 +122,29 @@ def _describe(s: MetricSummary) -> str:
     return f"{s.metric} went from {fig(s.before_mean)} before to {fig(s.peak)} at {iso(s.peak_at)}"
 
 
+def _attribution_claim(metric: str, pack: EvidencePack) -> Claim | None:
+    """What the detector's attribution says of ``metric``: "mostly" only when no attributed
+    metric weighs as much, else the one that weighs most with ``metric``'s own weight."""
+    attributed = [i for i in pack.items if i.kind == "attribution"]
+    mine = next((i for i in attributed if i.data["metric"] == metric), None)
+    if mine is None:
+        return None
+    weight = mine.data["weight"]
+    rivals = [i for i in attributed if i is not mine and i.data["weight"] >= weight]
+    if not rivals:
+        text = f"the detector attributes the anomaly mostly to {metric} (weight {weight})"
+        return Claim(text=text, evidence=[mine.id])
+    top = max(rivals, key=lambda i: float(i.data["weight"]))
+    if top.data["weight"] == weight:
+        text = f"the detector weighs {metric} and {top.data['metric']} alike (weight {weight})"
+    else:
+        text = (
+            f"the detector attributes the anomaly mostly to {top.data['metric']} "
+            f"(weight {top.data['weight']}); {metric} weighs {weight}"
+        )
+    return Claim(text=text, evidence=[top.id, mine.id])
+
+
 def _actions(f: Finding, pack: EvidencePack) -> list[Action]:
     host = pack.host
     service = str(pack.incident.get("details", {}).get("service") or SERVICE)
@@ -177,14 +200,9 @@ def analyze(pack: EvidencePack) -> Analysis:
                 evidence=["anomaly:scores"],
             )
         )
-    for item in pack.items:
-        if item.kind == "attribution" and item.data["metric"] == f.metric:
-            claims.append(
-                Claim(
-                    text=f"the detector attributes the anomaly mostly to {f.metric}",
-                    evidence=[item.id],
-                )
-            )
+    attributed = _attribution_claim(f.metric, pack)
+    if attributed is not None:
+        claims.append(attributed)
     others = [
         m for m in pack.metrics.values() if m.metric != f.metric and abs(m.z) >= 4 and m.change
     ][:2]

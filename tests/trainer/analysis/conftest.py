@@ -3,7 +3,7 @@ the project's own write paths, and the local LLM server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import timedelta
 
 import pytest
@@ -26,17 +26,39 @@ SPIKE_MINUTES = 20
 async def store_cpu_incident(engine: AsyncEngine, *, host: str = HOST) -> IncidentOut:
     """Three hours of a host's samples ending now, the last 20 minutes with CPU at ~93 %, their
     anomaly scores, and the ML_ANOMALY incident the spike opened (still open)."""
+    return await store_incident(
+        engine,
+        spike={"cpu_usage_percent": 93.0},
+        attributed=("cpu_usage_percent", "response_time_p95"),
+        host=host,
+    )
+
+
+async def store_incident(
+    engine: AsyncEngine,
+    *,
+    spike: Mapping[str, float],
+    attributed: Sequence[str],
+    host: str = HOST,
+) -> IncidentOut:
+    """Three hours of a host's samples ending now, the last 20 minutes with each metric of
+    ``spike`` at about its value (up to 2 % more), their anomaly scores with the detector's
+    per-metric readings ranked as in ``attributed``, and the ML_ANOMALY incident the spike
+    opened (still open), named after the first of ``spike``."""
     now = utcnow().replace(second=0, microsecond=0)
     start = now - timedelta(hours=3)
     frame = SyntheticDataGenerator(seed=3).generate_full_training_set(days=1, start=start)
     frame = frame.iloc[: 180 + 1].copy()
-    spike = frame.index[-SPIKE_MINUTES:]
-    frame.loc[spike, "cpu_usage_percent"] = 93.0 + (frame.index[-SPIKE_MINUTES:] % 3)
+    during = frame.index[-SPIKE_MINUTES:]
+    for metric, value in spike.items():
+        frame.loc[during, metric] = value * (1 + (during % 3) / 93)
     rows = [
         (r.timestamp.to_pydatetime(), host, *[getattr(r, m) for m in METRIC_NAMES], "normal")
         for r in frame.itertuples(index=False)
     ]
     first = frame["timestamp"].iloc[-SPIKE_MINUTES].to_pydatetime()
+    column = {m: 2 + j for j, m in enumerate(METRIC_NAMES)}  # in a row, after time and host
+    named = next(iter(spike))
     async with engine.begin() as conn:
         await bulk_insert_samples(conn, rows)
         scores = [
@@ -50,8 +72,8 @@ async def store_cpu_incident(engine: AsyncEngine, *, host: str = HOST) -> Incide
                 is_anomaly=r[0] >= first,
                 severity="high" if r[0] >= first else "low",
                 contributions=[
-                    {"metric": "cpu_usage_percent", "value": r[2], "likelihood": 0.99995},
-                    {"metric": "response_time_p95", "value": r[11], "likelihood": 0.9},
+                    {"metric": m, "value": r[column[m]], "likelihood": 0.99995 if k == 0 else 0.9}
+                    for k, m in enumerate(attributed)
                 ],
             )
             for r in rows
@@ -63,10 +85,10 @@ async def store_cpu_incident(engine: AsyncEngine, *, host: str = HOST) -> Incide
             host=host,
             dedup_key=f"ML_ANOMALY:{host}",
             severity="high",
-            title=f"Anomalous behaviour on {host} (cpu_usage_percent)",
+            title=f"Anomalous behaviour on {host} ({named})",
             details={
                 "first_seen": first.isoformat(),
-                "top_metrics": [{"metric": "cpu_usage_percent"}],
+                "top_metrics": [{"metric": named}],
                 "threshold": 0.999,
                 "consecutive": 3,
             },
