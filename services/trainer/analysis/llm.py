@@ -34,6 +34,9 @@ Rules:
 - actions come from this catalogue only, with these parameters:
   {"; ".join(f"{a} ({', '.join(REQUIRED_PARAMETERS[a])})" for a in ACTION_NAMES)}.
   Unused parameters are null.
+- model_change items are versions of the monitoring's own models (anomaly detector,
+  forecaster, failure predictor), not changes to the monitored service: never a reason
+  to roll it back.
 - confidence is between 0 and 1; top_metric is the metric most at fault.
 - Be brief: a summary of two sentences, at most five claims, at most three actions."""
 

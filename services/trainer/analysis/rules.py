@@ -157,9 +157,8 @@ def _actions(f: Finding, pack: EvidencePack) -> list[Action]:
     severe = pack.incident.get("severity") in ("high", "critical")
     out: list[Action] = []
     if f.category == "error_storm":
-        changed = [i for i in pack.items if i.kind == "model_change"]
-        if changed:
-            out.append(act("rollback", "a change preceded the errors", service=service))
+        # no rollback: the pack holds no deployment of the application, and its model_change
+        # items are versions of this product's own models (the anomaly detector, forecasters)
         out.append(
             act("restart_service", "errors are failing requests", host=host, service=service)
         )

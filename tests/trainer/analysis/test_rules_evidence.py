@@ -1,5 +1,6 @@
 """The rules analyst says only what the pack read from the database holds: the detector's
-attribution as it weighs the metrics."""
+attribution as it weighs the metrics, and no rollback of the application for a change of this
+product's own models."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.trainer.analysis import grounding, rules
 from services.trainer.analysis import repository as repo
+from shared import registry
 from shared.clock import utcnow
-from tests.trainer.analysis.conftest import store_incident
+from tests.trainer.analysis.conftest import HOST, store_incident
 
 # errors at ~0.2/s (about 20 times their usual rate) while the detector ranks p95 first
 ERROR_STORM = {"error_rate": 0.2}
@@ -46,4 +48,32 @@ async def test_the_attribution_claim_says_mostly_when_the_metric_leads(
     about = [c for c in answer.claims if any(e.startswith("attribution:") for e in c.evidence)]
     assert [c.evidence for c in about] == [["attribution:error_rate"]]
     assert "mostly to error_rate" in about[0].text
+    assert grounding.check(answer, pack) == []
+
+
+async def test_a_new_version_of_the_anomaly_detector_is_no_reason_to_roll_back(
+    engine: AsyncEngine,
+) -> None:
+    incident = await store_incident(
+        engine, spike=ERROR_STORM, attributed=("error_rate", "response_time_p95")
+    )
+    async with engine.begin() as conn:  # the host's detector trained and activated just before
+        await registry.insert_model(
+            conn,
+            name="anomaly_detector",
+            model_type="isolation_forest",
+            artifact=b"model",
+            artifact_format="skops",
+            parameters={},
+            metrics={},
+            host=HOST,
+            status="active",
+        )
+    pack = await repo.read_pack(engine, incident.id, now=utcnow())
+    assert [i.data["name"] for i in pack.items if i.kind == "model_change"] == ["anomaly_detector"]
+    answer = rules.analyze(pack)
+    assert answer.cause.category == "error_storm"
+    actions = [a.action for a in answer.actions]
+    assert "rollback" not in actions
+    assert actions[0] == "restart_service"
     assert grounding.check(answer, pack) == []
