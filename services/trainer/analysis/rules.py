@@ -5,7 +5,8 @@ from the pack, so its answer passes the grounding check.
 
 The cause is the first rule that holds, most specific first: error storm, memory leak, disk
 filling, CPU saturation, traffic surge, latency regression; else unknown (with the metric
-that moved most).
+that moved most; without samples during the incident, the detector's top metric or the
+incident's own).
 """
 
 from __future__ import annotations
@@ -180,6 +181,19 @@ def _actions(f: Finding, pack: EvidencePack) -> list[Action]:
     return out
 
 
+def _unknown_text(metric: str, pack: EvidencePack) -> str:
+    """The cause of an incident no rule fits, true to where ``classify`` took its metric:
+    the one that moved most (described after it), else (no samples during the incident) the
+    one the detector weighed most, else the incident's own (a predicted breach's)."""
+    if metric in pack.metrics:
+        return "no known pattern fits; the metric that moved most is named"
+    if not metric:
+        return "no known pattern fits, and without samples during it no metric is named"
+    if metric in pack.attribution:
+        return f"no known pattern fits; no samples during it, the detector weighed {metric} most"
+    return f"no known pattern fits; no samples during it, the incident is about {metric}"
+
+
 def analyze(pack: EvidencePack) -> Analysis:
     """The structured analysis of an incident from its evidence pack."""
     f = classify(pack)
@@ -225,7 +239,7 @@ def analyze(pack: EvidencePack) -> Analysis:
         "cpu_saturation": "CPU ran near its limit",
         "traffic_surge": "far more concurrent requests than usual",
         "latency_regression": "requests got slower while load and errors stayed usual",
-        "unknown": "no known pattern fits; the metric that moved most is named",
+        "unknown": _unknown_text(f.metric, pack),
     }[f.category]
     top = f" ({_describe(s)})" if s is not None else ""
     summary = f"{pack.incident['type']} on {pack.host}: {cause_text}{top}."
