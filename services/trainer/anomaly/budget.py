@@ -107,7 +107,7 @@ def choose_contamination(
     per_day: dict[float, float] = {}
     best = min(grid)
     for c in sorted(grid):
-        f_thr = float(np.quantile(fitted, 1.0 - c))
+        f_thr = float(np.nanquantile(fitted, 1.0 - c))  # NaN: rows it abstains on
         n = held_out_incidents(
             stream[cut:], forest[cut:], f_thr, threshold=threshold, k=consecutive
         )

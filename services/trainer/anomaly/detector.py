@@ -132,6 +132,8 @@ class AnomalyDetector:
             raise ValueError("the normal mask must have one entry per row and select some")
         self.extractor.fit(frame[mask] if normal is not None else frame, metrics)
         feats = self.extractor.transform(frame)
+        if (mask & self.whole(feats)).sum() >= 2:  # rows it abstains on teach it nothing
+            mask = mask & self.whole(feats)
         x = feats.matrix
         self.mean = x[mask].mean(axis=0)
         std = x[mask].std(axis=0)
@@ -252,9 +254,14 @@ class AnomalyDetector:
         else:
             ref = self._batch_memory_ref(feats)
         score = self._combine(feats, causal_mean(-forest, self.smoothing, feats.run_index), ref)
+        score = np.where(self.whole(feats), score, np.nan)
         return BatchScores(
             score=score, is_anomaly=score >= threshold, forest_score=forest, features=feats
         )
+
+    def whole(self, feats: FeatureSet) -> npt.NDArray[np.bool_]:
+        """Rows with no gap in their look-back and smoothing; on others the forest abstains."""
+        return np.asarray(feats.since_gap >= self.extractor.config.lookback + self.smoothing)
 
     def score_frame(self, frame: pd.DataFrame, *, threshold: float | None = None) -> BatchScores:
         """Score every row of a time-ordered frame of one host (threshold: the fitted one)."""
@@ -305,8 +312,7 @@ class AnomalyDetector:
     ) -> AnomalyResult:
         """Score one new sample of a host; appends it to that host's ``history``."""
         history.append(sample, timestamp)
-        # Raw forest scores of the last ``smoothing`` rows: cached ones are reused, so only
-        # rows never scored (usually just the new one) need features and the forest.
+        # The last ``smoothing`` raw forest scores: only rows never scored need the forest.
         cached = history.scores()[-self.smoothing :]
         unknown = np.flatnonzero(np.isnan(cached))
         need = len(cached) - int(unknown[0]) if len(unknown) else 1
@@ -325,7 +331,7 @@ class AnomalyDetector:
         ref = history.memory.reference(new.hour, shift, SHIFT_MEMORY_RANK)[-1:]
         history.memory.fold(new.hour, shift)
         history.unfolded = 0
-        score = float(self._combine(last, forest_anom, ref)[0])
+        score = float(self._combine(last, forest_anom, ref)[0]) if self.whole(last)[0] else np.nan
         return AnomalyResult(
             score=score,
             is_anomaly=score >= threshold,

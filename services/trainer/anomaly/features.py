@@ -18,6 +18,7 @@ from services.trainer.anomaly.epochs import epoch_seconds as epoch_seconds
 from services.trainer.anomaly.epochs import frame_times as frame_times
 from services.trainer.anomaly.epochs import to_epoch as to_epoch
 from services.trainer.anomaly.featureset import FeatureSet as FeatureSet
+from services.trainer.anomaly.featureset import since_gap
 from shared.arrays import FloatArray, IntArray
 
 NON_METRIC_COLUMNS = frozenset({"timestamp", "label", "host", "id", "is_anomaly"})
@@ -161,17 +162,20 @@ class FeatureExtractor:
         cfg = self.config
         n = raw.shape[0]
         slots = np.floor(times / cfg.interval_s).astype(np.int64)
+        first = 0 if tail is None else max(n - tail, 0)
         starts = np.flatnonzero(np.diff(slots) > cfg.lookback) + 1 if n > 1 else slots[:0]
         if starts.size == 0:
-            return self._compute_run(times, raw, slots, tail=tail)
-        first = 0 if tail is None else max(n - tail, 0)
-        bounds = [0, *starts.tolist(), n]
-        runs = [
-            self._compute_run(times[a:b], raw[a:b], slots[a:b], tail=b - max(a, first))
-            for a, b in itertools.pairwise(bounds)
-            if b > first
-        ]
-        return runs[0] if len(runs) == 1 else FeatureSet.concat(runs)
+            out = self._compute_run(times, raw, slots, tail=tail)
+        else:
+            bounds = [0, *starts.tolist(), n]
+            runs = [
+                self._compute_run(times[a:b], raw[a:b], slots[a:b], tail=b - max(a, first))
+                for a, b in itertools.pairwise(bounds)
+                if b > first
+            ]
+            out = runs[0] if len(runs) == 1 else FeatureSet.concat(runs)
+        out.since_gap = since_gap(slots)[first:]
+        return out
 
     def _compute_run(
         self, times: FloatArray, raw: FloatArray, slots: IntArray, *, tail: int | None
@@ -346,6 +350,7 @@ class FeatureExtractor:
             values=values,
             hour=np.floor(times / 3600.0).astype(np.int64),
             run_index=run_start + np.arange(len(times), dtype=np.int64),
+            since_gap=np.full(len(times), np.inf),  # ``compute`` sets it from every sample
         )
 
 

@@ -152,16 +152,9 @@ class RecentHistory:
         if self._len == 0:
             raise ValueError("history is empty")
         times, values = self.arrays()
-        cfg = self.extractor.config
-        # The look-back in time, plus ``rows - 1`` earlier samples for the extra rows.
-        start = max(0, self._len - rows)
-        horizon = times[start] - (cfg.lookback + 1) * cfg.interval_s
-        first = int(np.searchsorted(times, horizon, side="left"))
-        # One sample before the horizon carries the forward-filled values into it.
-        first = max(0, first - 1)
-        return self.extractor.compute(
-            times[first:], values[first:].copy(), tail=min(rows, self._len)
-        )
+        # The whole buffer: the look-back of the rows, and before it the samples that tell
+        # whether a gap lies within ``lookback + smoothing`` of them (``since_gap``).
+        return self.extractor.compute(times, values.copy(), tail=min(rows, self._len))
 
 
 @dataclass(slots=True)

@@ -60,7 +60,7 @@ def combine(
 ) -> float:
     """The host's score: the per-metric likelihood, the forest's on the same scale, or the two
     joined (``joint_likelihood``), whichever is highest."""
-    if forest is None:
+    if forest is None or math.isnan(forest):  # no forest, or it abstains (a gap)
         return stream_score
     mapped = forest_on_stream_scale(forest, forest_threshold, threshold)
     return max(stream_score, mapped, joint_likelihood(stream_score, forest))
@@ -158,7 +158,7 @@ def score_host(
             values[np.ix_(idx, forest.columns)],
             threshold=forest.threshold,
         )
-        forest_scores = [float(s) for s in scores.score]
+        forest_scores = [None if math.isnan(s) else float(s) for s in scores.score.tolist()]
     for (i, reading), f in zip(readings, forest_scores, strict=True):
         f_threshold = forest.threshold if forest is not None else 1.0
         score = combine(reading.score, f, f_threshold, threshold)

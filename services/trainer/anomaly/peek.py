@@ -20,8 +20,9 @@ from shared.arrays import FloatArray
 
 def score_next(det: AnomalyDetector, history: RecentHistory, row: FloatArray, at: float) -> float:
     """The score of ``row`` (values in ``det.metrics`` order) at ``at`` (epoch seconds, not
-    before the history's newest sample) as the history's next sample. The history must be
-    settled (``det.settle``); it is not changed."""
+    before the history's newest sample) as the history's next sample, NaN where the forest
+    abstains (``AnomalyDetector.whole``). The history must be settled (``det.settle``); it is
+    not changed."""
     times, values = history.arrays()
     if len(times) and at < times[-1]:
         raise ValueError("the next sample cannot precede the history's newest one")
@@ -31,13 +32,10 @@ def score_next(det: AnomalyDetector, history: RecentHistory, row: FloatArray, at
     if len(times) == history.capacity:  # the append would drop the oldest sample
         times, values, scores = times[1:], values[1:], scores[1:]
     cfg = det.extractor.config
-    # ``RecentHistory.features(rows=1)`` after the append: the look-back in time before the
-    # new sample, and one sample before it for the forward fill.
-    horizon = at - (cfg.lookback + 1) * cfg.interval_s
-    first = max(0, int(np.searchsorted(times, horizon, side="left")) - 1)
-    feats = det.extractor.compute(
-        np.append(times[first:], at), np.vstack([values[first:], row[None, :]]), tail=1
-    )
+    # ``RecentHistory.features(rows=1)`` after the append: the whole buffer.
+    feats = det.extractor.compute(np.append(times, at), np.vstack([values, row[None, :]]), tail=1)
+    if not det.whole(feats)[-1]:
+        return float("nan")  # a gap in the look-back: the forest abstains
     # The newest ``smoothing`` raw scores with the new one, averaged over the samples since
     # the last gap longer than the look-back (``RecentHistory.run_length``).
     cached = np.append(scores, -det.forest_scores(feats.matrix))[-det.smoothing :]

@@ -115,6 +115,14 @@ class Predictor:
                 stream = stream or await self.scoring.stream_for(conn, host)
                 if active is not None and history is None:
                     history = await self._history_for(conn, host, active)
+        if (
+            stream is not None
+            and fresh is not None
+            and utc(fresh[TIMESTAMP]).timestamp() - stream.last_ts > self.settings.scoring_lag_limit
+        ):
+            # The scoring loop is still learning the host's stored samples (a history just
+            # generated or imported): its per-metric state is from another time. Not used.
+            stream = None
         sample: dict[str, float] = dict(values)
         filled_from = None
         if fresh is not None:
@@ -155,6 +163,8 @@ class Predictor:
                     history=h,
                     threshold=forest_threshold,
                 ).score
+        if forest_score is not None and math.isnan(forest_score):
+            forest_score = None  # a gap before the sample: the forest abstains
         stream_score = reading.score if reading is not None else 0.0
         score = combine(stream_score, forest_score, forest_threshold, threshold)
         top = reading_dicts(reading.metrics) if reading is not None else []

@@ -457,10 +457,12 @@ async def test_consecutive_anomalies_open_one_incident_and_normal_samples_resolv
         async with app_client(app) as client:
             await trained(client, engine)
             # The host with a forest of its own (a host without one is scored by its
-            # per-metric detectors only; tests/trainer/anomaly/test_host_scoring.py).
-            start = utcnow().replace(second=0, microsecond=0) - timedelta(minutes=100)
-            await store(engine, samples(start, 20), "train-host")
-            await store(engine, samples(start + timedelta(minutes=20), 6, **SPIKE), "train-host")
+            # per-metric detectors only; tests/trainer/anomaly/test_host_scoring.py). Its
+            # history ended a day ago: after that gap its forest abstains for its look-back
+            # and smoothing (81 minutes), so the spike comes 90 minutes after the return.
+            start = utcnow().replace(second=0, microsecond=0) - timedelta(minutes=170)
+            await store(engine, samples(start, 90), "train-host")
+            await store(engine, samples(start + timedelta(minutes=90), 6, **SPIKE), "train-host")
 
             async def open_incidents() -> list[dict[str, Any]]:
                 body = (await client.get("/incidents", params={"type": "ML_ANOMALY"})).json()
@@ -480,7 +482,7 @@ async def test_consecutive_anomalies_open_one_incident_and_normal_samples_resolv
 
             # The level-shift view compares with the previous hour, which holds the spike: the
             # host scores normal again once the spike has left that window.
-            await store(engine, samples(start + timedelta(minutes=26), 74), "train-host")
+            await store(engine, samples(start + timedelta(minutes=96), 74), "train-host")
 
             async def resolved() -> dict[str, Any] | None:
                 found = (await client.get(f"/incidents/{incident['id']}")).json()
@@ -544,6 +546,41 @@ async def test_a_manual_resolve_holds_through_the_scoring_loop_and_a_restart(
         ).json()
     # The samples after the resolve were flagged, enough in a row to have opened it again.
     assert sum(s["is_anomaly"] for s in newest["scores"]) >= 2 * fast_settings.anomaly_consecutive
+
+
+async def test_a_sample_after_a_gap_is_scored_without_the_forest(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    # The host's newest stored sample, posted again a minute and five minutes later: across
+    # four missing minutes the forest would see the values held still (a rate of change held
+    # for five minutes), which it had flagged; it abstains there instead.
+    await trained(client, engine)
+
+    async def history_learned() -> bool:  # the scoring loop has learned its stored history
+        async with engine.connect() as conn:
+            query = sa.select(sa.func.count()).select_from(anomaly_scores)
+            n = (await conn.execute(query.where(anomaly_scores.c.host == "train-host"))).scalar()
+        return n == len(training_frame())
+
+    await wait_for(history_learned, timeout=60.0)
+    newest = training_frame().iloc[-1]
+    body = {"host": "train-host", **{m: float(newest[m]) for m in METRIC_NAMES}}
+
+    async def at(minutes: int) -> dict[str, Any]:
+        when = (newest["timestamp"] + timedelta(minutes=minutes)).isoformat()
+        answer: dict[str, Any] = (
+            await client.post("/predict/anomaly", json={**body, "timestamp": when})
+        ).json()
+        return answer
+
+    next_minute = await at(1)
+    assert next_minute["forest_score"] is not None
+    assert next_minute["models"]["forest_model_id"] is not None
+    for later in (5, 60):
+        answer = await at(later)
+        assert answer["forest_score"] is None, answer
+        assert answer["score"] == answer["per_metric_score"]
+        assert answer["is_anomaly"] is False, answer
 
 
 # -- threshold of the model (predict) ---------------------------------------------------

@@ -89,25 +89,30 @@ def test_online_score_equals_batch_score() -> None:
 
 
 def test_after_a_long_gap_online_equals_batch_and_the_past_is_not_averaged_in() -> None:
-    # The forest's score is smoothed over the last rows of the host's run: after a gap longer
-    # than the look-back the run starts again, online as in a batch, so a spike right after
-    # it is judged on its own rows, not averaged with scores from before the gap.
+    # After a gap longer than the look-back the run starts again, online as in a batch: the
+    # raw forest scores of the first rows after it are those of the rows alone, not averaged
+    # with rows from before the gap; and for its look-back and smoothing the forest abstains
+    # (NaN), online as in a batch (tests/trainer/anomaly/test_forest_gaps.py).
     det, df = _trained()
-    late = df.iloc[2900:2950].copy()
+    late = df.iloc[2900:3000].copy()
     late["timestamp"] = late["timestamp"] + pd.Timedelta(hours=20)
     joined = pd.concat([df.iloc[:2900], late], ignore_index=True)
     batch = det.score_frame(joined)
     alone = det.score_frame(late.reset_index(drop=True))
     hist = _history(det, df.iloc[:2900])
     metrics = list(det.metrics)
-    for i in range(2900, 2950):
+    span = det.extractor.config.lookback + det.smoothing
+    for i in range(2900, 3000):
         res = det.score_sample(
             {m: float(joined.at[i, m]) for m in metrics},
             timestamp=joined.at[i, "timestamp"],
             history=hist,
             threshold=det.fitted_threshold,
         )
-        assert res.score == pytest.approx(batch.score[i], abs=1e-9)
+        if i - 2900 < span:
+            assert np.isnan(res.score) and np.isnan(batch.score[i])
+        else:
+            assert res.score == pytest.approx(batch.score[i], abs=1e-9)
     # The forest part of the first rows after the gap is that of the rows alone.
     np.testing.assert_allclose(batch.forest_score[2900:], alone.forest_score, atol=1e-9, rtol=0)
 

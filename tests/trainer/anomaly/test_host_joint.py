@@ -52,7 +52,8 @@ async def test_predict_scores_a_host_with_both_layers_joined(
     svc: AnomalyService = app.state.anomaly
     await store_history(engine, host="auto")
     assert await svc.forests.check() == "auto"
-    recent = samples(minutes_ago(30), 30)
+    # back after a day: past the forest's look-back and smoothing (81 minutes) it scores again
+    recent = samples(minutes_ago(100), 100)
     await store(engine, recent, "auto")
     before = -1
     while (n := await scored_count(engine, "auto")) != before:  # the loop has caught up

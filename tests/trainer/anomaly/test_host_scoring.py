@@ -269,8 +269,10 @@ async def test_a_forest_is_trained_for_a_host_with_enough_history_and_only_score
     assert active.record.parameters["incident_budget"] is None
     assert svc.models.get(host="small") is None
     assert await svc.forests.check() is None  # not due again before ML_ANOMALY_RETRAIN_HOURS
-    later = minutes_ago(60)
-    await store(engine, samples(later, 10), "auto")
+    # back after a day: the forest abstains for its look-back and smoothing (81 minutes),
+    # then scores the host's samples again
+    later = minutes_ago(100)
+    await store(engine, samples(later, 100), "auto")
     await store(engine, samples(later, 10), "small")
 
     async def auto_scored_by_forest() -> bool:
@@ -323,8 +325,10 @@ async def test_training_a_host_leaves_the_other_hosts_forests_active(
     assert statuses == {first["model"]["id"]: "active", second["model"]["id"]: "active"}
     hosts = {m["host"] for m in (await client.get("/models")).json()["models"]}
     assert hosts == {"one", "two"}
-    # Without a host, the forest trained last scores it, and says so.
-    body = (await client.post("/predict/anomaly", json=SPIKE)).json()
+    # Without a host, the forest trained last scores it, and says so (a minute after the
+    # history: after a longer gap the forest would abstain).
+    at = (training_frame()["timestamp"].iloc[-1] + timedelta(minutes=1)).isoformat()
+    body = (await client.post("/predict/anomaly", json={**SPIKE, "timestamp": at})).json()
     assert body["host"] == "two" and body["model_id"] == second["model"]["id"]
     assert np.isfinite(body["forest_score"])
 
