@@ -134,10 +134,11 @@ class FailureService:
             if not body.use_synthetic:
                 raise Conflict(
                     "history too short: "
-                    + (f"host {body.host} has" if body.host else "no host has")
-                    + f" {MIN_HISTORY_SAMPLES} samples (7 days at one a minute)"
-                    + " in the range. Collect more, or pass use_synthetic=true to generate "
-                    "synthetic data first."
+                    + (f"host {body.host} has fewer than" if body.host else "no host has")
+                    + f" {MIN_HISTORY_SAMPLES} samples (7 days at one a minute) in the range:"
+                    " collect more. use_synthetic=true does not add to a host's samples: it "
+                    f"trains the host {SYNTHETIC_HOST!r} instead, on {body.synthetic_days} days "
+                    "generated first."
                 )
             gen = SyntheticDataGenerator(seed=body.seed)
             frame = await asyncio.to_thread(gen.generate_full_training_set, body.synthetic_days)

@@ -186,7 +186,15 @@ async def test_short_history_needs_use_synthetic_and_bad_fields_are_named(
 ) -> None:
     refused = await client.post("/train/failure-predictor", json={"host": "nobody"})
     assert refused.status_code == 409
-    assert "use_synthetic" in refused.json()["detail"]
+    detail = refused.json()["detail"]
+    assert detail.startswith("history too short: host nobody has fewer than 10080 samples")
+    # use_synthetic is named for what it does: the host synthetic trained, not nobody helped
+    assert "use_synthetic=true does not add to a host's samples" in detail
+    assert "trains the host 'synthetic' instead" in detail and "30 days generated" in detail
+    fleet = await client.post("/train/failure-predictor", json={"synthetic_days": 9})
+    assert fleet.status_code == 409
+    assert fleet.json()["detail"].startswith("history too short: no host has 10080 samples")
+    assert "instead, on 9 days generated first" in fleet.json()["detail"]
     bad = await client.post("/train/failure-predictor", json={"horizons": [7]})
     assert bad.status_code == 422 and "horizons" in bad.text
     none = await client.post("/predict/failure", json={"host": "web-1"})
