@@ -161,8 +161,11 @@ def model_activated(model: ModelSummary, *, reason: str, previous: ModelSummary 
     )
 
 
-def versions_trained(versions: Iterable[tuple[ModelSummary, float]]) -> None:
-    """Versions trained and made active at once (the forecaster's per-metric models)."""
-    for model, seconds in versions:
+def versions_trained(
+    versions: Iterable[tuple[ModelSummary, float, ModelSummary | None]],
+) -> None:
+    """Versions trained and made active at once (the forecaster's per-metric models), each
+    with the active version it replaced (None for a first version)."""
+    for model, seconds, previous in versions:
         model_trained(family=model.name, model_id=model.id, host=model.host, seconds=seconds)
-        model_activated(model, reason="trained", previous=None)
+        model_activated(model, reason="trained", previous=previous)

@@ -37,8 +37,9 @@ class TrainFailureRequest(Input):
     )
     use_synthetic: bool = Field(
         default=False,
-        description="If the history is too short (under 7 days of samples), first generate "
-        "`synthetic_days` of synthetic data (host 'synthetic') and train on that.",
+        description="If the history is too short (under 7 days of samples), train the host "
+        "'synthetic' instead: on its stored samples if it has 7 days of them, else on "
+        "`synthetic_days` of synthetic data generated first.",
     )
     synthetic_days: int = Field(
         default=30, ge=7, le=90, description="Days of synthetic data generated, 7 to 90."

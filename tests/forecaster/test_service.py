@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -94,8 +95,9 @@ async def train(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
 
 
 async def test_training_registers_verified_versions_with_evaluation_and_stores_forecasts(
-    settings: Settings, engine: AsyncEngine
+    settings: Settings, engine: AsyncEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="autofix_ml.events")
     await store_synthetic(engine, host="small", days=2)
     await store_synthetic(engine)
     async with forecaster(settings, engine) as (client, app):
@@ -136,6 +138,14 @@ async def test_training_registers_verified_versions_with_evaluation_and_stores_f
         ).scalar_one()
     # Only the kept generations remain: the retired models' forecasts plus the new ones.
     assert stored == result["forecasts_written"] + again["forecasts_written"]
+    # Each activation names the version it replaced: none the first time, then the first run's.
+    activated = [r.fields for r in caplog.records if getattr(r, "event", None) == "model_activated"]
+    first = {m["metric"]: m["model_id"] for m in result["models"]}
+    second = {m["metric"]: m["model_id"] for m in again["models"]}
+    assert [(f["model_id"], f["previous_model_id"]) for f in activated] == [
+        *((first[name], None) for name in METRICS),
+        *((second[name], first[name]) for name in METRICS),
+    ]
 
 
 async def test_forecast_answers_hours_ahead_points_with_ordered_bounds(

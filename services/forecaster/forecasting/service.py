@@ -39,8 +39,7 @@ from services.forecaster.forecasting.prophet_model import (
     StoredModel,
 )
 from services.forecaster.forecasting.retrain import due_hosts
-from services.forecaster.forecasting.training import fit_metrics, register
-from shared import events as observe
+from services.forecaster.forecasting.training import fit_metrics, log_trained, register
 from shared.active_model import ActiveModel, ActiveModelHolder
 from shared.clock import utcnow
 from shared.errors import AppError, Conflict
@@ -170,7 +169,7 @@ class Forecaster:
             async with self.engine.begin() as conn:
                 registered = await register(conn, run)
                 predictions: dict[str, tuple[int, Prediction, float]] = {}
-                for fitted, record, _artifact in registered:
+                for fitted, record, _artifact, _previous in registered:
                     predictions[fitted.fit.metric] = (
                         record.id,
                         fitted.fit.prediction,
@@ -192,9 +191,9 @@ class Forecaster:
                     )
                 notify = await self._store(conn, outcome, predictions)
             # Committed: these are the active versions now, verified as they were written.
-            for fitted, record, artifact in registered:
+            for fitted, record, artifact, _previous in registered:
                 self.models.put(ActiveModel(StoredModel(artifact, fitted.fit.sha256), record))
-        observe.versions_trained((r, f.fit.fit_seconds) for f, r, _a in registered)
+        log_trained(registered)
         self.last_refresh_at = generated_at
         for incident in notify:
             self.notifier.notify(incident)

@@ -1,7 +1,8 @@
 """Training runs: the window, the SQL bucket means, fits and evaluations on the workers, registration.
 
 Usage: `run = await fit_metrics(engine, executor, request, config=config, grid=grid)`, then
-`await register(conn, run)` inside the transaction that stores the forecasts.
+`registered = await register(conn, run)` inside the transaction that stores the forecasts,
+`log_trained(registered)` once it is committed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -25,7 +27,7 @@ from services.forecaster.forecasting.history import (
     without_spans,
 )
 from services.forecaster.forecasting.jobs import FitOutput, fit_job
-from shared import registry
+from shared import events, registry
 from shared.catalogue import METRIC_NAMES
 from shared.errors import AppError, Conflict, NotFound
 from shared.schemas.forecast import TrainForecasterRequest
@@ -66,6 +68,15 @@ class FitRun:
     fitted: list[FittedMetric]
     failures: dict[str, str]
     fit_seconds: float
+
+
+class Registered(NamedTuple):
+    """A version stored and activated by `register`, and the active version it replaced."""
+
+    fitted: FittedMetric
+    record: ModelSummary
+    artifact: bytes
+    previous: ModelSummary | None
 
 
 async def resolve_window(conn: AsyncConnection, request: TrainForecasterRequest) -> TrainingWindow:
@@ -163,14 +174,16 @@ async def fit_metrics(
     return FitRun(window, config, buckets.samples, fitted, failures, fit_seconds)
 
 
-async def register(
-    conn: AsyncConnection, run: FitRun
-) -> list[tuple[FittedMetric, ModelSummary, bytes]]:
-    """Store and activate one version per fitted metric: (fitted, its record, its artifact)."""
+async def register(conn: AsyncConnection, run: FitRun) -> list[Registered]:
+    """Store and activate one version per fitted metric: (fitted, its record, its artifact,
+    the version it replaced or None)."""
     config, window = run.config, run.window
     out = []
     for fitted in run.fitted:
         fit = fitted.fit
+        previous = await registry.active_model(
+            conn, name=repo.MODEL_NAME, host=window.host, metric=fit.metric
+        )
         artifact = fit.artifact
         evaluation = (
             fitted.evaluation.as_dict()
@@ -208,5 +221,11 @@ async def register(
         )
         if record.artifact_sha256 != fit.sha256:
             raise AppError("stored model checksum differs from the serialised model")
-        out.append((fitted, record, artifact))
+        out.append(Registered(fitted, record, artifact, previous))
     return out
+
+
+def log_trained(registered: list[Registered]) -> None:
+    """Log and count the versions `register` stored once they are committed: `model_trained`
+    and `model_activated` (its `previous_model_id` the version each replaced)."""
+    events.versions_trained((r.record, r.fitted.fit.fit_seconds, r.previous) for r in registered)

@@ -188,8 +188,9 @@ class AnomalyService:
                 raise Conflict(
                     f"history too short: {count} samples"
                     + (f" of host {host}" if host else "")
-                    + f"; at least {MIN_HISTORY_SAMPLES} (3 days at one a minute) are needed. "
-                    "Collect more, or pass use_synthetic=true to generate a month first."
+                    + f"; a host is trained on at least {MIN_HISTORY_SAMPLES} of its own samples "
+                    "(3 days at one a minute): collect more. use_synthetic=true does not add to "
+                    f"them: it trains the host {SYNTHETIC_HOST!r} on a generated month instead."
                 )
             gen = SyntheticDataGenerator(seed=body.seed)
             frame = await asyncio.to_thread(gen.generate_full_training_set, SYNTHETIC_DAYS)

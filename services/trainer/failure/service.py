@@ -134,17 +134,23 @@ class FailureService:
             if not body.use_synthetic:
                 raise Conflict(
                     "history too short: "
-                    + (f"host {body.host} has" if body.host else "no host has")
-                    + f" {MIN_HISTORY_SAMPLES} samples (7 days at one a minute)"
-                    + " in the range. Collect more, or pass use_synthetic=true to generate "
-                    "synthetic data first."
+                    + (f"host {body.host} has fewer than" if body.host else "no host has")
+                    + f" {MIN_HISTORY_SAMPLES} samples (7 days at one a minute) in the range:"
+                    " collect more. use_synthetic=true does not add to a host's samples: it "
+                    f"trains the host {SYNTHETIC_HOST!r} instead, on its stored samples if it "
+                    f"has 7 days of them, else on {body.synthetic_days} days generated first."
                 )
-            gen = SyntheticDataGenerator(seed=body.seed)
-            frame = await asyncio.to_thread(gen.generate_full_training_set, body.synthetic_days)
-            async with HOST_LOCKS.hold(SYNTHETIC_HOST):
-                generated = await store(self.engine, frame, host=SYNTHETIC_HOST)
             hosts, scope = [SYNTHETIC_HOST], SYNTHETIC_HOST
-            start, end = frame["timestamp"].iloc[0].to_pydatetime(), None
+            async with self.engine.connect() as conn:
+                stored = await samples.count_samples(
+                    conn, host=SYNTHETIC_HOST, start=start, end=end
+                )
+            if stored < MIN_HISTORY_SAMPLES:  # else its stored samples are trained on again
+                gen = SyntheticDataGenerator(seed=body.seed)
+                frame = await asyncio.to_thread(gen.generate_full_training_set, body.synthetic_days)
+                async with HOST_LOCKS.hold(SYNTHETIC_HOST):
+                    generated = await store(self.engine, frame, host=SYNTHETIC_HOST)
+                start, end = frame["timestamp"].iloc[0].to_pydatetime(), None
         active = self.models.get(host=scope)
         active_artifact: tuple[bytes, str] | None = None
         if active is not None:

@@ -132,6 +132,20 @@ async def test_training_stores_an_active_version_with_its_evaluation(
     assert [m["id"] for m in listed["models"]] == [model["id"]]
 
 
+async def test_a_short_host_is_told_use_synthetic_trains_another_host(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    await store(engine, training_frame().iloc[:1440], "web-2")  # a day: under the 3-day minimum
+    refused = await train(client, host="web-2")
+    assert refused.status_code == 409
+    detail = refused.json()["detail"]
+    assert detail.startswith("history too short: 1440 samples of host web-2;")
+    assert f"at least {MIN_HISTORY_SAMPLES} of its own samples" in detail
+    # use_synthetic is named for what it does: the host synthetic trained, not web-2 helped
+    assert "it trains the host 'synthetic' on a generated month instead" in detail
+    assert "generate a month first" not in detail
+
+
 async def test_short_history_needs_use_synthetic(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:

@@ -33,7 +33,7 @@ from services.trainer.synthetic.repository import store_frame
 from shared import registry
 from shared.clock import utcnow
 from shared.settings import Settings
-from shared.tables import failure_predictions, ml_models
+from shared.tables import failure_predictions, metrics_history, ml_models
 from shared.workers import run_in
 from tests.conftest import app_client, served
 from tests.shared.incidents.conftest import Receiver
@@ -168,8 +168,15 @@ async def test_training_on_synthetic_data_stores_an_active_version_with_its_eval
     assert other.status_code == 409
     assert "web-9" in other.json()["detail"] and "fleet" in other.json()["detail"]
     # a second version is compared with the active one on the same held-out stretch and
-    # replaces it unless worse (its synthetic month starts at another minute: either can be)
+    # replaces it unless worse; the host synthetic has its 14 days: trained on again as they
+    # are, not generated anew (the same rows, ids and all)
+    rows = await synthetic_rows(engine)
+    assert rows[0] == 14 * 1440
     again = (await client.post("/train/failure-predictor", json=FAST)).json()
+    assert again["synthetic_generated"] == 0 and again["hosts"] == ["synthetic"]
+    assert await synthetic_rows(engine) == rows
+    assert again["model"]["sample_count"] == model["sample_count"]
+    assert again["model"]["training_start"] == model["training_start"]
     assert again["previous_model_id"] == model["id"]
     assert "vs active" in again["reason"]
     assert again["activated"] is again["reason"].startswith("not worse")
@@ -181,12 +188,49 @@ async def test_training_on_synthetic_data_stores_an_active_version_with_its_eval
     assert again["evaluation"]["seconds"]["evaluate_active"] > 0
 
 
+async def synthetic_rows(engine: AsyncEngine) -> tuple[int, int, int]:
+    """The host synthetic's stored samples: their count and their lowest and highest ids."""
+    h = metrics_history.c
+    query = sa.select(sa.func.count(), sa.func.min(h.id), sa.func.max(h.id))
+    async with engine.connect() as conn:
+        row = (await conn.execute(query.where(h.host == "synthetic"))).one()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+async def test_a_short_synthetic_host_is_generated_again(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    # two days under the host synthetic: under the 7-day minimum, so use_synthetic generates
+    start = utcnow().replace(second=0, microsecond=0) - timedelta(days=40)
+    await store(
+        engine,
+        SyntheticDataGenerator(seed=3).generate_full_training_set(2, start=start),
+        "synthetic",
+    )
+    body = (await client.post("/train/failure-predictor", json=FAST)).json()
+    assert body["synthetic_generated"] == 14 * 1440 and body["hosts"] == ["synthetic"]
+    assert (await synthetic_rows(engine))[0] == 16 * 1440  # the old days are kept ...
+    # ... and not trained on: the generated fortnight only, its last 20 % held out
+    assert body["model"]["sample_count"] == pytest.approx(14 * 1440 * 0.8, abs=2)
+
+
 async def test_short_history_needs_use_synthetic_and_bad_fields_are_named(
     client: httpx.AsyncClient,
 ) -> None:
     refused = await client.post("/train/failure-predictor", json={"host": "nobody"})
     assert refused.status_code == 409
-    assert "use_synthetic" in refused.json()["detail"]
+    detail = refused.json()["detail"]
+    assert detail.startswith("history too short: host nobody has fewer than 10080 samples")
+    # use_synthetic is named for what it does: the host synthetic trained, not nobody helped
+    assert "use_synthetic=true does not add to a host's samples" in detail
+    assert "trains the host 'synthetic' instead" in detail and "30 days generated" in detail
+    fleet = await client.post("/train/failure-predictor", json={"synthetic_days": 9})
+    assert fleet.status_code == 409
+    assert fleet.json()["detail"].startswith("history too short: no host has 10080 samples")
+    assert (
+        "on its stored samples if it has 7 days of them, else on 9 days generated first"
+        in (fleet.json()["detail"])
+    )
     bad = await client.post("/train/failure-predictor", json={"horizons": [7]})
     assert bad.status_code == 422 and "horizons" in bad.text
     none = await client.post("/predict/failure", json={"host": "web-1"})
