@@ -37,6 +37,7 @@ class Observation:
     flag: bool
     severity: Severity
     top: list[dict[str, Any]]
+    generated: bool = False  # synthetic data stored under the host: counted, raises nothing
 
 
 class IncidentKeeper:
@@ -87,7 +88,7 @@ class IncidentKeeper:
                     severity=o.severity,
                     top=o.top,
                     model=host_model,
-                    live=o.ts.timestamp() >= live_after,
+                    live=o.ts.timestamp() >= live_after and not o.generated,
                 )
                 if action is not None:
                     actions.append(action)

@@ -30,6 +30,7 @@ from services.trainer.anomaly.history import RecentHistory
 from services.trainer.anomaly.streaming import HostReading, HostStream, MetricReading
 from services.trainer.anomaly.threshold import host_severity
 from shared.arrays import FloatArray
+from shared.catalogue import METRICS_BY_NAME
 from shared.severity import Severity
 
 TOP_METRICS = 3  # per-metric readings stored with each score
@@ -86,12 +87,21 @@ def reading_dicts(metrics: Sequence[MetricReading], k: int = TOP_METRICS) -> lis
             "metric": m.metric,
             "value": _finite(m.value),
             "expected": _finite(m.expected),
-            "lower": _finite(m.lower),
-            "upper": _finite(m.upper),
+            **_band(m.metric, _finite(m.lower), _finite(m.upper)),
             "likelihood": _finite(m.likelihood),
         }
         for m in top
     ]
+
+
+def _band(metric: str, lower: float, upper: float) -> dict[str, float]:
+    """The band within what the metric can be: no negative latency, no CPU over 100 %."""
+    known = METRICS_BY_NAME.get(metric)
+    if known is not None and known.non_negative:
+        lower, upper = max(lower, 0.0), max(upper, 0.0)
+    if known is not None and known.is_percent:
+        lower, upper = min(lower, 100.0), min(upper, 100.0)
+    return {"lower": lower, "upper": upper}
 
 
 def _finite(x: float) -> float:

@@ -30,7 +30,7 @@ from shared.tables import anomaly_scoring_cursor as cursors
 from shared.tables import anomaly_stream_state as states
 from shared.tables import anomaly_thresholds as thresholds
 from shared.tables import metrics_history as mh
-from shared.tables import ml_models
+from shared.tables import ml_models, synthetic_windows
 
 # A metrics_history row: id, timestamp, host, the 14 metrics, label (SAMPLE_COLUMNS order).
 SampleRow = tuple[Any, ...]
@@ -373,3 +373,18 @@ def _range(query: Any, *, start: datetime | None, end: datetime | None) -> Any:
     if end is not None:
         query = query.where(mh.c.timestamp <= end)
     return query
+
+
+async def generated_windows(
+    conn: AsyncConnection, hosts: Sequence[str], *, after: datetime
+) -> dict[str, list[tuple[datetime, datetime]]]:
+    """Each host's windows of stored synthetic data that end after ``after``: its rows inside
+    them were generated, not observed (``synthetic_windows``)."""
+    sw = synthetic_windows
+    query = sa.select(sw.c.host, sw.c.first, sw.c.last).where(
+        sw.c.host.in_(list(hosts)), sw.c.last >= after
+    )
+    out: dict[str, list[tuple[datetime, datetime]]] = {}
+    for host, first, last in await conn.execute(query):
+        out.setdefault(str(host), []).append((utc(first), utc(last)))
+    return out

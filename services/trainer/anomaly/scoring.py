@@ -219,6 +219,8 @@ class ScoringLoop:
             for r in rows:
                 by_host.setdefault(str(r[HOST]), []).append(r)
             stored_thresholds = await repo.host_thresholds(conn)
+            stale_before = utcnow() - self.stale_after
+            generated = await repo.generated_windows(conn, list(by_host), after=stale_before)
             work: dict[str, _HostWork] = {}
             for host, host_rows in by_host.items():
                 try:
@@ -233,7 +235,6 @@ class ScoringLoop:
         records: list[dict[str, Any]] = []
         observations: dict[str, list[Observation]] = {}
         models: dict[str, ScoringModel] = {}
-        stale_before = (utcnow() - self.stale_after).timestamp()
         for host, result in results.items():
             if isinstance(result, Exception):
                 self._failed(host, result)
@@ -247,7 +248,8 @@ class ScoringLoop:
                 item.model.version if item.model else None,
                 thresholds[host],
             )
-            records += self._outcome(host, item, result, model, observations)
+            windows = generated.get(host, [])
+            records += self._outcome(host, item, result, model, observations, windows)
             models[host] = model
         dirty = self.streams.take_dirty()
         cursor = int(rows[-1][ID])
@@ -258,7 +260,7 @@ class ScoringLoop:
                 await repo.save_stream_states(conn, states)
                 await repo.save_cursor(conn, cursor, at=utcnow())
                 notify = await self.incidents.apply(
-                    conn, observations, model=models, live_after=stale_before
+                    conn, observations, model=models, live_after=stale_before.timestamp()
                 )
         except Exception:
             # The detectors learned the batch: save them next time (its rows come back as
@@ -322,9 +324,11 @@ class ScoringLoop:
         result: HostBatch,
         model: ScoringModel,
         observations: dict[str, list[Observation]],
+        generated: Sequence[tuple[datetime, datetime]] = (),
     ) -> list[dict[str, Any]]:
         """Score rows to store of one host's scored batch; its incident observations (none for
-        the synthetic host, nor for samples whose metrics all still learn)."""
+        the synthetic host, nor for samples whose metrics all still learn; samples inside a
+        window of ``generated`` data raise nothing)."""
         records: list[dict[str, Any]] = []
         for s in result.scored:
             row = item.rows[s.index]
@@ -343,8 +347,9 @@ class ScoringLoop:
                 )
             )
             if host != SYNTHETIC_HOST and not s.learning:
+                made = any(a <= ts <= b for a, b in generated)
                 observations.setdefault(host, []).append(
-                    Observation(ts, s.score, s.is_anomaly, s.severity, s.contributions)
+                    Observation(ts, s.score, s.is_anomaly, s.severity, s.contributions, made)
                 )
         predict_history = self.predict_histories.get(host)
         if predict_history is not None and item.forest is not None and result.scored:

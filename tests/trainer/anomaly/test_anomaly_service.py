@@ -23,10 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.trainer.anomaly.service import MIN_HISTORY_SAMPLES, AnomalyService
 from services.trainer.app import create_app
 from services.trainer.synthetic.generator import SyntheticDataGenerator
-from services.trainer.synthetic.repository import store_frame
+from services.trainer.synthetic.repository import delete_window, store_frame
 from shared import registry
 from shared.catalogue import METRIC_NAMES
 from shared.clock import utcnow
+from shared.db import bulk_insert_samples, frame_records
 from shared.settings import Settings
 from shared.tables import anomaly_scores, ml_models
 from tests.conftest import app_client, served
@@ -53,8 +54,12 @@ def fast_settings(settings: Settings) -> Settings:
 
 
 async def store(engine: AsyncEngine, frame: pd.DataFrame, host: str) -> None:
+    """The frame's rows as the host's own samples (collected or pushed; not recorded as
+    generated, which ``store_frame`` records and which raises no incident)."""
     async with engine.begin() as conn:
-        await store_frame(conn, frame, host=host)
+        await delete_window(conn, frame, host=host)
+        records = frame_records(frame, host=host, sqlite=conn.dialect.name == "sqlite")
+        await bulk_insert_samples(conn, records, prepared=True)
 
 
 @lru_cache(maxsize=1)
@@ -595,6 +600,29 @@ async def test_a_sample_after_a_gap_is_scored_without_the_forest(
         assert answer["forest_score"] is None, answer
         assert answer["score"] == answer["per_metric_score"]
         assert answer["is_anomaly"] is False, answer
+
+
+async def test_generated_samples_are_scored_but_open_no_incident(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    # The same spike as the incident test above, stored as generated data (the quick start's
+    # generate-synthetic for a host): scored and flagged, but it is not something that
+    # happened to the host, so no incident opens (it opened one, critical, and resolved it).
+    await trained(client, engine)
+    start = utcnow().replace(second=0, microsecond=0) - timedelta(minutes=100)
+    frame = pd.concat([samples(start, 90), samples(start + timedelta(minutes=90), 6, **SPIKE)])
+    async with engine.begin() as conn:
+        await store_frame(conn, frame, host="train-host")
+
+    async def scored() -> list[dict[str, Any]]:
+        params = {"host": "train-host", "start": start.isoformat(), "limit": 200}
+        found = (await client.get("/anomaly-scores", params=params)).json()["scores"]
+        return found if len(found) == len(frame) else []
+
+    flagged = [s for s in await wait_for(scored) if s["is_anomaly"]]
+    assert len(flagged) >= 3  # flagged, enough in a row to have opened an incident
+    body = (await client.get("/incidents", params={"type": "ML_ANOMALY"})).json()
+    assert body["count"] == 0, body
 
 
 # -- threshold of the model (predict) ---------------------------------------------------

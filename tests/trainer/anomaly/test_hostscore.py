@@ -40,3 +40,28 @@ def test_a_certain_layer_makes_the_joint_certain_and_no_forest_leaves_the_stream
     assert joint_likelihood(1.0, 0.2) == 1.0
     assert combine(0.7, None, 1.0, THRESHOLD) == 0.7
     assert combine(0.7, 1.0, 0.999, THRESHOLD) == 1.0
+
+
+def test_a_reported_band_stays_within_what_the_metric_can_be() -> None:
+    from services.trainer.anomaly.hostscore import reading_dicts
+    from services.trainer.anomaly.streaming import MetricReading
+
+    def reading(metric: str, lower: float, upper: float, surprise: float) -> MetricReading:
+        return MetricReading(metric, 50.0, 40.0, lower, upper, 0.9, surprise, False)
+
+    out = reading_dicts(
+        [
+            reading("response_time_p95", -34.0, 250.0, 4.0),  # latency is never negative
+            reading("cpu_usage_percent", -9.5, 104.0, 3.0),  # nor CPU outside 0-100 %
+            reading("cpu_rate_of_change", -2.0, 2.0, 2.0),  # a rate of change can fall
+            reading("m07", -1.0, 1.0, 1.0),  # a metric outside the catalogue: as computed
+        ],
+        k=4,
+    )
+    bands = {d["metric"]: (d["lower"], d["upper"]) for d in out}
+    assert bands == {
+        "response_time_p95": (0.0, 250.0),
+        "cpu_usage_percent": (0.0, 100.0),
+        "cpu_rate_of_change": (-2.0, 2.0),
+        "m07": (-1.0, 1.0),
+    }
