@@ -226,6 +226,12 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     errors = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ())]
+        if err.get("type") == "json_invalid":  # loc: ["body", <character position>]
+            why = (err.get("ctx") or {}).get("error", "not readable")
+            at = f" at character {loc[1]}" if len(loc) > 1 else ""
+            msg = f"the body is not valid JSON: {why}{at}"
+            errors.append({"field": "body", "loc": ["body"], "msg": msg, "type": "json_invalid"})
+            continue
         # Never echo the submitted value back: only where and why.
         errors.append(
             {"field": ".".join(loc), "loc": loc, "msg": err.get("msg", ""), "type": err.get("type")}
