@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from services.trainer.deps import AnomalyServiceDep
+from shared.errors import Unprocessable
 from shared.schemas.anomaly import (
     AnomalyScoreList,
     AnomalyScoreQuery,
@@ -42,6 +43,20 @@ async def predict(service: AnomalyServiceDep, body: PredictRequest) -> Response:
     values: dict[str, Any] = {
         k: v for k, v in body.model_dump(exclude={"host", "timestamp"}).items() if v is not None
     }
+    if not values:
+        # Nothing to score: filling every metric from the newest sample would score a copy of
+        # it minutes later (held still, which the forest finds unusual).
+        raise Unprocessable(
+            [
+                {
+                    "field": "body",
+                    "loc": ["body"],
+                    "msg": "no metric posted: post at least one of the 14 metrics (the stored "
+                    "scores of a host's samples: GET /api/ml/anomaly-scores?host=...)",
+                    "type": "missing",
+                }
+            ]
+        )
     answer = await service.predict(values, host=body.host, timestamp=body.timestamp)
     # Built by the service from typed values; skipping re-validation keeps this path short.
     return Response(orjson.dumps(answer), media_type="application/json")

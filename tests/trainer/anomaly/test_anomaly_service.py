@@ -567,6 +567,19 @@ async def test_a_manual_resolve_holds_through_the_scoring_loop_and_a_restart(
     assert sum(s["is_anomaly"] for s in newest["scores"]) >= 2 * fast_settings.anomaly_consecutive
 
 
+async def test_a_predict_without_any_metric_is_a_422_naming_the_body(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    await trained(client, engine)
+    for body in ({}, {"host": "train-host"}, {"host": "train-host", "timestamp": None}):
+        response = await client.post("/predict/anomaly", json=body)
+        assert response.status_code == 422, response.text
+        (error,) = response.json()["detail"]
+        assert error["field"] == "body" and "no metric posted" in error["msg"]
+    ok = await client.post("/predict/anomaly", json={"host": "train-host", **FOUR})
+    assert ok.status_code == 200
+
+
 async def test_a_sample_after_a_gap_is_scored_without_the_forest(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
