@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, ConfigDict, Field, create_model, field_validator
 
+from shared.catalogue import METRIC_NAMES
 from shared.clock import utc
 from shared.schemas.common import Input, IsoDatetime, Schema
 from shared.schemas.models import ModelSummary
@@ -99,7 +100,11 @@ class _PredictBase(_TimedSample):
                     "error_rate": 0.25,
                     "response_time_p95": 8000,
                 }
-            ]
+            ],
+            # at least one metric with a value: a body without any is a 422 (nothing to score)
+            "anyOf": [
+                {"required": [m], "properties": {m: {"type": "number"}}} for m in METRIC_NAMES
+            ],
         }
     )
 
