@@ -132,8 +132,8 @@ class AnomalyDetector:
             raise ValueError("the normal mask must have one entry per row and select some")
         self.extractor.fit(frame[mask] if normal is not None else frame, metrics)
         feats = self.extractor.transform(frame)
-        if (mask & self.whole(feats)).sum() >= 2:  # rows it abstains on teach it nothing
-            mask = mask & self.whole(feats)
+        if (mask & self.whole(feats.since_gap)).sum() >= 2:  # rows it abstains on teach it nothing
+            mask = mask & self.whole(feats.since_gap)
         x = feats.matrix
         self.mean = x[mask].mean(axis=0)
         std = x[mask].std(axis=0)
@@ -254,14 +254,14 @@ class AnomalyDetector:
         else:
             ref = self._batch_memory_ref(feats)
         score = self._combine(feats, causal_mean(-forest, self.smoothing, feats.run_index), ref)
-        score = np.where(self.whole(feats), score, np.nan)
+        score = np.where(self.whole(feats.since_gap), score, np.nan)
         return BatchScores(
             score=score, is_anomaly=score >= threshold, forest_score=forest, features=feats
         )
 
-    def whole(self, feats: FeatureSet) -> npt.NDArray[np.bool_]:
+    def whole(self, since_gap: FloatArray) -> npt.NDArray[np.bool_]:
         """Rows with no gap in their look-back and smoothing; on others the forest abstains."""
-        return np.asarray(feats.since_gap >= self.extractor.config.lookback + self.smoothing)
+        return np.asarray(since_gap >= self.extractor.config.lookback + self.smoothing)
 
     def score_frame(self, frame: pd.DataFrame, *, threshold: float | None = None) -> BatchScores:
         """Score every row of a time-ordered frame of one host (threshold: the fitted one)."""
@@ -320,8 +320,7 @@ class AnomalyDetector:
         feats = history.features(rows=rows)
         fresh = self.forest_scores(feats.matrix[-need:])
         cached[len(cached) - need :] = -fresh
-        # The last row of ``causal_mean``: the same left-to-right sum, then the mean, over
-        # the rows since the last gap longer than the look-back.
+        # The last row of ``causal_mean`` (the same sum) over the rows since a long gap.
         in_run = cached[-history.run_length(len(cached)) :]
         forest_anom = np.array([sum(in_run.tolist()) / len(in_run)])
         n = len(feats)
@@ -331,7 +330,8 @@ class AnomalyDetector:
         ref = history.memory.reference(new.hour, shift, SHIFT_MEMORY_RANK)[-1:]
         history.memory.fold(new.hour, shift)
         history.unfolded = 0
-        score = float(self._combine(last, forest_anom, ref)[0]) if self.whole(last)[0] else np.nan
+        whole = bool(self.whole(last.since_gap)[0])
+        score = float(self._combine(last, forest_anom, ref)[0]) if whole else np.nan
         return AnomalyResult(
             score=score,
             is_anomaly=score >= threshold,

@@ -25,6 +25,8 @@ def since_gap(slots: IntArray) -> FloatArray:
     if n < 2:
         return out
     steps = np.diff(slots)
+    if int(steps.max()) <= GAP_STEPS:  # the usual case, and cheap: no step can be a gap
+        return out
     limit = max(GAP_STEPS, 2 * int(np.median(steps)))
     after = np.flatnonzero(steps > limit) + 1
     if not len(after):

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from services.trainer.anomaly.features import FeatureExtractor, FeatureSet, to_epoch
+from services.trainer.anomaly.featureset import since_gap
 from shared.arrays import FloatArray, IntArray
 
 HISTORY_MARGIN = 64  # samples a history keeps beyond the feature look-back
@@ -152,9 +153,18 @@ class RecentHistory:
         if self._len == 0:
             raise ValueError("history is empty")
         times, values = self.arrays()
-        # The whole buffer: the look-back of the rows, and before it the samples that tell
-        # whether a gap lies within ``lookback + smoothing`` of them (``since_gap``).
-        return self.extractor.compute(times, values.copy(), tail=min(rows, self._len))
+        cfg = self.extractor.config
+        # The look-back in time, plus ``rows - 1`` earlier samples for the extra rows.
+        start = max(0, self._len - rows)
+        horizon = times[start] - (cfg.lookback + 1) * cfg.interval_s
+        first = int(np.searchsorted(times, horizon, side="left"))
+        # One sample before the horizon carries the forward-filled values into it.
+        first = max(0, first - 1)
+        tail = min(rows, self._len)
+        feats = self.extractor.compute(times[first:], values[first:].copy(), tail=tail)
+        # Whether a gap lies within ``lookback + smoothing`` of the rows: the whole buffer.
+        feats.since_gap = since_gap(np.floor(times / cfg.interval_s).astype(np.int64))[-tail:]
+        return feats
 
 
 @dataclass(slots=True)

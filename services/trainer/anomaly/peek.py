@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from services.trainer.anomaly.detector import AnomalyDetector
+from services.trainer.anomaly.featureset import since_gap
 from services.trainer.anomaly.history import SHIFT_MEMORY_RANK, RecentHistory
 from shared.arrays import FloatArray
 
@@ -32,10 +33,17 @@ def score_next(det: AnomalyDetector, history: RecentHistory, row: FloatArray, at
     if len(times) == history.capacity:  # the append would drop the oldest sample
         times, values, scores = times[1:], values[1:], scores[1:]
     cfg = det.extractor.config
-    # ``RecentHistory.features(rows=1)`` after the append: the whole buffer.
-    feats = det.extractor.compute(np.append(times, at), np.vstack([values, row[None, :]]), tail=1)
-    if not det.whole(feats)[-1]:
-        return float("nan")  # a gap in the look-back: the forest abstains
+    # ``RecentHistory.features(rows=1)`` after the append: the look-back in time before the
+    # new sample, and one sample before it for the forward fill; the gaps over the buffer.
+    every = np.append(times, at)
+    feats_since = since_gap(np.floor(every / cfg.interval_s).astype(np.int64))[-1:]
+    if not det.whole(feats_since)[0]:
+        return float("nan")  # a gap in the look-back or smoothing: the forest abstains
+    horizon = at - (cfg.lookback + 1) * cfg.interval_s
+    first = max(0, int(np.searchsorted(times, horizon, side="left")) - 1)
+    feats = det.extractor.compute(
+        np.append(times[first:], at), np.vstack([values[first:], row[None, :]]), tail=1
+    )
     # The newest ``smoothing`` raw scores with the new one, averaged over the samples since
     # the last gap longer than the look-back (``RecentHistory.run_length``).
     cached = np.append(scores, -det.forest_scores(feats.matrix))[-det.smoothing :]
