@@ -132,8 +132,8 @@ class AnomalyDetector:
             raise ValueError("the normal mask must have one entry per row and select some")
         self.extractor.fit(frame[mask] if normal is not None else frame, metrics)
         feats = self.extractor.transform(frame)
-        if (mask & self.whole(feats.since_gap)).sum() >= 2:  # rows it abstains on teach it nothing
-            mask = mask & self.whole(feats.since_gap)
+        kept = mask & self.whole(feats.since_gap)  # rows it abstains on teach it nothing
+        mask = kept if kept.sum() >= 2 else mask
         x = feats.matrix
         self.mean = x[mask].mean(axis=0)
         std = x[mask].std(axis=0)

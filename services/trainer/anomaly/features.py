@@ -42,6 +42,11 @@ class FeatureConfig:
     baseline_window: int = 60
     time_features: bool = True
 
+    def slots(self, times: FloatArray) -> IntArray:
+        """The grid slot of each time (epoch seconds): floor(time / interval)."""
+        out: IntArray = np.floor(times / self.interval_s).astype(np.int64)
+        return out
+
     @property
     def short_window(self) -> int:
         return self.mean_windows[0] if self.mean_windows else 1
@@ -151,7 +156,14 @@ class FeatureExtractor:
 
     # -- core ----------------------------------------------------------------------
 
-    def compute(self, times: FloatArray, raw: FloatArray, *, tail: int | None = None) -> FeatureSet:
+    def compute(
+        self,
+        times: FloatArray,
+        raw: FloatArray,
+        *,
+        tail: int | None = None,
+        gaps: FloatArray | None = None,
+    ) -> FeatureSet:
         """Features of the last ``tail`` rows (all rows by default) of a time-ordered run;
         the earlier rows serve only as their look-back.
 
@@ -161,7 +173,7 @@ class FeatureExtractor:
         """
         cfg = self.config
         n = raw.shape[0]
-        slots = np.floor(times / cfg.interval_s).astype(np.int64)
+        slots = cfg.slots(times)
         first = 0 if tail is None else max(n - tail, 0)
         starts = np.flatnonzero(np.diff(slots) > cfg.lookback) + 1 if n > 1 else slots[:0]
         if starts.size == 0:
@@ -174,7 +186,8 @@ class FeatureExtractor:
                 if b > first
             ]
             out = runs[0] if len(runs) == 1 else FeatureSet.concat(runs)
-        out.since_gap = since_gap(slots)[first:]
+        # ``gaps``: the rows' ``since_gap`` read over more samples than these (a host's buffer)
+        out.since_gap = since_gap(slots)[first:] if gaps is None else gaps
         return out
 
     def _compute_run(

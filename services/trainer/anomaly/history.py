@@ -144,7 +144,7 @@ class RecentHistory:
         the features' look-back (as ``FeatureSet.run_index`` counts them)."""
         times, _ = self.arrays()
         cfg = self.extractor.config
-        slots = np.floor(times[-limit - 1 :] / cfg.interval_s).astype(np.int64)
+        slots = cfg.slots(times[-limit - 1 :])
         gaps = np.flatnonzero(np.diff(slots) > cfg.lookback)
         return min(limit, len(slots) - 1 - int(gaps[-1])) if len(gaps) else min(limit, len(times))
 
@@ -161,10 +161,9 @@ class RecentHistory:
         # One sample before the horizon carries the forward-filled values into it.
         first = max(0, first - 1)
         tail = min(rows, self._len)
-        feats = self.extractor.compute(times[first:], values[first:].copy(), tail=tail)
         # Whether a gap lies within ``lookback + smoothing`` of the rows: the whole buffer.
-        feats.since_gap = since_gap(np.floor(times / cfg.interval_s).astype(np.int64))[-tail:]
-        return feats
+        gaps = since_gap(cfg.slots(times))[-tail:]
+        return self.extractor.compute(times[first:], values[first:].copy(), tail=tail, gaps=gaps)
 
 
 @dataclass(slots=True)

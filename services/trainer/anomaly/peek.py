@@ -35,20 +35,19 @@ def score_next(det: AnomalyDetector, history: RecentHistory, row: FloatArray, at
     cfg = det.extractor.config
     # ``RecentHistory.features(rows=1)`` after the append: the look-back in time before the
     # new sample, and one sample before it for the forward fill; the gaps over the buffer.
-    every = np.append(times, at)
-    feats_since = since_gap(np.floor(every / cfg.interval_s).astype(np.int64))[-1:]
-    if not det.whole(feats_since)[0]:
+    since = since_gap(cfg.slots(np.append(times, at)))[-1:]
+    if not det.whole(since)[0]:
         return float("nan")  # a gap in the look-back or smoothing: the forest abstains
     horizon = at - (cfg.lookback + 1) * cfg.interval_s
     first = max(0, int(np.searchsorted(times, horizon, side="left")) - 1)
     feats = det.extractor.compute(
-        np.append(times[first:], at), np.vstack([values[first:], row[None, :]]), tail=1
+        np.append(times[first:], at), np.vstack([values[first:], row[None, :]]), tail=1, gaps=since
     )
     # The newest ``smoothing`` raw scores with the new one, averaged over the samples since
     # the last gap longer than the look-back (``RecentHistory.run_length``).
     cached = np.append(scores, -det.forest_scores(feats.matrix))[-det.smoothing :]
     limit = len(cached)
-    slots = np.floor(np.append(times[-limit:], at) / cfg.interval_s).astype(np.int64)
+    slots = cfg.slots(np.append(times[-limit:], at))
     gaps = np.flatnonzero(np.diff(slots) > cfg.lookback)
     run = min(limit, len(slots) - 1 - int(gaps[-1])) if len(gaps) else min(limit, len(times) + 1)
     in_run = cached[-run:]

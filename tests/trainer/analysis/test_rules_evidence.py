@@ -10,30 +10,39 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.trainer.analysis import grounding, rules
 from services.trainer.analysis import repository as repo
+from services.trainer.analysis.evidence import EvidencePack
 from services.trainer.synthetic.generator import SyntheticDataGenerator
 from shared import registry
 from shared.catalogue import METRIC_NAMES
 from shared.clock import utcnow
 from shared.db import bulk_insert_samples
 from shared.incidents import repository as incidents
+from shared.schemas.analysis import Analysis, Claim
 from tests.trainer.analysis.conftest import HOST, store_incident
 
 # errors at ~0.2/s (about 20 times their usual rate) while the detector ranks p95 first
 ERROR_STORM = {"error_rate": 0.2}
 
 
+async def _attribution_claims(
+    engine: AsyncEngine, attributed: tuple[str, ...]
+) -> tuple[EvidencePack, Analysis, list[Claim]]:
+    """An error storm's pack as read from the database, its analysis, and the analysis's
+    claims citing the detector's attribution."""
+    incident = await store_incident(engine, spike=ERROR_STORM, attributed=attributed)
+    pack = await repo.read_pack(engine, incident.id, now=utcnow())
+    answer = rules.analyze(pack)
+    about = [c for c in answer.claims if any(e.startswith("attribution:") for e in c.evidence)]
+    return pack, answer, about
+
+
 async def test_the_attribution_claim_names_the_metric_the_detector_weighs_most(
     engine: AsyncEngine,
 ) -> None:
-    incident = await store_incident(
-        engine, spike=ERROR_STORM, attributed=("response_time_p95", "error_rate")
-    )
-    pack = await repo.read_pack(engine, incident.id, now=utcnow())
+    pack, answer, about = await _attribution_claims(engine, ("response_time_p95", "error_rate"))
     weights = {i.data["metric"]: i.data["weight"] for i in pack.items if i.kind == "attribution"}
     assert weights["response_time_p95"] > weights["error_rate"] > 0
-    answer = rules.analyze(pack)
     assert answer.cause.category == "error_storm" and answer.top_metric == "error_rate"
-    about = [c for c in answer.claims if any(e.startswith("attribution:") for e in c.evidence)]
     assert len(about) == 1
     claim = about[0]
     assert "mostly to response_time_p95" in claim.text
@@ -46,12 +55,7 @@ async def test_the_attribution_claim_names_the_metric_the_detector_weighs_most(
 async def test_the_attribution_claim_says_mostly_when_the_metric_leads(
     engine: AsyncEngine,
 ) -> None:
-    incident = await store_incident(
-        engine, spike=ERROR_STORM, attributed=("error_rate", "response_time_p95")
-    )
-    pack = await repo.read_pack(engine, incident.id, now=utcnow())
-    answer = rules.analyze(pack)
-    about = [c for c in answer.claims if any(e.startswith("attribution:") for e in c.evidence)]
+    pack, answer, about = await _attribution_claims(engine, ("error_rate", "response_time_p95"))
     assert [c.evidence for c in about] == [["attribution:error_rate"]]
     assert "mostly to error_rate" in about[0].text
     assert grounding.check(answer, pack) == []
